@@ -1,0 +1,366 @@
+//! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return and what
+//! the ready queue holds.
+//!
+//! They mirror `asyncio.Handle`/`asyncio.TimerHandle` (same methods, same
+//! repr, same private attributes that third-party code peeks at) but are
+//! native, so creating and running one costs no Python frame. Running a
+//! handle enters its `contextvars.Context` with `PyContext_Enter/Exit`
+//! instead of `Context.run`, and reports failures to the loop's exception
+//! handler exactly as `Handle._run` does; only `KeyboardInterrupt` and
+//! `SystemExit` escape, to stop `run_forever`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
+use pyo3::types::PyTuple;
+
+use crate::loop_core::Shared;
+use crate::pyrefs::refs;
+
+/// The call a handle makes; dropped when the handle is cancelled.
+pub struct Callback {
+    pub func: Py<PyAny>,
+    pub args: Py<PyTuple>,
+    pub context: Py<PyAny>,
+}
+
+struct State {
+    call: Option<Callback>,
+    /// Repr frozen at cancel time in debug mode, as asyncio does.
+    repr: Option<Py<PyAny>>,
+}
+
+#[pyclass(frozen, subclass, weakref, module = "tokioloop", name = "Handle")]
+pub struct Handle {
+    state: Mutex<State>,
+    cancelled: AtomicBool,
+    loop_: Py<PyAny>,
+    source_traceback: Option<Py<PyAny>>,
+    /// Deadline for timers; NaN for plain handles.
+    when: f64,
+    /// True while the timer sits in the loop's heap.
+    scheduled: AtomicBool,
+    /// The loop's shared state: the debug flag, and for timers the count of
+    /// cancelled entries that drives heap compaction. Weak: the loop owns its
+    /// queued handles, handles must not own the loop.
+    shared: Weak<Shared>,
+    is_timer: bool,
+}
+
+/// `call_later`/`call_at` handles: a `Handle` with a deadline and ordering.
+#[pyclass(frozen, extends = Handle, module = "tokioloop", name = "TimerHandle")]
+pub struct TimerHandle;
+
+impl Handle {
+    pub fn new(
+        loop_: Py<PyAny>,
+        call: Callback,
+        source_traceback: Option<Py<PyAny>>,
+        shared: Weak<Shared>,
+        when: Option<f64>,
+    ) -> Self {
+        Handle {
+            state: Mutex::new(State {
+                call: Some(call),
+                repr: None,
+            }),
+            cancelled: AtomicBool::new(false),
+            loop_,
+            source_traceback,
+            when: when.unwrap_or(f64::NAN),
+            scheduled: AtomicBool::new(false),
+            shared,
+            is_timer: when.is_some(),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_scheduled(&self, scheduled: bool) {
+        self.scheduled.store(scheduled, Ordering::Relaxed);
+    }
+
+    pub fn when_value(&self) -> f64 {
+        self.when
+    }
+
+    /// Run the callback in its context. Returns `Err` only for exceptions
+    /// that must stop the loop (`KeyboardInterrupt`, `SystemExit`, or one
+    /// raised by the exception handler itself).
+    pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.is_cancelled() {
+            return Ok(());
+        }
+        let (func, args, context) = {
+            let state = this.state.lock();
+            match &state.call {
+                Some(c) => (
+                    c.func.clone_ref(py),
+                    c.args.clone_ref(py),
+                    c.context.clone_ref(py),
+                ),
+                None => return Ok(()),
+            }
+        };
+        match call_in_context(py, &context, &func, &args) {
+            Ok(()) => Ok(()),
+            Err(err) => report_error(slf, func, args, err),
+        }
+    }
+}
+
+/// `context.run(func, *args)` without a Python frame.
+fn call_in_context(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    func: &Py<PyAny>,
+    args: &Py<PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: all pointers are live references owned by the caller for the
+    // duration of the call; PyContext_Enter/Exit are paired on this thread and
+    // the GIL is held (we have `py`).
+    unsafe {
+        if ffi::PyContext_Enter(context.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let nargs = ffi::PyTuple_GET_SIZE(args.as_ptr());
+        let result = match nargs {
+            0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
+            1 => ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0)),
+            _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+        };
+        let result = Bound::from_owned_ptr_or_err(py, result);
+        // Exit even on error; an exit failure (context switched inside the
+        // callback) outranks the callback's own result.
+        if ffi::PyContext_Exit(context.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        result.map(drop)
+    }
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+fn report_error(
+    slf: &Bound<'_, Handle>,
+    func: Py<PyAny>,
+    args: Py<PyTuple>,
+    err: PyErr,
+) -> PyResult<()> {
+    let py = slf.py();
+    if is_fatal(py, &err) {
+        return Err(err);
+    }
+    let exc = err.into_value(py);
+    refs(py)
+        .report_callback_error
+        .bind(py)
+        .call1((slf.get().loop_.bind(py), slf, func, args, exc))?;
+    Ok(())
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.cancelled.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let shared = this.shared.upgrade();
+        let debug = shared.as_ref().is_some_and(|s| s.debug());
+        let frozen_repr = if debug {
+            // Computed before the callback is dropped, as asyncio does.
+            Some(refs(py).handle_repr.bind(py).call1((slf,))?.unbind())
+        } else {
+            None
+        };
+        let dropped = {
+            let mut state = this.state.lock();
+            state.repr = frozen_repr;
+            state.call.take()
+        };
+        drop(dropped); // outside the lock: dropping may run Python code
+        if this.is_timer && this.scheduled.load(Ordering::Relaxed) {
+            if let Some(shared) = shared {
+                shared.timer_cancelled();
+            }
+        }
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .lock()
+            .call
+            .as_ref()
+            .map(|c| c.context.clone_ref(py))
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Some(frozen) = &slf.get().state.lock().repr {
+            return Ok(frozen.clone_ref(py));
+        }
+        Ok(refs(py).handle_repr.bind(py).call1((slf,))?.unbind())
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state.lock().call.as_ref().map(|c| c.func.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.state.lock().call.as_ref().map(|c| c.args.clone_ref(py))
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
+        // Never block inside the GC: if another thread holds the lock, it is
+        // about to run or drop the callback anyway.
+        if let Some(state) = self.state.try_lock() {
+            if let Some(c) = &state.call {
+                visit.call(&c.func)?;
+                visit.call(&c.args)?;
+                visit.call(&c.context)?;
+            }
+            if let Some(r) = &state.repr {
+                visit.call(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let dropped = {
+            let mut state = self.state.lock();
+            (state.call.take(), state.repr.take())
+        };
+        drop(dropped);
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _scheduled(slf: PyRef<'_, Self>) -> bool {
+        slf.as_super().scheduled.load(Ordering::Relaxed)
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> isize {
+        // hash(float) semantics are not needed, only consistency with __eq__.
+        let bits = slf.as_super().when.to_bits();
+        (bits ^ (bits >> 32)) as isize
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.as_super().get();
+        let b = other.as_super().get();
+        let result = match op {
+            CompareOp::Lt => a.when < b.when,
+            CompareOp::Le => a.when < b.when || timer_eq(py, a, b)?,
+            CompareOp::Gt => a.when > b.when,
+            CompareOp::Ge => a.when > b.when || timer_eq(py, a, b)?,
+            CompareOp::Eq => timer_eq(py, a, b)?,
+            CompareOp::Ne => !timer_eq(py, a, b)?,
+        };
+        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+}
+
+/// asyncio's `TimerHandle.__eq__`: same deadline, callback, args and state.
+fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
+    if std::ptr::eq(a, b) {
+        return Ok(true);
+    }
+    if a.when != b.when || a.is_cancelled() != b.is_cancelled() {
+        return Ok(false);
+    }
+    let (fa, aa) = {
+        let s = a.state.lock();
+        match &s.call {
+            Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
+            None => (None, None),
+        }
+    };
+    let (fb, ab) = {
+        let s = b.state.lock();
+        match &s.call {
+            Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
+            None => (None, None),
+        }
+    };
+    let same = |x: Option<Py<PyAny>>, y: Option<Py<PyAny>>| -> PyResult<bool> {
+        match (x, y) {
+            (None, None) => Ok(true),
+            (Some(x), Some(y)) => x.bind(py).eq(y.bind(py)),
+            _ => Ok(false),
+        }
+    };
+    Ok(same(fa, fb)? && same(aa.map(|t| t.into_any()), ab.map(|t| t.into_any()))?)
+}
+
+/// `extract_stack()` for handles made in debug mode.
+pub fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(refs(py).extract_stack.bind(py).call0()?.unbind())
+}

@@ -1,0 +1,31 @@
+//! `tokioloop._tokioloop`: the native half of tokioloop.
+//!
+//! Module map (one job per file):
+//! - `loop_core`: the `LoopCore` class: ready queue, timers, the run loop.
+//! - `handles`: `Handle`/`TimerHandle`, running callbacks in their context.
+//! - `timers`: the timer heap with cancelled-timer compaction (pure Rust).
+//! - `clock`: the monotonic clock behind `loop.time()` (pure Rust).
+//! - `runtime`, `gil_park`: the per-loop tokio runtime and the park hooks
+//!   that release the GIL only while the loop thread waits.
+//! - `wakeup`: the signal wake-up socket.
+//! - `pyrefs`: cached Python objects and a vectorcall helper.
+
+use pyo3::prelude::*;
+
+pub mod clock;
+pub mod gil_park;
+pub mod handles;
+pub mod loop_core;
+pub mod pyrefs;
+pub mod runtime;
+pub mod timers;
+pub mod wakeup;
+
+#[pymodule]
+fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<loop_core::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! `LoopCore`: the native engine under `tokioloop.Loop`.
+//!
+//! It owns the ready queue, the timer heap and the tokio runtime, and runs
+//! the loop iteration itself (`_run`). The Python class `tokioloop.Loop`
+//! derives from it and from `asyncio.BaseEventLoop`, so the policy parts
+//! asyncio writes in Python (exception handler, executors, asyncgen hooks,
+//! `run_until_complete`, the high-level network helpers) are asyncio's own
+//! code, while everything on the per-callback path is here. The private
+//! attributes `BaseEventLoop` reads and writes (`_closed`, `_stopping`,
+//! `_debug`, `_task_factory`) are native properties, so both halves share
+//! one state.
+//!
+//! One iteration mirrors `BaseEventLoop._run_once`: drop cancelled timers;
+//! poll for I/O (without blocking if callbacks are ready or the loop is
+//! stopping, otherwise parked until the next timer, a thread-safe wake-up or
+//! a signal); move due timers to the ready queue; run the callbacks that
+//! were ready at that point, and no others.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass_init::PyClassInitializer;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::clock;
+use crate::gil_park::ParkScope;
+use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
+use crate::pyrefs::{refs, vectorcall};
+use crate::runtime;
+use crate::timers::{TimerHeap, TimerPayload};
+use crate::wakeup::SignalSocket;
+
+/// `time.get_clock_info('monotonic').resolution` on Linux: timers due
+/// within it of now fire this iteration, as in asyncio.
+const CLOCK_RESOLUTION: f64 = 1e-9;
+
+/// A queued callback: ours, or an `asyncio.Handle` that asyncio's own code
+/// handed to `_add_callback` (signal handlers are scheduled that way).
+pub enum Ready {
+    Native(Py<Handle>),
+    Foreign(Py<PyAny>),
+}
+
+impl TimerPayload for Py<Handle> {
+    fn is_cancelled(&self) -> bool {
+        self.get().is_cancelled()
+    }
+    fn unscheduled(&self) {
+        self.get().set_scheduled(false);
+    }
+}
+
+/// State shared with handles and with other threads
+/// (`call_soon_threadsafe`).
+pub struct Shared {
+    ready: Mutex<VecDeque<Ready>>,
+    timers: Mutex<TimerHeap<Py<Handle>>>,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    /// Set while the loop thread is (about to be) parked, so only wake-ups
+    /// that are needed pay for a cross-thread notification.
+    parked: AtomicBool,
+    notify: Notify,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            ready: Mutex::new(VecDeque::new()),
+            timers: Mutex::new(TimerHeap::new()),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    pub fn debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    pub fn timer_cancelled(&self) {
+        self.timers.lock().note_cancelled();
+    }
+
+    fn push_ready(&self, item: Ready) {
+        self.ready.lock().push_back(item);
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready.lock().is_empty()
+    }
+
+    /// Wake the loop thread if it is parked (or about to park).
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn drop_cancelled_timers(&self) {
+        let mut graveyard = Vec::new();
+        self.timers.lock().drop_cancelled(&mut graveyard);
+        drop(graveyard); // after unlocking: dropping may run Python code
+    }
+
+    fn move_due_timers(&self) {
+        let mut timers = self.timers.lock();
+        if timers.is_empty() {
+            return;
+        }
+        let end_time = clock::monotonic() + CLOCK_RESOLUTION;
+        let mut ready = self.ready.lock();
+        timers.pop_due(end_time, |h| ready.push_back(Ready::Native(h)));
+    }
+}
+
+/// The runtime and the signal socket registered with it. Taken out of the
+/// loop while `_run` drives it, dropped on close.
+struct Driver {
+    // Field order matters: the socket deregisters from the runtime's driver
+    // before the runtime goes away.
+    signals: SignalSocket,
+    runtime: Runtime,
+}
+
+#[pyclass(frozen, subclass, module = "tokioloop._tokioloop")]
+pub struct LoopCore {
+    shared: Arc<Shared>,
+    driver: Mutex<Option<Driver>>,
+    signal_fd: i32,
+    task_factory: Mutex<Option<Py<PyAny>>>,
+}
+
+fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+/// A copy of the current `contextvars` context, as `Handle` takes when
+/// `context=None`.
+fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: the GIL is held; PyContext_CopyCurrent returns a new reference
+    // or NULL with an exception set.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
+}
+
+impl LoopCore {
+    fn check_open(&self) -> PyResult<()> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The debug-mode argument checks asyncio makes before scheduling.
+    fn debug_checks(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        if check_thread {
+            slf.call_method0("_check_thread")?;
+        }
+        slf.call_method1("_check_callback", (callback, method))?;
+        Ok(())
+    }
+
+    fn make_callback(
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Callback> {
+        let context = match context {
+            Some(c) if !c.is_none() => c.unbind(),
+            _ => copy_context(py)?,
+        };
+        Ok(Callback {
+            func: callback.unbind(),
+            args: args.unbind(),
+            context,
+        })
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        when: Option<f64>,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        let this = slf.get();
+        let tb = if this.shared.debug() {
+            Some(source_traceback(py)?)
+        } else {
+            None
+        };
+        Ok(Handle::new(
+            slf.clone().into_any().unbind(),
+            Self::make_callback(py, callback, args, context)?,
+            tb,
+            Arc::downgrade(&this.shared),
+            when,
+        ))
+    }
+
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context, None)?)?;
+        slf.get()
+            .shared
+            .push_ready(Ready::Native(handle.clone_ref(slf.py())));
+        Ok(handle)
+    }
+
+    fn schedule_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        let handle = Self::new_handle(slf, callback, args, context, Some(when))?;
+        let timer = Bound::new(
+            slf.py(),
+            PyClassInitializer::from(handle).add_subclass(TimerHandle),
+        )?;
+        let base: Py<Handle> = timer.as_super().clone().unbind();
+        base.get().set_scheduled(true);
+        slf.get().shared.timers.lock().push(when, base);
+        Ok(timer)
+    }
+
+    /// Run the callbacks that are ready now; ones they schedule wait for the
+    /// next iteration. On an escaping exception the rest stay queued, in
+    /// order, ahead of anything scheduled meanwhile.
+    fn run_ready(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
+        let py = slf.py();
+        let shared = &slf.get().shared;
+        std::mem::swap(&mut *shared.ready.lock(), batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let debug = shared.debug();
+        while let Some(item) = batch.pop_front() {
+            let result = match &item {
+                Ready::Native(h) if !debug => Handle::run(h.bind(py)),
+                Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
+                Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
+            };
+            drop(item);
+            if let Err(err) = result {
+                let mut ready = shared.ready.lock();
+                while let Some(rest) = batch.pop_back() {
+                    ready.push_front(rest);
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
+        let py = slf.py();
+        let data = signals.drain();
+        // Run Python-level signal handlers now (SIGINT's raises
+        // KeyboardInterrupt here, out of run_forever).
+        py.check_signals()?;
+        if !data.is_empty() {
+            slf.call_method1("_process_self_data", (PyBytes::new(py, &data),))?;
+        }
+        Ok(())
+    }
+}
+
+fn run_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    refs(py).run_handle_debug.bind(py).call1((slf, handle))?;
+    Ok(())
+}
+
+fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
+    if handle.getattr("_cancelled")?.is_truthy()? {
+        return Ok(());
+    }
+    if debug {
+        return run_debug(slf, handle);
+    }
+    handle.call_method0("_run")?;
+    Ok(())
+}
+
+/// Park until a timer is due, another thread wakes us, or a signal arrives.
+/// Returns whether the signal socket is readable.
+async fn park(shared: &Shared, signals: &SignalSocket, mut sleep: Pin<&mut Sleep>) -> bool {
+    let notified = shared.notify.notified();
+    tokio::pin!(notified);
+    let deadline = shared.timers.lock().next_deadline();
+    if let Some(when) = deadline {
+        let wait = clock::until(when, clock::monotonic());
+        sleep.as_mut().reset(Instant::now() + wait);
+    }
+    poll_fn(|cx| {
+        let signalled = signals.poll_ready(cx);
+        let woken = notified.as_mut().poll(cx).is_ready();
+        let timer_due = deadline.is_some() && sleep.as_mut().poll(cx).is_ready();
+        if signalled || woken || timer_due {
+            Poll::Ready(signalled)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The body of `run_forever`: iterate until `stop()`.
+async fn drive(slf: &Bound<'_, LoopCore>, signals: &SignalSocket) -> PyResult<()> {
+    let shared = &*slf.get().shared;
+    let mut batch = VecDeque::new();
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    loop {
+        shared.drop_cancelled_timers();
+        let signalled = if shared.has_ready() || shared.stopping.load(Ordering::Relaxed) {
+            // Let the driver poll I/O once without blocking.
+            tokio::task::yield_now().await;
+            poll_fn(|cx| Poll::Ready(signals.poll_ready(cx))).await
+        } else {
+            shared.parked.store(true, Ordering::SeqCst);
+            // Re-check after publishing `parked`: a thread that queued a
+            // callback before seeing the flag did not notify us.
+            let signalled = if shared.has_ready() {
+                false
+            } else {
+                park(shared, signals, sleep.as_mut()).await
+            };
+            shared.parked.store(false, Ordering::SeqCst);
+            signalled
+        };
+        if signalled {
+            LoopCore::handle_signals(slf, signals)?;
+        }
+        shared.move_due_timers();
+        LoopCore::run_ready(slf, &mut batch)?;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let runtime = runtime::build()?;
+        let signals = {
+            let _context = runtime.enter();
+            SignalSocket::new()?
+        };
+        Ok(LoopCore {
+            shared: Arc::new(Shared::new()),
+            signal_fd: signals.write_fd(),
+            driver: Mutex::new(Some(Driver { signals, runtime })),
+            task_factory: Mutex::new(None),
+        })
+    }
+
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            Self::debug_checks(slf, &callback, "call_soon", true)?;
+        }
+        Self::schedule_soon(slf, callback, args, context)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
+        }
+        let handle = Self::schedule_soon(slf, callback, args, context)?;
+        this.shared.wake();
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: Bound<'py, PyAny>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        if delay.is_none() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "delay must not be None",
+            ));
+        }
+        let when = clock::monotonic() + delay.extract::<f64>()?;
+        Self::call_at(slf, when.into_pyobject(slf.py())?.into_any(), callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: Bound<'py, PyAny>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        if when.is_none() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "when cannot be None",
+            ));
+        }
+        let when = when.extract::<f64>()?;
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            Self::debug_checks(slf, &callback, "call_at", true)?;
+        }
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.wake();
+    }
+
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let r = refs(py);
+        vectorcall(
+            py,
+            r.future_type.bind(py),
+            &[],
+            &[slf.as_any()],
+            Some(r.kw_loop.bind(py)),
+        )
+    }
+
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let r = refs(py);
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        let slow = this.task_factory.lock().is_some()
+            || this.shared.debug()
+            || (context.is_some() && !r.task_takes_context);
+        if slow {
+            // asyncio's own create_task: task factories, debug tracebacks,
+            // and the exact TypeError for context= on 3.10.
+            let kwargs = PyDict::new(py);
+            if let Some(n) = &name {
+                kwargs.set_item("name", n)?;
+            }
+            if let Some(c) = &context {
+                kwargs.set_item("context", c)?;
+            }
+            return r.base_create_task.bind(py).call((slf, coro), Some(&kwargs));
+        }
+        let task_type = r.task_type.bind(py);
+        let lp = slf.as_any();
+        match (&name, &context) {
+            (None, None) => vectorcall(py, task_type, &[&coro], &[lp], Some(r.kw_loop.bind(py))),
+            (Some(n), None) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, n],
+                Some(r.kw_loop_name.bind(py)),
+            ),
+            (None, Some(c)) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, c],
+                Some(r.kw_loop_context.bind(py)),
+            ),
+            (Some(n), Some(c)) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, n, c],
+                Some(r.kw_loop_name_context.bind(py)),
+            ),
+        }
+    }
+
+    /// Wake the loop from another thread or a signal handler
+    /// (asyncio's self-pipe write).
+    fn _write_to_self(&self) {
+        self.shared.wake();
+    }
+
+    /// Queue a handle made elsewhere (asyncio's `_add_callback`).
+    fn _add_callback(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(native) = handle.cast::<Handle>() {
+            if !native.get().is_cancelled() {
+                self.shared
+                    .push_ready(Ready::Native(native.clone().unbind()));
+            }
+        } else if !handle.getattr("_cancelled")?.is_truthy()? {
+            self.shared
+                .push_ready(Ready::Foreign(handle.clone().unbind()));
+        }
+        Ok(())
+    }
+
+    /// Drive the loop until `stop()`; `run_forever` wraps this with
+    /// asyncio's set-up and clean-up.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let driver = this.driver.lock().take().ok_or_else(closed_error)?;
+        let result = {
+            let _scope = ParkScope::enter();
+            driver.runtime.block_on(drive(slf, &driver.signals))
+        };
+        *this.driver.lock() = Some(driver);
+        result
+    }
+
+    /// Drop queued callbacks, timers and the runtime (after `close()`).
+    fn _close_native(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let ready = std::mem::take(&mut *self.shared.ready.lock());
+        let timers = self.shared.timers.lock().clear();
+        let driver = self.driver.lock().take();
+        drop((ready, timers, driver));
+    }
+
+    /// The fd that `signal.set_wakeup_fd` should write to.
+    fn _signal_wakeup_fd(&self) -> i32 {
+        self.signal_fd
+    }
+
+    /// Number of queued callbacks and timers (for tests and debugging).
+    fn _native_counts(&self) -> (usize, usize) {
+        (self.shared.ready.lock().len(), self.shared.timers.lock().len())
+    }
+
+    #[getter(_closed)]
+    fn get_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed(&self, value: bool) {
+        self.shared.closed.store(value, Ordering::Relaxed);
+    }
+
+    #[getter(_stopping)]
+    fn get_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping(&self, value: bool) {
+        self.shared.stopping.store(value, Ordering::Relaxed);
+    }
+
+    #[getter(_debug)]
+    fn get_debug_flag(&self) -> bool {
+        self.shared.debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.shared.debug.store(value.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[getter(_task_factory)]
+    fn get_task_factory_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.lock().as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[setter(_task_factory)]
+    fn set_task_factory_attr(&self, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut *self.task_factory.lock(), value);
+        drop(old);
+    }
+}

@@ -1,0 +1,601 @@
+"""Loop lifecycle: run_forever/run_until_complete/stop/close, debug, asyncgens."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+from loop_support import PY312, child_prelude
+
+CLOSED = "Event loop is closed"
+
+
+# --------------------------------------------------------------------------
+# run_forever / stop
+# --------------------------------------------------------------------------
+
+
+def test_run_forever_stop(loop):
+    out = []
+
+    def cb():
+        out.append(loop.is_running())
+        loop.stop()
+
+    loop.call_soon(cb)
+    assert loop.is_running() is False
+    loop.run_forever()
+    assert out == [True]
+    assert loop.is_running() is False
+    # Can be run again.
+    loop.call_soon(cb)
+    loop.run_forever()
+    assert out == [True, True]
+
+
+def test_stop_from_timer(loop):
+    out = []
+    loop.call_later(0.02, loop.stop)
+    loop.call_later(0.01, out.append, "before")
+    loop.call_later(0.5, out.append, "after")
+    loop.run_forever()
+    assert out == ["before"]
+
+
+def test_stop_before_run_forever_runs_one_iteration(loop):
+    out = []
+
+    def cb():
+        out.append("cb")
+        loop.call_soon(out.append, "next-iteration")
+
+    loop.call_soon(cb)
+    loop.stop()
+    loop.run_forever()
+    assert out == ["cb"]
+    # The stop request was consumed: the next run needs its own stop.
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["cb", "next-iteration"]
+
+
+def test_stop_before_run_forever_with_nothing_scheduled(loop):
+    loop.stop()
+    t0 = time.monotonic()
+    loop.run_forever()  # must return promptly, not park
+    assert time.monotonic() - t0 < 1.0
+    assert not loop.is_running()
+
+
+def test_get_running_loop_during_run_forever(loop):
+    seen = []
+
+    def cb():
+        seen.append(asyncio.get_running_loop())
+        seen.append(asyncio.get_event_loop())
+        loop.stop()
+
+    loop.call_soon(cb)
+    loop.run_forever()
+    assert seen[0] is loop
+    assert seen[1] is loop
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+
+
+# --------------------------------------------------------------------------
+# run_until_complete
+# --------------------------------------------------------------------------
+
+
+def test_run_until_complete_coroutine(loop):
+    async def coro(x):
+        await asyncio.sleep(0)
+        return x * 2
+
+    assert loop.run_until_complete(coro(21)) == 42
+
+
+def test_run_until_complete_future(loop):
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, "done")
+    assert loop.run_until_complete(fut) == "done"
+    assert fut.done()
+
+
+def test_run_until_complete_future_from_timer(loop):
+    fut = loop.create_future()
+    loop.call_later(0.01, fut.set_result, 7)
+    assert loop.run_until_complete(fut) == 7
+
+
+def test_run_until_complete_task(loop):
+    async def coro():
+        await asyncio.sleep(0.001)
+        return "task-result"
+
+    task = loop.create_task(coro())
+    assert loop.run_until_complete(task) == "task-result"
+    assert task.done()
+
+
+def test_run_until_complete_awaitable_object(loop):
+    class Awaitable:
+        def __await__(self):
+            yield from asyncio.sleep(0).__await__()
+            return "awaited"
+
+    assert loop.run_until_complete(Awaitable()) == "awaited"
+
+
+def test_run_until_complete_propagates_exception(loop):
+    async def boom():
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        loop.run_until_complete(boom())
+    # The loop survives.
+    assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+
+
+def test_run_until_complete_cancelled_future(loop):
+    fut = loop.create_future()
+    loop.call_soon(fut.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        loop.run_until_complete(fut)
+
+
+def test_run_until_complete_non_awaitable(loop):
+    with pytest.raises(TypeError, match="An asyncio.Future, a coroutine or an awaitable is required"):
+        loop.run_until_complete(42)
+    with pytest.raises(TypeError):
+        loop.run_until_complete(None)
+    assert not loop.is_running()
+    assert loop.run_until_complete(asyncio.sleep(0, 1)) == 1
+
+
+def test_run_until_complete_future_of_other_loop(loop, loop_factory):
+    other = loop_factory()
+    try:
+        fut = other.create_future()
+        with pytest.raises(ValueError, match="The future belongs to a different loop"):
+            loop.run_until_complete(fut)
+    finally:
+        other.close()
+
+
+def test_nested_run_until_complete(loop):
+    errors = []
+
+    async def main():
+        inner = asyncio.sleep(0)
+        try:
+            loop.run_until_complete(inner)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        finally:
+            inner.close()
+        # The outer run is unaffected.
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    assert loop.run_until_complete(main()) is loop
+    assert errors == ["This event loop is already running"]
+
+
+def test_nested_run_forever(loop, loop_kind):
+    if loop_kind == "asyncio" and sys.version_info[:3] == (3, 13, 0):
+        pytest.skip("CPython 3.13.0 clears the running loop on this error path")
+    errors = []
+
+    async def main():
+        try:
+            loop.run_forever()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    assert loop.run_until_complete(main()) is loop
+    assert errors == ["This event loop is already running"]
+
+
+def test_run_other_loop_while_running(loop, loop_factory):
+    other = loop_factory()
+    errors = []
+
+    async def main():
+        inner = asyncio.sleep(0)
+        try:
+            other.run_until_complete(inner)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        finally:
+            inner.close()
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    try:
+        assert loop.run_until_complete(main()) is loop
+    finally:
+        other.close()
+    assert errors == ["Cannot run the event loop while another loop is running"]
+
+
+def test_stopped_before_future_completed(loop):
+    async def main():
+        loop.stop()
+        await asyncio.sleep(10)
+
+    with pytest.raises(RuntimeError, match=r"^Event loop stopped before Future completed\.$"):
+        loop.run_until_complete(main())
+    assert not loop.is_running()
+    # Clean up the still-pending task.
+    for t in asyncio.all_tasks(loop):
+        t.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_run_until_complete_base_exception_in_coroutine(loop):
+    class MyBase(BaseException):
+        pass
+
+    async def main():
+        await asyncio.sleep(0)
+        raise MyBase("x")
+
+    with pytest.raises(MyBase):
+        loop.run_until_complete(main())
+    assert not loop.is_running()
+    assert loop.run_until_complete(asyncio.sleep(0, "again")) == "again"
+
+
+# --------------------------------------------------------------------------
+# close
+# --------------------------------------------------------------------------
+
+
+def test_is_closed_and_close_twice(loop_factory):
+    lp = loop_factory()
+    assert lp.is_closed() is False
+    assert lp.is_running() is False
+    lp.close()
+    assert lp.is_closed() is True
+    lp.close()  # no error
+    assert lp.is_closed() is True
+
+
+def test_run_on_closed_loop(loop_factory):
+    lp = loop_factory()
+    lp.close()
+    with pytest.raises(RuntimeError, match=f"^{CLOSED}$"):
+        lp.run_forever()
+    coro = asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match=f"^{CLOSED}$"):
+        lp.run_until_complete(coro)
+    coro.close()
+
+
+def _noop():
+    pass
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "call_soon",
+        "call_later",
+        "call_at",
+        "call_soon_threadsafe",
+        "create_task",
+        "run_in_executor",
+    ],
+)
+def test_scheduling_on_closed_loop(loop_factory, method):
+    lp = loop_factory()
+    lp.close()
+    coro = None
+    if method == "call_soon":
+        call = lambda: lp.call_soon(_noop)
+    elif method == "call_later":
+        call = lambda: lp.call_later(0.1, _noop)
+    elif method == "call_at":
+        call = lambda: lp.call_at(lp.time() + 0.1, _noop)
+    elif method == "call_soon_threadsafe":
+        call = lambda: lp.call_soon_threadsafe(_noop)
+    elif method == "create_task":
+        coro = asyncio.sleep(0)
+        call = lambda: lp.create_task(coro)
+    else:
+        call = lambda: lp.run_in_executor(None, _noop)
+    try:
+        with pytest.raises(RuntimeError, match=f"^{CLOSED}$"):
+            call()
+    finally:
+        if coro is not None:
+            coro.close()
+
+
+def test_close_running_loop(loop):
+    errors = []
+
+    def cb():
+        try:
+            loop.close()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        loop.stop()
+
+    loop.call_soon(cb)
+    loop.run_forever()
+    assert errors == ["Cannot close a running event loop"]
+    assert loop.is_closed() is False
+
+
+def test_close_discards_pending_callbacks(loop_factory):
+    lp = loop_factory()
+    out = []
+    lp.call_soon(out.append, 1)
+    lp.call_later(0.01, out.append, 2)
+    lp.close()
+    assert out == []
+    assert lp.is_closed()
+
+
+def test_is_running_inside_coroutine(loop):
+    async def main():
+        return loop.is_running(), loop.is_closed()
+
+    assert loop.run_until_complete(main()) == (True, False)
+    assert loop.is_running() is False
+
+
+# --------------------------------------------------------------------------
+# debug
+# --------------------------------------------------------------------------
+
+
+def test_get_set_debug(loop):
+    loop.set_debug(True)
+    assert loop.get_debug() is True
+    loop.set_debug(False)
+    assert loop.get_debug() is False
+
+
+def _child_debug(kind, env_extra=None, args=()):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")}
+    if env_extra:
+        env.update(env_extra)
+    code = child_prelude(kind) + (
+        "import warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "loop = factory()\n"
+        "print(loop.get_debug())\n"
+        "loop.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, *args, "-c", code],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_debug_default_off_in_subprocess(loop_kind):
+    assert _child_debug(loop_kind) == "False"
+
+
+def test_debug_from_env_var(loop_kind):
+    assert _child_debug(loop_kind, {"PYTHONASYNCIODEBUG": "1"}) == "True"
+
+
+def test_debug_from_dev_mode(loop_kind):
+    assert _child_debug(loop_kind, args=("-X", "dev")) == "True"
+
+
+# --------------------------------------------------------------------------
+# async generators
+# --------------------------------------------------------------------------
+
+
+def test_shutdown_asyncgens_finalizes_unfinished_generator(loop):
+    finalized = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)  # finalisation may await
+            finalized.append("closed")
+
+    g = agen()
+
+    async def first():
+        # The first iteration must happen while the loop runs so the loop's
+        # firstiter hook registers the generator.
+        return await g.__anext__()
+
+    assert loop.run_until_complete(first()) == 1
+    assert finalized == []
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert finalized == ["closed"]
+    # The generator is closed now.
+    with pytest.raises(StopAsyncIteration):
+        loop.run_until_complete(g.__anext__())
+
+
+def test_shutdown_asyncgens_error_goes_to_handler(loop):
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+
+    async def agen():
+        try:
+            yield 1
+        finally:
+            raise ZeroDivisionError("in finally")
+
+    g = agen()
+
+    async def first():
+        return await g.__anext__()
+
+    assert loop.run_until_complete(first()) == 1
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert len(reported) == 1
+    ctx = reported[0]
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["asyncgen"] is g
+    assert ctx["message"].startswith("an error occurred during closing of asynchronous generator")
+
+
+def test_asyncgen_first_iteration_after_shutdown_warns(loop):
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+    async def agen():
+        yield 1
+
+    async def main():
+        g = agen()
+        try:
+            return await g.__anext__()
+        finally:
+            await g.aclose()
+
+    with pytest.warns(ResourceWarning, match="shutdown_asyncgens"):
+        assert loop.run_until_complete(main()) == 1
+
+
+def test_asyncgen_finalizer_hook_closes_dropped_generator(loop):
+    finalized = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            finalized.append(asyncio.get_running_loop())
+
+    async def main():
+        g = agen()
+        assert await g.__anext__() == 1
+        del g
+        gc.collect()
+        for _ in range(20):
+            if finalized:
+                break
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    assert finalized == [loop]
+
+
+def test_asyncgen_hooks_installed_while_running_and_restored(loop):
+    def my_firstiter(agen):
+        pass
+
+    def my_finalizer(agen):
+        pass
+
+    old = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=my_firstiter, finalizer=my_finalizer)
+    try:
+        seen = []
+
+        async def main():
+            seen.append(sys.get_asyncgen_hooks())
+
+        loop.run_until_complete(main())
+        inside = seen[0]
+        assert inside.firstiter is not None
+        assert inside.finalizer is not None
+        assert inside.firstiter is not my_firstiter
+        assert inside.finalizer is not my_finalizer
+        after = sys.get_asyncgen_hooks()
+        assert after.firstiter is my_firstiter
+        assert after.finalizer is my_finalizer
+
+        # Restored even when the run ends with an exception.
+        async def fail():
+            raise KeyError("x")
+
+        with pytest.raises(KeyError):
+            loop.run_until_complete(fail())
+        after = sys.get_asyncgen_hooks()
+        assert after.firstiter is my_firstiter
+        assert after.finalizer is my_finalizer
+    finally:
+        sys.set_asyncgen_hooks(*old)
+
+
+# --------------------------------------------------------------------------
+# shutdown_default_executor
+# --------------------------------------------------------------------------
+
+
+def test_shutdown_default_executor_waits_for_work(loop):
+    done = threading.Event()
+
+    def work():
+        time.sleep(0.05)
+        done.set()
+        return threading.current_thread().name
+
+    async def main():
+        fut = loop.run_in_executor(None, work)
+        await loop.shutdown_default_executor()
+        assert done.is_set()
+        return await fut
+
+    name = loop.run_until_complete(main())
+    assert isinstance(name, str)
+    assert name != threading.current_thread().name
+
+
+def test_shutdown_default_executor_without_executor(loop):
+    # Nothing was ever submitted: completes immediately.
+    assert loop.run_until_complete(loop.shutdown_default_executor()) is None
+
+
+def test_run_in_executor_after_shutdown_default_executor(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_in_executor(None, _noop)
+
+
+def test_shutdown_default_executor_explicit_executor_still_usable(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        assert loop.run_until_complete(loop.run_in_executor(ex, sum, [1, 2, 3])) == 6
+
+
+@pytest.mark.skipif(not PY312, reason="timeout= is new in 3.12")
+def test_shutdown_default_executor_timeout(loop):
+    done = threading.Event()
+
+    def work():
+        time.sleep(0.05)
+        done.set()
+
+    async def main():
+        fut = loop.run_in_executor(None, work)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # must not warn: work finishes in time
+            await loop.shutdown_default_executor(timeout=2.0)
+        await fut
+
+    loop.run_until_complete(main())
+    assert done.is_set()

@@ -1,0 +1,410 @@
+"""Callback scheduling: call_soon / call_later / call_at, handles, loop.time()."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import sys
+import time
+
+import pytest
+from loop_support import PY311, PY312
+
+
+def run_once(loop):
+    """Run exactly one loop iteration (the stop() idiom asyncio documents)."""
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+# --------------------------------------------------------------------------
+# call_soon
+# --------------------------------------------------------------------------
+
+
+def test_call_soon_fifo(loop):
+    out = []
+    for i in range(200):
+        loop.call_soon(out.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == list(range(200))
+
+
+def test_call_soon_args(loop):
+    out = []
+
+    def cb(*args):
+        out.append(args)
+
+    loop.call_soon(cb)
+    loop.call_soon(cb, 1)
+    loop.call_soon(cb, "a", None, 3.5)
+    obj = object()
+    loop.call_soon(cb, obj, [1, 2])
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [(), (1,), ("a", None, 3.5), (obj, [1, 2])]
+    assert out[3][0] is obj
+
+
+def test_call_soon_returns_handle(loop):
+    h = loop.call_soon(lambda: None)
+    assert hasattr(h, "cancel")
+    assert h.cancelled() is False
+
+
+def test_callback_return_value_ignored(loop):
+    out = []
+
+    def cb():
+        out.append(1)
+        return "ignored"
+
+    loop.call_soon(cb)
+    run_once(loop)
+    assert out == [1]
+
+
+# --------------------------------------------------------------------------
+# call_later / call_at
+# --------------------------------------------------------------------------
+
+
+def test_call_later_order_by_when(loop):
+    out = []
+    # Scheduled in an order different from the firing order.
+    for delay in (0.03, 0.01, 0.05, 0.02, 0.04):
+        loop.call_later(delay, out.append, delay)
+    loop.call_later(0.08, loop.stop)
+    loop.run_forever()
+    assert out == [0.01, 0.02, 0.03, 0.04, 0.05]
+
+
+def test_call_at_order_by_when(loop):
+    out = []
+    base = loop.time()
+    offsets = [0.04, 0.0, 0.03, 0.01, 0.02]
+    for off in offsets:
+        loop.call_at(base + off, out.append, off)
+    loop.call_at(base + 0.07, loop.stop)
+    loop.run_forever()
+    assert out == sorted(offsets)
+
+
+def test_call_later_same_delay_fires_in_scheduling_order(loop):
+    # Consecutive call_later() calls with the same delay get non-decreasing
+    # deadlines, so they fire in scheduling order.
+    out = []
+    for i in range(50):
+        loop.call_later(0.01, out.append, i)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out == list(range(50))
+
+
+def test_call_at_exact_ties_fire_together_before_later_timer(loop):
+    # asyncio documents the order of callbacks scheduled for *exactly* the
+    # same time as undefined (its heap does not keep insertion order for
+    # ties), so only assert that all of them fire, before the next deadline.
+    out = []
+    base = loop.time() + 0.01
+    for i in range(20):
+        loop.call_at(base, out.append, i)
+    loop.call_at(base + 0.01, out.append, "later")
+    loop.call_at(base + 0.02, loop.stop)
+    loop.run_forever()
+    assert len(out) == 21
+    assert sorted(out[:20]) == list(range(20))
+    assert out[20] == "later"
+
+
+def test_call_later_waits_for_delay(loop):
+    fired = []
+    start = loop.time()
+    loop.call_later(0.05, lambda: (fired.append(loop.time()), loop.stop()))
+    loop.run_forever()
+    assert len(fired) == 1
+    # A timer never fires before its deadline (asyncio allows one clock
+    # resolution of slack; use 1 ms to be safe).
+    assert fired[0] - start >= 0.05 - 0.001
+    # Generous upper bound on latency.
+    assert fired[0] - start < 1.0
+
+
+def test_zero_and_negative_delays_after_queued_call_soon(loop):
+    # Due timers are moved to the ready queue *after* the callbacks already
+    # there; among themselves they run in deadline order.
+    out = []
+    loop.call_soon(out.append, "soon1")
+    loop.call_later(0, out.append, "later0")
+    loop.call_later(-5, out.append, "later-5")
+    loop.call_at(loop.time() - 10, out.append, "at-10")
+    loop.call_soon(out.append, "soon2")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["soon1", "soon2", "at-10", "later-5", "later0"]
+
+
+def test_zero_delay_runs_within_one_iteration(loop):
+    out = []
+    loop.call_later(0, out.append, "zero")
+    run_once(loop)
+    assert out == ["zero"]
+
+
+def test_callbacks_scheduled_by_callback_run_next_iteration(loop):
+    out = []
+
+    def first():
+        out.append("first")
+        loop.call_soon(out.append, "child")
+
+    loop.call_soon(first)
+    loop.call_soon(loop.stop)
+    loop.call_soon(out.append, "after-stop")
+    loop.run_forever()
+    # The whole batch that was ready when the iteration started runs, even
+    # the callbacks queued after stop(); the child waits for the next one.
+    assert out == ["first", "after-stop"]
+
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["first", "after-stop", "child"]
+
+
+def test_stop_called_from_callback_finishes_current_batch(loop):
+    out = []
+
+    def stopper():
+        out.append("stopper")
+        loop.stop()
+
+    loop.call_soon(out.append, 1)
+    loop.call_soon(stopper)
+    loop.call_soon(out.append, 2)
+    loop.run_forever()
+    assert out == [1, "stopper", 2]
+    assert not loop.is_running()
+
+
+def test_self_rescheduling_callback_does_not_starve_timers(loop):
+    count = []
+
+    def again():
+        count.append(1)
+        loop.call_soon(again)  # an endless chain, one link per iteration
+
+    loop.call_soon(again)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()  # would hang if the timer never got its turn
+    assert len(count) >= 2
+    n = len(count)
+    # The next link is still queued and runs in the next iteration.
+    run_once(loop)
+    assert len(count) in (n + 1, n + 2)
+
+
+# --------------------------------------------------------------------------
+# Handle / TimerHandle
+# --------------------------------------------------------------------------
+
+
+def my_named_callback():
+    pass
+
+
+def test_handle_cancel_prevents_call(loop):
+    out = []
+    h = loop.call_soon(out.append, "cancelled")
+    loop.call_soon(out.append, "kept")
+    assert h.cancelled() is False
+    h.cancel()
+    assert h.cancelled() is True
+    h.cancel()  # idempotent
+    assert h.cancelled() is True
+    run_once(loop)
+    assert out == ["kept"]
+
+
+def test_timer_cancel_prevents_call(loop):
+    out = []
+    h = loop.call_later(0.01, out.append, "cancelled")
+    h2 = loop.call_at(loop.time() + 0.01, out.append, "cancelled2")
+    loop.call_later(0.02, out.append, "kept")
+    h.cancel()
+    h2.cancel()
+    assert h.cancelled() is True
+    assert h2.cancelled() is True
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out == ["kept"]
+
+
+def test_timer_cancelled_by_earlier_callback(loop):
+    out = []
+    h = loop.call_later(0.02, out.append, "victim")
+    loop.call_later(0.01, h.cancel)
+    loop.call_later(0.04, loop.stop)
+    loop.run_forever()
+    assert out == []
+    assert h.cancelled() is True
+
+
+def test_timerhandle_when(loop):
+    when = loop.time() + 12.5
+    h = loop.call_at(when, my_named_callback)
+    assert h.when() == when
+    before = loop.time()
+    h2 = loop.call_later(3.25, my_named_callback)
+    after = loop.time()
+    assert before + 3.25 <= h2.when() <= after + 3.25
+    h.cancel()
+    h2.cancel()
+    # when() stays available after cancellation.
+    assert h.when() == when
+
+
+def test_handle_repr(loop):
+    h = loop.call_soon(my_named_callback)
+    assert "my_named_callback" in repr(h)
+    assert "cancelled" not in repr(h)
+    h.cancel()
+    assert "cancelled" in repr(h)
+
+    t = loop.call_later(10, my_named_callback)
+    assert "my_named_callback" in repr(t)
+    assert "cancelled" not in repr(t)
+    t.cancel()
+    assert "cancelled" in repr(t)
+
+
+@pytest.mark.skipif(not PY312, reason="Handle.get_context() is new in 3.12")
+def test_handle_get_context(loop):
+    ctx = contextvars.Context()
+    h = loop.call_soon(my_named_callback, context=ctx)
+    assert h.get_context() is ctx
+    t = loop.call_later(10, my_named_callback, context=ctx)
+    assert t.get_context() is ctx
+    t.cancel()
+
+    var = contextvars.ContextVar("var")
+    var.set("outer")
+    h2 = loop.call_soon(my_named_callback)
+    got = h2.get_context()
+    assert isinstance(got, contextvars.Context)
+    assert got[var] == "outer"
+
+
+def test_many_timers_cancelled(loop):
+    calls = []
+    handles = [loop.call_later(0.001 + (i % 100) * 0.0001, calls.append, i) for i in range(100_000)]
+    for h in handles:
+        h.cancel()
+    assert all(h.cancelled() for h in handles)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert calls == []
+    # The loop is still perfectly usable afterwards.
+    loop.call_later(0.001, calls.append, "ok")
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert calls == ["ok"]
+
+
+# --------------------------------------------------------------------------
+# Argument validation
+# --------------------------------------------------------------------------
+
+
+def test_call_later_non_number_delay(loop):
+    with pytest.raises(TypeError):
+        loop.call_later("1", my_named_callback)
+    with pytest.raises(TypeError):
+        loop.call_later(object(), my_named_callback)
+
+
+def test_call_later_none_delay(loop):
+    if PY311:
+        with pytest.raises(TypeError, match="delay must not be None"):
+            loop.call_later(None, my_named_callback)
+    else:
+        with pytest.raises(TypeError):
+            loop.call_later(None, my_named_callback)
+
+
+def test_call_at_none_when(loop):
+    if PY311:
+        with pytest.raises(TypeError, match="when cannot be None"):
+            loop.call_at(None, my_named_callback)
+    else:
+        # 3.10's asyncio fails an internal assert here; a TypeError is the
+        # behaviour of every later version.
+        with pytest.raises((TypeError, AssertionError)):
+            loop.call_at(None, my_named_callback)
+
+
+def test_call_later_int_and_float_delays(loop):
+    out = []
+    loop.call_later(0, out.append, "int0")
+    loop.call_later(0.0, out.append, "float0")
+    loop.call_later(False, out.append, "bool0")
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert sorted(out) == ["bool0", "float0", "int0"]
+
+
+# --------------------------------------------------------------------------
+# loop.time()
+# --------------------------------------------------------------------------
+
+
+def test_time_monotonic_and_close_to_time_monotonic(loop):
+    samples = []
+    for _ in range(200):
+        samples.append(loop.time())
+    assert all(b >= a for a, b in itertools.pairwise(samples))
+    assert isinstance(samples[0], float)
+    for _ in range(5):
+        t0 = time.monotonic()
+        lt = loop.time()
+        t1 = time.monotonic()
+        assert t0 - 0.01 <= lt <= t1 + 0.01
+
+
+def test_time_sub_millisecond_precision(loop):
+    # Two consecutive calls are much closer than a millisecond...
+    deltas = []
+    for _ in range(20):
+        a = loop.time()
+        b = loop.time()
+        deltas.append(b - a)
+    assert min(deltas) < 0.001
+
+    # ...and the values are not quantised to whole milliseconds.
+    samples = []
+    for _ in range(20):
+        time.sleep(0.0003)
+        samples.append(loop.time())
+    off_grid = [v for v in samples if abs(v * 1000 - round(v * 1000)) > 1e-6]
+    assert len(off_grid) >= 10, samples
+
+
+def test_time_advances_during_run(loop):
+    seen = []
+
+    async def main():
+        seen.append(loop.time())
+        await asyncio.sleep(0.02)
+        seen.append(loop.time())
+
+    loop.run_until_complete(main())
+    assert 0.02 - 0.001 <= seen[1] - seen[0] < 1.0
+
+
+def test_time_is_float_and_python_clock(loop):
+    # Same epoch as time.monotonic(): this is what asyncio does and what
+    # code mixing both clocks relies on.
+    assert abs(loop.time() - time.monotonic()) < 0.05
+    assert sys.float_info.max > loop.time() > 0
