@@ -18,21 +18,20 @@
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::clock;
 use crate::gil_park::ParkScope;
@@ -132,10 +131,25 @@ impl Shared {
 /// The runtime and the signal socket registered with it. Taken out of the
 /// loop while `_run` drives it, dropped on close.
 struct Driver {
-    // Field order matters: the socket deregisters from the runtime's driver
-    // before the runtime goes away.
     signals: SignalSocket,
-    runtime: Runtime,
+    runtime: Option<Runtime>,
+}
+
+impl Driver {
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("runtime lives as long as the driver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A loop may be closed or collected while another loop's runtime is
+        // driving this thread; a plain drop would panic there, and nothing
+        // of ours needs waiting for.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 #[pyclass(frozen, subclass, module = "tokioloop._tokioloop")]
@@ -313,18 +327,19 @@ fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool
 
 /// Park until a timer is due, another thread wakes us, or a signal arrives.
 /// Returns whether the signal socket is readable.
-async fn park(shared: &Shared, signals: &SignalSocket, mut sleep: Pin<&mut Sleep>) -> bool {
+async fn park(shared: &Shared, signals: &SignalSocket) -> bool {
     let notified = shared.notify.notified();
     tokio::pin!(notified);
     let deadline = shared.timers.lock().next_deadline();
-    if let Some(when) = deadline {
+    let sleep = deadline.map(|when| {
         let wait = clock::until(when, clock::monotonic());
-        sleep.as_mut().reset(Instant::now() + wait);
-    }
+        Box::pin(tokio::time::sleep_until(Instant::now() + wait))
+    });
+    let mut sleep = sleep;
     poll_fn(|cx| {
         let signalled = signals.poll_ready(cx);
         let woken = notified.as_mut().poll(cx).is_ready();
-        let timer_due = deadline.is_some() && sleep.as_mut().poll(cx).is_ready();
+        let timer_due = sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
         if signalled || woken || timer_due {
             Poll::Ready(signalled)
         } else {
@@ -334,18 +349,26 @@ async fn park(shared: &Shared, signals: &SignalSocket, mut sleep: Pin<&mut Sleep
     .await
 }
 
+/// Let the driver poll I/O once without blocking. Returns whether the signal
+/// socket is readable.
+async fn poll_once(signals: &SignalSocket) -> bool {
+    tokio::task::yield_now().await;
+    poll_fn(|cx| Poll::Ready(signals.poll_ready(cx))).await
+}
+
 /// The body of `run_forever`: iterate until `stop()`.
-async fn drive(slf: &Bound<'_, LoopCore>, signals: &SignalSocket) -> PyResult<()> {
+///
+/// Each I/O poll is its own `block_on`, and callbacks run between them,
+/// outside the runtime's context: Python code may then start another tokio
+/// runtime (a Rust extension's `block_on`), close another loop, or fork,
+/// exactly as on the stock loop.
+fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     let shared = &*slf.get().shared;
     let mut batch = VecDeque::new();
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
     loop {
         shared.drop_cancelled_timers();
         let signalled = if shared.has_ready() || shared.stopping.load(Ordering::Relaxed) {
-            // Let the driver poll I/O once without blocking.
-            tokio::task::yield_now().await;
-            poll_fn(|cx| Poll::Ready(signals.poll_ready(cx))).await
+            driver.runtime().block_on(poll_once(&driver.signals))
         } else {
             shared.parked.store(true, Ordering::SeqCst);
             // Re-check after publishing `parked`: a thread that queued a
@@ -353,13 +376,13 @@ async fn drive(slf: &Bound<'_, LoopCore>, signals: &SignalSocket) -> PyResult<()
             let signalled = if shared.has_ready() {
                 false
             } else {
-                park(shared, signals, sleep.as_mut()).await
+                driver.runtime().block_on(park(shared, &driver.signals))
             };
             shared.parked.store(false, Ordering::SeqCst);
             signalled
         };
         if signalled {
-            LoopCore::handle_signals(slf, signals)?;
+            LoopCore::handle_signals(slf, &driver.signals)?;
         }
         shared.move_due_timers();
         LoopCore::run_ready(slf, &mut batch)?;
@@ -382,7 +405,10 @@ impl LoopCore {
         Ok(LoopCore {
             shared: Arc::new(Shared::new()),
             signal_fd: signals.write_fd(),
-            driver: Mutex::new(Some(Driver { signals, runtime })),
+            driver: Mutex::new(Some(Driver {
+                signals,
+                runtime: Some(runtime),
+            })),
             task_factory: Mutex::new(None),
         })
     }
@@ -562,7 +588,7 @@ impl LoopCore {
         let driver = this.driver.lock().take().ok_or_else(closed_error)?;
         let result = {
             let _scope = ParkScope::enter();
-            driver.runtime.block_on(drive(slf, &driver.signals))
+            drive(slf, &driver)
         };
         *this.driver.lock() = Some(driver);
         result
@@ -585,6 +611,37 @@ impl LoopCore {
     /// Number of queued callbacks and timers (for tests and debugging).
     fn _native_counts(&self) -> (usize, usize) {
         (self.shared.ready.lock().len(), self.shared.timers.lock().len())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // try_lock: the collector must never block; a queue that is locked
+        // right now belongs to a running loop, which is not garbage anyway.
+        if let Some(ready) = self.shared.ready.try_lock() {
+            for item in ready.iter() {
+                match item {
+                    Ready::Native(h) => visit.call(h)?,
+                    Ready::Foreign(h) => visit.call(h)?,
+                }
+            }
+        }
+        if let Some(timers) = self.shared.timers.try_lock() {
+            for h in timers.payloads() {
+                visit.call(h)?;
+            }
+        }
+        if let Some(factory) = self.task_factory.try_lock() {
+            if let Some(f) = factory.as_ref() {
+                visit.call(f)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let ready = std::mem::take(&mut *self.shared.ready.lock());
+        let timers = self.shared.timers.lock().clear();
+        let factory = self.task_factory.lock().take();
+        drop((ready, timers, factory));
     }
 
     #[getter(_closed)]

@@ -150,6 +150,11 @@ impl<T: TimerPayload> TimerHeap<T> {
         }
     }
 
+    /// Every scheduled payload, in no particular order (for the GC).
+    pub fn payloads(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|e| &e.payload)
+    }
+
     /// Remove everything (loop close).
     pub fn clear(&mut self) -> Vec<T> {
         self.cancelled = 0;

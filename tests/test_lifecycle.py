@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 
 import pytest
 from loop_support import PY312, child_prelude
@@ -599,3 +600,153 @@ def test_shutdown_default_executor_timeout(loop):
 
     loop.run_until_complete(main())
     assert done.is_set()
+
+
+# --------------------------------------------------------------------------
+# Several loops, leaks, unclosed loops
+# --------------------------------------------------------------------------
+
+
+def test_create_and_close_other_loop_inside_running_loop(loop, loop_factory):
+    async def main():
+        other = loop_factory()
+        other.call_soon(_noop)
+        other.close()
+        return other.is_closed(), asyncio.get_running_loop()
+
+    closed, running = loop.run_until_complete(main())
+    assert closed is True
+    assert running is loop
+
+
+def test_close_other_loop_inside_callback(loop, loop_factory):
+    other = loop_factory()
+    try:
+        results = []
+
+        def cb():
+            other.close()
+            results.append(other.is_closed())
+            loop.stop()
+
+        loop.call_soon(cb)
+        loop.run_forever()
+        assert results == [True]
+    finally:
+        other.close()
+
+
+def test_unclosed_loop_resource_warning(loop_factory, collect_garbage):
+    lp = loop_factory()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del lp
+        collect_garbage()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("unclosed event loop")
+
+
+def _count_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _count_os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_no_fd_or_thread_leak_across_loops(loop_factory, collect_garbage):
+    def cycle():
+        lp = loop_factory()
+        lp.run_until_complete(asyncio.sleep(0.001))
+        lp.call_later(0.001, _noop)
+        lp.close()
+
+    for _ in range(3):  # warm-up: lazily created process-wide resources
+        cycle()
+    collect_garbage()
+    fds, threads = _count_fds(), _count_os_threads()
+    for _ in range(50):
+        cycle()
+    collect_garbage()
+    time.sleep(0.05)  # let exiting OS threads go away
+    assert _count_fds() - fds <= 2
+    assert _count_os_threads() - threads <= 2
+
+
+def test_many_loops_alive_at_once(loop_factory):
+    loops = [loop_factory() for _ in range(20)]
+    try:
+        results = [lp.run_until_complete(asyncio.sleep(0, i)) for i, lp in enumerate(loops)]
+        assert results == list(range(20))
+    finally:
+        for lp in loops:
+            lp.close()
+
+
+# --------------------------------------------------------------------------
+# Garbage collection: loops and callbacks must not be kept alive
+# --------------------------------------------------------------------------
+
+
+class _Target:
+    def method(self):
+        pass
+
+
+def test_closed_loop_with_pending_handles_is_collected(loop_factory, collect_garbage):
+    lp = loop_factory()
+    lp.call_soon(lp.stop)  # handle -> loop -> handle cycle
+    lp.call_later(10, lp.stop)
+    lp.close()
+    ref = weakref.ref(lp)
+    del lp
+    collect_garbage()
+    assert ref() is None
+
+
+def test_unclosed_loop_with_pending_handles_is_collected(loop_factory, collect_garbage):
+    lp = loop_factory()
+    lp.call_soon(lp.stop)
+    lp.call_later(10, lp.stop)
+    ref = weakref.ref(lp)
+    del lp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        collect_garbage()
+    assert ref() is None
+
+
+def test_callbacks_released_after_close(loop_factory, collect_garbage):
+    lp = loop_factory()
+    soon_target, timer_target = _Target(), _Target()
+    refs = [weakref.ref(soon_target), weakref.ref(timer_target)]
+    lp.call_soon(soon_target.method)
+    lp.call_later(10, timer_target.method)
+    del soon_target, timer_target
+    lp.close()
+    collect_garbage()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_callbacks_released_after_running(loop, collect_garbage):
+    soon_target, timer_target = _Target(), _Target()
+    refs = [weakref.ref(soon_target), weakref.ref(timer_target)]
+    loop.call_soon(soon_target.method)
+    loop.call_later(0.001, timer_target.method)
+    del soon_target, timer_target
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    collect_garbage()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_cancelled_timer_releases_callback(loop, collect_garbage):
+    target = _Target()
+    ref = weakref.ref(target)
+    h = loop.call_later(10, target.method)
+    del target
+    h.cancel()
+    del h
+    collect_garbage()
+    assert ref() is None

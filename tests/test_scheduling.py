@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import sys
 import time
@@ -408,3 +409,184 @@ def test_time_is_float_and_python_clock(loop):
     # code mixing both clocks relies on.
     assert abs(loop.time() - time.monotonic()) < 0.05
     assert sys.float_info.max > loop.time() > 0
+
+
+# --------------------------------------------------------------------------
+# Extreme deadlines and call signatures
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [1e9, 1e18, float("inf")])
+def test_call_later_huge_delay(loop, delay):
+    out = []
+    h = loop.call_later(delay, out.append, "never")
+    if delay == float("inf"):
+        assert h.when() == delay
+    else:
+        assert h.when() == pytest.approx(loop.time() + delay)
+    loop.call_soon(out.append, "soon")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert out == ["soon"]
+    h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["soon"]
+
+
+@pytest.mark.parametrize("when", [1e18, float("inf"), -1e18, float("-inf")])
+def test_call_at_extreme_when(loop, when):
+    out = []
+    loop.call_at(when, out.append, "extreme")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    # Deadlines in the far past are due at once; far future ones never are.
+    assert out == (["extreme"] if when < 0 else [])
+
+
+def test_call_later_huge_negative_delay(loop):
+    out = []
+    loop.call_later(-1e18, out.append, "past")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["past"]
+
+
+def test_call_soon_rejects_unknown_keyword(loop):
+    with pytest.raises(TypeError):
+        loop.call_soon(my_named_callback, x=1)
+    with pytest.raises(TypeError):
+        loop.call_later(0, my_named_callback, x=1)
+    with pytest.raises(TypeError):
+        loop.call_at(loop.time(), my_named_callback, x=1)
+    with pytest.raises(TypeError):
+        loop.call_soon_threadsafe(my_named_callback, x=1)
+
+
+def test_context_none_is_accepted(loop):
+    out = []
+    loop.call_soon(out.append, 1, context=None)
+    loop.call_later(0, out.append, 2, context=None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [1, 2]
+
+
+def test_timerhandle_ordering_and_hash(loop):
+    base = loop.time() + 100
+    a = loop.call_at(base, my_named_callback)
+    b = loop.call_at(base + 1, my_named_callback)
+    assert a < b
+    assert b > a
+    assert a <= b
+    assert not (b < a)
+    assert isinstance(hash(a), int)
+    assert len({a, b}) == 2
+    a.cancel()
+    b.cancel()
+
+
+# --------------------------------------------------------------------------
+# Cancellation and ordering inside one iteration
+# --------------------------------------------------------------------------
+
+
+def test_cancel_handle_later_in_same_batch(loop):
+    out = []
+    victim = None
+
+    def killer():
+        out.append("killer")
+        victim.cancel()
+
+    loop.call_soon(killer)
+    victim = loop.call_soon(out.append, "victim")
+    loop.call_soon(out.append, "survivor")
+    run_once(loop)
+    assert out == ["killer", "survivor"]
+
+
+def test_cancel_due_timer_in_same_iteration(loop):
+    # Both timers are already due when the iteration starts, so both are
+    # moved to the ready queue; the first cancels the second, which then
+    # must not run.
+    out = []
+    victim = None
+
+    def killer():
+        out.append("killer")
+        victim.cancel()
+
+    now = loop.time()
+    loop.call_at(now - 1.0, killer)
+    victim = loop.call_at(now - 0.5, out.append, "victim")
+    loop.call_at(now - 0.25, out.append, "survivor")
+    run_once(loop)
+    assert out == ["killer", "survivor"]
+    assert victim.cancelled()
+
+
+def test_timers_scheduled_by_callback_run_after_its_call_soons(loop):
+    out = []
+
+    def parent():
+        loop.call_later(0, out.append, "later0-a")
+        loop.call_soon(out.append, "soon-a")
+        loop.call_at(loop.time() - 1, out.append, "at-past")
+        loop.call_soon(out.append, "soon-b")
+
+    loop.call_soon(parent)
+    run_once(loop)
+    assert out == []
+    run_once(loop)
+    assert out == ["soon-a", "soon-b", "at-past", "later0-a"]
+
+
+def test_timer_never_fires_before_its_deadline(loop):
+    fired = []
+    delays = [0.0003 * i for i in range(1, 40)] + [0.001, 0.0015, 0.002, 0.0101, 0.0199]
+
+    def cb(h_box):
+        fired.append((loop.time(), h_box[0].when()))
+
+    for d in delays:
+        box = []
+        box.append(loop.call_later(d, cb, box))
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert len(fired) == len(delays)
+    # asyncio allows one clock resolution (1 ns) of slack; allow 1 us.
+    early = [(t, w) for (t, w) in fired if t < w - 1e-6]
+    assert early == []
+    # ...and they fired in deadline order.
+    whens = [w for (_, w) in fired]
+    assert whens == sorted(whens)
+
+
+def test_non_callable_without_debug_fails_at_call_time(loop):
+    # Outside debug mode asyncio does not validate the callback when it is
+    # scheduled; calling it fails and goes to the exception handler.
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+    h = loop.call_soon(42)
+    run_once(loop)
+    assert len(reports) == 1
+    assert reports[0]["handle"] is h
+    assert isinstance(reports[0]["exception"], TypeError)
+    assert reports[0]["message"] == "Exception in callback 42()"
+
+
+def test_partial_and_callable_object_callbacks(loop):
+    out = []
+
+    class Callable:
+        def __call__(self, x):
+            out.append(("obj", x))
+
+    h = loop.call_soon(functools.partial(out.append, "partial"))
+    assert "append" in repr(h)  # the partial is unwrapped in the repr
+    loop.call_soon(Callable(), 1)
+    loop.call_later(0, functools.partial(out.append, "timer-partial"))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["partial", ("obj", 1), "timer-partial"]

@@ -272,3 +272,112 @@ def test_to_thread_copies_context(loop):
         return await asyncio.to_thread(cv.get)
 
     assert loop.run_until_complete(main()) == "caller-value"
+
+
+# --------------------------------------------------------------------------
+# Loops living in other threads
+# --------------------------------------------------------------------------
+
+
+def _run_in_thread(fn):
+    result = []
+
+    def target():
+        try:
+            result.append(("ok", fn()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            result.append(("err", exc))
+
+    th = threading.Thread(target=target)
+    th.start()
+    th.join(10)
+    assert not th.is_alive()
+    status, value = result[0]
+    if status == "err":
+        raise value
+    return value
+
+
+def test_loop_created_and_run_in_worker_thread(loop_factory):
+    def work():
+        lp = loop_factory()
+        try:
+            async def main():
+                await asyncio.sleep(0.005)
+                fut = lp.create_future()
+                lp.call_later(0.005, fut.set_result, threading.get_ident())
+                return await fut
+
+            return lp.run_until_complete(main()), threading.get_ident()
+        finally:
+            lp.close()
+
+    got, ident = _run_in_thread(work)
+    assert got == ident
+    assert ident != threading.get_ident()
+
+
+def test_loop_created_in_main_run_in_worker_thread(loop_factory):
+    lp = loop_factory()
+    try:
+        got = _run_in_thread(lambda: lp.run_until_complete(asyncio.sleep(0.005, "worker")))
+        assert got == "worker"
+        # ...and back in the main thread.
+        assert lp.run_until_complete(asyncio.sleep(0, "main")) == "main"
+    finally:
+        lp.close()
+
+
+def test_two_loops_in_two_threads_concurrently(loop_factory):
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def work(tag):
+        lp = loop_factory()
+        try:
+            async def main():
+                out = []
+                for i in range(20):
+                    await asyncio.sleep(0.001)
+                    out.append(i)
+                return out
+
+            barrier.wait(5)
+            results[tag] = lp.run_until_complete(main())
+        finally:
+            lp.close()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in ("a", "b")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert results == {"a": list(range(20)), "b": list(range(20))}
+
+
+def test_wake_loop_running_in_worker_thread_from_main(loop_factory):
+    lp = loop_factory()
+    started = threading.Event()
+    result = []
+
+    def work():
+        lp.call_soon(started.set)
+        lp.run_forever()
+        result.append("stopped")
+
+    th = threading.Thread(target=work)
+    th.start()
+    try:
+        assert started.wait(5)
+        fut = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.001, "done"), lp)
+        assert fut.result(5) == "done"
+        t0 = time.monotonic()
+        lp.call_soon_threadsafe(lp.stop)
+        th.join(5)
+        assert time.monotonic() - t0 < 1.0
+        assert result == ["stopped"]
+    finally:
+        if th.is_alive():  # pragma: no cover - a broken loop
+            lp.call_soon_threadsafe(lp.stop)
+            th.join(5)
+        lp.close()

@@ -37,6 +37,10 @@ def install() -> None:
 
 def run(main, *, debug=None):
     """Run a coroutine on a new tokioloop loop, like ``asyncio.run``."""
+    if events._get_running_loop() is not None:
+        # Checked before a loop exists, as asyncio.run does (3.11's Runner
+        # would build one first).
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 12):
         return asyncio.run(main, debug=debug, loop_factory=new_event_loop)
     if sys.version_info >= (3, 11):
@@ -47,8 +51,6 @@ def run(main, *, debug=None):
 
 def _run_310(main, *, debug=None):
     # asyncio.run of 3.10, with our loop: 3.10 has no loop_factory.
-    if events._get_running_loop() is not None:
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

@@ -14,7 +14,8 @@ object per line to the ``--results`` file as it goes:
 
 A test that hangs longer than ``--test-timeout`` makes faulthandler dump all
 thread stacks to stderr and exit; the parent then restarts the module
-without the finished tests and the hanging one.
+without the finished tests and the hanging one.  After the last test the
+same watchdog limits interpreter shutdown to EXIT_TIMEOUT seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import faulthandler
 import importlib
 import json
 import sys
+import time
 import traceback
 import unittest
 from pathlib import Path
@@ -35,6 +37,7 @@ import routing
 # (a subtest failure, or an error in a cleanup after the body passed).
 _RANK = {"pass": 0, "xfail": 0, "skip": 1, "fail": 2, "error": 3}
 TRACEBACK_LINES = 30
+EXIT_TIMEOUT = 20  # seconds the interpreter may take to shut down after the last test
 
 
 def trim_traceback(text: str) -> str:
@@ -66,11 +69,22 @@ def make_result_class(recorder: Recorder, router: routing.Router, test_timeout: 
     class StreamingResult(unittest.TextTestResult):
         """TextTestResult (for the log) that also streams per-test JSON records."""
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._current = None
+            self._outcome_kind = None
+            self._tb = []
+            self._started = time.monotonic()
+            # Loops are charged to the next test that finishes, counting from
+            # the end of the previous one: IsolatedAsyncioTestCase on 3.10
+            # builds its loop in run(), before startTest() is called.
+            self._loops_mark = router.created
+
         def startTest(self, test):
             self._current = test
             self._outcome_kind = None
             self._tb = []
-            self._loops_before = router.created
+            self._started = time.monotonic()
             recorder.write(event="start", id=test.id())
             if test_timeout > 0:
                 faulthandler.dump_traceback_later(test_timeout, exit=True)
@@ -79,20 +93,25 @@ def make_result_class(recorder: Recorder, router: routing.Router, test_timeout: 
         def stopTest(self, test):
             super().stopTest(test)
             faulthandler.cancel_dump_traceback_later()
+            if test is not self._current:
+                return  # never started (e.g. a skipped class); _note recorded it
             tb = "\n".join(self._tb)
+            loops, self._loops_mark = router.created - self._loops_mark, router.created
             recorder.write(
                 event="result",
                 id=test.id(),
                 outcome=self._outcome_kind or "pass",
-                loops=router.created - self._loops_before,
+                loops=loops,
+                time=round(time.monotonic() - self._started, 3),
                 summary=summary_line(tb) if tb else "",
                 traceback=trim_traceback(tb),
             )
             self._current = None
 
         def _note(self, test, kind: str, text: str = "") -> None:
-            if test is not getattr(self, "_current", None):
-                # setUpClass/tearDownModule errors arrive outside any test.
+            if test is not self._current:
+                # setUpClass/tearDownModule errors (and skips of whole classes
+                # on some versions) arrive outside any startTest/stopTest.
                 recorder.write(
                     event="result",
                     id=getattr(test, "description", None) or test.id(),
@@ -170,15 +189,27 @@ def main(argv=None) -> int:
         module = importlib.import_module(module_name)
     except unittest.SkipTest as exc:
         recorder.write(event="plan", count=1, excluded=0, hooks=[])
-        recorder.write(event="result", id=module_name, outcome="skip", loops=0,
-                       summary=f"module skipped: {exc}", traceback="")
+        recorder.write(
+            event="result",
+            id=module_name,
+            outcome="skip",
+            loops=0,
+            summary=f"module skipped: {exc}",
+            traceback="",
+        )
         recorder.write(event="done", loops=router.created)
         return 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - any import failure is reported as the module's error
         text = traceback.format_exc()
         recorder.write(event="plan", count=1, excluded=0, hooks=[])
-        recorder.write(event="result", id=module_name, outcome="error", loops=0,
-                       summary=summary_line(text), traceback=trim_traceback(text))
+        recorder.write(
+            event="result",
+            id=module_name,
+            outcome="error",
+            loops=0,
+            summary=summary_line(text),
+            traceback=trim_traceback(text),
+        )
         recorder.write(event="done", loops=router.created)
         return 1
     router.route_hooks(module)
@@ -189,8 +220,7 @@ def main(argv=None) -> int:
             n_excluded += 1
         elif test.id() not in skip:
             tests.append(test)
-    recorder.write(event="plan", count=len(tests), excluded=n_excluded,
-                   hooks=router.routed_hooks)
+    recorder.write(event="plan", count=len(tests), excluded=n_excluded, hooks=router.routed_hooks)
 
     runner = unittest.TextTestRunner(
         stream=sys.stderr,
@@ -199,6 +229,10 @@ def main(argv=None) -> int:
     )
     result = runner.run(unittest.TestSuite(tests))
     recorder.write(event="done", loops=router.created)
+    # A loop that leaves threads or processes behind can hang interpreter
+    # shutdown; dump the stacks and leave instead of waiting for the module
+    # timeout (the parent reports it as an error).
+    faulthandler.dump_traceback_later(EXIT_TIMEOUT, exit=True)
     return 0 if result.wasSuccessful() else 1
 
 

@@ -7,7 +7,8 @@ Line format (blank lines and lines starting with ``#`` are ignored)::
 ``DOTTED.NAME`` is a module (``test.test_asyncio.test_proactor_events``), a
 class (``...test_events.PollEventLoopTests``) or a single test id
 (``...test_events.PolicyTests.test_foo``); it excludes everything at or
-below that name.  The optional ``[TAGS]`` limit the line to some Python
+below that name.  Shell-style wildcards are allowed (``*`` also matches
+dots), e.g. ``test.test_asyncio.test_events.*.test_timeout_rounding``.  The optional ``[TAGS]`` limit the line to some Python
 versions: ``[3.13]``, ``[>=3.12]``, ``[<3.12]``, or several separated by
 commas (all must hold).  Every line needs a reason: an entry without one is
 an error, so nothing is excluded silently.
@@ -15,6 +16,7 @@ an error, so nothing is excluded silently.
 
 from __future__ import annotations
 
+import fnmatch
 import operator
 import re
 import sys
@@ -23,7 +25,7 @@ from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("exclusions.txt")
 
-_LINE = re.compile(r"^(?:\[(?P<tags>[^\]]*)\]\s*)?(?P<name>[\w.]+)\s*#\s*(?P<reason>\S.*)$")
+_LINE = re.compile(r"^(?:\[(?P<tags>[^\]]*)\]\s*)?(?P<name>[\w.*?]+)\s*#\s*(?P<reason>\S.*)$")
 _TAG = re.compile(r"^(?P<op><=|>=|==|<|>)?\s*(?P<major>\d+)\.(?P<minor>\d+)$")
 _OPS = {
     "<": operator.lt,
@@ -42,6 +44,10 @@ class Exclusion:
 
     def covers(self, test_id: str) -> bool:
         """True if ``test_id`` (module, class or test id) is at or below this name."""
+        if "*" in self.name or "?" in self.name:
+            parts = test_id.split(".")
+            prefixes = (".".join(parts[:n]) for n in range(1, len(parts) + 1))
+            return any(fnmatch.fnmatchcase(p, self.name) for p in prefixes)
         return test_id == self.name or test_id.startswith(self.name + ".")
 
 

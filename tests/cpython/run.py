@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run CPython's own asyncio test suite (``test.test_asyncio``) on a chosen loop.
 
 Each test module runs in its own child interpreter (child.py) under the
@@ -28,16 +27,26 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The helpers live beside this script; run.py is started as a plain script.
 sys.path.insert(0, str(HERE))
 
-import exclusions  # noqa: E402 - needs the path set above
-import report  # noqa: E402
-import routing  # noqa: E402
+import exclusions
+import report
+import routing
 
 PACKAGE = "test.test_asyncio"
 # Started first so that -j packs the long modules in early.
-SLOW_MODULES = ("test_events", "test_tasks", "test_sendfile", "test_ssl", "test_subprocess",
-                "test_sslproto", "test_base_events", "test_sock_lowlevel", "test_unix_events")
+SLOW_MODULES = (
+    "test_events",
+    "test_tasks",
+    "test_sendfile",
+    "test_ssl",
+    "test_subprocess",
+    "test_sslproto",
+    "test_base_events",
+    "test_sock_lowlevel",
+    "test_unix_events",
+)
 MAX_RESTARTS = 10
 LOG_TAIL_LINES = 40
 
@@ -91,12 +100,20 @@ class ModuleRun:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-X", "faulthandler", str(HERE / "child.py"),
-            "--loop", self.args.loop,
-            "--module", self.module,
-            "--results", str(self.results_path),
-            "--exclusions", str(self.args.exclusions),
-            "--test-timeout", str(self.args.test_timeout),
+            sys.executable,
+            "-X",
+            "faulthandler",
+            str(HERE / "child.py"),
+            "--loop",
+            self.args.loop,
+            "--module",
+            self.module,
+            "--results",
+            str(self.results_path),
+            "--exclusions",
+            str(self.args.exclusions),
+            "--test-timeout",
+            str(self.args.test_timeout),
         ]
         if self.records:
             self.skip_path.write_text("\n".join(self.records) + "\n")
@@ -134,8 +151,13 @@ class ModuleRun:
                 with open(self.log, "a", encoding="utf-8") as logf:
                     logf.write(f"===== {' '.join(cmd)}\n")
                     logf.flush()
-                    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                            cwd=workdir, start_new_session=True)
+                    proc = subprocess.Popen(
+                        cmd,
+                        stdout=logf,
+                        stderr=subprocess.STDOUT,
+                        cwd=workdir,
+                        start_new_session=True,
+                    )
                     try:
                         rc, timed_out = proc.wait(timeout=remaining), False
                     except subprocess.TimeoutExpired:
@@ -144,17 +166,29 @@ class ModuleRun:
                     kill_group(proc)  # stray grandchildren of a finished child
                 events, offset = self.read_events(offset)
                 finished, running = self._absorb(events)
+                tail = log_tail(self.log, log_start)
                 if finished:
+                    # Everything ran, but did the interpreter then exit?  The
+                    # child arms faulthandler after its last test; its banner
+                    # after unittest's summary means shutdown hung.
+                    after_summary = tail.rsplit("\nRan ", 1)[-1]
+                    if timed_out or "Timeout (" in after_summary:
+                        self._record_death(
+                            f"{PACKAGE}.{self.module} (interpreter exit)",
+                            "child hung at interpreter exit after its last test",
+                            tail,
+                        )
                     break
                 if timed_out:
-                    self._record_death(running, f"module timeout ({self.args.timeout:g}s) "
-                                                "while running this test", "")
-                    self._abandon("TIMEOUT", f"timed out after {self.args.timeout:g}s")
+                    self._record_death(
+                        running,
+                        f"module time budget ({deadline - start:.0f}s) ran out in this test",
+                        "",
+                    )
+                    self._abandon("TIMEOUT", f"timed out after {deadline - start:.0f}s")
                     break
-                tail = log_tail(self.log, log_start)
                 crashes += 1
-                self._record_death(running, describe_death(rc, tail, self.args.test_timeout),
-                                   tail)
+                self._record_death(running, describe_death(rc, tail, self.args.test_timeout), tail)
                 if running is None or crashes > MAX_RESTARTS:
                     self._abandon("CRASH", describe_death(rc, tail, self.args.test_timeout))
                     break
@@ -193,8 +227,13 @@ class ModuleRun:
 
     def _record_death(self, test_id: str | None, summary: str, tail: str) -> None:
         if test_id is not None:
-            self.records[test_id] = {"id": test_id, "outcome": "error", "loops": 0,
-                                     "summary": summary, "traceback": tail}
+            self.records[test_id] = {
+                "id": test_id,
+                "outcome": "error",
+                "loops": 0,
+                "summary": summary,
+                "traceback": tail,
+            }
 
     def _abandon(self, status: str, note: str) -> None:
         self.result.status = status
@@ -220,8 +259,11 @@ class ModuleRun:
                     r.failed += 1
                 else:
                     r.errors += 1
-                r.failures.append(report.Failure(rec["id"], outcome, rec.get("summary", ""),
-                                                 rec.get("traceback", "")))
+                r.failures.append(
+                    report.Failure(
+                        rec["id"], outcome, rec.get("summary", ""), rec.get("traceback", "")
+                    )
+                )
 
 
 def run_one(module: str, args, excluded, log_dir: Path, global_deadline: float):
@@ -229,8 +271,9 @@ def run_one(module: str, args, excluded, log_dir: Path, global_deadline: float):
     if exc:
         return report.ModuleResult(module, status="excluded", note=exc.reason)
     if time.monotonic() >= global_deadline:
-        return report.ModuleResult(module, status="not-run", unrun=1,
-                                   note="total time budget used up")
+        return report.ModuleResult(
+            module, status="not-run", unrun=1, note="total time budget used up"
+        )
     return ModuleRun(module, args, log_dir, global_deadline).run()
 
 
@@ -239,10 +282,18 @@ def parse_args(argv=None):
     p.add_argument("--loop", default="tokioloop", choices=routing.LOOP_KINDS)
     p.add_argument("--modules", help="comma-separated modules, e.g. test_tasks,test_futures")
     p.add_argument("--timeout", type=float, default=300, help="seconds per module (default 300)")
-    p.add_argument("--test-timeout", type=float, default=60,
-                   help="seconds one test may take before it counts as hung (default 60)")
-    p.add_argument("--total-timeout", type=float, default=840,
-                   help="seconds for the whole run; later modules are not started (default 840)")
+    p.add_argument(
+        "--test-timeout",
+        type=float,
+        default=60,
+        help="seconds one test may take before it counts as hung (default 60)",
+    )
+    p.add_argument(
+        "--total-timeout",
+        type=float,
+        default=840,
+        help="seconds for the whole run; later modules are not started (default 840)",
+    )
     p.add_argument("-j", "--jobs", type=int, default=2, help="modules run in parallel")
     p.add_argument("--json", help="write the full results to this file")
     p.add_argument("--log-dir", help="child logs and result files (default: a temp dir)")
@@ -267,28 +318,33 @@ def main(argv=None) -> int:
     pyver = platform.python_version()
     try:
         _, _, loop_version = routing.load_factory(args.loop)
-    except Exception as exc:  # the loop under test does not even import
+    except (ImportError, AttributeError) as exc:  # the loop under test does not even import
         print(f"cannot load loop {args.loop!r}: {exc!r}")
         print("0 passed, 1 failed")
         return 0 if args.report_only else 1
 
     excluded = exclusions.load(Path(args.exclusions))
     modules = select_modules(args, discover_modules())
-    log_dir = Path(args.log_dir or Path(tempfile.gettempdir()) / "tokioloop-cpython"
-                   / f"{args.loop}-py{pyver}")
+    log_dir = Path(
+        args.log_dir or Path(tempfile.gettempdir()) / "tokioloop-cpython" / f"{args.loop}-py{pyver}"
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     for stale in log_dir.glob("test_*.*"):
         stale.unlink()
 
-    print(f"CPython {pyver} {PACKAGE} on {args.loop} {loop_version}: {len(modules)} modules, "
-          f"-j {args.jobs}; logs in {log_dir}", flush=True)
+    print(
+        f"CPython {pyver} {PACKAGE} on {args.loop} {loop_version}: {len(modules)} modules, "
+        f"-j {args.jobs}; logs in {log_dir}",
+        flush=True,
+    )
     start = time.monotonic()
     global_deadline = start + args.total_timeout
     order = sorted(modules, key=lambda m: (m not in SLOW_MODULES, m))
     results = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_one, m, args, excluded, log_dir, global_deadline): m
-                   for m in order}
+        futures = {
+            pool.submit(run_one, m, args, excluded, log_dir, global_deadline): m for m in order
+        }
         for n, fut in enumerate(concurrent.futures.as_completed(futures), 1):
             r = fut.result()
             results[r.module] = r
@@ -299,13 +355,20 @@ def main(argv=None) -> int:
     print()
     report.print_table(ordered, args.verbose)
     t = report.totals(ordered)
-    print(f"\n{args.loop} {loop_version} on CPython {pyver}: {elapsed:.0f}s wall; "
-          f"{t['loops']} {args.loop} loops created; {t['stock']} passed without one (not counted); "
-          f"{t['skipped']} skipped; {t['excluded']} excluded tests; "
-          f"bad modules: {', '.join(t['bad_modules']) or 'none'}")
+    print(
+        f"\n{args.loop} {loop_version} on CPython {pyver}: {elapsed:.0f}s wall; "
+        f"{t['loops']} {args.loop} loops created; {t['stock']} passed without one (not counted); "
+        f"{t['skipped']} skipped; {t['excluded']} excluded tests; "
+        f"bad modules: {', '.join(t['bad_modules']) or 'none'}"
+    )
     if args.json:
-        meta = {"python": pyver, "loop": args.loop, "loop_version": loop_version,
-                "elapsed": round(elapsed, 1), "argv": sys.argv}
+        meta = {
+            "python": pyver,
+            "loop": args.loop,
+            "loop_version": loop_version,
+            "elapsed": round(elapsed, 1),
+            "argv": sys.argv,
+        }
         report.write_json(args.json, meta, ordered)
     print(f"{t['passed']} passed, {t['bad']} failed")
     if args.report_only:
