@@ -163,10 +163,13 @@ fn report_error(
         return Err(err);
     }
     let exc = err.into_value(py);
-    refs(py)
-        .report_callback_error
-        .bind(py)
-        .call1((slf.get().loop_.bind(py), slf, func, args, exc))?;
+    refs(py).report_callback_error.bind(py).call1((
+        slf.get().loop_.bind(py),
+        slf,
+        func,
+        args,
+        exc,
+    ))?;
     Ok(())
 }
 
@@ -226,12 +229,20 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state.lock().call.as_ref().map(|c| c.func.clone_ref(py))
+        self.state
+            .lock()
+            .call
+            .as_ref()
+            .map(|c| c.func.clone_ref(py))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.state.lock().call.as_ref().map(|c| c.args.clone_ref(py))
+        self.state
+            .lock()
+            .call
+            .as_ref()
+            .map(|c| c.args.clone_ref(py))
     }
 
     #[getter]
@@ -324,7 +335,10 @@ impl TimerHandle {
             CompareOp::Eq => timer_eq(py, a, b)?,
             CompareOp::Ne => !timer_eq(py, a, b)?,
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

@@ -7,12 +7,17 @@
 //! - `clock`: the monotonic clock behind `loop.time()` (pure Rust).
 //! - `runtime`, `gil_park`: the per-loop tokio runtime and the park hooks
 //!   that release the GIL only while the loop thread waits.
+//! - `fd_watch`: fd readiness from tokio's reactor as level-triggered
+//!   `add_reader`/`add_writer` callbacks.
 //! - `wakeup`: the signal wake-up socket.
+//! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
 
 use pyo3::prelude::*;
 
 pub mod clock;
+pub mod errors;
+pub mod fd_watch;
 pub mod gil_park;
 pub mod handles;
 pub mod loop_core;

@@ -34,6 +34,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock;
+use crate::errors::os_error;
+use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers};
 use crate::gil_park::ParkScope;
 use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
 use crate::pyrefs::{refs, vectorcall};
@@ -73,6 +75,15 @@ pub struct Shared {
     /// that are needed pay for a cross-thread notification.
     parked: AtomicBool,
     notify: Notify,
+    /// Readiness edges reported by the reactor, not yet dispatched.
+    fd_events: Mutex<Vec<FdEvent>>,
+}
+
+impl EventSink for Shared {
+    fn push_fd_event(&self, event: FdEvent) {
+        self.fd_events.lock().push(event);
+        self.wake();
+    }
 }
 
 impl Shared {
@@ -85,6 +96,7 @@ impl Shared {
             debug: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             notify: Notify::new(),
+            fd_events: Mutex::new(Vec::new()),
         }
     }
 
@@ -101,7 +113,7 @@ impl Shared {
     }
 
     fn has_ready(&self) -> bool {
-        !self.ready.lock().is_empty()
+        !self.ready.lock().is_empty() || !self.fd_events.lock().is_empty()
     }
 
     /// Wake the loop thread if it is parked (or about to park).
@@ -137,7 +149,9 @@ struct Driver {
 
 impl Driver {
     fn runtime(&self) -> &Runtime {
-        self.runtime.as_ref().expect("runtime lives as long as the driver")
+        self.runtime
+            .as_ref()
+            .expect("runtime lives as long as the driver")
     }
 }
 
@@ -156,6 +170,9 @@ impl Drop for Driver {
 pub struct LoopCore {
     shared: Arc<Shared>,
     driver: Mutex<Option<Driver>>,
+    /// For registering fds while `_run` has the runtime checked out.
+    rt_handle: tokio::runtime::Handle,
+    watchers: Mutex<FdWatchers>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -241,7 +258,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context, None)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, context, None)?,
+        )?;
         slf.get()
             .shared
             .push_ready(Ready::Native(handle.clone_ref(slf.py())));
@@ -295,6 +315,69 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Queue the callbacks of fds the reactor reported ready.
+    fn dispatch_fd_events(&self, py: Python<'_>) {
+        let events = std::mem::take(&mut *self.shared.fd_events.lock());
+        if events.is_empty() {
+            return;
+        }
+        let mut watchers = self.watchers.lock();
+        let mut ready = self.shared.ready.lock();
+        watchers.dispatch(events, |h| ready.push_back(Ready::Native(h.clone_ref(py))));
+    }
+
+    fn rearm_fd_watchers(&self) {
+        let mut watchers = self.watchers.lock();
+        if watchers.has_fired() {
+            watchers.rearm(&*self.shared);
+        }
+    }
+
+    fn add_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        direction: Direction,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let fd = fileobj_to_fd(fd)?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
+        let replaced = {
+            let _context = this.rt_handle.enter();
+            this.watchers
+                .lock()
+                .add(&this.shared, fd, direction, handle.clone_ref(py))
+                .map_err(os_error)?
+        };
+        if let Some(old) = replaced {
+            old.bind(py).call_method0("cancel")?;
+        }
+        Ok(handle)
+    }
+
+    fn remove_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let removed = this.watchers.lock().remove(fd, direction);
+        match removed {
+            Some(old) => {
+                old.bind(slf.py()).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
         let py = slf.py();
         let data = signals.drain();
@@ -306,6 +389,26 @@ impl LoopCore {
         }
         Ok(())
     }
+}
+
+/// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let fd: i64 = match obj.extract::<i64>() {
+        Ok(fd) => fd,
+        Err(_) => obj
+            .call_method0("fileno")
+            .and_then(|f| f.extract::<i64>())
+            .map_err(|_| {
+                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                pyo3::exceptions::PyValueError::new_err(format!("Invalid file object: {shown}"))
+            })?,
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(fd as i32)
 }
 
 fn run_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -339,7 +442,9 @@ async fn park(shared: &Shared, signals: &SignalSocket) -> bool {
     poll_fn(|cx| {
         let signalled = signals.poll_ready(cx);
         let woken = notified.as_mut().poll(cx).is_ready();
-        let timer_due = sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
+        let timer_due = sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
         if signalled || woken || timer_due {
             Poll::Ready(signalled)
         } else {
@@ -384,8 +489,11 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
         if signalled {
             LoopCore::handle_signals(slf, &driver.signals)?;
         }
+        slf.get().dispatch_fd_events(slf.py());
         shared.move_due_timers();
-        LoopCore::run_ready(slf, &mut batch)?;
+        let ran = LoopCore::run_ready(slf, &mut batch);
+        slf.get().rearm_fd_watchers();
+        ran?;
         if shared.stopping.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -404,6 +512,8 @@ impl LoopCore {
         };
         Ok(LoopCore {
             shared: Arc::new(Shared::new()),
+            rt_handle: runtime.handle().clone(),
+            watchers: Mutex::new(FdWatchers::default()),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
@@ -463,7 +573,13 @@ impl LoopCore {
             ));
         }
         let when = clock::monotonic() + delay.extract::<f64>()?;
-        Self::call_at(slf, when.into_pyobject(slf.py())?.into_any(), callback, args, context)
+        Self::call_at(
+            slf,
+            when.into_pyobject(slf.py())?.into_any(),
+            callback,
+            args,
+            context,
+        )
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -594,13 +710,61 @@ impl LoopCore {
         result
     }
 
-    /// Drop queued callbacks, timers and the runtime (after `close()`).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, fd, Direction::Read, callback, args)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_fd_callback(slf, fd, Direction::Read)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_fd_callback(slf, fd, Direction::Write)
+    }
+
+    /// `(events, reader, writer)` for a watched fd, or None: what a
+    /// selector key holds (selectors.EVENT_READ = 1, EVENT_WRITE = 2).
+    #[allow(clippy::type_complexity)]
+    fn _fd_key(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+    ) -> Option<(u8, Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let watchers = self.watchers.lock();
+        let (reader, writer) = watchers.get(fd)?;
+        let events = u8::from(reader.is_some()) | (u8::from(writer.is_some()) << 1);
+        Some((
+            events,
+            reader.map(|h| h.clone_ref(py)),
+            writer.map(|h| h.clone_ref(py)),
+        ))
+    }
+
+    /// Drop queued callbacks, timers, fd watchers and the runtime (after
+    /// `close()`).
     fn _close_native(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
         let ready = std::mem::take(&mut *self.shared.ready.lock());
         let timers = self.shared.timers.lock().clear();
+        let watchers = self.watchers.lock().take_all();
         let driver = self.driver.lock().take();
-        drop((ready, timers, driver));
+        drop((ready, timers, watchers, driver));
     }
 
     /// The fd that `signal.set_wakeup_fd` should write to.
@@ -610,7 +774,10 @@ impl LoopCore {
 
     /// Number of queued callbacks and timers (for tests and debugging).
     fn _native_counts(&self) -> (usize, usize) {
-        (self.shared.ready.lock().len(), self.shared.timers.lock().len())
+        (
+            self.shared.ready.lock().len(),
+            self.shared.timers.lock().len(),
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -629,6 +796,11 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
+        if let Some(watchers) = self.watchers.try_lock() {
+            for h in watchers.handles() {
+                visit.call(h)?;
+            }
+        }
         if let Some(factory) = self.task_factory.try_lock() {
             if let Some(f) = factory.as_ref() {
                 visit.call(f)?;
@@ -641,7 +813,8 @@ impl LoopCore {
         let ready = std::mem::take(&mut *self.shared.ready.lock());
         let timers = self.shared.timers.lock().clear();
         let factory = self.task_factory.lock().take();
-        drop((ready, timers, factory));
+        let watchers = self.watchers.lock().take_all();
+        drop((ready, timers, factory, watchers));
     }
 
     #[getter(_closed)]
@@ -671,7 +844,9 @@ impl LoopCore {
 
     #[setter(_debug)]
     fn set_debug_flag(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.shared.debug.store(value.is_truthy()?, Ordering::Relaxed);
+        self.shared
+            .debug
+            .store(value.is_truthy()?, Ordering::Relaxed);
         Ok(())
     }
 

@@ -29,7 +29,9 @@ pub struct PyRefs {
 static REFS: PyOnceLock<PyRefs> = PyOnceLock::new();
 
 pub fn refs(py: Python<'_>) -> &PyRefs {
-    REFS.get_or_init(py, || load(py).expect("tokioloop: cannot import its Python helpers"))
+    REFS.get_or_init(py, || {
+        load(py).expect("tokioloop: cannot import its Python helpers")
+    })
 }
 
 fn load(py: Python<'_>) -> PyResult<PyRefs> {

@@ -1,28 +1,34 @@
 """``tokioloop.Loop``: the event loop class users get.
 
-The class is the native ``LoopCore`` (ready queue, timers, the run loop,
-everything on the per-callback path) combined with ``asyncio.BaseEventLoop``
-(asyncio's own Python code for the policy parts: exception handling,
-executors, async generator hooks, ``run_until_complete``). This file holds
-only the glue between the two: ``run_forever``'s set-up and clean-up,
-``close``, and signal handling, which is borrowed from asyncio's Unix loop
-so it keeps that loop's exact rules on every Python version.
+The class is the native ``LoopCore`` (ready queue, timers, fd readiness on
+tokio's reactor, the run loop: everything on the per-callback path) combined
+with asyncio's Unix loop class for the parts asyncio writes in Python:
+exception handling, executors, async generator hooks, ``run_until_complete``,
+signal handlers, and, until native transports replace them, the socket,
+pipe and subprocess transports, which run over the native
+``_add_reader``/``_add_writer``. ``LoopCore`` comes first in the MRO, so its
+methods win; asyncio's selector and self-pipe are never created.
+
+This file holds only the glue: construction without a selector,
+``run_forever``'s set-up and clean-up, ``close``, and the small view of the
+native fd registry that asyncio's transport code reads as ``loop._selector``.
 """
 
 from __future__ import annotations
 
+import selectors
 import signal
 import sys
 import threading
+import warnings
+import weakref
 from asyncio import base_events, events, unix_events
 
 from ._tokioloop import LoopCore
 
-_UnixLoop = unix_events._UnixSelectorEventLoop
-
 
 class _WakeupSocket:
-    """Stands in for asyncio's self-pipe socket in the borrowed signal code,
+    """Stands in for asyncio's self-pipe socket in the inherited signal code,
     which only asks it for ``fileno()``."""
 
     __slots__ = ("_fd",)
@@ -33,20 +39,70 @@ class _WakeupSocket:
     def fileno(self):
         return self._fd
 
+    def close(self):
+        pass
+
+
+class _SelectorView:
+    """The read-only part of a selector that asyncio's transport code and
+    tests use (``get_key``, ``get_map``), answered from the native fd
+    registry."""
+
+    def __init__(self, loop):
+        self._loop = weakref.ref(loop)
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        loop = self._loop()
+        key = loop._fd_key(fd) if loop is not None else None
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events_mask, reader, writer = key
+        return selectors.SelectorKey(fileobj, fd, events_mask, (reader, writer))
+
+    def get_map(self):
+        return _KeyMap(self)
+
+    def close(self):
+        pass
+
+
+class _KeyMap:
+    def __init__(self, view):
+        self._view = view
+
+    def get(self, fileobj, default=None):
+        try:
+            return self._view.get_key(fileobj)
+        except (KeyError, ValueError):
+            return default
+
+    def __getitem__(self, fileobj):
+        return self._view.get_key(fileobj)
+
+    def __contains__(self, fileobj):
+        return self.get(fileobj) is not None
+
 
 def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-class Loop(LoopCore, base_events.BaseEventLoop):
+class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop driven by tokio. Create it with
     ``tokioloop.new_event_loop()``."""
 
     def __init__(self):
+        # Not the selector loop's __init__: it would build a selector and a
+        # self-pipe, and the native core replaces both.
         base_events.BaseEventLoop.__init__(self)
-        self._old_agen_hooks = None
+        self._selector = _SelectorView(self)
+        self._transports = weakref.WeakValueDictionary()
         self._signal_handlers = {}
+        self._unix_server_sockets = {}
+        self._ssock = None
         self._csock = _WakeupSocket(self._signal_wakeup_fd())
+        self._old_agen_hooks = None
         # The process's wakeup fd before run_forever installed ours.
         self._saved_wakeup_fd = None
 
@@ -110,20 +166,37 @@ class Loop(LoopCore, base_events.BaseEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
-        for sig in list(self._signal_handlers):
-            self.remove_signal_handler(sig)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown "
+                f"stage, skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
         base_events.BaseEventLoop.close(self)
         self._close_native()
 
-    # -- signals (asyncio's Unix implementation, over our wake-up socket) --
+    def _make_self_pipe(self):
+        # The native wake-up replaces asyncio's self-pipe.
+        pass
 
-    add_signal_handler = _UnixLoop.add_signal_handler
-    _handle_signal = _UnixLoop._handle_signal
-    _check_signal = _UnixLoop._check_signal
-    _process_self_data = _UnixLoop._process_self_data
+    def _close_self_pipe(self):
+        pass
+
+    def _read_from_self(self):
+        pass
+
+    def _process_events(self, event_list):
+        raise RuntimeError("tokioloop dispatches fd events natively")
+
+    # -- signals ---------------------------------------------------------
 
     def remove_signal_handler(self, sig):
-        removed = _UnixLoop.remove_signal_handler(self, sig)
+        removed = unix_events._UnixSelectorEventLoop.remove_signal_handler(self, sig)
         if removed and not self._signal_handlers and self.is_running() and _in_main_thread():
             # asyncio cleared the wakeup fd with its last handler; a running
             # loop still needs it for Ctrl+C.

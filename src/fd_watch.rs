@@ -1,0 +1,284 @@
+//! File-descriptor readiness for `add_reader`/`add_writer`, on tokio's
+//! reactor, with asyncio's level-triggered semantics.
+//!
+//! Each watched fd is one `AsyncFd` registration (read and write interest).
+//! Instead of a tokio task per fd, the registration's wakers are
+//! [`FdWaker`]s: when the reactor sees the fd become ready inside the loop's
+//! `block_on`, the waker only records `(fd, token, direction)` in the loop's
+//! event list. After `block_on` returns, the loop thread turns each event
+//! into the registered callback's handle on the ready queue, outside the
+//! runtime's context, like a selector loop's `_process_events`.
+//!
+//! tokio reports edges; asyncio promises levels (a reader callback that
+//! does not drain the fd runs again next iteration). So after the callbacks
+//! of an iteration ran, every fd that fired has its cached readiness cleared
+//! and is checked with a zero-timeout `poll(2)`: still ready means another
+//! event now; not ready means the next edge will wake us.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use pyo3::prelude::*;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::handles::Handle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+/// One readiness edge reported by the reactor.
+#[derive(Clone, Copy, Debug)]
+pub struct FdEvent {
+    pub fd: RawFd,
+    pub token: u64,
+    pub direction: Direction,
+}
+
+/// Where wakers deliver events; owned by the loop's shared state.
+pub trait EventSink: Send + Sync + 'static {
+    fn push_fd_event(&self, event: FdEvent);
+}
+
+struct FdWaker<S: EventSink> {
+    sink: Weak<S>,
+    event: FdEvent,
+}
+
+impl<S: EventSink> Wake for FdWaker<S> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(sink) = self.sink.upgrade() {
+            sink.push_fd_event(self.event);
+        }
+    }
+}
+
+/// A borrowed fd: the caller keeps ownership and closes it.
+struct BorrowedFd(RawFd);
+
+impl AsRawFd for BorrowedFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+struct Entry {
+    token: u64,
+    afd: AsyncFd<BorrowedFd>,
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+    wakers: [Waker; 2],
+}
+
+impl Entry {
+    fn slot(&mut self, direction: Direction) -> &mut Option<Py<Handle>> {
+        match direction {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+
+    /// Poll tokio's cached readiness, registering our waker if not ready.
+    fn poll_ready(&self, direction: Direction, clear: bool) -> bool {
+        let waker = &self.wakers[direction as usize];
+        let mut cx = Context::from_waker(waker);
+        let ready = match direction {
+            Direction::Read => match self.afd.poll_read_ready(&mut cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    if clear {
+                        guard.clear_ready();
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Direction::Write => match self.afd.poll_write_ready(&mut cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    if clear {
+                        guard.clear_ready();
+                    }
+                    true
+                }
+                _ => false,
+            },
+        };
+        if ready && clear {
+            // Re-register the waker now that the cached readiness is gone.
+            return self.poll_ready(direction, false);
+        }
+        ready
+    }
+}
+
+/// True if `poll(2)` says the fd is ready for `direction` right now
+/// (errors and hang-ups count, as they do for select-based loops).
+fn ready_now(fd: RawFd, direction: Direction) -> bool {
+    let events = match direction {
+        Direction::Read => libc::POLLIN | libc::POLLPRI,
+        Direction::Write => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (events | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Every fd the loop watches for callbacks.
+#[derive(Default)]
+pub struct FdWatchers {
+    entries: HashMap<RawFd, Entry>,
+    next_token: u64,
+    /// Events turned into callbacks this iteration, re-checked afterwards.
+    fired: Vec<FdEvent>,
+}
+
+impl FdWatchers {
+    /// Watch `fd` for `direction` with `handle`; returns the handle it
+    /// replaces. Must run inside the runtime's context (registration).
+    pub fn add<S: EventSink>(
+        &mut self,
+        sink: &Arc<S>,
+        fd: RawFd,
+        direction: Direction,
+        handle: Py<Handle>,
+    ) -> io::Result<Option<Py<Handle>>> {
+        if !self.entries.contains_key(&fd) {
+            let token = self.next_token;
+            self.next_token += 1;
+            // SAFETY: asyncio's contract for add_reader/add_writer is that
+            // the caller keeps the fd open until it removes the callback, as
+            // with any selector. If a program closes it early, the worst case
+            // is what a selector loop suffers too: epoll drops the closed fd
+            // by itself, and our later deregistration of that number fails
+            // or hits a reused fd's registration; no memory is involved.
+            let afd = unsafe {
+                AsyncFd::register_with_interest(
+                    BorrowedFd(fd),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            }
+            .map_err(io::Error::from)?;
+            let waker = |direction| {
+                Waker::from(Arc::new(FdWaker {
+                    sink: Arc::downgrade(sink),
+                    event: FdEvent {
+                        fd,
+                        token,
+                        direction,
+                    },
+                }))
+            };
+            let wakers = [waker(Direction::Read), waker(Direction::Write)];
+            self.entries.insert(
+                fd,
+                Entry {
+                    token,
+                    afd,
+                    reader: None,
+                    writer: None,
+                    wakers,
+                },
+            );
+        }
+        let entry = self.entries.get_mut(&fd).expect("inserted above");
+        let old = entry.slot(direction).replace(handle);
+        if entry.poll_ready(direction, false) {
+            sink.push_fd_event(FdEvent {
+                fd,
+                token: entry.token,
+                direction,
+            });
+        }
+        Ok(old)
+    }
+
+    /// Stop watching `fd` for `direction`; returns the removed handle.
+    /// The registration goes away with the last direction.
+    pub fn remove(&mut self, fd: RawFd, direction: Direction) -> Option<Py<Handle>> {
+        let entry = self.entries.get_mut(&fd)?;
+        let old = entry.slot(direction).take();
+        if entry.reader.is_none() && entry.writer.is_none() {
+            self.entries.remove(&fd);
+        }
+        old
+    }
+
+    /// The handles registered for `fd`, as a selector key would show them.
+    pub fn get(&self, fd: RawFd) -> Option<(Option<&Py<Handle>>, Option<&Py<Handle>>)> {
+        self.entries
+            .get(&fd)
+            .map(|e| (e.reader.as_ref(), e.writer.as_ref()))
+    }
+
+    /// Turn reactor events into the callbacks to run this iteration.
+    pub fn dispatch(&mut self, events: Vec<FdEvent>, mut run: impl FnMut(&Py<Handle>)) {
+        for event in events {
+            let Some(entry) = self.entries.get_mut(&event.fd) else {
+                continue;
+            };
+            if entry.token != event.token {
+                continue; // a stale event for an fd number since reused
+            }
+            if self.fired.iter().any(|f| {
+                f.fd == event.fd && f.token == event.token && f.direction == event.direction
+            }) {
+                continue; // already queued this iteration
+            }
+            if let Some(handle) = entry.slot(event.direction).as_ref() {
+                if !handle.get().is_cancelled() {
+                    run(handle);
+                    self.fired.push(event);
+                }
+            }
+        }
+    }
+
+    /// After the iteration's callbacks ran: events for fds that are still
+    /// ready (level-triggered), wakers re-armed for the others.
+    pub fn rearm<S: EventSink>(&mut self, sink: &S) {
+        for event in std::mem::take(&mut self.fired) {
+            let Some(entry) = self.entries.get_mut(&event.fd) else {
+                continue;
+            };
+            if entry.token != event.token || entry.slot(event.direction).is_none() {
+                continue;
+            }
+            entry.poll_ready(event.direction, true);
+            if ready_now(event.fd, event.direction) {
+                sink.push_fd_event(event);
+            }
+        }
+    }
+
+    pub fn has_fired(&self) -> bool {
+        !self.fired.is_empty()
+    }
+
+    /// Everything registered (for the GC and for close).
+    pub fn handles(&self) -> impl Iterator<Item = &Py<Handle>> {
+        self.entries
+            .values()
+            .flat_map(|e| e.reader.iter().chain(e.writer.iter()))
+    }
+
+    pub fn take_all(&mut self) -> Vec<Py<Handle>> {
+        self.fired.clear();
+        self.entries
+            .drain()
+            .flat_map(|(_, e)| e.reader.into_iter().chain(e.writer))
+            .collect()
+    }
+}

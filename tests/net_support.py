@@ -1,0 +1,244 @@
+"""Helpers shared by the networking test modules (``tests/test_net_*.py``).
+
+Everything here is loopback-only: 127.0.0.1, ::1 and Unix sockets in short
+temporary directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import struct
+import tempfile
+
+import pytest
+
+#: Upper bound (seconds) for one scenario driven by :func:`run`.
+TIMEOUT = 5.0
+
+
+def _has_ipv6() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="::1 is not available")
+needs_reuseport = pytest.mark.skipif(
+    not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is not available"
+)
+
+
+def run(loop, coro, timeout: float = TIMEOUT):
+    """Run ``coro`` on ``loop`` to completion, bounded by ``timeout`` seconds."""
+
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return loop.run_until_complete(bounded())
+
+
+def run_reference(scenario, timeout: float = TIMEOUT):
+    """Run ``scenario(loop)`` (a coroutine function) on a fresh *stock* asyncio
+    loop and return its result.
+
+    Used when the expected outcome depends on the kernel (ICMP, resets) rather
+    than on asyncio itself: the tokioloop param then compares its own outcome
+    with what stock asyncio observes on the same machine right now.
+    """
+    lp = asyncio.new_event_loop()
+    try:
+        return lp.run_until_complete(asyncio.wait_for(scenario(lp), timeout))
+    finally:
+        lp.close()
+
+
+@contextlib.contextmanager
+def short_tmpdir():
+    """A short temporary directory (AF_UNIX paths are limited to ~107 bytes)."""
+    d = tempfile.mkdtemp(prefix="tlnet-", dir="/tmp")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def unix_path():
+    """A path for a Unix socket that does not exist yet (directory cleaned up)."""
+    with short_tmpdir() as d:
+        yield os.path.join(d, "sock")
+
+
+def closed_port(family=socket.AF_INET, host="127.0.0.1") -> int:
+    """A TCP/UDP port number on ``host`` that nothing listens on (best effort)."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def tcp_listener(host="127.0.0.1", family=socket.AF_INET, backlog=16):
+    """A bound, listening, non-blocking TCP socket."""
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    s.listen(backlog)
+    s.setblocking(False)
+    return s
+
+
+def nb_socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM):
+    a, b = socket.socketpair(family, type)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def set_linger_zero(sock):
+    """Make ``close()`` send RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class HandlerRecorder:
+    """Installs itself as the loop's exception handler and records contexts."""
+
+    def __init__(self, loop):
+        self.contexts = []
+        loop.set_exception_handler(self)
+
+    def __call__(self, loop, context):
+        self.contexts.append(context)
+
+
+class RecordingProtocol(asyncio.Protocol):
+    """A stream protocol that records every callback in ``events``.
+
+    ``events`` holds tuples: ``("made",)``, ``("data", bytes)``, ``("eof",)``,
+    ``("pause",)``, ``("resume",)``, ``("lost", exc)``.  Consecutive data
+    chunks are *not* merged; use :meth:`data` for the concatenation.
+    """
+
+    eof_result = None
+
+    def __init__(self, loop=None):
+        loop = loop or asyncio.get_running_loop()
+        self.loop = loop
+        self.events = []
+        self.transport = None
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+        self._waiters = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append(("made",))
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        assert isinstance(data, bytes), type(data)
+        self.events.append(("data", data))
+        self._wake()
+
+    def eof_received(self):
+        self.events.append(("eof",))
+        if not self.eof.done():
+            self.eof.set_result(None)
+        self._wake()
+        return self.eof_result
+
+    def pause_writing(self):
+        self.events.append(("pause", self.transport.get_write_buffer_size()))
+
+    def resume_writing(self):
+        self.events.append(("resume", self.transport.get_write_buffer_size()))
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        if not self.eof.done():
+            self.eof.set_result(None)
+        self._wake()
+
+    # helpers ---------------------------------------------------------------
+
+    def data(self) -> bytes:
+        return b"".join(e[1] for e in self.events if e[0] == "data")
+
+    def kinds(self):
+        """Event names with consecutive ``data`` events collapsed into one."""
+        out = []
+        for e in self.events:
+            if e[0] == "data" and out and out[-1] == "data":
+                continue
+            out.append(e[0])
+        return out
+
+    def _wake(self):
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def wait_for_data(self, n: int) -> bytes:
+        """Wait until at least ``n`` bytes have been received in total."""
+        while len(self.data()) < n:
+            if self.lost.done():
+                raise AssertionError(f"connection lost after {len(self.data())} bytes")
+            w = self.loop.create_future()
+            self._waiters.append(w)
+            await w
+        return self.data()
+
+
+class DatagramRecorder(asyncio.DatagramProtocol):
+    def __init__(self, loop=None):
+        loop = loop or asyncio.get_running_loop()
+        self.loop = loop
+        self.transport = None
+        self.datagrams = []
+        self.errors = []
+        self.lost_calls = []
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self._queue = asyncio.Queue()
+        self._err_queue = asyncio.Queue()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.made.set_result(transport)
+
+    def datagram_received(self, data, addr):
+        self.datagrams.append((data, addr))
+        self._queue.put_nowait((data, addr))
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+        self._err_queue.put_nowait(exc)
+
+    def connection_lost(self, exc):
+        self.lost_calls.append(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    async def recv(self):
+        return await self._queue.get()
+
+    async def next_error(self):
+        return await self._err_queue.get()
+
+
+async def iterations(n: int):
+    """Let the loop run ``n`` iterations."""
+    for _ in range(n):
+        await asyncio.sleep(0)

@@ -1,0 +1,444 @@
+"""add_reader / add_writer / remove_reader / remove_writer (differential)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+
+import pytest
+from net_support import HandlerRecorder, RecordingProtocol, iterations, nb_socketpair, run, tcp_listener
+
+
+@pytest.fixture
+def pair():
+    a, b = nb_socketpair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+class FileNo:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+
+def test_reader_fires_when_readable(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def on_readable(tag):
+            got.append((tag, a.recv(100)))
+            done.set_result(None)
+
+        assert loop.add_reader(a.fileno(), on_readable, "tag") is None
+        await iterations(5)
+        assert got == []  # not readable yet: must not fire
+        b.send(b"ping")
+        await done
+        assert loop.remove_reader(a.fileno()) is True
+
+    run(loop, main())
+    assert got == [("tag", b"ping")]
+
+
+def test_reader_is_level_triggered(loop, pair):
+    """A reader that does not drain the socket fires again next iteration."""
+    a, b = pair
+    calls = []
+
+    async def main():
+        ticks = 0
+        loop.add_reader(a, calls.append, "r")
+        b.send(b"x")
+        try:
+            while len(calls) < 3:
+                await asyncio.sleep(0)
+                ticks += 1
+                assert ticks < 50, calls
+        finally:
+            loop.remove_reader(a)
+        return ticks
+
+    ticks = run(loop, main())
+    assert calls == ["r", "r", "r"]
+    # At most a couple of iterations between two calls: level-triggered, not
+    # "once per edge" (the byte is still there, nobody read it).
+    assert ticks <= 10
+    assert a.recv(10) == b"x"
+
+
+def test_reader_fires_each_iteration_when_ready(loop, pair):
+    a, b = pair
+    calls = []
+
+    async def main():
+        b.send(b"x")
+        loop.add_reader(a.fileno(), lambda: calls.append(1))
+        # Wait for the first call, then count calls over 4 more iterations.
+        for _ in range(20):
+            if calls:
+                break
+            await asyncio.sleep(0)
+        assert calls, "reader never fired"
+        before = len(calls)
+        await iterations(4)
+        loop.remove_reader(a.fileno())
+        return len(calls) - before
+
+    extra = run(loop, main())
+    assert extra >= 2
+
+
+def test_remove_reader_return_values(loop, pair):
+    a, _ = pair
+    assert loop.remove_reader(a.fileno()) is False
+    loop.add_reader(a.fileno(), lambda: None)
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_remove_writer_return_values(loop, pair):
+    a, _ = pair
+    assert loop.remove_writer(a.fileno()) is False
+    loop.add_writer(a.fileno(), lambda: None)
+    assert loop.remove_writer(a.fileno()) is True
+    assert loop.remove_writer(a.fileno()) is False
+
+
+def test_reader_and_writer_are_independent(loop, pair):
+    a, _ = pair
+    loop.add_reader(a.fileno(), lambda: None)
+    assert loop.remove_writer(a.fileno()) is False
+    loop.add_writer(a.fileno(), lambda: None)
+    assert loop.remove_writer(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_replacing_reader(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def first():
+            got.append("first")
+
+        def second():
+            got.append(("second", a.recv(10)))
+            done.set_result(None)
+
+        loop.add_reader(a.fileno(), first)
+        loop.add_reader(a.fileno(), second)
+        b.send(b"z")
+        await done
+        assert loop.remove_reader(a.fileno()) is True
+        # Only one registration existed.
+        assert loop.remove_reader(a.fileno()) is False
+
+    run(loop, main())
+    assert got == [("second", b"z")]
+
+
+def test_writer_fires_when_writable(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def on_writable(x, y):
+            got.append((x, y))
+            a.send(b"hello")
+            loop.remove_writer(a.fileno())
+            done.set_result(None)
+
+        assert loop.add_writer(a.fileno(), on_writable, 1, 2) is None
+        await done
+        await iterations(3)
+
+    run(loop, main())
+    assert got == [(1, 2)]
+    assert b.recv(10) == b"hello"
+
+
+def test_writer_waits_while_send_buffer_full(loop, pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    # Fill the socket until the kernel refuses more.
+    sent = 0
+    chunk = b"\0" * 65536
+    while True:
+        try:
+            sent += a.send(chunk)
+        except BlockingIOError:
+            break
+    calls = []
+
+    async def main():
+        loop.add_writer(a.fileno(), calls.append, "w")
+        try:
+            await iterations(10)
+            assert calls == []  # full: must not fire
+            # Drain the peer; the writer becomes ready.
+            received = 0
+            while received < sent:
+                try:
+                    received += len(b.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0)
+            for _ in range(100):
+                if calls:
+                    break
+                await asyncio.sleep(0.001)
+        finally:
+            loop.remove_writer(a.fileno())
+
+    run(loop, main())
+    assert calls and set(calls) == {"w"}
+
+
+def test_remove_reader_inside_callback_stops_calls(loop, pair):
+    a, b = pair
+    calls = []
+
+    def cb():
+        calls.append(1)
+        assert loop.remove_reader(a.fileno()) is True
+
+    async def main():
+        loop.add_reader(a.fileno(), cb)
+        b.send(b"x")
+        await asyncio.sleep(0.05)
+
+    run(loop, main())
+    assert calls == [1]
+
+
+def test_reader_exception_goes_to_handler_and_reader_stays(loop, pair):
+    a, b = pair
+    rec = HandlerRecorder(loop)
+    calls = []
+    boom = ValueError("boom")
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            calls.append(1)
+            if len(calls) == 1:
+                raise boom
+            loop.remove_reader(a.fileno())
+            done.set_result(None)
+
+        loop.add_reader(a.fileno(), cb)
+        b.send(b"x")
+        await done
+
+    run(loop, main())
+    assert calls == [1, 1]
+    assert len(rec.contexts) == 1
+    ctx = rec.contexts[0]
+    assert ctx["exception"] is boom
+    assert "handle" in ctx
+    assert ctx["message"].startswith("Exception in callback")
+
+
+def test_add_reader_accepts_object_with_fileno(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            got.append(a.recv(10))
+            done.set_result(None)
+
+        loop.add_reader(FileNo(a.fileno()), cb)
+        b.send(b"obj")
+        await done
+        # The registration is keyed by the fd number.
+        assert loop.remove_reader(a.fileno()) is True
+
+    run(loop, main())
+    assert got == [b"obj"]
+
+
+def test_add_reader_accepts_socket_object(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            got.append(a.recv(10))
+            done.set_result(None)
+
+        loop.add_reader(a, cb)
+        b.send(b"sock")
+        await done
+        assert loop.remove_reader(FileNo(a.fileno())) is True
+
+    run(loop, main())
+    assert got == [b"sock"]
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_negative_fd_raises_value_error(loop, method):
+    with pytest.raises(ValueError):
+        getattr(loop, method)(-1, lambda: None)
+    with pytest.raises(ValueError):
+        getattr(loop, method)(FileNo(-5), lambda: None)
+
+
+@pytest.mark.parametrize("method", ["remove_reader", "remove_writer"])
+def test_remove_negative_fd_raises_value_error(loop, method):
+    with pytest.raises(ValueError):
+        getattr(loop, method)(-1)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+@pytest.mark.parametrize("bad", ["abc", 1.5, object(), None])
+def test_invalid_file_object_raises_value_error(loop, method, bad):
+    args = (bad, lambda: None) if method.startswith("add") else (bad,)
+    with pytest.raises(ValueError):
+        getattr(loop, method)(*args)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_fd_number(loop, method):
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        getattr(loop, method)(fd, lambda: None)
+    assert info.value.errno == errno.EBADF
+    # Nothing stays registered after the failure.
+    assert getattr(loop, method.replace("add", "remove"))(fd) is False
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_socket_object(loop, method):
+    s = socket.socket()
+    s.close()
+    # socket.fileno() returns -1 once closed.
+    with pytest.raises(ValueError):
+        getattr(loop, method)(s, lambda: None)
+
+
+def test_add_reader_on_closed_loop(loop_factory):
+    lp = loop_factory()
+    lp.close()
+    a, b = nb_socketpair()
+    try:
+        with pytest.raises(RuntimeError, match="closed"):
+            lp.add_reader(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="closed"):
+            lp.add_writer(a.fileno(), lambda: None)
+        assert lp.remove_reader(a.fileno()) is False
+        assert lp.remove_writer(a.fileno()) is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_close_loop_with_registered_reader(loop_factory):
+    """Closing the loop drops registrations; the fd itself is left open."""
+    lp = loop_factory()
+    a, b = nb_socketpair()
+    try:
+        lp.add_reader(a.fileno(), lambda: None)
+        lp.add_writer(b.fileno(), lambda: None)
+        lp.close()
+        assert a.fileno() >= 0 and b.fileno() >= 0
+        a.send(b"still open")
+        assert b.recv(100) == b"still open"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_fd_owned_by_transport_raises_runtime_error(loop, method):
+    lsock = tcp_listener()
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, sock=lsock)
+        try:
+            tr, proto = await loop.create_connection(
+                lambda: RecordingProtocol(loop), *lsock.getsockname()
+            )
+            try:
+                fd = tr.get_extra_info("socket").fileno()
+                args = (fd, lambda: None) if method.startswith("add") else (fd,)
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    getattr(loop, method)(*args)
+                # A file object with that fileno() is rejected the same way.
+                args = (FileNo(fd),) + args[1:]
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    getattr(loop, method)(*args)
+            finally:
+                tr.close()
+            await proto.lost
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_reader_on_pipe(loop):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            got.append(os.read(r, 100))
+            done.set_result(None)
+
+        loop.add_reader(r, cb)
+        os.write(w, b"pipe data")
+        await done
+        assert loop.remove_reader(r) is True
+
+    try:
+        run(loop, main())
+    finally:
+        os.close(r)
+        os.close(w)
+    assert got == [b"pipe data"]
+
+
+def test_reader_sees_eof(loop, pair):
+    a, b = pair
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            got.append(a.recv(10))
+            loop.remove_reader(a.fileno())
+            done.set_result(None)
+
+        loop.add_reader(a.fileno(), cb)
+        b.shutdown(socket.SHUT_WR)
+        await done
+
+    run(loop, main())
+    assert got == [b""]
