@@ -136,6 +136,9 @@ fn ready_now(fd: RawFd, direction: Direction) -> bool {
     n > 0 && pfd.revents & (events | libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// The reader and writer handles of one watched fd.
+pub type Registered<'a> = (Option<&'a Py<Handle>>, Option<&'a Py<Handle>>);
+
 /// Every fd the loop watches for callbacks.
 #[derive(Default)]
 pub struct FdWatchers {
@@ -217,7 +220,7 @@ impl FdWatchers {
     }
 
     /// The handles registered for `fd`, as a selector key would show them.
-    pub fn get(&self, fd: RawFd) -> Option<(Option<&Py<Handle>>, Option<&Py<Handle>>)> {
+    pub fn get(&self, fd: RawFd) -> Option<Registered<'_>> {
         self.entries
             .get(&fd)
             .map(|e| (e.reader.as_ref(), e.writer.as_ref()))

@@ -177,6 +177,8 @@ pub struct LoopCore {
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
 
+type OwnedHandle = Option<Py<Handle>>;
+
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
@@ -740,12 +742,7 @@ impl LoopCore {
 
     /// `(events, reader, writer)` for a watched fd, or None: what a
     /// selector key holds (selectors.EVENT_READ = 1, EVENT_WRITE = 2).
-    #[allow(clippy::type_complexity)]
-    fn _fd_key(
-        &self,
-        py: Python<'_>,
-        fd: i32,
-    ) -> Option<(u8, Option<Py<Handle>>, Option<Py<Handle>>)> {
+    fn _fd_key(&self, py: Python<'_>, fd: i32) -> Option<(u8, OwnedHandle, OwnedHandle)> {
         let watchers = self.watchers.lock();
         let (reader, writer) = watchers.get(fd)?;
         let events = u8::from(reader.is_some()) | (u8::from(writer.is_some()) << 1);
