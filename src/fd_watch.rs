@@ -14,6 +14,13 @@
 //! of an iteration ran, every fd that fired has its cached readiness cleared
 //! and is checked with a zero-timeout `poll(2)`: still ready means another
 //! event now; not ready means the next edge will wake us.
+//!
+//! One more selector habit asyncio relies on: `EPOLLERR` counts as
+//! readable. tokio reports it only as write-closed, which matters for the
+//! write end of a pipe whose reader went away (asyncio's write-pipe
+//! transport watches that end for reading to notice). So for FIFOs a reader
+//! also arms the write waker, and a write edge with no writer registered
+//! runs the reader if `poll(2)` says the fd is in error.
 
 use std::collections::HashMap;
 use std::io;
@@ -77,6 +84,7 @@ struct Entry {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
     wakers: [Waker; 2],
+    is_fifo: bool,
 }
 
 impl Entry {
@@ -116,6 +124,14 @@ impl Entry {
             return self.poll_ready(direction, false);
         }
         ready
+    }
+}
+
+fn is_fifo(fd: RawFd) -> bool {
+    // SAFETY: fstat writes into a zeroed, properly sized stat struct.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
     }
 }
 
@@ -193,16 +209,29 @@ impl FdWatchers {
                     reader: None,
                     writer: None,
                     wakers,
+                    is_fifo: is_fifo(fd),
                 },
             );
         }
         let entry = self.entries.get_mut(&fd).expect("inserted above");
         let old = entry.slot(direction).replace(handle);
+        let token = entry.token;
         if entry.poll_ready(direction, false) {
             sink.push_fd_event(FdEvent {
                 fd,
-                token: entry.token,
+                token,
                 direction,
+            });
+        }
+        if direction == Direction::Read
+            && entry.is_fifo
+            && entry.writer.is_none()
+            && entry.poll_ready(Direction::Write, false)
+        {
+            sink.push_fd_event(FdEvent {
+                fd,
+                token,
+                direction: Direction::Write,
             });
         }
         Ok(old)
@@ -239,6 +268,18 @@ impl FdWatchers {
                 f.fd == event.fd && f.token == event.token && f.direction == event.direction
             }) {
                 continue; // already queued this iteration
+            }
+            let mut event = event;
+            if event.direction == Direction::Write && entry.writer.is_none() {
+                if !entry.is_fifo {
+                    continue;
+                }
+                // A pipe's write end in error: the reader hears about it.
+                entry.poll_ready(Direction::Write, true);
+                if entry.reader.is_none() || !ready_now(event.fd, Direction::Read) {
+                    continue;
+                }
+                event.direction = Direction::Read;
             }
             if let Some(handle) = entry.slot(event.direction).as_ref() {
                 if !handle.get().is_cancelled() {

@@ -102,6 +102,9 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         self._unix_server_sockets = {}
         self._ssock = None
         self._csock = _WakeupSocket(self._signal_wakeup_fd())
+        # The native wake-up socket counts as the loop's internal fd, as the
+        # self-pipe does for asyncio's selector loop.
+        self._internal_fds += 1
         self._old_agen_hooks = None
         # The process's wakeup fd before run_forever installed ours.
         self._saved_wakeup_fd = None
@@ -179,6 +182,10 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             self._signal_handlers.clear()
         base_events.BaseEventLoop.close(self)
         self._close_native()
+        self._internal_fds -= 1
+        self._csock = None
+        # As the selector loop drops its selector: transports' reprs read it.
+        self._selector = None
 
     def _make_self_pipe(self):
         # The native wake-up replaces asyncio's self-pipe.
