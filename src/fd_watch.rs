@@ -15,12 +15,12 @@
 //! and is checked with a zero-timeout `poll(2)`: still ready means another
 //! event now; not ready means the next edge will wake us.
 //!
-//! One more selector habit asyncio relies on: `EPOLLERR` counts as
-//! readable. tokio reports it only as write-closed, which matters for the
-//! write end of a pipe whose reader went away (asyncio's write-pipe
-//! transport watches that end for reading to notice). So for FIFOs a reader
-//! also arms the write waker, and a write edge with no writer registered
-//! runs the reader if `poll(2)` says the fd is in error.
+//! One more selector habit asyncio relies on: `EPOLLERR` alone counts as
+//! readable (a pipe's write end whose reader went away, which asyncio's
+//! write-pipe transport watches for reading; a connected UDP socket with a
+//! pending ICMP error). tokio reports it only as write-closed. So a reader
+//! also arms the write waker, and a write edge carrying write-closed with no
+//! writer registered runs the reader.
 
 use std::collections::HashMap;
 use std::io;
@@ -84,7 +84,6 @@ struct Entry {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
     wakers: [Waker; 2],
-    is_fifo: bool,
 }
 
 impl Entry {
@@ -127,11 +126,22 @@ impl Entry {
     }
 }
 
-fn is_fifo(fd: RawFd) -> bool {
-    // SAFETY: fstat writes into a zeroed, properly sized stat struct.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+impl Entry {
+    /// Consume cached write readiness (re-arming the write waker) and say
+    /// whether it carried write-closed, i.e. `EPOLLERR`/`EPOLLHUP`.
+    fn take_write_closed(&self) -> bool {
+        let mut cx = Context::from_waker(&self.wakers[Direction::Write as usize]);
+        let closed = match self.afd.poll_write_ready(&mut cx) {
+            Poll::Ready(Ok(mut guard)) => {
+                let closed = guard.ready().is_write_closed();
+                guard.clear_ready();
+                closed
+            }
+            _ => return false,
+        };
+        // Registers the waker: nothing can have arrived since the clear.
+        let _ = self.afd.poll_write_ready(&mut cx);
+        closed
     }
 }
 
@@ -209,7 +219,6 @@ impl FdWatchers {
                     reader: None,
                     writer: None,
                     wakers,
-                    is_fifo: is_fifo(fd),
                 },
             );
         }
@@ -223,11 +232,7 @@ impl FdWatchers {
                 direction,
             });
         }
-        if direction == Direction::Read
-            && entry.is_fifo
-            && entry.writer.is_none()
-            && entry.poll_ready(Direction::Write, false)
-        {
+        if direction == Direction::Read && entry.writer.is_none() && entry.take_write_closed() {
             sink.push_fd_event(FdEvent {
                 fd,
                 token,
@@ -264,22 +269,18 @@ impl FdWatchers {
             if entry.token != event.token {
                 continue; // a stale event for an fd number since reused
             }
+            let mut event = event;
+            if event.direction == Direction::Write && entry.writer.is_none() {
+                // An error edge: the reader hears about it, as with selectors.
+                if !entry.take_write_closed() || entry.reader.is_none() {
+                    continue;
+                }
+                event.direction = Direction::Read;
+            }
             if self.fired.iter().any(|f| {
                 f.fd == event.fd && f.token == event.token && f.direction == event.direction
             }) {
                 continue; // already queued this iteration
-            }
-            let mut event = event;
-            if event.direction == Direction::Write && entry.writer.is_none() {
-                if !entry.is_fifo {
-                    continue;
-                }
-                // A pipe's write end in error: the reader hears about it.
-                entry.poll_ready(Direction::Write, true);
-                if entry.reader.is_none() || !ready_now(event.fd, Direction::Read) {
-                    continue;
-                }
-                event.direction = Direction::Read;
             }
             if let Some(handle) = entry.slot(event.direction).as_ref() {
                 if !handle.get().is_cancelled() {

@@ -72,9 +72,11 @@ def short_tmpdir():
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def unix_path():
-    """A path for a Unix socket that does not exist yet (directory cleaned up)."""
+@pytest.fixture(name="unix_path")
+def unix_path_fixture():
+    """Fixture ``unix_path``: a path for a Unix socket that does not exist yet
+    (its directory is removed afterwards).  Test modules import
+    ``unix_path_fixture`` to make it available."""
     with short_tmpdir() as d:
         yield os.path.join(d, "sock")
 

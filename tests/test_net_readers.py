@@ -8,7 +8,15 @@ import os
 import socket
 
 import pytest
-from net_support import HandlerRecorder, RecordingProtocol, iterations, nb_socketpair, run, tcp_listener
+from net_support import (
+    HandlerRecorder,
+    RecordingProtocol,
+    closed_port,
+    iterations,
+    nb_socketpair,
+    run,
+    tcp_listener,
+)
 
 
 @pytest.fixture
@@ -442,3 +450,89 @@ def test_reader_sees_eof(loop, pair):
 
     run(loop, main())
     assert got == [b""]
+
+
+def test_fd_closed_while_registered(loop):
+    """Closing a watched fd behind the loop's back: no callback, no error, and
+    remove_reader() still reports the registration."""
+    a, b = nb_socketpair()
+    calls = []
+    fd = a.fileno()
+    try:
+
+        async def main():
+            loop.add_reader(fd, calls.append, "r")
+            await iterations(3)
+            a.close()
+            await asyncio.sleep(0.02)
+            await iterations(3)
+
+        run(loop, main())
+        assert calls == []
+        assert loop.remove_reader(fd) is True
+        assert loop.remove_reader(fd) is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_reader_fires_on_pending_socket_error(loop):
+    """A socket whose only event is an error (EPOLLERR without EPOLLIN) is
+    reported readable, as selectors do: a connected UDP socket that got an
+    ICMP port-unreachable for its previous datagram."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    s.connect(("127.0.0.1", closed_port()))
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            try:
+                s.recv(100)
+            except OSError as e:
+                got.append(type(e))
+            else:  # pragma: no cover - nothing was sent to us
+                got.append("data")
+            loop.remove_reader(s)
+            done.set_result(None)
+
+        loop.add_reader(s, cb)
+        s.send(b"ping")
+        await asyncio.wait_for(done, 2)
+
+    try:
+        run(loop, main())
+    finally:
+        s.close()
+    assert got == [ConnectionRefusedError]
+
+
+def test_writer_fires_on_failed_connect(loop):
+    """Non-blocking connect() to a closed port: the writer fires (error/hangup
+    counts as writable) and SO_ERROR holds ECONNREFUSED."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    err = s.connect_ex(("127.0.0.1", closed_port()))
+    assert err in (errno.EINPROGRESS, errno.ECONNREFUSED)
+    got = []
+
+    async def main():
+        done = loop.create_future()
+
+        def cb():
+            got.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            loop.remove_writer(s)
+            done.set_result(None)
+
+        loop.add_writer(s, cb)
+        await asyncio.wait_for(done, 2)
+
+    try:
+        if err != errno.EINPROGRESS:
+            pytest.skip("connect() failed synchronously on this kernel")
+        run(loop, main())
+        assert got == [errno.ECONNREFUSED]
+    finally:
+        s.close()

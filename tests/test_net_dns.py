@@ -1,0 +1,222 @@
+"""loop.getaddrinfo / loop.getnameinfo against the socket module (differential).
+
+Only the local resolver is involved: numeric hosts, ``localhost`` (from
+/etc/hosts) and the ``.invalid`` TLD, which must fail without real DNS traffic
+(RFC 6761); each call is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from net_support import HAS_IPV6, run
+
+HOSTS = [
+    "127.0.0.1",
+    "localhost",
+    pytest.param("::1", marks=pytest.mark.skipif(not HAS_IPV6, reason="::1 is not available")),
+]
+PORTS = [80, "80", "http", 0, None, 65535]
+
+
+def _norm(infos):
+    # AddressFamily/SocketKind enums compare equal to their ints; keep tuples.
+    return [tuple(i) for i in infos]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("port", PORTS)
+def test_getaddrinfo_matches_socket(loop, host, port):
+    expected = socket.getaddrinfo(host, port)
+    got = run(loop, loop.getaddrinfo(host, port))
+    assert isinstance(got, list)
+    assert _norm(got) == _norm(expected)
+    assert got  # non-empty
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"type": socket.SOCK_STREAM},
+        {"type": socket.SOCK_DGRAM},
+        {"family": socket.AF_INET},
+        {"family": socket.AF_INET, "type": socket.SOCK_STREAM, "proto": socket.IPPROTO_TCP},
+        {"flags": socket.AI_NUMERICHOST},
+        {"flags": socket.AI_CANONNAME},
+        {"flags": socket.AI_NUMERICSERV},
+    ],
+    ids=lambda kw: ",".join(f"{k}={int(v)}" for k, v in kw.items()),
+)
+def test_getaddrinfo_keywords(loop, kw):
+    expected = socket.getaddrinfo("127.0.0.1", 8080, **kw)
+    got = run(loop, loop.getaddrinfo("127.0.0.1", 8080, **kw))
+    assert _norm(got) == _norm(expected)
+
+
+def test_getaddrinfo_result_types(loop):
+    got = run(loop, loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+    assert len(got) == 1
+    family, type_, proto, canon, addr = got[0]
+    assert family == socket.AF_INET and isinstance(family, socket.AddressFamily)
+    assert type_ == socket.SOCK_STREAM and isinstance(type_, socket.SocketKind)
+    assert proto == socket.IPPROTO_TCP
+    assert canon == ""
+    assert addr == ("127.0.0.1", 80)
+
+
+def test_getaddrinfo_passive_none_host(loop):
+    flags = socket.AI_PASSIVE
+    expected = socket.getaddrinfo(None, 0, socket.AF_INET, socket.SOCK_STREAM, 0, flags)
+    got = run(
+        loop,
+        loop.getaddrinfo(None, 0, family=socket.AF_INET, type=socket.SOCK_STREAM, flags=flags),
+    )
+    assert _norm(got) == _norm(expected)
+    assert got[0][4] == ("0.0.0.0", 0)
+
+
+def test_getaddrinfo_bytes_host(loop):
+    expected = socket.getaddrinfo(b"127.0.0.1", 80)
+    assert _norm(run(loop, loop.getaddrinfo(b"127.0.0.1", 80))) == _norm(expected)
+
+
+def test_getaddrinfo_numerichost_rejects_name(loop):
+    with pytest.raises(socket.gaierror) as ref:
+        socket.getaddrinfo("localhost", 80, flags=socket.AI_NUMERICHOST)
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("localhost", 80, flags=socket.AI_NUMERICHOST))
+    assert info.value.errno == ref.value.errno
+
+
+def test_getaddrinfo_nonexistent_host(loop):
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("nonexistent.invalid", 80))
+    assert info.value.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
+
+
+def test_getaddrinfo_unknown_service(loop):
+    with pytest.raises(socket.gaierror) as ref:
+        socket.getaddrinfo("127.0.0.1", "no-such-service-xyz")
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("127.0.0.1", "no-such-service-xyz"))
+    assert info.value.errno == ref.value.errno
+
+
+def test_getaddrinfo_port_out_of_range_like_socket(loop):
+    for port in (-1, 70000):
+        try:
+            expected = ("ok", _norm(socket.getaddrinfo("127.0.0.1", port)))
+        except Exception as e:  # noqa: BLE001 - mirror whatever the socket module does
+            expected = ("err", type(e), getattr(e, "errno", None))
+        try:
+            got = ("ok", _norm(run(loop, loop.getaddrinfo("127.0.0.1", port))))
+        except Exception as e:  # noqa: BLE001
+            got = ("err", type(e), getattr(e, "errno", None))
+        assert got == expected, port
+
+
+@pytest.mark.parametrize(
+    "host,port,exc",
+    [
+        (123, 80, TypeError),
+        (["127.0.0.1"], 80, TypeError),
+        ("127.0.0.1", 1.5, OSError),
+        ("127.0.0.1", b"80", None),
+    ],
+)
+def test_getaddrinfo_wrong_types(loop, host, port, exc):
+    try:
+        expected = _norm(socket.getaddrinfo(host, port))
+    except Exception as e:  # noqa: BLE001
+        assert exc is not None and isinstance(e, exc)
+        with pytest.raises(type(e)):
+            run(loop, loop.getaddrinfo(host, port))
+    else:
+        assert exc is None
+        assert _norm(run(loop, loop.getaddrinfo(host, port))) == expected
+
+
+def test_getaddrinfo_bad_family_value(loop):
+    with pytest.raises(socket.gaierror) as ref:
+        socket.getaddrinfo("127.0.0.1", 80, family=12345)
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("127.0.0.1", 80, family=12345))
+    assert info.value.errno == ref.value.errno
+
+
+@pytest.mark.parametrize(
+    "sockaddr",
+    [
+        ("127.0.0.1", 80),
+        ("127.0.0.1", 0),
+        ("127.0.0.1", 12345),
+        pytest.param(
+            ("::1", 443, 0, 0),
+            marks=pytest.mark.skipif(not HAS_IPV6, reason="::1 is not available"),
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "flags",
+    [
+        0,
+        socket.NI_NUMERICHOST | socket.NI_NUMERICSERV,
+        socket.NI_NUMERICSERV,
+        socket.NI_DGRAM,
+    ],
+)
+def test_getnameinfo_matches_socket(loop, sockaddr, flags):
+    expected = socket.getnameinfo(sockaddr, flags)
+    got = run(loop, loop.getnameinfo(sockaddr, flags))
+    assert got == expected
+    assert isinstance(got, tuple) and len(got) == 2
+
+
+def test_getnameinfo_default_flags(loop):
+    assert run(loop, loop.getnameinfo(("127.0.0.1", 80))) == socket.getnameinfo(
+        ("127.0.0.1", 80), 0
+    )
+
+
+@pytest.mark.parametrize(
+    "sockaddr,flags",
+    [
+        ("127.0.0.1", 0),
+        (("127.0.0.1",), 0),
+        (("127.0.0.1", "80"), 0),
+        (("127.0.0.1", 80, 0, 0, 0), 0),
+        (("127.0.0.1", 80), "0"),
+    ],
+)
+def test_getnameinfo_wrong_types(loop, sockaddr, flags):
+    with pytest.raises(Exception) as ref:
+        socket.getnameinfo(sockaddr, flags)
+    with pytest.raises(type(ref.value)):
+        run(loop, loop.getnameinfo(sockaddr, flags))
+
+
+def test_getnameinfo_namereqd_failure(loop):
+    # Whatever the local resolver says for 127.0.0.1 with NI_NAMEREQD (a name
+    # from /etc/hosts, or EAI_NONAME), the loop must say the same.
+    addr = ("127.0.0.1", 80)
+    flags = socket.NI_NUMERICHOST | socket.NI_NAMEREQD
+    try:
+        expected = ("ok", socket.getnameinfo(addr, flags))
+    except socket.gaierror as e:
+        expected = ("err", e.errno)
+    try:
+        got = ("ok", run(loop, loop.getnameinfo(addr, flags)))
+    except socket.gaierror as e:
+        got = ("err", e.errno)
+    assert got == expected
+
+
+def test_getaddrinfo_concurrent(loop):
+    async def main():
+        coros = [loop.getaddrinfo("127.0.0.1", p, type=socket.SOCK_STREAM) for p in range(1, 41)]
+        return await asyncio.gather(*coros)
+
+    results = run(loop, main())
+    assert [r[0][4] for r in results] == [("127.0.0.1", p) for p in range(1, 41)]

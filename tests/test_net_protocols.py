@@ -1,0 +1,1461 @@
+"""Protocol/BufferedProtocol over create_connection/create_server (differential)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import os
+import socket
+import sys
+
+import pytest
+from loop_support import PY312, PY313
+from net_support import (
+    HAS_IPV6,
+    HandlerRecorder,
+    RecordingProtocol,
+    closed_port,
+    iterations,
+    needs_ipv6,
+    needs_reuseport,
+    run,
+    run_reference,
+    set_linger_zero,
+    tcp_listener,
+    unix_path_fixture,  # noqa: F401  (provides the unix_path fixture)
+)
+
+
+class Server:
+    """create_server wrapper that keeps every server-side protocol."""
+
+    def __init__(self, loop, factory=None):
+        self.loop = loop
+        self.protos = []
+        self.factory = factory or (lambda: RecordingProtocol(loop))
+        self.server = None
+        self.connected = asyncio.Queue()
+
+    def _make(self):
+        p = self.factory()
+        self.protos.append(p)
+        self.connected.put_nowait(p)
+        return p
+
+    async def start(self, host="127.0.0.1", port=0, **kw):
+        self.server = await self.loop.create_server(self._make, host, port, **kw)
+        return self
+
+    async def start_unix(self, path, **kw):
+        self.server = await self.loop.create_unix_server(self._make, path, **kw)
+        return self
+
+    @property
+    def addr(self):
+        return self.server.sockets[0].getsockname()
+
+    async def next(self):
+        p = await self.connected.get()
+        await p.made
+        return p
+
+    async def aclose(self):
+        self.server.close()
+        for p in self.protos:
+            if p.transport is not None and not p.transport.is_closing():
+                p.transport.close()
+        await self.server.wait_closed()
+        for p in self.protos:
+            await p.lost
+
+
+async def _connect(loop, srv, **kw):
+    tr, proto = await loop.create_connection(lambda: RecordingProtocol(loop), *srv.addr, **kw)
+    peer = await srv.next()
+    return tr, proto, peer
+
+
+# --------------------------------------------------------------------------
+# callback order / connection_lost
+# --------------------------------------------------------------------------
+
+
+def test_callback_order_clean_close(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.write(b"hello")
+            tr.write_eof()
+            await sp.eof  # server saw data then EOF; returned None -> closes itself
+            await sp.lost
+            await cp.lost
+            return cp, sp
+        finally:
+            await srv.aclose()
+
+    cp, sp = run(loop, main())
+    assert sp.kinds() == ["made", "data", "eof", "lost"]
+    assert sp.data() == b"hello"
+    assert sp.events[-1] == ("lost", None)
+    # The client half-closed; the server's close gives the client EOF, and the
+    # client's own transport (eof_received returned None) closes.
+    assert cp.kinds() == ["made", "eof", "lost"]
+    assert cp.events[-1] == ("lost", None)
+
+
+def test_connection_lost_once_on_close(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            assert tr.is_closing() is False
+            tr.write(b"data before close")
+            tr.close()
+            assert tr.is_closing() is True
+            tr.close()  # second close is a no-op
+            await cp.lost
+            await sp.lost
+            await iterations(5)
+            return cp, sp
+        finally:
+            await srv.aclose()
+
+    cp, sp = run(loop, main())
+    assert [e for e in cp.events if e[0] == "lost"] == [("lost", None)]
+    assert cp.kinds() == ["made", "lost"]
+    # Buffered data is flushed before the close.
+    assert sp.data() == b"data before close"
+    assert sp.kinds() == ["made", "data", "eof", "lost"]
+    assert sp.events[-1] == ("lost", None)
+
+
+def test_abort(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.abort()
+            assert tr.is_closing() is True
+            await cp.lost
+            await sp.lost
+            await iterations(5)
+            return cp, sp
+        finally:
+            await srv.aclose()
+
+    cp, sp = run(loop, main())
+    assert cp.kinds() == ["made", "lost"]
+    assert cp.events[-1] == ("lost", None)
+    # Nothing was in flight: the peer sees an orderly EOF.
+    assert sp.kinds() == ["made", "eof", "lost"]
+    assert sp.events[-1] == ("lost", None)
+
+
+def test_abort_discards_buffered_data(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            # Make sure data stays in the user-space buffer: peer not reading.
+            sp.transport.pause_reading()
+            big = b"x" * (8 * 1024 * 1024)
+            tr.write(big)
+            assert tr.get_write_buffer_size() > 0
+            tr.abort()
+            assert tr.get_write_buffer_size() == 0  # buffered data dropped
+            await cp.lost
+            sp.transport.resume_reading()
+            await sp.lost
+            return cp, sp, len(big)
+        finally:
+            await srv.aclose()
+
+    cp, sp, n = run(loop, main())
+    assert [e for e in cp.events if e[0] == "lost"] == [("lost", None)]
+    assert len(sp.data()) < n
+    assert [e[0] for e in sp.events if e[0] == "lost"] == ["lost"]
+
+
+def test_eof_received_true_keeps_transport_open(loop):
+    class KeepOpen(RecordingProtocol):
+        eof_result = True
+
+        def eof_received(self):
+            r = super().eof_received()
+            self.transport.write(b"late reply")
+            self.loop.call_soon(self.transport.close)
+            return r
+
+    async def main():
+        srv = await Server(loop, lambda: KeepOpen(loop)).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.write(b"req")
+            tr.write_eof()
+            assert tr.is_closing() is False
+            await cp.lost
+            await sp.lost
+            return cp, sp
+        finally:
+            await srv.aclose()
+
+    cp, sp = run(loop, main())
+    assert sp.kinds() == ["made", "data", "eof", "lost"]
+    assert sp.data() == b"req"
+    assert cp.data() == b"late reply"
+    assert cp.kinds() == ["made", "data", "eof", "lost"]
+    assert cp.events[-1] == ("lost", None)
+
+
+def test_eof_received_none_closes_transport(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.write_eof()
+            await sp.eof
+            # Returning a falsy value from eof_received closes the transport.
+            assert sp.transport.is_closing() is True
+            await sp.lost
+            await cp.lost
+            return sp
+        finally:
+            await srv.aclose()
+
+    sp = run(loop, main())
+    assert sp.kinds() == ["made", "eof", "lost"]
+
+
+def test_peer_reset_connection_lost_exception(loop):
+    async def scenario(lp):
+        lsock = tcp_listener()
+        rec = HandlerRecorder(lp)
+        try:
+            tr, cp = await lp.create_connection(lambda: RecordingProtocol(lp), *lsock.getsockname())
+            conn, _ = await lp.sock_accept(lsock)
+            await cp.made
+            set_linger_zero(conn)
+            conn.close()
+            exc = await cp.lost
+            await iterations(3)
+            return (
+                type(exc).__name__,
+                getattr(exc, "errno", None),
+                cp.kinds(),
+                len(rec.contexts),
+                tr.is_closing(),
+            )
+        finally:
+            lsock.close()
+
+    got = run(loop, scenario(loop))
+    assert got[0] == "ConnectionResetError"
+    assert got[1] == errno.ECONNRESET
+    assert got[2] == ["made", "lost"]
+    # Connection resets are not reported to the exception handler.
+    assert got[3] == 0
+    assert got[4] is True
+    assert got == run_reference(scenario)
+
+
+def test_write_after_close_is_ignored(loop):
+    async def main():
+        rec = HandlerRecorder(loop)
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.write(b"one")
+            await sp.wait_for_data(3)
+            tr.close()
+            tr.write(b"two")  # silently dropped, no exception
+            await cp.lost
+            tr.write(b"three")
+            await sp.lost
+            return sp, rec
+        finally:
+            await srv.aclose()
+
+    sp, rec = run(loop, main())
+    assert sp.data() == b"one"
+    assert rec.contexts == []
+
+
+def test_write_after_write_eof_raises(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, _sp = await _connect(loop, srv)
+            tr.write_eof()
+            with pytest.raises(RuntimeError):
+                tr.write(b"x")
+            tr.write_eof()  # idempotent
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_write_wrong_type(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            with pytest.raises(TypeError):
+                tr.write("str is not bytes")
+            with pytest.raises(TypeError):
+                tr.write(123)
+            tr.write(b"")  # empty write is a no-op
+            tr.write(bytearray(b"ba"))
+            tr.write(memoryview(b"mv"))
+            await sp.wait_for_data(4)
+            tr.close()
+            await cp.lost
+            return sp.data()
+        finally:
+            await srv.aclose()
+
+    assert run(loop, main()) == b"bamv"
+
+
+def test_writelines(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.writelines([b"a", bytearray(b"bc"), memoryview(b"def"), b""])
+            tr.writelines(iter([b"g", b"h"]))
+            await sp.wait_for_data(8)
+            tr.close()
+            await cp.lost
+            return sp.data()
+        finally:
+            await srv.aclose()
+
+    assert run(loop, main()) == b"abcdefgh"
+
+
+def test_can_write_eof_and_is_closing(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            assert tr.can_write_eof() is True
+            assert sp.transport.can_write_eof() is True
+            assert tr.is_closing() is False
+            tr.close()
+            assert tr.is_closing() is True
+            await cp.lost
+            assert tr.is_closing() is True
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# reading flow control
+# --------------------------------------------------------------------------
+
+
+def test_pause_resume_reading(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            assert tr.is_reading() is True
+            tr.pause_reading()
+            assert tr.is_reading() is False
+            tr.pause_reading()  # no-op when already paused
+            assert tr.is_reading() is False
+            sp.transport.write(b"while paused")
+            await asyncio.sleep(0.05)
+            assert cp.data() == b""  # not delivered while paused
+            tr.resume_reading()
+            assert tr.is_reading() is True
+            tr.resume_reading()  # no-op
+            await cp.wait_for_data(12)
+            assert cp.data() == b"while paused"
+            tr.close()
+            assert tr.is_reading() is False
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_pause_reading_delays_eof(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.pause_reading()
+            sp.transport.write(b"tail")
+            sp.transport.close()
+            await sp.lost
+            await asyncio.sleep(0.05)
+            assert cp.kinds() == ["made"]
+            tr.resume_reading()
+            await cp.lost
+            return cp
+        finally:
+            await srv.aclose()
+
+    cp = run(loop, main())
+    assert cp.kinds() == ["made", "data", "eof", "lost"]
+    assert cp.data() == b"tail"
+
+
+# --------------------------------------------------------------------------
+# writing flow control
+# --------------------------------------------------------------------------
+
+
+def test_write_buffer_limits(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, _sp = await _connect(loop, srv)
+            assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            assert tr.get_write_buffer_size() == 0
+            tr.set_write_buffer_limits(high=100)
+            assert tr.get_write_buffer_limits() == (25, 100)
+            tr.set_write_buffer_limits(low=10)
+            assert tr.get_write_buffer_limits() == (10, 40)
+            tr.set_write_buffer_limits(high=50, low=20)
+            assert tr.get_write_buffer_limits() == (20, 50)
+            tr.set_write_buffer_limits(high=0)
+            assert tr.get_write_buffer_limits() == (0, 0)
+            tr.set_write_buffer_limits()
+            assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            with pytest.raises(ValueError):
+                tr.set_write_buffer_limits(high=10, low=20)
+            with pytest.raises(ValueError):
+                tr.set_write_buffer_limits(high=-1)
+            assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_pause_resume_writing_at_watermarks(loop):
+    high, low = 64 * 1024, 16 * 1024
+
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            tr.set_write_buffer_limits(high=high, low=low)
+            sp.transport.pause_reading()
+            chunk = b"y" * 65536
+            total = 0
+            # Write until the protocol is told to pause (the kernel buffers
+            # fill first, then the transport's own buffer).
+            while not any(e[0] == "pause" for e in cp.events):
+                tr.write(chunk)
+                total += len(chunk)
+                assert total < 256 * 1024 * 1024
+                await asyncio.sleep(0)
+            pause_size = next(e[1] for e in cp.events if e[0] == "pause")
+            assert pause_size > high
+            assert tr.get_write_buffer_size() > high
+            # Exactly one pause so far, no resume.
+            assert [e[0] for e in cp.events if e[0] in ("pause", "resume")] == ["pause"]
+            sp.transport.resume_reading()
+            await sp.wait_for_data(total)
+            for _ in range(200):
+                if any(e[0] == "resume" for e in cp.events):
+                    break
+                await asyncio.sleep(0.005)
+            assert tr.get_write_buffer_size() == 0
+            tr.close()
+            await cp.lost
+            return cp.events, total, sp.data()
+        finally:
+            await srv.aclose()
+
+    events, total, received = run(loop, main(), timeout=15)
+    assert len(received) == total
+    flow = [e for e in events if e[0] in ("pause", "resume")]
+    assert [e[0] for e in flow] == ["pause", "resume"]
+    assert flow[1][1] <= low
+
+
+def test_pause_writing_not_called_below_high(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            for _ in range(10):
+                tr.write(b"z" * 1000)
+            await sp.wait_for_data(10_000)
+            tr.close()
+            await cp.lost
+            return cp.kinds()
+        finally:
+            await srv.aclose()
+
+    assert run(loop, main()) == ["made", "lost"]
+
+
+def test_lowering_high_water_pauses_immediately(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            sp.transport.pause_reading()
+            tr.set_write_buffer_limits(high=1 << 30)
+            while tr.get_write_buffer_size() == 0:
+                tr.write(b"q" * 65536)
+                await asyncio.sleep(0)
+            size = tr.get_write_buffer_size()
+            assert size > 0
+            assert not any(e[0] == "pause" for e in cp.events)
+            tr.set_write_buffer_limits(high=size - 1)
+            # Called synchronously from set_write_buffer_limits().
+            assert [e[0] for e in cp.events if e[0] == "pause"] == ["pause"]
+            sp.transport.resume_reading()
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main(), timeout=15)
+
+
+# --------------------------------------------------------------------------
+# extra info, options, set_protocol
+# --------------------------------------------------------------------------
+
+
+def test_get_extra_info(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            sock = tr.get_extra_info("socket")
+            assert sock is not None
+            assert sock.family == socket.AF_INET
+            assert sock.type == socket.SOCK_STREAM
+            assert sock.fileno() >= 0
+            sockname = tr.get_extra_info("sockname")
+            peername = tr.get_extra_info("peername")
+            assert sockname == sock.getsockname()
+            assert peername == sock.getpeername()
+            assert peername == srv.addr
+            assert sp.transport.get_extra_info("peername") == sockname
+            assert sp.transport.get_extra_info("sockname") == peername
+            assert tr.get_extra_info("unknown") is None
+            sentinel = object()
+            assert tr.get_extra_info("unknown", sentinel) is sentinel
+            assert tr.get_extra_info("sockname", sentinel) == sockname
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_tcp_nodelay_is_set(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            for t in (tr, sp.transport):
+                s = t.get_extra_info("socket")
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_set_protocol_get_protocol(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            assert tr.get_protocol() is cp
+            sp.transport.write(b"first")
+            await cp.wait_for_data(5)
+            other = RecordingProtocol(loop)
+            tr.set_protocol(other)
+            assert tr.get_protocol() is other
+            sp.transport.write(b"second")
+            sp.transport.close()
+            await other.lost
+            await iterations(3)
+            return cp, other
+        finally:
+            await srv.aclose()
+
+    cp, other = run(loop, main())
+    assert cp.data() == b"first"
+    assert cp.kinds() == ["made", "data"]
+    assert other.data() == b"second"
+    # connection_made is not called again on the new protocol.
+    assert other.kinds() == ["data", "eof", "lost"]
+
+
+def test_data_received_exception(loop):
+    boom = ZeroDivisionError("bad protocol")
+
+    class Bad(RecordingProtocol):
+        def data_received(self, data):
+            super().data_received(data)
+            raise boom
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        srv = await Server(loop).start()
+        try:
+            tr, cp = await loop.create_connection(lambda: Bad(loop), *srv.addr)
+            sp = await srv.next()
+            sp.transport.write(b"trigger")
+            exc = await cp.lost
+            await iterations(3)
+            return rec, tr, cp, exc
+        finally:
+            await srv.aclose()
+
+    rec, tr, cp, exc = run(loop, main())
+    assert exc is boom
+    assert [e[0] for e in cp.events] == ["made", "data", "lost"]
+    assert tr.is_closing() is True
+    assert len(rec.contexts) == 1
+    ctx = rec.contexts[0]
+    assert ctx["exception"] is boom
+    assert ctx["protocol"] is cp
+    assert ctx["transport"] is tr
+    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+
+
+def test_connection_made_exception_is_reported(loop):
+    class Bad(asyncio.Protocol):
+        def connection_made(self, transport):
+            raise KeyError("made")
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        srv = await Server(loop).start()
+        try:
+            # The client sees the failure as create_connection()'s exception?
+            # No: asyncio runs connection_made via call_soon, the handler gets it.
+            tr, _p = await loop.create_connection(Bad, *srv.addr)
+            await iterations(5)
+            tr.close()
+            await iterations(3)
+            return rec
+        finally:
+            await srv.aclose()
+
+    rec = run(loop, main())
+    assert [type(c.get("exception")) for c in rec.contexts] == [KeyError]
+
+
+# --------------------------------------------------------------------------
+# BufferedProtocol
+# --------------------------------------------------------------------------
+
+
+class RecordingBuffered(asyncio.BufferedProtocol):
+    def __init__(self, loop, size=4096):
+        self.buf = bytearray(size)
+        self.received = bytearray()
+        self.events = []
+        self.lost = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        assert isinstance(sizehint, int)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= len(self.buf)
+        self.received += self.buf[:nbytes]
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol(loop):
+    payload = os.urandom(1024 * 1024)
+
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            _tr, bp = await loop.create_connection(lambda: RecordingBuffered(loop), *srv.addr)
+            sp = await srv.next()
+            sp.transport.write(payload)
+            sp.transport.write_eof()
+            exc = await bp.lost
+            return bp, exc
+        finally:
+            await srv.aclose()
+
+    bp, exc = run(loop, main())
+    assert exc is None
+    assert bytes(bp.received) == payload
+    assert bp.events == ["made", "data", "eof", "lost"]
+
+
+def test_buffered_protocol_server_side(loop):
+    payload = os.urandom(300_000)
+
+    async def main():
+        srv = await Server(loop, lambda: RecordingBuffered(loop, 1000)).start()
+        try:
+            tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), *srv.addr)
+            bp = await srv.connected.get()
+            tr.write(payload)
+            tr.close()
+            await cp.lost
+            await bp.lost
+            return bp
+        finally:
+            srv.server.close()
+            await srv.server.wait_closed()
+
+    bp = run(loop, main())
+    assert bytes(bp.received) == payload
+    assert bp.events == ["made", "data", "eof", "lost"]
+
+
+def test_buffered_protocol_empty_buffer_is_fatal(loop):
+    class Empty(RecordingBuffered):
+        def get_buffer(self, sizehint):
+            return bytearray()
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        srv = await Server(loop).start()
+        try:
+            tr, bp = await loop.create_connection(lambda: Empty(loop), *srv.addr)
+            sp = await srv.next()
+            sp.transport.write(b"data")
+            exc = await bp.lost
+            await iterations(3)
+            return rec, bp, exc, tr
+        finally:
+            await srv.aclose()
+
+    rec, bp, exc, tr = run(loop, main())
+    assert isinstance(exc, RuntimeError)
+    assert bp.events == ["made", "lost"]
+    assert len(rec.contexts) == 1
+    assert rec.contexts[0]["exception"] is exc
+    assert rec.contexts[0]["protocol"] is bp
+    assert rec.contexts[0]["transport"] is tr
+
+
+def test_buffered_protocol_get_buffer_raises(loop):
+    boom = OverflowError("get_buffer")
+
+    class Raising(RecordingBuffered):
+        def get_buffer(self, sizehint):
+            raise boom
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        srv = await Server(loop).start()
+        try:
+            _tr, bp = await loop.create_connection(lambda: Raising(loop), *srv.addr)
+            sp = await srv.next()
+            sp.transport.write(b"data")
+            exc = await bp.lost
+            await iterations(3)
+            return rec, exc
+        finally:
+            await srv.aclose()
+
+    rec, exc = run(loop, main())
+    assert exc is boom
+    assert [c["exception"] for c in rec.contexts] == [boom]
+    assert rec.contexts[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+
+
+# --------------------------------------------------------------------------
+# create_connection arguments
+# --------------------------------------------------------------------------
+
+
+def test_create_connection_sock(loop):
+    async def main():
+        srv = await Server(loop).start()
+        sock = socket.create_connection(srv.addr)
+        fd = sock.fileno()
+        try:
+            tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), sock=sock)
+            sp = await srv.next()
+            assert tr.get_extra_info("socket").fileno() == fd
+            # The loop made the socket non-blocking.
+            assert sock.gettimeout() == 0
+            tr.write(b"via sock=")
+            await sp.wait_for_data(9)
+            tr.close()
+            await cp.lost
+            # The transport owns (and closed) the socket.
+            assert sock.fileno() == -1
+            return sp.data()
+        finally:
+            sock.close()
+            await srv.aclose()
+
+    assert run(loop, main()) == b"via sock="
+
+
+def test_create_connection_sock_and_host_conflict(loop):
+    async def main():
+        sock = socket.socket()
+        try:
+            with pytest.raises(ValueError):
+                await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1, sock=sock)
+            with pytest.raises(ValueError):
+                await loop.create_connection(asyncio.Protocol)
+        finally:
+            sock.close()
+
+    run(loop, main())
+
+
+def test_create_connection_udp_sock_rejected(loop):
+    async def main():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with pytest.raises(ValueError):
+                await loop.create_connection(asyncio.Protocol, sock=sock)
+        finally:
+            sock.close()
+
+    run(loop, main())
+
+
+def test_create_connection_local_addr(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            lport = closed_port()
+            tr, cp, sp = await _connect(loop, srv, local_addr=("127.0.0.1", lport))
+            assert tr.get_extra_info("sockname") == ("127.0.0.1", lport)
+            assert sp.transport.get_extra_info("peername") == ("127.0.0.1", lport)
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_connection_local_addr_in_use(loop):
+    async def main():
+        srv = await Server(loop).start()
+        busy = tcp_listener()
+        try:
+            with pytest.raises(OSError) as info:
+                await loop.create_connection(
+                    asyncio.Protocol, *srv.addr, local_addr=busy.getsockname()
+                )
+            assert info.value.errno == errno.EADDRINUSE
+        finally:
+            busy.close()
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_connection_family_and_localhost(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp = await loop.create_connection(
+                lambda: RecordingProtocol(loop), "localhost", srv.addr[1], family=socket.AF_INET
+            )
+            sp = await srv.next()
+            assert tr.get_extra_info("peername") == ("127.0.0.1", srv.addr[1])
+            assert tr.get_extra_info("socket").family == socket.AF_INET
+            tr.close()
+            await cp.lost
+            await sp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+@needs_ipv6
+def test_create_connection_ipv6(loop):
+    async def main():
+        srv = await Server(loop).start("::1", 0)
+        try:
+            tr, cp = await loop.create_connection(
+                lambda: RecordingProtocol(loop), "::1", srv.addr[1]
+            )
+            sp = await srv.next()
+            assert tr.get_extra_info("socket").family == socket.AF_INET6
+            assert tr.get_extra_info("peername")[:2] == ("::1", srv.addr[1])
+            tr.write(b"six")
+            await sp.wait_for_data(3)
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_connection_refused(loop):
+    port = closed_port()
+
+    async def main():
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+
+    run(loop, main())
+
+
+def _fake_getaddrinfo(loop, ports):
+    """Make loop.getaddrinfo return one IPv4 candidate per port, in order."""
+    calls = []
+
+    async def getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0):
+        calls.append((host, port))
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", p))
+            for p in ports
+        ]
+
+    loop.getaddrinfo = getaddrinfo
+    return calls
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"happy_eyeballs_delay": 0.05}, {"happy_eyeballs_delay": 0.05, "interleave": 1}],
+    ids=["sequential", "happy_eyeballs", "interleave"],
+)
+def test_create_connection_skips_unreachable_candidate(loop, kw):
+    async def main():
+        srv = await Server(loop).start()
+        dead = closed_port()
+        calls = _fake_getaddrinfo(loop, [dead, srv.addr[1]])
+        try:
+            tr, cp = await loop.create_connection(
+                lambda: RecordingProtocol(loop), "example.test", 1234, **kw
+            )
+            sp = await srv.next()
+            assert tr.get_extra_info("peername") == ("127.0.0.1", srv.addr[1])
+            assert calls == [("example.test", 1234)]
+            tr.close()
+            await cp.lost
+            await sp.lost
+        finally:
+            del loop.getaddrinfo
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_connection_all_candidates_fail(loop):
+    async def main():
+        p1, p2 = closed_port(), closed_port()
+        _fake_getaddrinfo(loop, [p1, p2])
+        try:
+            with pytest.raises(OSError) as info:
+                await loop.create_connection(asyncio.Protocol, "example.test", 1)
+        finally:
+            del loop.getaddrinfo
+        return info.value
+
+    exc = run(loop, main())
+    # Different messages (the ports differ) -> a plain OSError summarising them.
+    assert type(exc) is OSError
+    assert str(exc).startswith("Multiple exceptions: ")
+
+
+@pytest.mark.skipif(not PY312, reason="all_errors= is 3.12+")
+def test_create_connection_all_errors(loop):
+    async def main():
+        p1, p2 = closed_port(), closed_port()
+        _fake_getaddrinfo(loop, [p1, p2])
+        try:
+            with pytest.raises(ExceptionGroup) as info:  # noqa: F821
+                await loop.create_connection(asyncio.Protocol, "example.test", 1, all_errors=True)
+            with pytest.raises(ExceptionGroup):  # noqa: F821
+                await loop.create_connection(
+                    asyncio.Protocol, "example.test", 1, all_errors=True, happy_eyeballs_delay=0.05
+                )
+        finally:
+            del loop.getaddrinfo
+        return info.value
+
+    eg = run(loop, main())
+    assert [type(e) for e in eg.exceptions] == [ConnectionRefusedError, ConnectionRefusedError]
+
+
+def test_create_connection_getaddrinfo_empty(loop):
+    async def main():
+        _fake_getaddrinfo(loop, [])
+        try:
+            with pytest.raises(OSError, match="getaddrinfo\\(\\) returned empty list"):
+                await loop.create_connection(asyncio.Protocol, "example.test", 1)
+        finally:
+            del loop.getaddrinfo
+
+    run(loop, main())
+
+
+def test_create_connection_unresolvable(loop):
+    async def main():
+        with pytest.raises(socket.gaierror):
+            await loop.create_connection(asyncio.Protocol, "nonexistent.invalid", 80)
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# create_server arguments
+# --------------------------------------------------------------------------
+
+
+def test_create_server_port_zero_and_sockets(loop):
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        try:
+            assert server.is_serving() is True
+            socks = server.sockets
+            assert len(socks) == 1
+            host, port = socks[0].getsockname()
+            assert host == "127.0.0.1" and port > 0
+            # Listening sockets have SO_REUSEADDR on POSIX by default.
+            assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_create_server_host_list(loop):
+    async def main():
+        hosts = ["127.0.0.1", "::1"] if HAS_IPV6 else ["127.0.0.1"]
+        server = await loop.create_server(asyncio.Protocol, hosts, 0)
+        try:
+            fams = sorted(s.family for s in server.sockets)
+            expected = sorted([socket.AF_INET] + ([socket.AF_INET6] if HAS_IPV6 else []))
+            assert fams == expected
+            for s in server.sockets:
+                if s.family == socket.AF_INET6:
+                    assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+                    assert s.getsockname()[0] == "::1"
+                else:
+                    assert s.getsockname()[0] == "127.0.0.1"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_create_server_duplicate_hosts_deduplicated(loop):
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, ["127.0.0.1", "127.0.0.1"], 0)
+        try:
+            return len(server.sockets)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert run(loop, main()) == 1
+
+
+@needs_reuseport
+def test_create_server_reuse_port(loop):
+    async def main():
+        s1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, reuse_port=True)
+        port = s1.sockets[0].getsockname()[1]
+        try:
+            s2 = await loop.create_server(asyncio.Protocol, "127.0.0.1", port, reuse_port=True)
+            try:
+                for s in s1.sockets + s2.sockets:
+                    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+                assert s2.sockets[0].getsockname() == ("127.0.0.1", port)
+            finally:
+                s2.close()
+                await s2.wait_closed()
+        finally:
+            s1.close()
+            await s1.wait_closed()
+
+    run(loop, main())
+
+
+def test_create_server_port_in_use(loop):
+    async def main():
+        s1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        try:
+            with pytest.raises(OSError) as info:
+                await loop.create_server(
+                    asyncio.Protocol, "127.0.0.1", s1.sockets[0].getsockname()[1]
+                )
+            assert info.value.errno == errno.EADDRINUSE
+            assert type(info.value) is OSError
+        finally:
+            s1.close()
+            await s1.wait_closed()
+
+    run(loop, main())
+
+
+def test_create_server_backlog(loop):
+    async def main():
+        srv = await Server(loop).start(backlog=1)
+        try:
+            clients = []
+            for _ in range(3):
+                clients.append(await _connect(loop, srv))
+            for tr, cp, _ in clients:
+                tr.close()
+                await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_server_sock(loop):
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        fd = lsock.fileno()
+        srv = await Server(loop).start(None, None, sock=lsock)
+        try:
+            assert srv.server.sockets[0].fileno() == fd
+            assert lsock.gettimeout() == 0
+            tr, cp, _sp = await _connect(loop, srv)
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+        assert lsock.fileno() == -1  # the server closed it
+
+    run(loop, main())
+
+
+def test_create_server_sock_and_host_conflict(loop):
+    async def main():
+        sock = socket.socket()
+        try:
+            with pytest.raises(ValueError):
+                await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, sock=sock)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                with pytest.raises(ValueError):
+                    await loop.create_server(asyncio.Protocol, sock=udp)
+            finally:
+                udp.close()
+        finally:
+            sock.close()
+
+    run(loop, main())
+
+
+def test_create_server_ssl_handshake_timeout_without_ssl(loop):
+    async def main():
+        with pytest.raises(ValueError):
+            await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl_handshake_timeout=1.0)
+
+    run(loop, main())
+
+
+def test_connect_accepted_socket(loop):
+    async def main():
+        lsock = tcp_listener()
+        try:
+            client = socket.create_connection(lsock.getsockname())
+            conn, _ = await loop.sock_accept(lsock)
+        finally:
+            lsock.close()
+        try:
+            tr, sp = await loop.connect_accepted_socket(lambda: RecordingProtocol(loop), conn)
+            assert sp.transport is tr
+            assert tr.get_extra_info("peername") == client.getsockname()
+            client.sendall(b"accepted")
+            await sp.wait_for_data(8)
+            tr.write(b"back")
+            client.settimeout(2)
+            got = client.recv(10)
+            client.close()
+            await sp.lost
+            return sp.data(), got, sp.kinds()
+        finally:
+            client.close()
+            conn.close()
+
+    data, got, kinds = run(loop, main())
+    assert data == b"accepted"
+    assert got == b"back"
+    assert kinds == ["made", "data", "eof", "lost"]
+
+
+def test_connect_accepted_socket_rejects_udp(loop):
+    async def main():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with pytest.raises(ValueError):
+                await loop.connect_accepted_socket(asyncio.Protocol, s)
+        finally:
+            s.close()
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# Unix servers/connections
+# --------------------------------------------------------------------------
+
+
+def test_unix_protocol_roundtrip(loop, unix_path):
+    async def main():
+        srv = await Server(loop).start_unix(unix_path)
+        try:
+            assert srv.addr == unix_path
+            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
+            sp = await srv.next()
+            assert tr.get_extra_info("peername") == unix_path
+            assert tr.get_extra_info("socket").family == socket.AF_UNIX
+            assert tr.can_write_eof() is True
+            tr.write(b"over unix")
+            tr.write_eof()
+            await sp.eof
+            await cp.lost
+            return sp
+        finally:
+            await srv.aclose()
+
+    sp = run(loop, main())
+    assert sp.kinds() == ["made", "data", "eof", "lost"]
+    assert sp.data() == b"over unix"
+
+
+def test_unix_server_socket_file_cleanup(loop, unix_path):
+    async def main():
+        server = await loop.create_unix_server(asyncio.Protocol, unix_path)
+        assert os.path.exists(unix_path)
+        server.close()
+        await server.wait_closed()
+        return os.path.exists(unix_path)
+
+    exists = run(loop, main())
+    # 3.13 removes the socket file on close (cleanup_socket=True default).
+    assert exists is (not PY313)
+
+
+@pytest.mark.skipif(not PY313, reason="cleanup_socket= is 3.13+")
+def test_unix_server_cleanup_socket_false(loop, unix_path):
+    async def main():
+        server = await loop.create_unix_server(asyncio.Protocol, unix_path, cleanup_socket=False)
+        server.close()
+        await server.wait_closed()
+        return os.path.exists(unix_path)
+
+    assert run(loop, main()) is True
+
+
+def test_unix_server_replaces_stale_socket_file(loop, unix_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(unix_path)
+    stale.close()  # leaves the socket file behind
+    assert os.path.exists(unix_path)
+
+    async def main():
+        srv = await Server(loop).start_unix(unix_path)
+        try:
+            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
+            await srv.next()
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_unix_server_path_is_regular_file(loop, unix_path):
+    with open(unix_path, "w") as f:
+        f.write("not a socket")
+
+    async def main():
+        with pytest.raises(OSError) as info:
+            await loop.create_unix_server(asyncio.Protocol, unix_path)
+        return info.value
+
+    exc = run(loop, main())
+    assert type(exc) is OSError
+    assert exc.errno == errno.EADDRINUSE
+    with open(unix_path) as f:
+        assert f.read() == "not a socket"  # untouched
+
+
+def test_unix_server_sock(loop, unix_path):
+    async def main():
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(unix_path)
+        srv = await Server(loop).start_unix(None, sock=lsock)
+        try:
+            assert srv.addr == unix_path
+            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
+            await srv.next()
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_unix_server_rejects_tcp_sock(loop):
+    async def main():
+        s = socket.socket()
+        try:
+            with pytest.raises(ValueError):
+                await loop.create_unix_server(asyncio.Protocol, sock=s)
+            with pytest.raises(ValueError):
+                await loop.create_unix_connection(asyncio.Protocol, sock=s)
+        finally:
+            s.close()
+
+    run(loop, main())
+
+
+def test_unix_connection_errors(loop, unix_path):
+    async def main():
+        with pytest.raises(FileNotFoundError):
+            await loop.create_unix_connection(asyncio.Protocol, unix_path)
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(unix_path)
+        stale.close()
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_unix_connection(asyncio.Protocol, unix_path)
+
+    run(loop, main())
+
+
+def test_unix_abstract_namespace(loop):
+    name = f"\0tokioloop-test-{os.getpid()}-{id(loop)}"
+
+    async def main():
+        srv = await Server(loop).start_unix(name)
+        try:
+            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), name)
+            sp = await srv.next()
+            tr.write(b"abstract")
+            await sp.wait_for_data(8)
+            tr.close()
+            await cp.lost
+            return srv.addr
+        finally:
+            await srv.aclose()
+
+    addr = run(loop, main())
+    assert addr == name.encode()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux-only semantics")
+def test_create_server_ipv6_wildcard_unaffected(loop):
+    """Binding ::1 only: an IPv4 client on the same port is refused."""
+    if not HAS_IPV6:
+        pytest.skip("::1 is not available")
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "::1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionRefusedError):
+                await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# loop.sendfile on a transport, misc argument checks
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_bytesio", [False, True], ids=["file", "bytesio"])
+def test_loop_sendfile_over_transport(loop, tmp_path, use_bytesio):
+    data = os.urandom(700_000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+
+    async def main(f):
+        srv = await Server(loop).start()
+        try:
+            tr, cp, sp = await _connect(loop, srv)
+            sent = await loop.sendfile(tr, f, 1000, 500_000)
+            assert sent == 500_000
+            assert f.tell() == 501_000
+            # The transport is usable afterwards.
+            tr.write(b"END")
+            await sp.wait_for_data(500_003)
+            tr.close()
+            await cp.lost
+            return sp.data()
+        finally:
+            await srv.aclose()
+
+    if use_bytesio:
+        got = run(loop, main(io.BytesIO(data)))
+    else:
+        with open(path, "rb") as f:
+            got = run(loop, main(f))
+    assert got == data[1000:501_000] + b"END"
+
+
+def test_loop_sendfile_no_fallback_bytesio(loop):
+    async def main():
+        srv = await Server(loop).start()
+        try:
+            tr, cp, _sp = await _connect(loop, srv)
+            with pytest.raises(asyncio.SendfileNotAvailableError):
+                await loop.sendfile(tr, io.BytesIO(b"abc"), fallback=False)
+            tr.close()
+            await cp.lost
+        finally:
+            await srv.aclose()
+
+    run(loop, main())
+
+
+def test_create_connection_server_hostname_without_ssl(loop):
+    async def main():
+        with pytest.raises(ValueError):
+            await loop.create_connection(
+                asyncio.Protocol, "127.0.0.1", 1, server_hostname="example.test"
+            )
+        with pytest.raises(ValueError):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1, ssl_handshake_timeout=1)
+
+    run(loop, main())

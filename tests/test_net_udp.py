@@ -1,0 +1,515 @@
+"""create_datagram_endpoint / datagram transports (differential)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from loop_support import PY311, PY313
+from net_support import (
+    DatagramRecorder,
+    HandlerRecorder,
+    closed_port,
+    iterations,
+    needs_ipv6,
+    needs_reuseport,
+    run,
+    run_reference,
+    unix_path_fixture,  # noqa: F401  (provides the unix_path fixture)
+)
+
+
+class Echo(DatagramRecorder):
+    def datagram_received(self, data, addr):
+        super().datagram_received(data, addr)
+        self.transport.sendto(b"echo:" + data, addr)
+
+
+async def _endpoint(loop, factory=None, **kw):
+    return await loop.create_datagram_endpoint(factory or (lambda: DatagramRecorder(loop)), **kw)
+
+
+def test_udp_echo(loop):
+    async def main():
+        st, sp = await _endpoint(loop, lambda: Echo(loop), local_addr=("127.0.0.1", 0))
+        server_addr = st.get_extra_info("sockname")
+        ct, cp = await _endpoint(loop, remote_addr=server_addr)
+        try:
+            assert await sp.made is st
+            assert ct.get_extra_info("peername") == server_addr
+            client_addr = ct.get_extra_info("sockname")
+            ct.sendto(b"one")
+            ct.sendto(b"two", None)
+            got = [await cp.recv(), await cp.recv()]
+            assert got == [(b"echo:one", server_addr), (b"echo:two", server_addr)]
+            assert sp.datagrams == [(b"one", client_addr), (b"two", client_addr)]
+            assert cp.errors == [] and sp.errors == []
+        finally:
+            ct.close()
+            st.close()
+        assert await cp.lost is None
+        assert await sp.lost is None
+        await iterations(3)
+        assert cp.lost_calls == [None] and sp.lost_calls == [None]
+
+    run(loop, main())
+
+
+@needs_ipv6
+def test_udp_echo_ipv6(loop):
+    async def main():
+        st, sp = await _endpoint(loop, lambda: Echo(loop), local_addr=("::1", 0))
+        server_addr = st.get_extra_info("sockname")
+        ct, cp = await _endpoint(loop, remote_addr=server_addr[:2])
+        try:
+            assert ct.get_extra_info("socket").family == socket.AF_INET6
+            ct.sendto(b"v6")
+            data, addr = await cp.recv()
+            assert data == b"echo:v6"
+            assert addr[:2] == server_addr[:2]
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
+
+
+def test_udp_unconnected_sendto(loop):
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        b, bp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        try:
+            assert a.get_extra_info("peername") is None
+            a.sendto(b"to b", b.get_extra_info("sockname"))
+            a.sendto(bytearray(b"ba"), b.get_extra_info("sockname"))
+            a.sendto(memoryview(b"mv"), b.get_extra_info("sockname"))
+            got = [await bp.recv() for _ in range(3)]
+            src = a.get_extra_info("sockname")
+            assert got == [(b"to b", src), (b"ba", src), (b"mv", src)]
+            assert a.get_write_buffer_size() == 0
+        finally:
+            a.close()
+            b.close()
+        await ap.lost
+        await bp.lost
+
+    run(loop, main())
+
+
+def test_udp_sendto_without_address_unconnected(loop):
+    """sendto(data) with no address on an unconnected endpoint is a fatal
+    (non-OSError) write error in asyncio: handler called, transport closed."""
+
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        rec = HandlerRecorder(loop)
+        try:
+            a.sendto(b"nowhere")
+            exc = await ap.lost
+            await iterations(3)
+            return list(ap.errors), list(rec.contexts), a, ap, exc
+        finally:
+            a.close()
+
+    errors, contexts, tr, proto, exc = run(loop, main())
+    assert errors == []
+    assert isinstance(exc, TypeError)
+    assert len(contexts) == 1
+    assert contexts[0]["exception"] is exc
+    assert contexts[0]["message"] == "Fatal write error on datagram transport"
+    assert contexts[0]["transport"] is tr
+    assert contexts[0]["protocol"] is proto
+    assert tr.is_closing() is True
+    assert proto.lost_calls == [exc]
+
+
+@pytest.mark.parametrize("connected", [False, True])
+def test_udp_sendto_empty(loop, connected):
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        dest = st.get_extra_info("sockname")
+        if connected:
+            ct, cp = await _endpoint(loop, remote_addr=dest)
+        else:
+            ct, cp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        try:
+            ct.sendto(b"", None if connected else dest)
+            ct.sendto(b"marker", None if connected else dest)
+            first = (await sp.recv())[0]
+            assert ct.get_write_buffer_size() == 0
+            return first
+        finally:
+            ct.close()
+            st.close()
+            await cp.lost
+            await sp.lost
+
+    first = run(loop, main())
+    # 3.13 sends empty datagrams; older versions silently drop them.
+    assert first == (b"" if PY313 else b"marker")
+
+
+def test_udp_sendto_wrong_address_when_connected(loop):
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        try:
+            with pytest.raises(ValueError, match="Invalid address"):
+                ct.sendto(b"x", ("127.0.0.1", closed_port()))
+            # The connected address itself is accepted.
+            ct.sendto(b"ok", st.get_extra_info("sockname"))
+            assert (await sp.recv())[0] == b"ok"
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
+
+
+def test_udp_sendto_wrong_type(loop):
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        try:
+            with pytest.raises(TypeError):
+                a.sendto("str", ("127.0.0.1", 9))
+            with pytest.raises(TypeError):
+                a.sendto(42, ("127.0.0.1", 9))
+        finally:
+            a.close()
+        await ap.lost
+
+    run(loop, main())
+
+
+def test_udp_large_datagram(loop):
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        payload = bytes(range(256)) * 200  # 51200 bytes, one datagram
+        try:
+            ct.sendto(payload)
+            data, _ = await sp.recv()
+            assert data == payload
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
+
+
+def test_udp_sock_argument(loop):
+    async def main():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        fd = sock.fileno()
+        st, sp = await _endpoint(loop, lambda: Echo(loop), sock=sock)
+        ct, cp = await _endpoint(loop, remote_addr=sock.getsockname())
+        try:
+            assert st.get_extra_info("socket").fileno() == fd
+            assert sock.gettimeout() == 0
+            ct.sendto(b"via sock")
+            assert (await cp.recv())[0] == b"echo:via sock"
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+        assert sock.fileno() == -1
+
+    run(loop, main())
+
+
+def test_udp_sock_argument_conflicts(loop):
+    async def main():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket()
+        try:
+            with pytest.raises(ValueError):
+                await _endpoint(loop, sock=sock, local_addr=("127.0.0.1", 0))
+            with pytest.raises(ValueError):
+                await _endpoint(loop, sock=tcp)
+        finally:
+            sock.close()
+            tcp.close()
+
+    run(loop, main())
+
+
+def test_udp_no_address_needs_family(loop):
+    async def main():
+        with pytest.raises(ValueError):
+            await _endpoint(loop)
+        # With a family but no address, an unbound socket is created.
+        t, p = await _endpoint(loop, family=socket.AF_INET)
+        try:
+            assert t.get_extra_info("socket").family == socket.AF_INET
+        finally:
+            t.close()
+        await p.lost
+
+    run(loop, main())
+
+
+@needs_reuseport
+def test_udp_reuse_port(loop):
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0), reuse_port=True)
+        port = a.get_extra_info("sockname")[1]
+        try:
+            b, bp = await _endpoint(loop, local_addr=("127.0.0.1", port), reuse_port=True)
+            try:
+                for t in (a, b):
+                    s = t.get_extra_info("socket")
+                    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+                assert b.get_extra_info("sockname") == ("127.0.0.1", port)
+            finally:
+                b.close()
+            await bp.lost
+        finally:
+            a.close()
+        await ap.lost
+
+    run(loop, main())
+
+
+def test_udp_port_in_use_without_reuse_port(loop):
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        try:
+            with pytest.raises(OSError) as info:
+                await _endpoint(loop, local_addr=a.get_extra_info("sockname"))
+            import errno
+
+            assert info.value.errno == errno.EADDRINUSE
+        finally:
+            a.close()
+        await ap.lost
+
+    run(loop, main())
+
+
+def test_udp_reuse_address_true_rejected(loop):
+    async def main():
+        # 3.10 still accepts the keyword (and rejects True); 3.11 removed it.
+        with pytest.raises(TypeError if PY311 else ValueError):
+            await _endpoint(loop, local_addr=("127.0.0.1", 0), reuse_address=True)
+
+    run(loop, main())
+
+
+def test_udp_allow_broadcast(loop):
+    async def main():
+        t, p = await _endpoint(loop, local_addr=("127.0.0.1", 0), allow_broadcast=True)
+        u, q = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        try:
+            assert (
+                t.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) != 0
+            )
+            assert (
+                u.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 0
+            )
+        finally:
+            t.close()
+            u.close()
+        await p.lost
+        await q.lost
+
+    run(loop, main())
+
+
+def test_udp_remote_addr_resolution(loop):
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        port = st.get_extra_info("sockname")[1]
+        ct, cp = await _endpoint(loop, remote_addr=("localhost", port), family=socket.AF_INET)
+        try:
+            assert ct.get_extra_info("peername") == ("127.0.0.1", port)
+            ct.sendto(b"resolved")
+            assert (await sp.recv())[0] == b"resolved"
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
+
+
+def test_udp_error_received_port_unreachable(loop):
+    """Connected UDP socket sending to a closed port: the kernel's ICMP port
+    unreachable surfaces as error_received(ConnectionRefusedError)."""
+
+    async def scenario(lp):
+        port = closed_port()
+        rec = HandlerRecorder(lp)
+        t, p = await lp.create_datagram_endpoint(
+            lambda: DatagramRecorder(lp), remote_addr=("127.0.0.1", port)
+        )
+        try:
+            t.sendto(b"ping")
+            exc = await asyncio.wait_for(p.next_error(), 2)
+            # The transport survives the error and can still send.
+            t.sendto(b"again")
+            await asyncio.sleep(0.05)
+            return (
+                type(exc).__name__,
+                t.is_closing(),
+                list(p.lost_calls),
+                list(rec.contexts),
+                {type(e).__name__ for e in p.errors},
+            )
+        finally:
+            t.close()
+            await p.lost
+
+    got = run(loop, scenario(loop))
+    assert got[0] == "ConnectionRefusedError"
+    assert got[1] is False
+    assert got[2] == []
+    assert got[3] == []
+    assert got[4] == {"ConnectionRefusedError"}
+    assert got == run_reference(scenario)
+
+
+def test_udp_close_and_abort(loop):
+    async def main():
+        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        b, bp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        assert a.is_closing() is False
+        a.close()
+        assert a.is_closing() is True
+        a.close()
+        b.abort()
+        assert b.is_closing() is True
+        assert await ap.lost is None
+        assert await bp.lost is None
+        await iterations(3)
+        return ap, bp
+
+    ap, bp = run(loop, main())
+    assert ap.lost_calls == [None]
+    assert bp.lost_calls == [None]
+    assert ap.errors == []
+
+
+def test_udp_close_flushes_nothing_pending(loop):
+    """Datagrams sent right before close() are delivered."""
+
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        for i in range(10):
+            ct.sendto(b"%d" % i)
+        ct.close()
+        await cp.lost
+        got = [(await sp.recv())[0] for _ in range(10)]
+        st.close()
+        await sp.lost
+        return got
+
+    assert run(loop, main()) == [b"%d" % i for i in range(10)]
+
+
+def test_udp_sendto_after_close_connected(loop):
+    async def main():
+        rec = HandlerRecorder(loop)
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        ct.close()
+        await cp.lost
+        ct.sendto(b"late")  # silently ignored
+        ct.sendto(b"late", st.get_extra_info("sockname"))
+        await asyncio.sleep(0.05)
+        st.close()
+        await sp.lost
+        return sp.datagrams, cp.errors, rec.contexts
+
+    assert run(loop, main()) == ([], [], [])
+
+
+def test_udp_datagram_received_exception(loop):
+    """asyncio does not guard datagram_received(): the exception reaches the
+    handler as a callback error and the endpoint stays open."""
+    boom = ArithmeticError("dgram")
+
+    class Bad(DatagramRecorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if data == b"x":
+                raise boom
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        st, sp = await _endpoint(loop, lambda: Bad(loop), local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        try:
+            ct.sendto(b"x")
+            assert (await sp.recv())[0] == b"x"
+            await iterations(3)
+            ct.sendto(b"y")
+            assert (await sp.recv())[0] == b"y"
+            return list(rec.contexts), st.is_closing(), list(sp.lost_calls)
+        finally:
+            ct.close()
+            st.close()
+            await cp.lost
+            await sp.lost
+
+    contexts, closing, lost = run(loop, main())
+    assert closing is False
+    assert lost == []
+    assert len(contexts) == 1
+    assert contexts[0]["exception"] is boom
+
+
+def test_udp_extra_info(loop):
+    async def main():
+        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
+        try:
+            s = ct.get_extra_info("socket")
+            assert s.type == socket.SOCK_DGRAM
+            assert ct.get_extra_info("sockname") == s.getsockname()
+            assert ct.get_extra_info("peername") == st.get_extra_info("sockname")
+            assert st.get_extra_info("peername") is None
+            assert ct.get_extra_info("nope", 7) == 7
+            assert ct.get_protocol() is cp
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
+
+
+def test_unix_datagram_endpoint(loop, unix_path):
+    async def main():
+        st, sp = await _endpoint(
+            loop, lambda: Echo(loop), local_addr=unix_path, family=socket.AF_UNIX
+        )
+        client_path = unix_path + "-c"
+        ct, cp = await _endpoint(
+            loop, local_addr=client_path, remote_addr=unix_path, family=socket.AF_UNIX
+        )
+        try:
+            assert st.get_extra_info("sockname") == unix_path
+            ct.sendto(b"unix dgram")
+            data, addr = await cp.recv()
+            assert data == b"echo:unix dgram"
+            assert addr == unix_path
+            assert sp.datagrams == [(b"unix dgram", client_path)]
+        finally:
+            ct.close()
+            st.close()
+        await cp.lost
+        await sp.lost
+
+    run(loop, main())
