@@ -198,11 +198,11 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
         # uvicorn builds its own loop: make sure it is the one we asked for.
         if loop_class.split(".")[0] != loop:
             raise CellError(f"server runs on {loop_class}, not {loop}")
-        proc.run_wrk(url, cell.conns, timing["http_warmup"], latency=False)
+        proc.run_wrk(url, cell.conns, timing["warmup"], latency=False)
         # The server is idle between wrk runs, so sampling around the
         # measured run bills it only for that run's requests.
         before = proc.cpu_us(server.pid)
-        result = proc.run_wrk(url, cell.conns, timing["http_duration"])
+        result = proc.run_wrk(url, cell.conns, timing["duration"])
         cpu = proc.cpu_us(server.pid) - before
         if not server.alive():
             raise CellError(server.stderr_tail() or "server died during the run")
@@ -474,12 +474,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = select_cells(args.only, args.http, args.quick)
     except ValueError as exc:
         parser.error(str(exc))
-    timing = dict(QUICK if args.quick else FULL)
+    # Only the two timings of the chosen mode, under the plain names.
     prefix = "http_" if args.http else ""
-    if args.duration is not None:
-        timing[prefix + "duration"] = args.duration
-    if args.warmup is not None:
-        timing[prefix + "warmup"] = args.warmup
+    defaults = QUICK if args.quick else FULL
+    timing = {
+        "warmup": args.warmup if args.warmup is not None else defaults[prefix + "warmup"],
+        "duration": args.duration if args.duration is not None else defaults[prefix + "duration"],
+    }
 
     started = time.monotonic()
     versions, skipped = {}, {}
@@ -506,7 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{now}; CPython {platform.python_version()} on {platform.platform()}, "
         f"{os.cpu_count()} CPUs; " + ", ".join(f"{k} {v}" for k, v in versions.items())
     )
-    print(f"{args.rounds} rounds, timing {timing}; total {elapsed:.0f} s\n")
+    print(
+        f"{args.rounds} rounds, {timing['warmup']:g} s warm-up + {timing['duration']:g} s "
+        f"measured per run; total {elapsed:.0f} s\n"
+    )
     print(format_tables(rows, loops, args.http))
     if skipped:
         print("\nSkipped loops: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
