@@ -47,6 +47,17 @@ use crate::wakeup::SignalSocket;
 /// within it of now fire this iteration, as in asyncio.
 const CLOCK_RESOLUTION: f64 = 1e-9;
 
+/// While callbacks are queued, the loop polls I/O (a `block_on` and a
+/// zero-timeout `epoll_wait`) only every few iterations instead of on each:
+/// chains of ready callbacks (future round trips, task steps) then mostly
+/// cost no syscall, while new I/O is still seen within
+/// `BUSY_POLL_EVERY` iterations or `BUSY_POLL_INTERVAL` seconds, whichever
+/// comes first. An idle loop always polls, and so do a run's first
+/// iteration and its last (stopping) one. Fds already known to be ready
+/// (level-triggered re-checks) are dispatched on every iteration regardless.
+const BUSY_POLL_INTERVAL: f64 = 50e-6;
+const BUSY_POLL_EVERY: u32 = 4;
+
 /// A queued callback: ours, or an `asyncio.Handle` that asyncio's own code
 /// handed to `_add_callback` (signal handlers are scheduled that way).
 pub enum Ready {
@@ -472,10 +483,22 @@ async fn poll_once(signals: &SignalSocket) -> bool {
 fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     let shared = &*slf.get().shared;
     let mut batch = VecDeque::new();
+    // The first iteration of every run polls, as the stock loop would.
+    let mut last_poll = f64::NEG_INFINITY;
+    let mut skipped = 0;
     loop {
         shared.drop_cancelled_timers();
-        let signalled = if shared.has_ready() || shared.stopping.load(Ordering::Relaxed) {
-            driver.runtime().block_on(poll_once(&driver.signals))
+        let stopping = shared.stopping.load(Ordering::Relaxed);
+        let signalled = if shared.has_ready() || stopping {
+            let now = clock::monotonic();
+            if !stopping && skipped + 1 < BUSY_POLL_EVERY && now - last_poll < BUSY_POLL_INTERVAL {
+                skipped += 1;
+                false
+            } else {
+                last_poll = now;
+                skipped = 0;
+                driver.runtime().block_on(poll_once(&driver.signals))
+            }
         } else {
             shared.parked.store(true, Ordering::SeqCst);
             // Re-check after publishing `parked`: a thread that queued a
@@ -486,6 +509,8 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
                 driver.runtime().block_on(park(shared, &driver.signals))
             };
             shared.parked.store(false, Ordering::SeqCst);
+            last_poll = clock::monotonic();
+            skipped = 0;
             signalled
         };
         if signalled {
