@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 
 import pytest
@@ -420,3 +421,37 @@ def test_debug_callback_exception_has_source_traceback(loop):
         last = ctx["source_traceback"][-1]
         assert last.filename == __file__
         assert last.name == "test_debug_callback_exception_has_source_traceback"
+
+
+def test_failed_task_is_freed_promptly_in_debug_mode(loop_factory):
+    """A failed, unreferenced task is finalized (reporting 'exception was
+    never retrieved') by the next iteration even in debug mode, and on 3.12+
+    the handler runs in the task's context. A debug-mode frame kept alive by
+    the task's traceback used to delay this until a GC pass."""
+    import contextvars
+    import weakref
+
+    var = contextvars.ContextVar("var", default="outer")
+    seen = []
+
+    async def failing():
+        var.set("task")
+        raise ZeroDivisionError("boom")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(var.get()))
+        ref = weakref.ref(loop.create_task(failing()))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return ref() is None
+
+    loop = loop_factory()
+    loop.set_debug(True)
+    try:
+        freed = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert freed
+    expected = "task" if sys.version_info >= (3, 12) else "outer"
+    assert seen == [expected]

@@ -34,6 +34,8 @@ def report_callback_error(loop, handle, callback, args, exc):
     if handle._source_traceback:
         context["source_traceback"] = handle._source_traceback
     loop.call_exception_handler(context)
+    # Break the frame <-> exception traceback cycle, as Handle._run does.
+    handle = callback = args = exc = context = None
 
 
 def handle_repr(handle):
@@ -77,3 +79,7 @@ def run_handle_debug(loop, handle):
             )
     finally:
         loop._current_handle = None
+        # A coroutine frame that outlives this call keeps this frame as its
+        # f_back; drop the handle so a failed task is not kept alive in a
+        # cycle (asyncio's Handle._run clears ``self`` for the same reason).
+        handle = None
