@@ -220,3 +220,33 @@ def test_getaddrinfo_concurrent(loop):
 
     results = run(loop, main())
     assert [r[0][4] for r in results] == [("127.0.0.1", p) for p in range(1, 41)]
+
+
+def test_numeric_hosts_skip_the_executor_on_tokioloop():
+    """tokioloop resolves numeric hosts in-process (no thread hop); names
+    still go through the executor, as on asyncio."""
+    import concurrent.futures
+
+    import tokioloop
+
+    class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+        calls = 0
+
+        def submit(self, *args, **kwargs):
+            CountingExecutor.calls += 1
+            return super().submit(*args, **kwargs)
+
+    loop = tokioloop.new_event_loop()
+    executor = CountingExecutor(max_workers=1)
+    loop.set_default_executor(executor)
+    try:
+        got = loop.run_until_complete(
+            loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        )
+        assert got == socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        assert CountingExecutor.calls == 0
+        loop.run_until_complete(loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM))
+        assert CountingExecutor.calls == 1
+    finally:
+        loop.close()
+        executor.shutdown(wait=True)

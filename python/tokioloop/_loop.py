@@ -16,8 +16,10 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 
 from __future__ import annotations
 
+import ipaddress
 import selectors
 import signal
+import socket
 import sys
 import threading
 import warnings
@@ -82,6 +84,24 @@ class _KeyMap:
 
     def __contains__(self, fileobj):
         return self.get(fileobj) is not None
+
+
+def _is_numeric_host(host):
+    if host is None:
+        return True
+    if not isinstance(host, str) or "%" in host:
+        return False  # bytes, and IPv6 scope ids, take the usual path
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_numeric_port(port):
+    if port is None or (isinstance(port, int) and not isinstance(port, bool)):
+        return True
+    return isinstance(port, (str, bytes)) and port.isdigit()
 
 
 def _in_main_thread():
@@ -199,6 +219,19 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
 
     def _process_events(self, event_list):
         raise RuntimeError("tokioloop dispatches fd events natively")
+
+    # -- DNS -------------------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        # A numeric host and port need no lookup: libc answers at once, so
+        # skip the executor round trip (a thread hop per connection). The
+        # result and errors are libc's, exactly as asyncio's executor call.
+        if not self._debug and _is_numeric_host(host) and _is_numeric_port(port):
+            self._check_closed()
+            return socket.getaddrinfo(host, port, family, type, proto, flags)
+        return await unix_events._UnixSelectorEventLoop.getaddrinfo(
+            self, host, port, family=family, type=type, proto=proto, flags=flags
+        )
 
     # -- signals ---------------------------------------------------------
 
