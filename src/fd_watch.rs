@@ -84,6 +84,8 @@ struct Entry {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
     wakers: [Waker; 2],
+    /// Callback already queued this iteration, per direction.
+    fired: [bool; 2],
 }
 
 impl Entry {
@@ -170,7 +172,8 @@ pub type Registered<'a> = (Option<&'a Py<Handle>>, Option<&'a Py<Handle>>);
 pub struct FdWatchers {
     entries: HashMap<RawFd, Entry>,
     next_token: u64,
-    /// Events turned into callbacks this iteration, re-checked afterwards.
+    /// Events turned into callbacks this iteration, re-checked afterwards
+    /// (each entry's `fired` flags say the same, for O(1) de-duplication).
     fired: Vec<FdEvent>,
 }
 
@@ -219,6 +222,7 @@ impl FdWatchers {
                     reader: None,
                     writer: None,
                     wakers,
+                    fired: [false; 2],
                 },
             );
         }
@@ -277,14 +281,13 @@ impl FdWatchers {
                 }
                 event.direction = Direction::Read;
             }
-            if self.fired.iter().any(|f| {
-                f.fd == event.fd && f.token == event.token && f.direction == event.direction
-            }) {
+            if entry.fired[event.direction as usize] {
                 continue; // already queued this iteration
             }
             if let Some(handle) = entry.slot(event.direction).as_ref() {
                 if !handle.get().is_cancelled() {
                     run(handle);
+                    entry.fired[event.direction as usize] = true;
                     self.fired.push(event);
                 }
             }
@@ -298,7 +301,11 @@ impl FdWatchers {
             let Some(entry) = self.entries.get_mut(&event.fd) else {
                 continue;
             };
-            if entry.token != event.token || entry.slot(event.direction).is_none() {
+            if entry.token != event.token {
+                continue;
+            }
+            entry.fired[event.direction as usize] = false;
+            if entry.slot(event.direction).is_none() {
                 continue;
             }
             entry.poll_ready(event.direction, true);

@@ -288,6 +288,12 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            // asyncio's call_later goes through call_at and names it.
+            Self::debug_checks(slf, &callback, "call_at", true)?;
+        }
         let handle = Self::new_handle(slf, callback, args, context, Some(when))?;
         let timer = Bound::new(
             slf.py(),
@@ -326,6 +332,15 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+
+    /// Everything queued or registered, taken out so the caller drops it
+    /// after the locks are released (dropping may run Python code).
+    fn take_queued(&self) -> (VecDeque<Ready>, Vec<Py<Handle>>, Vec<Py<Handle>>) {
+        let ready = std::mem::take(&mut *self.shared.ready.lock());
+        let timers = self.shared.timers.lock().clear();
+        let watchers = self.watchers.lock().take_all();
+        (ready, timers, watchers)
     }
 
     /// Queue the callbacks of fds the reactor reported ready.
@@ -447,11 +462,10 @@ async fn park(shared: &Shared, signals: &SignalSocket) -> bool {
     let notified = shared.notify.notified();
     tokio::pin!(notified);
     let deadline = shared.timers.lock().next_deadline();
-    let sleep = deadline.map(|when| {
+    let mut sleep = deadline.map(|when| {
         let wait = clock::until(when, clock::monotonic());
         Box::pin(tokio::time::sleep_until(Instant::now() + wait))
     });
-    let mut sleep = sleep;
     poll_fn(|cx| {
         let signalled = signals.poll_ready(cx);
         let woken = notified.as_mut().poll(cx).is_ready();
@@ -600,13 +614,7 @@ impl LoopCore {
             ));
         }
         let when = clock::monotonic() + delay.extract::<f64>()?;
-        Self::call_at(
-            slf,
-            when.into_pyobject(slf.py())?.into_any(),
-            callback,
-            args,
-            context,
-        )
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -622,13 +630,7 @@ impl LoopCore {
                 "when cannot be None",
             ));
         }
-        let when = when.extract::<f64>()?;
-        let this = slf.get();
-        this.check_open()?;
-        if this.shared.debug() {
-            Self::debug_checks(slf, &callback, "call_at", true)?;
-        }
-        Self::schedule_at(slf, when, callback, args, context)
+        Self::schedule_at(slf, when.extract::<f64>()?, callback, args, context)
     }
 
     fn stop(&self) {
@@ -782,11 +784,9 @@ impl LoopCore {
     /// `close()`).
     fn _close_native(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
-        let ready = std::mem::take(&mut *self.shared.ready.lock());
-        let timers = self.shared.timers.lock().clear();
-        let watchers = self.watchers.lock().take_all();
+        let queued = self.take_queued();
         let driver = self.driver.lock().take();
-        drop((ready, timers, watchers, driver));
+        drop((queued, driver));
     }
 
     /// The fd that `signal.set_wakeup_fd` should write to.
@@ -832,11 +832,9 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
-        let ready = std::mem::take(&mut *self.shared.ready.lock());
-        let timers = self.shared.timers.lock().clear();
+        let queued = self.take_queued();
         let factory = self.task_factory.lock().take();
-        let watchers = self.watchers.lock().take_all();
-        drop((ready, timers, factory, watchers));
+        drop((queued, factory));
     }
 
     #[getter(_closed)]
