@@ -40,6 +40,10 @@ pub enum Direction {
     Write,
 }
 
+/// `FdEvent::fd` of events for native I/O objects (`native_io`), which are
+/// found by token, not by fd.
+pub const NATIVE_FD: RawFd = -1;
+
 /// One readiness edge reported by the reactor.
 #[derive(Clone, Copy, Debug)]
 pub struct FdEvent {
@@ -70,7 +74,7 @@ impl<S: EventSink> Wake for FdWaker<S> {
 }
 
 /// A borrowed fd: the caller keeps ownership and closes it.
-struct BorrowedFd(RawFd);
+pub(crate) struct BorrowedFd(pub(crate) RawFd);
 
 impl AsRawFd for BorrowedFd {
     fn as_raw_fd(&self) -> RawFd {

@@ -9,6 +9,8 @@
 //!   that release the GIL only while the loop thread waits.
 //! - `fd_watch`: fd readiness from tokio's reactor as level-triggered
 //!   `add_reader`/`add_writer` callbacks.
+//! - `native_io`: reactor registrations for native I/O objects.
+//! - `stream_transport`: the native engine of TCP/Unix stream transports.
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
@@ -21,8 +23,10 @@ pub mod fd_watch;
 pub mod gil_park;
 pub mod handles;
 pub mod loop_core;
+pub mod native_io;
 pub mod pyrefs;
 pub mod runtime;
+pub mod stream_transport;
 pub mod timers;
 pub mod wakeup;
 
@@ -31,6 +35,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<stream_transport::StreamTransport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

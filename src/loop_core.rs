@@ -16,9 +16,9 @@
 //! a signal); move due timers to the ready queue; run the callbacks that
 //! were ready at that point, and no others.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -35,11 +35,13 @@ use tokio::time::Instant;
 
 use crate::clock;
 use crate::errors::os_error;
-use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers};
+use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
 use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
+use crate::native_io::IoRegistration;
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
+use crate::stream_transport::StreamTransport;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -63,6 +65,8 @@ const BUSY_POLL_EVERY: u32 = 4;
 pub enum Ready {
     Native(Py<Handle>),
     Foreign(Py<PyAny>),
+    /// A native transport whose fd the reactor reported ready.
+    Io(Py<StreamTransport>, Direction),
 }
 
 impl TimerPayload for Py<Handle> {
@@ -184,11 +188,22 @@ pub struct LoopCore {
     /// For registering fds while `_run` has the runtime checked out.
     rt_handle: tokio::runtime::Handle,
     watchers: Mutex<FdWatchers>,
+    /// Native I/O objects by registration token (see `native_io`).
+    natives: Mutex<HashMap<u64, Py<StreamTransport>>>,
+    next_native: AtomicU64,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
 
 type OwnedHandle = Option<Py<Handle>>;
+
+/// Everything a loop holds on to, taken out at close or GC clear.
+type Queued = (
+    VecDeque<Ready>,
+    Vec<Py<Handle>>,
+    Vec<Py<Handle>>,
+    HashMap<u64, Py<StreamTransport>>,
+);
 
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
@@ -321,6 +336,7 @@ impl LoopCore {
                 Ready::Native(h) if !debug => Handle::run(h.bind(py)),
                 Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
                 Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
+                Ready::Io(t, direction) => StreamTransport::on_ready(t.bind(py), *direction),
             };
             drop(item);
             if let Err(err) = result {
@@ -336,22 +352,73 @@ impl LoopCore {
 
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
-    fn take_queued(&self) -> (VecDeque<Ready>, Vec<Py<Handle>>, Vec<Py<Handle>>) {
+    fn take_queued(&self) -> Queued {
         let ready = std::mem::take(&mut *self.shared.ready.lock());
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
-        (ready, timers, watchers)
+        let natives = std::mem::take(&mut *self.natives.lock());
+        (ready, timers, watchers, natives)
     }
 
-    /// Queue the callbacks of fds the reactor reported ready.
+    /// Queue the callbacks (or native objects) of fds the reactor reported
+    /// ready.
     fn dispatch_fd_events(&self, py: Python<'_>) {
-        let events = std::mem::take(&mut *self.shared.fd_events.lock());
+        let mut events = std::mem::take(&mut *self.shared.fd_events.lock());
+        if events.is_empty() {
+            return;
+        }
+        if events.iter().any(|e| e.fd == NATIVE_FD) {
+            let natives = self.natives.lock();
+            let mut ready = self.shared.ready.lock();
+            events.retain(|e| {
+                if e.fd != NATIVE_FD {
+                    return true;
+                }
+                if let Some(target) = natives.get(&e.token) {
+                    ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
+                }
+                false
+            });
+        }
         if events.is_empty() {
             return;
         }
         let mut watchers = self.watchers.lock();
         let mut ready = self.shared.ready.lock();
         watchers.dispatch(events, |h| ready.push_back(Ready::Native(h.clone_ref(py))));
+    }
+
+    /// Put a native I/O object's fd on the reactor; events for it reach
+    /// `StreamTransport::on_ready` through the ready queue.
+    pub(crate) fn register_native(
+        &self,
+        fd: i32,
+        target: Py<StreamTransport>,
+    ) -> PyResult<(u64, IoRegistration)> {
+        self.check_open()?;
+        let token = self.next_native.fetch_add(1, Ordering::Relaxed);
+        let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
+        let registration = {
+            let _context = self.rt_handle.enter();
+            IoRegistration::new(fd, token, sink).map_err(os_error)?
+        };
+        self.natives.lock().insert(token, target);
+        Ok((token, registration))
+    }
+
+    pub(crate) fn unregister_native(&self, token: u64) -> Option<Py<StreamTransport>> {
+        self.natives.lock().remove(&token)
+    }
+
+    /// `call_soon(callback, *args)` for native code, in a copy of the
+    /// current context.
+    pub(crate) fn call_soon_internal(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        slf.get().check_open()?;
+        Self::schedule_soon(slf, callback, args, None).map(drop)
     }
 
     fn rearm_fd_watchers(&self) {
@@ -555,6 +622,8 @@ impl LoopCore {
             shared: Arc::new(Shared::new()),
             rt_handle: runtime.handle().clone(),
             watchers: Mutex::new(FdWatchers::default()),
+            natives: Mutex::new(HashMap::new()),
+            next_native: AtomicU64::new(0),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
@@ -810,6 +879,7 @@ impl LoopCore {
                 match item {
                     Ready::Native(h) => visit.call(h)?,
                     Ready::Foreign(h) => visit.call(h)?,
+                    Ready::Io(t, _) => visit.call(t)?,
                 }
             }
         }
@@ -821,6 +891,11 @@ impl LoopCore {
         if let Some(watchers) = self.watchers.try_lock() {
             for h in watchers.handles() {
                 visit.call(h)?;
+            }
+        }
+        if let Some(natives) = self.natives.try_lock() {
+            for t in natives.values() {
+                visit.call(t)?;
             }
         }
         if let Some(factory) = self.task_factory.try_lock() {

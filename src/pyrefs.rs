@@ -18,6 +18,10 @@ pub struct PyRefs {
     pub handle_repr: Py<PyAny>,
     pub extract_stack: Py<PyAny>,
     pub run_handle_debug: Py<PyAny>,
+    /// `asyncio.BufferedProtocol`: transports read into `get_buffer()` for it.
+    pub buffered_protocol_type: Py<PyAny>,
+    /// `asyncio.log.logger`, for the warnings asyncio's transports log.
+    pub asyncio_logger: Py<PyAny>,
     pub kw_loop: Py<PyTuple>,
     pub kw_loop_name: Py<PyTuple>,
     pub kw_loop_context: Py<PyTuple>,
@@ -49,6 +53,8 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         handle_repr: support.getattr("handle_repr")?.unbind(),
         extract_stack: support.getattr("extract_stack")?.unbind(),
         run_handle_debug: support.getattr("run_handle_debug")?.unbind(),
+        buffered_protocol_type: asyncio.getattr("BufferedProtocol")?.unbind(),
+        asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
         kw_loop: names(&["loop"])?,
         kw_loop_name: names(&["loop", "name"])?,
         kw_loop_context: names(&["loop", "context"])?,

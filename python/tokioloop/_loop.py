@@ -26,6 +26,7 @@ import warnings
 import weakref
 from asyncio import base_events, events, unix_events
 
+from . import _transports
 from ._tokioloop import LoopCore
 
 
@@ -219,6 +220,50 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
 
     def _process_events(self, event_list):
         raise RuntimeError("tokioloop dispatches fd events natively")
+
+    # -- transports ------------------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        **timeouts,
+    ):
+        # **timeouts: ssl_handshake_timeout, and ssl_shutdown_timeout on 3.11+.
+        return _transports.make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter, server_side, server_hostname,
+            extra, server, timeouts,
+        )
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        if not isinstance(transp, _transports.SocketTransport):
+            return await super()._sendfile_native(transp, file, offset, count)
+        # asyncio's, plus taking the transport's fd off the native reactor
+        # while sock_sendfile watches it with add_writer.
+        del self._transports[transp._sock_fd]
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        transp._core._suspend_io()
+        try:
+            return await self.sock_sendfile(transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._core._resume_io()
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+            self._transports[transp._sock_fd] = transp
 
     # -- DNS -------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""The stream socket transport of tokioloop (TCP and Unix sockets).
+
+``SocketTransport`` is what ``create_connection``, ``create_server``,
+``create_unix_connection``/``create_unix_server``, ``connect_accepted_socket``
+and TLS (under asyncio's ``SSLProtocol``) hand to protocols. It is an
+``asyncio.Transport``, and behaves as asyncio's ``_SelectorSocketTransport``
+does, but its per-event and per-write work (reading into ``bytes`` or a
+``BufferedProtocol``'s buffer, ``write``/``writelines``, flushing, flow
+control) is the native ``StreamTransportCore``. This class holds the cold
+paths: construction, ``get_extra_info``, ``repr``, error reporting and the
+connection-lost bookkeeping, each copied from asyncio's own.
+
+The hot methods are bound once per transport as instance attributes
+(``self.write = core.write``), so ``transport.write(data)`` calls native
+code directly, with no Python frame in between.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import warnings
+from asyncio import base_events, constants, futures, transports, trsock
+from asyncio.log import logger
+
+from ._tokioloop import StreamTransportCore
+
+# Server._attach/_detach take the transport from 3.13 on.
+_SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
+
+
+class SocketTransport(transports.Transport):
+    """A connected stream socket, driven by tokioloop's native engine."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    # Read by __del__ even when __init__ failed early.
+    _sock = None
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock_fd = sock.fileno()
+        self._server = None
+        core = StreamTransportCore.create(
+            loop, self, self._sock_fd, protocol, contextvars.copy_context()
+        )
+        self._sock = sock
+        self._core = core
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_closing = core.is_closing
+        self.is_reading = core.is_reading
+        self.pause_reading = core.pause_reading
+        self.resume_reading = core.resume_reading
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self._server = server
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+        base_events._set_nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts once connection_made() has run, as in asyncio.
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    # -- state asyncio's own code and tests read ---------------------------
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_connected(self):
+        return self._core._protocol_connected
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _closing(self):
+        return self._core._closing
+
+    @property
+    def _paused(self):
+        return self._core._paused
+
+    @property
+    def _eof(self):
+        return self._core._eof
+
+    @property
+    def _conn_lost(self):
+        return self._core._conn_lost
+
+    @property
+    def _empty_waiter(self):
+        return self._core._empty_waiter
+
+    # -- the Transport API (hot methods are bound in __init__) -------------
+
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        # asyncio's _FlowControlMixin._set_write_buffer_limits.
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core._set_write_buffer_limits(high, low)
+
+    # -- internals asyncio's loop code calls ------------------------------
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop is not None and self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        elif self._loop is not None:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _call_connection_lost(self, exc):
+        if self._sock is None:
+            return
+        core = self._core
+        try:
+            if core._protocol_connected:
+                core.get_protocol().connection_lost(exc)
+        finally:
+            waiter = core._empty_waiter
+            # Off the reactor before the fd number can be reused.
+            core._detach()
+            self._sock.close()
+            self._sock = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
+                self._server = None
+            if waiter is not None:
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+    def _make_empty_waiter(self):
+        if self._core._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        waiter = self._loop.create_future()
+        self._core._empty_waiter = waiter
+        if not self._core.get_write_buffer_size():
+            waiter.set_result(None)
+        return waiter
+
+    def _reset_empty_waiter(self):
+        self._core._empty_waiter = None
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            reading, writing = self._core._polling()
+            info.append("read=polling" if reading else "read=idle")
+            state = "polling" if writing else "idle"
+            info.append(f"write=<{state}, bufsize={self._core.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+            self._sock = None
+            if self._server is not None:
+                if _SERVER_TRACKS_TRANSPORTS:
+                    self._server._detach(self)
+                else:
+                    self._server._detach()
+
+
+def make_ssl_transport(
+    loop, rawsock, protocol, sslcontext, waiter, server_side, server_hostname, extra, server, timeouts
+):
+    """asyncio's ``_make_ssl_transport`` with our socket transport under
+    asyncio's ``SSLProtocol``."""
+    from asyncio import sslproto
+
+    loop._ensure_fd_no_transport(rawsock)
+    ssl_protocol = sslproto.SSLProtocol(
+        loop, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+    )
+    SocketTransport(loop, rawsock, ssl_protocol, extra=extra, server=server)
+    return ssl_protocol._app_transport
+
+
+__all__ = ["SocketTransport", "make_ssl_transport"]

@@ -1,0 +1,1089 @@
+//! `StreamTransport`: the native engine behind tokioloop's TCP and Unix
+//! stream transports (`tokioloop._transports.SocketTransport`).
+//!
+//! It does what asyncio's `_SelectorSocketTransport` does on every event and
+//! every `write()`, without Python frames: reads straight into a new `bytes`
+//! (or into the protocol's `get_buffer()` for a `BufferedProtocol`) and hands
+//! it to the protocol's cached bound method; `write()` sends inline and
+//! buffers only the rest (keeping a reference to the caller's `bytes`, never
+//! copying it), flushes the buffer with one `sendmsg` over all chunks, and
+//! drives `pause_writing`/`resume_writing` at the water marks. The Python
+//! class wraps it (users and asyncio's own code see an `asyncio.Transport`)
+//! and keeps the cold paths: construction, `get_extra_info`, `repr`,
+//! connection-lost bookkeeping and error reporting.
+//!
+//! The semantics, error messages and the order of protocol calls are those
+//! of `_SelectorSocketTransport` on CPython 3.12/3.13. Protocol callbacks
+//! run in a copy of the context the transport was created in, as asyncio's
+//! reader callbacks do.
+//!
+//! Borrow discipline: the object is mutably borrowed only between Python
+//! calls, never across one, since any protocol method may call back into the
+//! transport (`write()` from `data_received`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::raw::c_int;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::errors::os_error;
+use crate::fd_watch::Direction;
+use crate::loop_core::LoopCore;
+use crate::native_io::{Attempt, IoRegistration};
+use crate::pyrefs::refs;
+
+/// Bytes asked of the kernel per read. Below glibc's mmap threshold, so the
+/// `bytes` is carved from the heap and shrinking it to the size received
+/// costs no syscall; a fuller socket is read again next iteration.
+const READ_SIZE: usize = 64 * 1024;
+/// iovecs per `sendmsg`, as asyncio caps them (`SC_IOV_MAX`, 1024 on Linux).
+const MAX_IOV: usize = 1024;
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+extern "C" {
+    // CPython's own resize for a fresh, unshared bytes object (what
+    // `socket.recv` uses); pyo3-ffi keeps its declaration private.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
+/// Unsent bytes: a `bytes` object and how much of it has gone out.
+struct Chunk {
+    data: Py<PyBytes>,
+    start: usize,
+    len: usize,
+}
+
+/// The protocol's read methods, looked up once per `set_protocol`.
+enum Reader {
+    Plain {
+        data_received: Py<PyAny>,
+    },
+    Buffered {
+        get_buffer: Py<PyAny>,
+        buffer_updated: Py<PyAny>,
+    },
+}
+
+#[pyclass(module = "tokioloop._tokioloop", name = "StreamTransportCore")]
+pub struct StreamTransport {
+    loop_: Py<LoopCore>,
+    /// The Python transport object the protocol sees; dropped at detach.
+    owner: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    reader: Option<Reader>,
+    context: Py<PyAny>,
+    fd: i32,
+    token: u64,
+    io: Option<IoRegistration>,
+    buffer: VecDeque<Chunk>,
+    buffered: usize,
+    high_water: usize,
+    low_water: usize,
+    protocol_paused: bool,
+    protocol_connected: bool,
+    closing: bool,
+    paused: bool,
+    eof: bool,
+    /// Reads are wanted (asyncio: the reader is registered).
+    reading: bool,
+    /// Writes are pending (asyncio: the writer is registered).
+    writing: bool,
+    conn_lost: u32,
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+/// Run `f` inside `context` (`PyContext_Enter/Exit`).
+fn in_context<T>(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+) -> PyResult<T> {
+    // SAFETY: the GIL is held and `context` is a live Context object;
+    // Enter/Exit are paired on this thread.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: as above; this exits the context entered above.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result
+}
+
+/// `recv` into a new `bytes` of at most `READ_SIZE`, shrunk to fit.
+/// Returns the object and whether the socket is now drained (a short read).
+fn recv_bytes(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
+    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, unshared,
+    // uninitialised bytes object (or NULL); we fill it with recv and then
+    // resize it while it is still unshared, which is what _PyBytes_Resize
+    // requires. On failure the object is released and the error fetched.
+    unsafe {
+        let mut obj =
+            ffi::PyBytes_FromStringAndSize(std::ptr::null(), READ_SIZE as ffi::Py_ssize_t);
+        if obj.is_null() {
+            PyErr::fetch(py);
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let buf = ffi::PyBytes_AsString(obj) as *mut libc::c_void;
+        let n = libc::recv(fd, buf, READ_SIZE, 0);
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            ffi::Py_DECREF(obj);
+            return Err(err);
+        }
+        let n = n as usize;
+        if n != READ_SIZE && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) != 0 {
+            PyErr::fetch(py);
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let bytes = Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>();
+        Ok((bytes.unbind(), n < READ_SIZE))
+    }
+}
+
+/// A contiguous view of any bytes-like object (`PyBUF_SIMPLE`).
+struct ByteView {
+    view: ffi::Py_buffer,
+}
+
+impl ByteView {
+    fn new(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
+        // SAFETY: Py_buffer is plain data that PyObject_GetBuffer fills in;
+        // on success it is released exactly once, in Drop.
+        unsafe {
+            let mut view: ffi::Py_buffer = std::mem::zeroed();
+            let flags = if writable {
+                ffi::PyBUF_WRITABLE
+            } else {
+                ffi::PyBUF_SIMPLE
+            };
+            if ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, flags) != 0 {
+                return Err(PyErr::fetch(obj.py()));
+            }
+            Ok(ByteView { view })
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `len` readable bytes at `buf` for
+        // as long as the view is held.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.len()) }
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer and
+        // the GIL is held wherever a ByteView lives (it never leaves a call).
+        unsafe { ffi::PyBuffer_Release(&mut self.view) }
+    }
+}
+
+fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns a closed peer into
+    // EPIPE instead of SIGPIPE.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One `sendmsg` over the first `MAX_IOV` chunks. Returns bytes sent and
+/// whether the socket took less than offered (its buffer is full).
+fn send_chunks(py: Python<'_>, fd: i32, chunks: &VecDeque<Chunk>) -> io::Result<(usize, bool)> {
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(chunks.len().min(MAX_IOV));
+    let mut offered = 0;
+    for chunk in chunks.iter().take(MAX_IOV) {
+        let bytes = &chunk.data.bind(py).as_bytes()[chunk.start..];
+        offered += bytes.len();
+        iov.push(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        });
+    }
+    // SAFETY: msghdr is plain data; the iovecs point into bytes objects the
+    // buffer keeps alive (and the GIL keeps unchanged) during the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        let n = n as usize;
+        Ok((n, n < offered))
+    }
+}
+
+/// What a read produced, handled after the borrow is released.
+enum ReadOutcome {
+    Nothing,
+    Data(Py<PyBytes>),
+    Filled(usize),
+    Eof,
+    Failed(io::Error),
+}
+
+impl StreamTransport {
+    fn owner(&self, py: Python<'_>) -> Py<PyAny> {
+        self.owner
+            .as_ref()
+            .map_or_else(|| py.None(), |o| o.clone_ref(py))
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.closing && !self.paused
+    }
+
+    fn start_watching(&mut self, direction: Direction) {
+        let flag = match direction {
+            Direction::Read => &mut self.reading,
+            Direction::Write => &mut self.writing,
+        };
+        if !*flag {
+            *flag = true;
+            if let Some(io) = &self.io {
+                io.watch(direction);
+            }
+        }
+    }
+
+    /// Called by the loop for a readiness event.
+    pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
+        match direction {
+            Direction::Read => Self::read_ready(slf),
+            Direction::Write => Self::write_ready(slf),
+        }
+    }
+
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (context, buffered) = {
+            let this = slf.borrow();
+            let Some(io) = &this.io else { return Ok(()) };
+            io.take_pending(Direction::Read);
+            if !this.reading || this.conn_lost > 0 {
+                return Ok(());
+            }
+            match &this.reader {
+                Some(Reader::Plain { .. }) => (this.context.clone_ref(py), false),
+                Some(Reader::Buffered { .. }) => (this.context.clone_ref(py), true),
+                None => return Ok(()),
+            }
+        };
+        in_context(py, &context, || {
+            if buffered {
+                Self::read_into_buffer(slf)
+            } else {
+                let outcome = Self::read_bytes(slf);
+                Self::after_read(slf, outcome)
+            }
+        })
+    }
+
+    fn read_bytes(slf: &Bound<'_, Self>) -> ReadOutcome {
+        let py = slf.py();
+        let this = slf.borrow();
+        let Some(io) = &this.io else {
+            return ReadOutcome::Nothing;
+        };
+        let fd = this.fd;
+        match io.attempt(Direction::Read, || {
+            let (bytes, drained) = recv_bytes(py, fd)?;
+            // EOF: nothing more will come; leave readiness as it is.
+            let empty = bytes.bind(py).as_bytes().is_empty();
+            Ok((bytes, drained && !empty))
+        }) {
+            Attempt::NotReady => ReadOutcome::Nothing,
+            Attempt::Done(Ok(bytes)) if bytes.bind(py).as_bytes().is_empty() => ReadOutcome::Eof,
+            Attempt::Done(Ok(bytes)) => ReadOutcome::Data(bytes),
+            Attempt::Done(Err(e)) => Self::read_error(e),
+        }
+    }
+
+    fn read_error(e: io::Error) -> ReadOutcome {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => ReadOutcome::Nothing,
+            _ => ReadOutcome::Failed(e),
+        }
+    }
+
+    /// `_read_ready__get_buffer`: ask the protocol for a buffer, read into it.
+    fn read_into_buffer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let get_buffer = match &slf.borrow().reader {
+            Some(Reader::Buffered { get_buffer, .. }) => get_buffer.clone_ref(py),
+            _ => return Ok(()),
+        };
+        let view = get_buffer
+            .bind(py)
+            .call1((-1,))
+            .and_then(|buf| ByteView::new(&buf, true))
+            .and_then(|view| {
+                if view.len() == 0 {
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
+                } else {
+                    Ok(view)
+                }
+            });
+        let view = match view {
+            Ok(view) => view,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+            }
+        };
+        let outcome = {
+            let this = slf.borrow();
+            match &this.io {
+                None => ReadOutcome::Nothing,
+                Some(io) => {
+                    let fd = this.fd;
+                    let (ptr, len) = (view.view.buf, view.len());
+                    match io.attempt(Direction::Read, || {
+                        // SAFETY: `ptr` is a writable buffer of `len` bytes
+                        // held by `view` until after this call.
+                        let n = unsafe { libc::recv(fd, ptr, len, 0) };
+                        if n < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        let n = n as usize;
+                        Ok((n, n > 0 && n < len))
+                    }) {
+                        Attempt::NotReady => ReadOutcome::Nothing,
+                        Attempt::Done(Ok(0)) => ReadOutcome::Eof,
+                        Attempt::Done(Ok(n)) => ReadOutcome::Filled(n),
+                        Attempt::Done(Err(e)) => Self::read_error(e),
+                    }
+                }
+            }
+        };
+        drop(view);
+        Self::after_read(slf, outcome)
+    }
+
+    fn after_read(slf: &Bound<'_, Self>, outcome: ReadOutcome) -> PyResult<()> {
+        let py = slf.py();
+        match outcome {
+            ReadOutcome::Nothing => Ok(()),
+            ReadOutcome::Failed(e) => {
+                Self::fatal_error(slf, os_error(e), "Fatal read error on socket transport")
+            }
+            ReadOutcome::Eof => Self::on_eof(slf),
+            ReadOutcome::Data(bytes) => {
+                let method = match &slf.borrow().reader {
+                    Some(Reader::Plain { data_received }) => data_received.clone_ref(py),
+                    _ => return Ok(()),
+                };
+                match method.bind(py).call1((bytes,)) {
+                    Ok(_) => Ok(()),
+                    Err(err) => Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.data_received() call failed.",
+                    ),
+                }
+            }
+            ReadOutcome::Filled(n) => {
+                let method = match &slf.borrow().reader {
+                    Some(Reader::Buffered { buffer_updated, .. }) => buffer_updated.clone_ref(py),
+                    _ => return Ok(()),
+                };
+                match method.bind(py).call1((n,)) {
+                    Ok(_) => Ok(()),
+                    Err(err) => Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.buffer_updated() call failed.",
+                    ),
+                }
+            }
+        }
+    }
+
+    /// `_read_ready__on_eof`.
+    fn on_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let Some(protocol) = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py)) else {
+            return Ok(());
+        };
+        let keep_open = match protocol
+            .bind(py)
+            .call_method0("eof_received")
+            .and_then(|r| r.is_truthy())
+        {
+            Ok(keep_open) => keep_open,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.eof_received() call failed.",
+                )
+            }
+        };
+        if keep_open {
+            // The protocol may still write; nothing more can be read.
+            slf.borrow_mut().reading = false;
+            Ok(())
+        } else {
+            Self::close(slf)
+        }
+    }
+
+    /// `_write_send`/`_write_sendmsg`: flush the buffer as far as the
+    /// socket takes it.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let result = {
+            let mut guard = slf.borrow_mut();
+            let this = &mut *guard;
+            let Some(io) = &this.io else { return Ok(()) };
+            io.take_pending(Direction::Write);
+            if !this.writing || this.conn_lost > 0 {
+                return Ok(());
+            }
+            if this.buffer.is_empty() {
+                this.writing = false;
+                return Ok(());
+            }
+            let fd = this.fd;
+            let buffer = &this.buffer;
+            let attempt = io.attempt(Direction::Write, || send_chunks(py, fd, buffer));
+            match attempt {
+                Attempt::NotReady => return Ok(()),
+                Attempt::Done(Ok(n)) => {
+                    this.consume(n);
+                    Ok(())
+                }
+                Attempt::Done(Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Attempt::Done(Err(e)) => {
+                    this.writing = false;
+                    this.buffer.clear();
+                    this.buffered = 0;
+                    Err(e)
+                }
+            }
+        };
+        if let Err(e) = result {
+            let err = os_error(e);
+            let exc = err.clone_ref(py).into_value(py);
+            Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+            let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+            if let Some(waiter) = waiter {
+                waiter.bind(py).call_method1("set_exception", (exc,))?;
+            }
+            return Ok(());
+        }
+        Self::maybe_resume_protocol(slf)?;
+        Self::after_flush(slf)
+    }
+
+    /// The buffer may be empty now: finish what waited for that.
+    fn after_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (waiter, closing, eof, owner) = {
+            let mut this = slf.borrow_mut();
+            if !this.buffer.is_empty() {
+                return Ok(());
+            }
+            this.writing = false;
+            (
+                this.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                this.closing,
+                this.eof,
+                this.owner(py),
+            )
+        };
+        if let Some(waiter) = waiter {
+            waiter.bind(py).call_method1("set_result", (py.None(),))?;
+        }
+        if closing {
+            owner
+                .bind(py)
+                .call_method1("_call_connection_lost", (py.None(),))?;
+        } else if eof {
+            Self::shutdown_write(slf)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let fd = slf.borrow().fd;
+        // SAFETY: plain syscall on the transport's fd, which is open while
+        // the transport is attached.
+        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+            return Err(os_error(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Drop `n` sent bytes from the front of the buffer.
+    fn consume(&mut self, mut n: usize) {
+        self.buffered -= n;
+        while n > 0 {
+            let Some(front) = self.buffer.front_mut() else {
+                break;
+            };
+            let left = front.len - front.start;
+            if left <= n {
+                n -= left;
+                self.buffer.pop_front();
+            } else {
+                front.start += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut this = slf.borrow_mut();
+            if this.buffered <= this.high_water || this.protocol_paused {
+                return Ok(());
+            }
+            this.protocol_paused = true;
+            this.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        Self::call_flow_control(slf, protocol, "pause_writing")
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut this = slf.borrow_mut();
+            if !this.protocol_paused || this.buffered > this.low_water {
+                return Ok(());
+            }
+            this.protocol_paused = false;
+            this.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        Self::call_flow_control(slf, protocol, "resume_writing")
+    }
+
+    /// `protocol.pause_writing()`/`resume_writing()`; a failure goes to the
+    /// exception handler, as `_FlowControlMixin` does.
+    fn call_flow_control(
+        slf: &Bound<'_, Self>,
+        protocol: Option<Py<PyAny>>,
+        method: &str,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        let Err(err) = protocol.bind(py).call_method0(method) else {
+            return Ok(());
+        };
+        if is_fatal(py, &err) {
+            return Err(err);
+        }
+        let owner = slf.borrow().owner(py);
+        let context = PyDict::new(py);
+        context.set_item("message", format!("protocol.{method}() failed"))?;
+        context.set_item("exception", err.into_value(py))?;
+        context.set_item("transport", owner)?;
+        context.set_item("protocol", protocol)?;
+        slf.borrow()
+            .loop_
+            .bind(py)
+            .call_method1("call_exception_handler", (context,))?;
+        Ok(())
+    }
+
+    /// asyncio's `_fatal_error`: report (the Python side decides how), then
+    /// force-close. Only `KeyboardInterrupt`/`SystemExit` escape, to stop the
+    /// loop, as they would out of asyncio's reader callback.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal(py, &err) {
+            return Err(err);
+        }
+        let owner = slf.borrow().owner(py);
+        if owner.is_none(py) {
+            return Ok(());
+        }
+        owner
+            .bind(py)
+            .call_method1("_fatal_error", (err.into_value(py), message))?;
+        Ok(())
+    }
+
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, owner) = {
+            let this = slf.borrow();
+            (this.loop_.clone_ref(py), this.owner(py))
+        };
+        if owner.is_none(py) {
+            return Ok(());
+        }
+        let callback = owner.bind(py).getattr("_call_connection_lost")?;
+        LoopCore::call_soon_internal(loop_.bind(py), callback, PyTuple::new(py, [exc])?)
+    }
+
+    fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered = protocol.is_instance(refs(py).buffered_protocol_type.bind(py))?;
+        // A protocol without the method fails when data arrives, as on
+        // asyncio (through `_fatal_error`), not here.
+        let lookup = |name: &str| {
+            protocol
+                .getattr(name)
+                .map(Bound::unbind)
+                .unwrap_or_else(|_| py.None())
+        };
+        self.reader = Some(if buffered {
+            Reader::Buffered {
+                get_buffer: lookup("get_buffer"),
+                buffer_updated: lookup("buffer_updated"),
+            }
+        } else {
+            Reader::Plain {
+                data_received: lookup("data_received"),
+            }
+        });
+        self.protocol = Some(protocol.clone().unbind());
+        self.protocol_connected = true;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// Create the engine for `owner` (the Python transport) over the
+    /// connected, non-blocking socket `fd` and put it on `loop`'s reactor.
+    #[staticmethod]
+    fn create<'py>(
+        loop_: &Bound<'py, LoopCore>,
+        owner: &Bound<'py, PyAny>,
+        fd: i32,
+        protocol: &Bound<'py, PyAny>,
+        context: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let py = loop_.py();
+        let mut core = StreamTransport {
+            loop_: loop_.clone().unbind(),
+            owner: Some(owner.clone().unbind()),
+            protocol: None,
+            reader: None,
+            context: context.unbind(),
+            fd,
+            token: 0,
+            io: None,
+            buffer: VecDeque::new(),
+            buffered: 0,
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            protocol_paused: false,
+            protocol_connected: false,
+            closing: false,
+            paused: false,
+            eof: false,
+            reading: false,
+            writing: false,
+            conn_lost: 0,
+            empty_waiter: None,
+        };
+        core.set_protocol_inner(protocol)?;
+        let core = Bound::new(py, core)?;
+        let (token, io) = loop_.get().register_native(fd, core.clone().unbind())?;
+        {
+            let mut this = core.borrow_mut();
+            this.token = token;
+            this.io = Some(io);
+        }
+        Ok(core)
+    }
+
+    /// Start reading, unless paused or closing (asyncio's `_add_reader`).
+    fn _start_reading(&mut self) {
+        if self.wants_read() {
+            self.start_watching(Direction::Read);
+        }
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let is_bytes = data.is_instance_of::<PyBytes>();
+        // SAFETY: type checks on a live object.
+        let bytes_like = is_bytes
+            || unsafe {
+                ffi::PyByteArray_Check(data.as_ptr()) != 0
+                    || ffi::PyMemoryView_Check(data.as_ptr()) != 0
+            };
+        if !bytes_like {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not '{}'",
+                data.get_type().name()?
+            )));
+        }
+        {
+            let this = slf.borrow();
+            if this.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if this.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+        }
+        let view = ByteView::new(data, false)?;
+        let bytes = view.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut this = slf.borrow_mut();
+        if this.conn_lost > 0 {
+            if this.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                refs(py)
+                    .asyncio_logger
+                    .bind(py)
+                    .call_method1("warning", ("socket.send() raised exception.",))?;
+            }
+            this.conn_lost += 1;
+            return Ok(());
+        }
+        let mut sent = 0;
+        if this.buffer.is_empty() {
+            match send_some(this.fd, bytes) {
+                Ok(n) => sent = n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    drop(this);
+                    drop(view);
+                    return Self::fatal_error(
+                        slf,
+                        os_error(e),
+                        "Fatal write error on socket transport",
+                    );
+                }
+            }
+            if sent == bytes.len() {
+                return Ok(());
+            }
+            this.start_watching(Direction::Write);
+        }
+        let chunk = if is_bytes {
+            Chunk {
+                data: data.cast::<PyBytes>()?.clone().unbind(),
+                start: sent,
+                len: bytes.len(),
+            }
+        } else {
+            // A bytearray or memoryview may change after write() returns;
+            // asyncio's buffer holds what it was at the call.
+            Chunk {
+                data: PyBytes::new(py, &bytes[sent..]).unbind(),
+                start: 0,
+                len: bytes.len() - sent,
+            }
+        };
+        this.buffered += bytes.len() - sent;
+        this.buffer.push_back(chunk);
+        drop(this);
+        drop(view);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let this = slf.borrow();
+            if this.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call writelines() after write_eof()",
+                ));
+            }
+            if this.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to writelines; sendfile is in progress",
+                ));
+            }
+        }
+        let joined = PyBytes::new(py, b"").call_method1("join", (list_of_data,))?;
+        Self::write(slf, &joined)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut this = slf.borrow_mut();
+            if this.closing || this.eof {
+                return Ok(());
+            }
+            this.eof = true;
+            if !this.buffer.is_empty() {
+                return Ok(());
+            }
+        }
+        Self::shutdown_write(slf)
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.closing && !self.paused
+    }
+
+    fn pause_reading(&mut self) {
+        if !self.wants_read() {
+            return;
+        }
+        self.paused = true;
+        self.reading = false;
+    }
+
+    fn resume_reading(&mut self) {
+        if self.closing || !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.start_watching(Direction::Read);
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut this = slf.borrow_mut();
+            if this.closing {
+                return Ok(());
+            }
+            this.closing = true;
+            this.reading = false;
+            if !this.buffer.is_empty() {
+                return Ok(());
+            }
+            this.conn_lost += 1;
+            this.writing = false;
+        }
+        Self::schedule_connection_lost(slf, slf.py().None())
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::_force_close(slf, slf.py().None())
+    }
+
+    fn _force_close(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
+        let dropped = {
+            let mut this = slf.borrow_mut();
+            if this.conn_lost > 0 {
+                return Ok(());
+            }
+            let dropped = std::mem::take(&mut this.buffer);
+            this.buffered = 0;
+            this.writing = false;
+            this.closing = true;
+            this.reading = false;
+            this.conn_lost += 1;
+            dropped
+        };
+        drop(dropped);
+        Self::schedule_connection_lost(slf, exc)
+    }
+
+    /// Take the fd off the reactor and let go of the protocol and owner;
+    /// the Python side closes the socket right after.
+    fn _detach(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let (loop_, token, dropped) = {
+            let mut this = slf.borrow_mut();
+            let io = this.io.take();
+            let dropped = (
+                io,
+                this.protocol.take(),
+                this.reader.take(),
+                this.owner.take(),
+                std::mem::take(&mut this.buffer),
+            );
+            this.buffered = 0;
+            this.reading = false;
+            this.writing = false;
+            (this.loop_.clone_ref(py), this.token, dropped)
+        };
+        let registered = loop_.get().unregister_native(token);
+        drop((dropped, registered));
+    }
+
+    /// Take the fd off the reactor while `loop.sendfile` drives the socket
+    /// itself (it watches the fd with `add_writer`).
+    fn _suspend_io(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let (loop_, token, io) = {
+            let mut this = slf.borrow_mut();
+            this.reading = false;
+            this.writing = false;
+            (this.loop_.clone_ref(py), this.token, this.io.take())
+        };
+        let registered = loop_.get().unregister_native(token);
+        drop((io, registered));
+    }
+
+    /// Back on the reactor after `_suspend_io` (unless detached meanwhile).
+    fn _resume_io(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd) = {
+            let this = slf.borrow();
+            if this.owner.is_none() || this.io.is_some() {
+                return Ok(());
+            }
+            (this.loop_.clone_ref(py), this.fd)
+        };
+        let (token, io) = loop_.get().register_native(fd, slf.clone().unbind())?;
+        let mut this = slf.borrow_mut();
+        this.token = token;
+        this.io = Some(io);
+        Ok(())
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.buffered
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.low_water, self.high_water)
+    }
+
+    /// Store limits checked by the Python side, then pause if now above.
+    fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
+        {
+            let mut this = slf.borrow_mut();
+            this.high_water = high;
+            this.low_water = low;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_protocol_inner(protocol)
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.protocol
+            .as_ref()
+            .map_or_else(|| py.None(), |p| p.clone_ref(py))
+    }
+
+    #[getter]
+    fn _protocol_connected(&self) -> bool {
+        self.protocol_connected
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.protocol_paused
+    }
+
+    #[getter]
+    fn _closing(&self) -> bool {
+        self.closing
+    }
+
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused
+    }
+
+    #[getter]
+    fn _eof(&self) -> bool {
+        self.eof
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.conn_lost
+    }
+
+    /// `(reading, writing)`: whether the fd is polled for each, for repr.
+    fn _polling(&self) -> (bool, bool) {
+        (self.reading, self.writing)
+    }
+
+    #[getter(_empty_waiter)]
+    fn get_empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.empty_waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    #[setter(_empty_waiter)]
+    fn set_empty_waiter(&mut self, waiter: Option<Py<PyAny>>) {
+        self.empty_waiter = waiter;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.context)?;
+        if let Some(o) = &self.owner {
+            visit.call(o)?;
+        }
+        if let Some(p) = &self.protocol {
+            visit.call(p)?;
+        }
+        match &self.reader {
+            Some(Reader::Plain { data_received }) => visit.call(data_received)?,
+            Some(Reader::Buffered {
+                get_buffer,
+                buffer_updated,
+            }) => {
+                visit.call(get_buffer)?;
+                visit.call(buffer_updated)?;
+            }
+            None => {}
+        }
+        if let Some(w) = &self.empty_waiter {
+            visit.call(w)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.owner = None;
+        self.protocol = None;
+        self.reader = None;
+        self.empty_waiter = None;
+    }
+}
