@@ -1,0 +1,481 @@
+"""Stream transport details that the native transport must get exactly right
+(differential: the same scenario on stock asyncio and on tokioloop).
+
+The broad protocol/stream behaviour lives in test_net_protocols.py and
+test_net_streams.py; this module covers what a native re-implementation of
+``_SelectorSocketTransport`` could plausibly get wrong: exceptions that must
+escape, contexts, buffer ownership, protocol switching, data surviving
+close(), repr, warnings, EMFILE on accept and closing a loop under open
+transports.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextvars
+import gc
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+from loop_support import FACTORY_EXPR
+from net_support import RecordingProtocol, iterations, run, tcp_listener
+
+VAR = contextvars.ContextVar("VAR", default="unset")
+
+
+async def _pair(loop, client_factory=None, server_factory=None):
+    """A connected (client transport, client protocol, server protocol)."""
+    accepted = loop.create_future()
+
+    def make_server():
+        proto = (server_factory or (lambda: RecordingProtocol(loop)))()
+        if not accepted.done():
+            accepted.set_result(proto)
+        return proto
+
+    server = await loop.create_server(make_server, "127.0.0.1", 0)
+    addr = server.sockets[0].getsockname()
+    tr, cp = await loop.create_connection(client_factory or (lambda: RecordingProtocol(loop)), *addr)
+    sp = await accepted
+    await sp.made
+    return server, tr, cp, sp
+
+
+async def _teardown(server, *transports):
+    for tr in transports:
+        if tr is not None and not tr.is_closing():
+            tr.close()
+    server.close()
+    await server.wait_closed()
+    await iterations(3)
+
+
+def test_keyboard_interrupt_from_data_received_escapes(loop):
+    class Interrupting(RecordingProtocol):
+        def data_received(self, data):
+            raise KeyboardInterrupt
+
+    async def main():
+        _server, _tr, _cp, sp = await _pair(loop, client_factory=lambda: Interrupting(loop))
+        sp.transport.write(b"x")
+        await asyncio.sleep(5)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(loop, main())
+
+
+def test_protocol_callbacks_see_the_creation_context(loop):
+    seen = []
+
+    class Recording(RecordingProtocol):
+        def connection_made(self, transport):
+            seen.append(("made", VAR.get()))
+            super().connection_made(transport)
+
+        def data_received(self, data):
+            seen.append(("data", VAR.get()))
+            super().data_received(data)
+
+        def eof_received(self):
+            seen.append(("eof", VAR.get()))
+            return super().eof_received()
+
+        def connection_lost(self, exc):
+            seen.append(("lost", VAR.get()))
+            super().connection_lost(exc)
+
+    async def main():
+        VAR.set("creator")
+        server, tr, cp, sp = await _pair(loop, client_factory=lambda: Recording(loop))
+        VAR.set("changed later")
+        sp.transport.write(b"ping")
+        await cp.wait_for_data(4)
+        sp.transport.close()
+        await cp.lost
+        await _teardown(server, tr)
+
+    run(loop, main())
+    assert [kind for kind, _ in seen] == ["made", "data", "eof", "lost"]
+    # Reading callbacks run in a copy of the context the transport was made
+    # in; connection_lost runs where close() was scheduled from.
+    assert seen[1][1] == "creator"
+    assert seen[2][1] == "creator"
+
+
+def test_close_right_after_big_write_delivers_everything(loop):
+    payload = os.urandom(8 * 1024 * 1024)
+
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        tr.write(payload)
+        assert tr.get_write_buffer_size() > 0  # the rest is buffered
+        tr.close()
+        await sp.lost
+        await _teardown(server, tr)
+        return sp
+
+    sp = run(loop, main(), timeout=20)
+    assert hashlib.sha256(sp.data()).digest() == hashlib.sha256(payload).digest()
+    assert sp.kinds()[-2:] == ["eof", "lost"]
+
+
+def test_write_eof_after_buffered_write_delivers_then_half_closes(loop):
+    payload = os.urandom(4 * 1024 * 1024)
+
+    class KeepOpen(RecordingProtocol):
+        eof_result = True
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop, server_factory=lambda: KeepOpen(loop))
+        tr.write(payload)
+        tr.write_eof()
+        await sp.eof
+        # The other direction still works after our half-close.
+        sp.transport.write(b"reply")
+        await cp.wait_for_data(5)
+        await _teardown(server, tr, sp.transport)
+        return cp, sp
+
+    cp, sp = run(loop, main(), timeout=20)
+    assert sp.data() == payload
+    assert cp.data() == b"reply"
+
+
+def test_write_accepts_any_contiguous_buffer(loop):
+    ints = array.array("i", [1, 2, 3])
+
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        tr.write(b"a")
+        tr.write(bytearray(b"bc"))
+        tr.write(memoryview(b"xdefx")[1:4])
+        tr.write(memoryview(ints))
+        tr.writelines([b"g", bytearray(b"h"), memoryview(b"i")])
+        tr.write(b"")
+        tr.write(bytearray())
+        expected = b"abcdef" + ints.tobytes() + b"ghi"
+        await sp.wait_for_data(len(expected))
+        await _teardown(server, tr)
+        return sp, expected
+
+    sp, expected = run(loop, main())
+    assert sp.data() == expected
+
+
+@pytest.mark.parametrize("bad", ["text", 42, None, [b"x"]])
+def test_write_rejects_non_bytes(loop, bad):
+    async def main():
+        server, tr, _cp, _sp = await _pair(loop)
+        try:
+            with pytest.raises(TypeError) as info:
+                tr.write(bad)
+            return str(info.value)
+        finally:
+            await _teardown(server, tr)
+
+    message = run(loop, main())
+    assert message == f"data argument must be a bytes-like object, not {type(bad).__name__!r}"
+
+
+def test_pause_reading_in_connection_made(loop):
+    class Paused(RecordingProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop, client_factory=lambda: Paused(loop))
+        sp.transport.write(b"held back")
+        await asyncio.sleep(0.05)
+        before = cp.data()
+        reading = tr.is_reading()
+        tr.resume_reading()
+        await cp.wait_for_data(9)
+        await _teardown(server, tr)
+        return before, reading, cp.data()
+
+    before, reading, after = run(loop, main())
+    assert (before, reading, after) == (b"", False, b"held back")
+
+
+def test_buffered_protocol_tiny_buffer_large_transfer(loop):
+    payload = os.urandom(1024 * 1024)
+
+    class Tiny(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(7)
+            self.received = bytearray()
+            self.calls = 0
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            self.calls += 1
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.received += self.buf[:nbytes]
+
+        def eof_received(self):
+            self.done.set_result(None)
+
+        def connection_lost(self, exc):
+            if not self.done.done():
+                self.done.set_result(None)
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop, client_factory=Tiny)
+        sp.transport.write(payload)
+        sp.transport.close()
+        await cp.done
+        await _teardown(server, tr)
+        return cp
+
+    cp = run(loop, main(), timeout=30)
+    assert bytes(cp.received) == payload
+    assert cp.calls >= len(payload) // 7
+
+
+def test_set_protocol_switches_between_plain_and_buffered(loop):
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(1024)
+            self.received = bytearray()
+            self.got = asyncio.Event()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.received += self.buf[:nbytes]
+            self.got.set()
+
+        def connection_lost(self, exc):
+            pass
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop)
+        sp.transport.write(b"first")
+        await cp.wait_for_data(5)
+        second = Buffered()
+        tr.set_protocol(second)
+        assert tr.get_protocol() is second
+        sp.transport.write(b"second")
+        await second.got.wait()
+        third = RecordingProtocol(loop)
+        tr.set_protocol(third)
+        sp.transport.write(b"third")
+        await third.wait_for_data(5)
+        await _teardown(server, tr)
+        return cp.data(), bytes(second.received), third.data()
+
+    assert run(loop, main()) == (b"first", b"second", b"third")
+
+
+def test_writes_after_connection_lost_warn_like_asyncio(loop, caplog):
+    async def main():
+        server, tr, cp, sp = await _pair(loop)
+        tr.abort()
+        await cp.lost
+        for _ in range(7):
+            tr.write(b"into the void")
+        await _teardown(server, sp.transport)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run(loop, main())
+    warnings_logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    # asyncio counts the abort as the first lost write and warns from the
+    # fifth on (LOG_THRESHOLD_FOR_CONNLOST_WRITES).
+    assert warnings_logged.count("socket.send() raised exception.") == 3
+
+
+def test_repr_tracks_state(loop):
+    def shape(text):
+        return re.sub(r"^<\w+ ", "<T ", re.sub(r"fd=\d+", "fd=N", text))
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop)
+        await iterations(2)
+        open_repr = shape(repr(tr))
+        tr.pause_reading()
+        paused_repr = shape(repr(tr))
+        tr.close()
+        closing_repr = shape(repr(tr))
+        await cp.lost
+        closed_repr = shape(repr(tr))
+        await _teardown(server, sp.transport)
+        return open_repr, paused_repr, closing_repr, closed_repr
+
+    assert run(loop, main()) == (
+        "<T fd=N read=polling write=<idle, bufsize=0>>",
+        "<T fd=N read=idle write=<idle, bufsize=0>>",
+        "<T closing fd=N read=idle write=<idle, bufsize=0>>",
+        "<T closed fd=N>",
+    )
+
+
+def test_transport_is_an_asyncio_transport(loop):
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        try:
+            return (
+                isinstance(tr, asyncio.Transport),
+                isinstance(sp.transport, asyncio.Transport),
+                tr.get_extra_info("socket").fileno() == tr.get_extra_info("socket").fileno(),
+                tr.get_extra_info("nonexistent", "dflt"),
+            )
+        finally:
+            await _teardown(server, tr)
+
+    assert run(loop, main()) == (True, True, True, "dflt")
+
+
+def test_loop_closed_with_open_transport_warns_and_closes_socket(loop_factory):
+    lp = loop_factory()
+    try:
+
+        async def main():
+            server, tr, _cp, sp = await _pair(lp)
+            server.close()
+            return tr.get_extra_info("socket").fileno(), sp.transport.get_extra_info("socket").fileno()
+
+        fds = lp.run_until_complete(main())
+    finally:
+        lp.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            gc.collect()
+    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)]
+    assert len(unclosed) >= 2
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+EMFILE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, resource, socket, sys, time
+    {imports}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        served = 0
+        async def handle(reader, writer):
+            nonlocal served
+            served += 1
+            writer.write(await reader.read(10))
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # Leave room for a few fds only, then fill it from the client side.
+        used = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used + 6, used + 6))
+        hogs = []
+        try:
+            while True:
+                hogs.append(socket.socket())
+        except OSError:
+            pass
+        clients = []
+        for _ in range(3):
+            hogs.pop().close()
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            clients.append(c)
+        # The server cannot accept (EMFILE): it must not spin meanwhile.
+        cpu0 = time.process_time()
+        await asyncio.sleep(0.5)
+        spin = time.process_time() - cpu0
+        for h in hogs:
+            h.close()
+        def roundtrip(c):
+            c.setblocking(True)
+            c.settimeout(5)
+            c.sendall(b"hello")
+            assert c.recv(10) == b"hello"
+            c.close()
+        for c in clients:
+            await asyncio.to_thread(roundtrip, c)
+        server.close()
+        await server.wait_closed()
+        print("served", served, "spin", round(spin, 3))
+
+    loop = {factory}()
+    loop.run_until_complete(main())
+    loop.close()
+    """
+)
+
+
+def test_emfile_on_accept_recovers_without_spinning(loop_kind):
+    imports = "import tokioloop" if loop_kind == "tokioloop" else ""
+    script = EMFILE_SCRIPT.format(imports=imports, factory=FACTORY_EXPR[loop_kind])
+    proc = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    assert words[:2] == ["served", "3"], proc.stdout
+    assert float(words[3]) < 0.25, proc.stdout  # no busy loop while EMFILE
+
+
+def test_socket_stays_registered_once(loop):
+    """add_reader on a transport's socket is refused, as asyncio does."""
+
+    async def main():
+        server, tr, _cp, _sp = await _pair(loop)
+        sock = tr.get_extra_info("socket")
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.add_reader(sock.fileno(), lambda: None)
+        finally:
+            await _teardown(server, tr)
+
+    run(loop, main())
+
+
+def test_many_connections_pipelined_both_ways(loop):
+    async def main():
+        listener = tcp_listener()
+
+        async def handle(reader, writer):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        port = listener.getsockname()[1]
+
+        async def client(i):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            blob = os.urandom(200_000 + i)
+            writer.write(blob)
+            writer.write_eof()
+            echoed = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+            return echoed == blob
+
+        results = await asyncio.gather(*(client(i) for i in range(32)))
+        server.close()
+        await server.wait_closed()
+        return results
+
+    assert run(loop, main(), timeout=30) == [True] * 32
