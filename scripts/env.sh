@@ -27,7 +27,7 @@ venv_for() {
         "$base" -m venv "$venv" >&2
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" >&2 || return 1
+        "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "trustme>=1.1" >&2 || return 1
     (cd "$ROOT" && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release -q >&2) || return 1
     "$venv/bin/python" -c "import tokioloop" || return 1
     echo "$venv/bin/python"

@@ -29,8 +29,12 @@ from ._tokioloop import StreamTransportCore
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
 
-class SocketTransport(transports.Transport):
-    """A connected stream socket, driven by tokioloop's native engine."""
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """A connected stream socket, driven by tokioloop's native engine.
+
+    A ``_FlowControlMixin`` because asyncio's own code checks for it (the
+    sendfile fallback); the flow-control state itself lives in the native
+    core, and the properties below shadow the mixin's slots."""
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -39,7 +43,8 @@ class SocketTransport(transports.Transport):
     _sock = None
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
+        # Not _FlowControlMixin.__init__: the native core keeps those limits.
+        transports.Transport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -92,6 +97,14 @@ class SocketTransport(transports.Transport):
     @property
     def _protocol_paused(self):
         return self._core._protocol_paused
+
+    @property
+    def _high_water(self):
+        return self._core.get_write_buffer_limits()[1]
+
+    @property
+    def _low_water(self):
+        return self._core.get_write_buffer_limits()[0]
 
     @property
     def _closing(self):
