@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
-# tokioloop (reported, not yet gating: the network half is still being
-# built), and the pytest suite on every supported CPython. The default
+# tokioloop (reported, not yet gating), real frameworks (uvicorn, aiohttp,
+# asyncpg against a local PostgreSQL, ...; scripts/integration.sh) and the
+# pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -26,6 +27,9 @@ for version in 3.13 3.11; do
     fi
 done
 
+echo "== real frameworks on tokioloop (tests/integration, CPython 3.11)"
+bash scripts/integration.sh "$PY311" || status=1
+
 for version in 3.10 3.12 3.13 3.11; do
     echo "== pytest on CPython $version"
     if ! PY="$(venv_for "$version")"; then
@@ -33,6 +37,6 @@ for version in 3.10 3.12 3.13 3.11; do
         echo "skipping $version: interpreter not installed" >&2
         continue
     fi
-    "$PY" -m pytest -q -p no:cacheprovider tests || status=1
+    "$PY" -m pytest -q -p no:cacheprovider --ignore=tests/integration tests || status=1
 done
 exit $status

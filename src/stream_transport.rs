@@ -37,10 +37,19 @@ use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, IoRegistration};
 use crate::pyrefs::refs;
 
-/// Bytes asked of the kernel per read. Below glibc's mmap threshold, so the
-/// `bytes` is carved from the heap and shrinking it to the size received
-/// costs no syscall; a fuller socket is read again next iteration.
+/// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
+/// mmap threshold, so the object is carved from the heap and shrinking it
+/// to the size received costs no syscall.
 const READ_SIZE: usize = 64 * 1024;
+/// asyncio's `max_size`: once a read fills `READ_SIZE`, the transport reads
+/// up to this much into a reused scratch buffer and copies out what came
+/// (as uvloop always does), until reads get small again. A fresh 256 KiB
+/// object would be mmapped, and page-faulted, on every read.
+const BIG_READ_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// iovecs per `sendmsg`, as asyncio caps them (`SC_IOV_MAX`, 1024 on Linux).
 const MAX_IOV: usize = 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -96,6 +105,8 @@ pub struct StreamTransport {
     writing: bool,
     conn_lost: u32,
     empty_waiter: Option<Py<PyAny>>,
+    /// The last read filled `READ_SIZE`: read through the scratch buffer.
+    big_reads: bool,
 }
 
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -119,6 +130,23 @@ fn in_context<T>(
         return Err(PyErr::fetch(py));
     }
     result
+}
+
+/// `recv` through the scratch buffer, for streams that send a lot at once.
+fn recv_big(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < BIG_READ_SIZE {
+            scratch.resize(BIG_READ_SIZE, 0);
+        }
+        // SAFETY: the scratch buffer holds BIG_READ_SIZE writable bytes.
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), BIG_READ_SIZE, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        Ok((PyBytes::new(py, &scratch[..n]).unbind(), n < BIG_READ_SIZE))
+    })
 }
 
 /// `recv` into a new `bytes` of at most `READ_SIZE`, shrunk to fit.
@@ -305,20 +333,32 @@ impl StreamTransport {
 
     fn read_bytes(slf: &Bound<'_, Self>) -> ReadOutcome {
         let py = slf.py();
-        let this = slf.borrow();
+        let mut guard = slf.borrow_mut();
+        let this = &mut *guard;
         let Some(io) = &this.io else {
             return ReadOutcome::Nothing;
         };
-        let fd = this.fd;
-        match io.attempt(Direction::Read, || {
-            let (bytes, drained) = recv_bytes(py, fd)?;
+        let (fd, big) = (this.fd, this.big_reads);
+        let attempt = io.attempt(Direction::Read, || {
+            let (bytes, drained) = if big {
+                recv_big(py, fd)?
+            } else {
+                recv_bytes(py, fd)?
+            };
             // EOF: nothing more will come; leave readiness as it is.
             let empty = bytes.bind(py).as_bytes().is_empty();
             Ok((bytes, drained && !empty))
-        }) {
+        });
+        match attempt {
             Attempt::NotReady => ReadOutcome::Nothing,
-            Attempt::Done(Ok(bytes)) if bytes.bind(py).as_bytes().is_empty() => ReadOutcome::Eof,
-            Attempt::Done(Ok(bytes)) => ReadOutcome::Data(bytes),
+            Attempt::Done(Ok(bytes)) => {
+                let n = bytes.bind(py).as_bytes().len();
+                if n == 0 {
+                    return ReadOutcome::Eof;
+                }
+                this.big_reads = n >= READ_SIZE;
+                ReadOutcome::Data(bytes)
+            }
             Attempt::Done(Err(e)) => Self::read_error(e),
         }
     }
@@ -718,6 +758,7 @@ impl StreamTransport {
             writing: false,
             conn_lost: 0,
             empty_waiter: None,
+            big_reads: false,
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;
