@@ -11,6 +11,7 @@
 //!   `add_reader`/`add_writer` callbacks.
 //! - `native_io`: reactor registrations for native I/O objects.
 //! - `stream_transport`: the native engine of TCP/Unix stream transports.
+//! - `sock_ops`: the waiting half of `sock_recv`/`sock_recv_into`/`sock_sendall`.
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
@@ -26,6 +27,7 @@ pub mod loop_core;
 pub mod native_io;
 pub mod pyrefs;
 pub mod runtime;
+pub mod sock_ops;
 pub mod stream_transport;
 pub mod timers;
 pub mod wakeup;

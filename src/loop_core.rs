@@ -41,6 +41,7 @@ use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::IoRegistration;
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
+use crate::sock_ops::{SockCall, SockOp};
 use crate::stream_transport::StreamTransport;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
@@ -406,6 +407,47 @@ impl LoopCore {
         Ok((token, registration))
     }
 
+    /// `remove_reader`/`remove_writer` by fd number, for native callers.
+    pub(crate) fn remove_fd_native(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let removed = this.watchers.lock().remove(fd, direction);
+        match removed {
+            Some(old) => {
+                old.bind(slf.py()).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Watch `fd` with a native `SockOp` for a waiting `sock_*` call.
+    fn start_sock_op(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        future: Py<PyAny>,
+        call: SockCall,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let direction = call.direction();
+        let op = Bound::new(py, SockOp::new(slf.clone().unbind(), fd, future, call))?;
+        let fd_obj = fd.into_pyobject(py)?;
+        Self::add_fd_callback(
+            slf,
+            fd_obj.as_any(),
+            direction,
+            op.into_any(),
+            PyTuple::empty(py),
+        )?;
+        Ok(())
+    }
+
     pub(crate) fn unregister_native(&self, token: u64) -> Option<Py<StreamTransport>> {
         self.natives.lock().remove(&token)
     }
@@ -458,19 +500,10 @@ impl LoopCore {
         fd: &Bound<'_, PyAny>,
         direction: Direction,
     ) -> PyResult<bool> {
-        let this = slf.get();
-        if this.shared.closed.load(Ordering::Relaxed) {
+        if slf.get().shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
-        let removed = this.watchers.lock().remove(fd, direction);
-        match removed {
-            Some(old) => {
-                old.bind(slf.py()).call_method0("cancel")?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Self::remove_fd_native(slf, fileobj_to_fd(fd)?, direction)
     }
 
     fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
@@ -826,6 +859,45 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
+    }
+
+    /// The waiting half of `sock_recv` (see `sock_ops`).
+    fn _sock_recv_native(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        future: Py<PyAny>,
+        nbytes: usize,
+    ) -> PyResult<()> {
+        Self::start_sock_op(slf, fd, future, SockCall::Recv { nbytes })
+    }
+
+    fn _sock_recv_into_native(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        future: Py<PyAny>,
+        buffer: Py<PyAny>,
+    ) -> PyResult<()> {
+        Self::start_sock_op(slf, fd, future, SockCall::RecvInto { buffer })
+    }
+
+    fn _sock_sendall_native(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        future: Py<PyAny>,
+        data: Py<PyAny>,
+        sent: usize,
+    ) -> PyResult<()> {
+        Self::start_sock_op(slf, fd, future, SockCall::SendAll { data, sent })
+    }
+
+    /// A waiting `sock_*` future was cancelled: stop watching its fd now.
+    fn _sock_op_cancel(slf: &Bound<'_, Self>, fd: i32, write: bool) -> PyResult<bool> {
+        let direction = if write {
+            Direction::Write
+        } else {
+            Direction::Read
+        };
+        Self::remove_fd_native(slf, fd, direction)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {

@@ -152,41 +152,48 @@ fn recv_big(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
 /// `recv` into a new `bytes` of at most `READ_SIZE`, shrunk to fit.
 /// Returns the object and whether the socket is now drained (a short read).
 fn recv_bytes(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
+    let bytes = recv_new_bytes(py, fd, READ_SIZE)?;
+    let drained = bytes.bind(py).as_bytes().len() < READ_SIZE;
+    Ok((bytes, drained))
+}
+
+/// `socket.recv(size)`: a new `bytes` of at most `size`, filled by one
+/// `recv` and shrunk to what came, with no copy.
+pub(crate) fn recv_new_bytes(py: Python<'_>, fd: i32, size: usize) -> io::Result<Py<PyBytes>> {
     // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, unshared,
     // uninitialised bytes object (or NULL); we fill it with recv and then
     // resize it while it is still unshared, which is what _PyBytes_Resize
     // requires. On failure the object is released and the error fetched.
     unsafe {
-        let mut obj =
-            ffi::PyBytes_FromStringAndSize(std::ptr::null(), READ_SIZE as ffi::Py_ssize_t);
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t);
         if obj.is_null() {
             PyErr::fetch(py);
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         let buf = ffi::PyBytes_AsString(obj) as *mut libc::c_void;
-        let n = libc::recv(fd, buf, READ_SIZE, 0);
+        let n = libc::recv(fd, buf, size, 0);
         if n < 0 {
             let err = io::Error::last_os_error();
             ffi::Py_DECREF(obj);
             return Err(err);
         }
         let n = n as usize;
-        if n != READ_SIZE && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) != 0 {
+        if n != size && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) != 0 {
             PyErr::fetch(py);
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         let bytes = Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>();
-        Ok((bytes.unbind(), n < READ_SIZE))
+        Ok(bytes.unbind())
     }
 }
 
 /// A contiguous view of any bytes-like object (`PyBUF_SIMPLE`).
-struct ByteView {
+pub(crate) struct ByteView {
     view: ffi::Py_buffer,
 }
 
 impl ByteView {
-    fn new(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
         // SAFETY: Py_buffer is plain data that PyObject_GetBuffer fills in;
         // on success it is released exactly once, in Drop.
         unsafe {
@@ -203,11 +210,16 @@ impl ByteView {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.view.len as usize
     }
 
-    fn as_slice(&self) -> &[u8] {
+    /// Pointer and length, for a syscall that fills a writable view.
+    pub(crate) fn raw_parts(&self) -> (*mut libc::c_void, usize) {
+        (self.view.buf, self.len())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
         if self.view.len == 0 {
             return &[];
         }
@@ -406,7 +418,7 @@ impl StreamTransport {
                 None => ReadOutcome::Nothing,
                 Some(io) => {
                     let fd = this.fd;
-                    let (ptr, len) = (view.view.buf, view.len());
+                    let (ptr, len) = view.raw_parts();
                     match io.attempt(Direction::Read, || {
                         // SAFETY: `ptr` is a writable buffer of `len` bytes
                         // held by `view` until after this call.
