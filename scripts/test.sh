@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
-# tokioloop (reported, not yet gating), real frameworks (uvicorn, aiohttp,
+# tokioloop, real frameworks (uvicorn, aiohttp,
 # asyncpg against a local PostgreSQL, ...; scripts/integration.sh) and the
 # pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
@@ -20,11 +20,12 @@ PY311="$(venv_for 3.11)"
 
 status=0
 for version in 3.13 3.11; do
-    echo "== CPython $version's own asyncio test suite on tokioloop (report only)"
-    if PY="$(venv_for "$version")"; then
-        "$PY" tests/cpython/run.py --loop tokioloop -j 2 --report-only --total-timeout 600 \
-            | sed 's/^\([0-9]* passed, [0-9]* failed\)$/cpython-suite: \1/'
-    fi
+    echo "== CPython $version's own asyncio test suite on tokioloop"
+    PY="$(venv_for "$version")" || { status=1; continue; }
+    # A failing module is re-run once, alone, before it counts (a loaded
+    # 2-core CI box can time out a subprocess test); flakes are listed.
+    "$PY" tests/cpython/run.py --loop tokioloop -j 2 --retries 1 --total-timeout 600 \
+        | sed 's/^\([0-9]* passed, [0-9]* failed\)$/cpython-suite: \1/' || status=1
 done
 
 echo "== real frameworks on tokioloop (tests/integration, CPython 3.11)"

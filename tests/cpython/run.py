@@ -277,6 +277,28 @@ def run_one(module: str, args, excluded, log_dir: Path, global_deadline: float):
     return ModuleRun(module, args, log_dir, global_deadline).run()
 
 
+def retry_bad_modules(results: dict, args, excluded, log_dir: Path) -> list[str]:
+    """Re-run each failing module alone, up to ``args.retries`` times (a
+    loaded 2-core CI machine can time out a subprocess test). Returns the
+    modules that passed on a retry; their first failure stays in the log."""
+    flaky = []
+    for module, first in sorted(results.items()):
+        if first.status in report.GOOD_STATUSES and not first.bad:
+            continue
+        for attempt in range(1, args.retries + 1):
+            print(f"retrying {module} ({attempt}/{args.retries})", flush=True)
+            deadline = time.monotonic() + args.timeout
+            retry_dir = log_dir / f"retry{attempt}"
+            retry_dir.mkdir(exist_ok=True)
+            again = run_one(module, args, excluded, retry_dir, deadline)
+            print(f"        {report.format_row(again)}", flush=True)
+            if again.status in report.GOOD_STATUSES and not again.bad:
+                results[module] = again
+                flaky.append(module)
+                break
+    return flaky
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--loop", default="tokioloop", choices=routing.LOOP_KINDS)
@@ -299,6 +321,13 @@ def parse_args(argv=None):
     p.add_argument("--log-dir", help="child logs and result files (default: a temp dir)")
     p.add_argument("--exclusions", default=str(exclusions.DEFAULT_PATH))
     p.add_argument("--report-only", action="store_true", help="always exit 0")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="re-run a failing module up to N times, alone; a module that then passes "
+        "counts as passed and is listed as flaky (default 0)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="list every failure")
     return p.parse_args(argv)
 
@@ -349,6 +378,7 @@ def main(argv=None) -> int:
             r = fut.result()
             results[r.module] = r
             print(f"[{n:2}/{len(modules)}] {report.format_row(r)}", flush=True)
+    flaky = retry_bad_modules(results, args, excluded, log_dir)
     elapsed = time.monotonic() - start
 
     ordered = [results[m] for m in modules]
@@ -370,6 +400,8 @@ def main(argv=None) -> int:
             "argv": sys.argv,
         }
         report.write_json(args.json, meta, ordered)
+    if flaky:
+        print(f"flaky (failed, then passed alone): {', '.join(flaky)}")
     print(f"{t['passed']} passed, {t['bad']} failed")
     if args.report_only:
         return 0
