@@ -11,6 +11,9 @@
 //!   `add_reader`/`add_writer` callbacks.
 //! - `native_io`: reactor registrations for native I/O objects.
 //! - `stream_transport`: the native engine of TCP/Unix stream transports.
+//! - `datagram_transport`: the native engine of UDP/Unix datagram transports.
+//! - `transport_support`: what the native transports share (contexts,
+//!   error reporting, flow-control callbacks).
 //! - `sock_ops`: the waiting half of `sock_recv`/`sock_recv_into`/`sock_sendall`.
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
@@ -19,6 +22,7 @@
 use pyo3::prelude::*;
 
 pub mod clock;
+pub mod datagram_transport;
 pub mod errors;
 pub mod fd_watch;
 pub mod gil_park;
@@ -30,6 +34,7 @@ pub mod runtime;
 pub mod sock_ops;
 pub mod stream_transport;
 pub mod timers;
+pub mod transport_support;
 pub mod wakeup;
 
 #[pymodule]
@@ -38,6 +43,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
+    m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -38,11 +38,10 @@ use crate::errors::os_error;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
 use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
-use crate::native_io::IoRegistration;
+use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
 use crate::sock_ops::{SockCall, SockOp};
-use crate::stream_transport::StreamTransport;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -67,7 +66,7 @@ pub enum Ready {
     Native(Py<Handle>),
     Foreign(Py<PyAny>),
     /// A native transport whose fd the reactor reported ready.
-    Io(Py<StreamTransport>, Direction),
+    Io(NativeIo, Direction),
 }
 
 impl TimerPayload for Py<Handle> {
@@ -190,7 +189,7 @@ pub struct LoopCore {
     rt_handle: tokio::runtime::Handle,
     watchers: Mutex<FdWatchers>,
     /// Native I/O objects by registration token (see `native_io`).
-    natives: Mutex<HashMap<u64, Py<StreamTransport>>>,
+    natives: Mutex<HashMap<u64, NativeIo>>,
     next_native: AtomicU64,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
@@ -203,7 +202,7 @@ type Queued = (
     VecDeque<Ready>,
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
-    HashMap<u64, Py<StreamTransport>>,
+    HashMap<u64, NativeIo>,
 );
 
 fn closed_error() -> PyErr {
@@ -337,7 +336,7 @@ impl LoopCore {
                 Ready::Native(h) if !debug => Handle::run(h.bind(py)),
                 Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
                 Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
-                Ready::Io(t, direction) => StreamTransport::on_ready(t.bind(py), *direction),
+                Ready::Io(t, direction) => t.on_ready(py, *direction),
             };
             drop(item);
             if let Err(err) = result {
@@ -394,7 +393,7 @@ impl LoopCore {
     pub(crate) fn register_native(
         &self,
         fd: i32,
-        target: Py<StreamTransport>,
+        target: NativeIo,
     ) -> PyResult<(u64, IoRegistration)> {
         self.check_open()?;
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
@@ -448,7 +447,7 @@ impl LoopCore {
         Ok(())
     }
 
-    pub(crate) fn unregister_native(&self, token: u64) -> Option<Py<StreamTransport>> {
+    pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
         self.natives.lock().remove(&token)
     }
 
@@ -951,7 +950,7 @@ impl LoopCore {
                 match item {
                     Ready::Native(h) => visit.call(h)?,
                     Ready::Foreign(h) => visit.call(h)?,
-                    Ready::Io(t, _) => visit.call(t)?,
+                    Ready::Io(t, _) => t.traverse(&visit)?,
                 }
             }
         }
@@ -967,7 +966,7 @@ impl LoopCore {
         }
         if let Some(natives) = self.natives.try_lock() {
             for t in natives.values() {
-                visit.call(t)?;
+                t.traverse(&visit)?;
             }
         }
         if let Some(factory) = self.task_factory.try_lock() {

@@ -12,8 +12,8 @@
 //! callbacks with a `poll(2)` after each one, a native object does its I/O
 //! while holding tokio's readiness guard, so it knows exactly when the fd is
 //! drained (`WouldBlock`, or a short read) and clears readiness then; when it
-//! stops early (a full buffer), it re-queues itself with [`IoRegistration::
-//! requeue`]. Either way no extra syscall is spent on readiness.
+//! stops early (a full buffer), it re-queues itself (see [`Readiness`]).
+//! Either way no extra syscall is spent on readiness.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -21,10 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
+use crate::datagram_transport::DatagramTransport;
 use crate::fd_watch::{BorrowedFd, Direction, EventSink, FdEvent, NATIVE_FD};
+use crate::stream_transport::StreamTransport;
 
 struct IoWaker {
     sink: Weak<dyn EventSink>,
@@ -62,6 +66,17 @@ pub struct IoRegistration {
     afd: AsyncFd<BorrowedFd>,
     wakers: [Arc<IoWaker>; 2],
     task_wakers: [Waker; 2],
+}
+
+/// What an I/O call learnt about the fd's readiness.
+pub enum Readiness {
+    /// It took less than offered, or found nothing more: clear readiness,
+    /// the next edge wakes us.
+    Drained,
+    /// It stopped early (a full buffer): look again next iteration.
+    MoreLater,
+    /// It did all it wanted: leave readiness as it is, with no event queued.
+    Unknown,
 }
 
 /// What happened when the object asked for readiness and tried its I/O.
@@ -131,16 +146,13 @@ impl IoRegistration {
         }
     }
 
-    /// If the fd is ready for `direction`, run `op` on it. `op` returns the
-    /// byte count and whether it consumed all that was available (a short
-    /// read or write); then readiness is cleared and the waker armed, as it
-    /// is on `WouldBlock`. Otherwise the event is re-queued, so a fd that is
-    /// still ready is looked at again next iteration, as a level-triggered
-    /// selector would.
+    /// If the fd is ready for `direction`, run `op` on it. `op` returns its
+    /// result and what it learnt about readiness (see [`Readiness`]). On
+    /// `WouldBlock` readiness is cleared and the waker armed.
     pub fn attempt<T>(
         &self,
         direction: Direction,
-        op: impl FnOnce() -> io::Result<(T, bool)>,
+        op: impl FnOnce() -> io::Result<(T, Readiness)>,
     ) -> Attempt<T> {
         let Some(mut guard) = self.poll_guard(direction) else {
             return Attempt::NotReady;
@@ -158,14 +170,18 @@ impl IoRegistration {
                 Attempt::Done(Err(e))
             }
             Err(e) => Attempt::Done(Err(e)),
-            Ok((value, drained)) => {
-                if drained {
-                    guard.clear_ready();
-                    drop(guard);
-                    self.rearm(direction);
-                } else {
-                    drop(guard);
-                    self.requeue(direction);
+            Ok((value, readiness)) => {
+                match readiness {
+                    Readiness::Drained => {
+                        guard.clear_ready();
+                        drop(guard);
+                        self.rearm(direction);
+                    }
+                    Readiness::MoreLater => {
+                        drop(guard);
+                        self.requeue(direction);
+                    }
+                    Readiness::Unknown => {}
                 }
                 Attempt::Done(Ok(value))
             }
@@ -180,9 +196,55 @@ impl IoRegistration {
         }
     }
 
+    /// Consume a write edge that carries an error (`EPOLLERR` alone, which
+    /// tokio reports as write-closed): true if there was one. The write
+    /// waker is armed again either way. Only for objects that watch writes
+    /// for errors while they have nothing to write.
+    pub fn take_error_edge(&self) -> bool {
+        let Some(mut guard) = self.poll_guard(Direction::Write) else {
+            return false;
+        };
+        let error = guard.ready().is_write_closed();
+        guard.clear_ready();
+        drop(guard);
+        self.rearm(Direction::Write);
+        error
+    }
+
     /// Start watching `direction`: queue an event so the object polls
     /// readiness (which arms the waker if the fd is not ready yet).
     pub fn watch(&self, direction: Direction) {
         self.requeue(direction);
+    }
+}
+
+/// A native I/O object the loop dispatches readiness events to.
+pub enum NativeIo {
+    Stream(Py<StreamTransport>),
+    Datagram(Py<DatagramTransport>),
+}
+
+impl NativeIo {
+    pub fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            NativeIo::Stream(t) => NativeIo::Stream(t.clone_ref(py)),
+            NativeIo::Datagram(t) => NativeIo::Datagram(t.clone_ref(py)),
+        }
+    }
+
+    /// Handle a readiness event; `Err` only for exceptions that must stop
+    /// the loop.
+    pub fn on_ready(&self, py: Python<'_>, direction: Direction) -> PyResult<()> {
+        match self {
+            NativeIo::Stream(t) => StreamTransport::on_ready(t.bind(py), direction),
+            NativeIo::Datagram(t) => DatagramTransport::on_ready(t.bind(py), direction),
+        }
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            NativeIo::Stream(t) => visit.call(t),
+            NativeIo::Datagram(t) => visit.call(t),
+        }
     }
 }

@@ -25,17 +25,20 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::raw::c_int;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::PyBytes;
 
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
-use crate::native_io::{Attempt, IoRegistration};
+use crate::native_io::{Attempt, IoRegistration, NativeIo, Readiness};
 use crate::pyrefs::refs;
+use crate::transport_support::{
+    in_context, warn_write_after_loss, Peers, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+};
 
 /// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
 /// mmap threshold, so the object is carved from the heap and shrinking it
@@ -52,8 +55,6 @@ thread_local! {
 }
 /// iovecs per `sendmsg`, as asyncio caps them (`SC_IOV_MAX`, 1024 on Linux).
 const MAX_IOV: usize = 1024;
-/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 extern "C" {
     // CPython's own resize for a fresh, unshared bytes object (what
@@ -107,29 +108,6 @@ pub struct StreamTransport {
     empty_waiter: Option<Py<PyAny>>,
     /// The last read filled `READ_SIZE`: read through the scratch buffer.
     big_reads: bool,
-}
-
-fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
-}
-
-/// Run `f` inside `context` (`PyContext_Enter/Exit`).
-fn in_context<T>(
-    py: Python<'_>,
-    context: &Py<PyAny>,
-    f: impl FnOnce() -> PyResult<T>,
-) -> PyResult<T> {
-    // SAFETY: the GIL is held and `context` is a live Context object;
-    // Enter/Exit are paired on this thread.
-    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
-    }
-    let result = f();
-    // SAFETY: as above; this exits the context entered above.
-    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
-    }
-    result
 }
 
 /// `recv` through the scratch buffer, for streams that send a lot at once.
@@ -249,8 +227,14 @@ fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
 }
 
 /// One `sendmsg` over the first `MAX_IOV` chunks. Returns bytes sent and
-/// whether the socket took less than offered (its buffer is full).
-fn send_chunks(py: Python<'_>, fd: i32, chunks: &VecDeque<Chunk>) -> io::Result<(usize, bool)> {
+/// what that says about readiness: less than offered means the socket's
+/// buffer is full; all of it with chunks left over (past `MAX_IOV`) means
+/// go on next iteration.
+fn send_chunks(
+    py: Python<'_>,
+    fd: i32,
+    chunks: &VecDeque<Chunk>,
+) -> io::Result<(usize, Readiness)> {
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(chunks.len().min(MAX_IOV));
     let mut offered = 0;
     for chunk in chunks.iter().take(MAX_IOV) {
@@ -273,7 +257,14 @@ fn send_chunks(py: Python<'_>, fd: i32, chunks: &VecDeque<Chunk>) -> io::Result<
         Err(io::Error::last_os_error())
     } else {
         let n = n as usize;
-        Ok((n, n < offered))
+        let readiness = if n < offered {
+            Readiness::Drained
+        } else if chunks.len() > MAX_IOV {
+            Readiness::MoreLater
+        } else {
+            Readiness::Unknown
+        };
+        Ok((n, readiness))
     }
 }
 
@@ -358,8 +349,14 @@ impl StreamTransport {
                 recv_bytes(py, fd)?
             };
             // EOF: nothing more will come; leave readiness as it is.
-            let empty = bytes.bind(py).as_bytes().is_empty();
-            Ok((bytes, drained && !empty))
+            let readiness = if bytes.bind(py).as_bytes().is_empty() {
+                Readiness::Unknown
+            } else if drained {
+                Readiness::Drained
+            } else {
+                Readiness::MoreLater
+            };
+            Ok((bytes, readiness))
         });
         match attempt {
             Attempt::NotReady => ReadOutcome::Nothing,
@@ -427,7 +424,12 @@ impl StreamTransport {
                             return Err(io::Error::last_os_error());
                         }
                         let n = n as usize;
-                        Ok((n, n > 0 && n < len))
+                        let readiness = match n {
+                            0 => Readiness::Unknown,
+                            n if n < len => Readiness::Drained,
+                            _ => Readiness::MoreLater,
+                        };
+                        Ok((n, readiness))
                     }) {
                         Attempt::NotReady => ReadOutcome::Nothing,
                         Attempt::Done(Ok(0)) => ReadOutcome::Eof,
@@ -532,6 +534,11 @@ impl StreamTransport {
                 Attempt::NotReady => return Ok(()),
                 Attempt::Done(Ok(n)) => {
                     this.consume(n);
+                    if this.buffer.is_empty() {
+                        // Before resume_writing() runs: a write() it makes
+                        // must see no flush pending and watch again itself.
+                        this.writing = false;
+                    }
                     Ok(())
                 }
                 Attempt::Done(Err(e))
@@ -622,90 +629,45 @@ impl StreamTransport {
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        {
             let mut this = slf.borrow_mut();
             if this.buffered <= this.high_water || this.protocol_paused {
                 return Ok(());
             }
             this.protocol_paused = true;
-            this.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        Self::call_flow_control(slf, protocol, "pause_writing")
+        }
+        Self::peers(slf).flow_control("pause_writing")
     }
 
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        {
             let mut this = slf.borrow_mut();
             if !this.protocol_paused || this.buffered > this.low_water {
                 return Ok(());
             }
             this.protocol_paused = false;
-            this.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
-        Self::call_flow_control(slf, protocol, "resume_writing")
-    }
-
-    /// `protocol.pause_writing()`/`resume_writing()`; a failure goes to the
-    /// exception handler, as `_FlowControlMixin` does.
-    fn call_flow_control(
-        slf: &Bound<'_, Self>,
-        protocol: Option<Py<PyAny>>,
-        method: &str,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let Some(protocol) = protocol else {
-            return Ok(());
-        };
-        let Err(err) = protocol.bind(py).call_method0(method) else {
-            return Ok(());
-        };
-        if is_fatal(py, &err) {
-            return Err(err);
         }
-        let owner = slf.borrow().owner(py);
-        let context = PyDict::new(py);
-        context.set_item("message", format!("protocol.{method}() failed"))?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", owner)?;
-        context.set_item("protocol", protocol)?;
-        slf.borrow()
-            .loop_
-            .bind(py)
-            .call_method1("call_exception_handler", (context,))?;
-        Ok(())
+        Self::peers(slf).flow_control("resume_writing")
     }
 
-    /// asyncio's `_fatal_error`: report (the Python side decides how), then
-    /// force-close. Only `KeyboardInterrupt`/`SystemExit` escape, to stop the
-    /// loop, as they would out of asyncio's reader callback.
+    /// The loop, the Python transport and the protocol, for the cold paths
+    /// in `transport_support`.
+    fn peers<'py>(slf: &Bound<'py, Self>) -> Peers<'py> {
+        let py = slf.py();
+        let this = slf.borrow();
+        Peers {
+            loop_: this.loop_.bind(py).clone(),
+            owner: this.owner(py).into_bound(py),
+            protocol: this.protocol.as_ref().map(|p| p.bind(py).clone()),
+        }
+    }
+
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if is_fatal(py, &err) {
-            return Err(err);
-        }
-        let owner = slf.borrow().owner(py);
-        if owner.is_none(py) {
-            return Ok(());
-        }
-        owner
-            .bind(py)
-            .call_method1("_fatal_error", (err.into_value(py), message))?;
-        Ok(())
+        Self::peers(slf).fatal_error(err, message)
     }
 
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let (loop_, owner) = {
-            let this = slf.borrow();
-            (this.loop_.clone_ref(py), this.owner(py))
-        };
-        if owner.is_none(py) {
-            return Ok(());
-        }
-        let callback = owner.bind(py).getattr("_call_connection_lost")?;
-        LoopCore::call_soon_internal(loop_.bind(py), callback, PyTuple::new(py, [exc])?)
+        Self::peers(slf).schedule_connection_lost(exc)
     }
 
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -774,7 +736,9 @@ impl StreamTransport {
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;
-        let (token, io) = loop_.get().register_native(fd, core.clone().unbind())?;
+        let (token, io) = loop_
+            .get()
+            .register_native(fd, NativeIo::Stream(core.clone().unbind()))?;
         {
             let mut this = core.borrow_mut();
             this.token = token;
@@ -826,10 +790,7 @@ impl StreamTransport {
         let mut this = slf.borrow_mut();
         if this.conn_lost > 0 {
             if this.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                refs(py)
-                    .asyncio_logger
-                    .bind(py)
-                    .call_method1("warning", ("socket.send() raised exception.",))?;
+                warn_write_after_loss(py)?;
             }
             this.conn_lost += 1;
             return Ok(());
@@ -1027,7 +988,9 @@ impl StreamTransport {
             }
             (this.loop_.clone_ref(py), this.fd)
         };
-        let (token, io) = loop_.get().register_native(fd, slf.clone().unbind())?;
+        let (token, io) = loop_
+            .get()
+            .register_native(fd, NativeIo::Stream(slf.clone().unbind()))?;
         let mut this = slf.borrow_mut();
         this.token = token;
         this.io = Some(io);

@@ -81,11 +81,55 @@ def unix_path_fixture():
         yield os.path.join(d, "sock")
 
 
+@pytest.fixture(name="sock_pair")
+def sock_pair_fixture():
+    """Fixture ``sock_pair``: two connected non-blocking AF_UNIX stream sockets,
+    closed afterwards.  Test modules import ``sock_pair_fixture`` to make it
+    available."""
+    a, b = nb_socketpair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
 def closed_port(family=socket.AF_INET, host="127.0.0.1") -> int:
     """A TCP/UDP port number on ``host`` that nothing listens on (best effort)."""
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+#: Parametrizes ``kind`` (``"tcp"`` or ``"unix"``) and the ``error`` that
+#: connecting to :func:`unused_address` of that kind raises.
+nobody_listening = pytest.mark.parametrize(
+    "kind,error",
+    [("tcp", ConnectionRefusedError), ("unix", FileNotFoundError)],
+    ids=["tcp", "unix"],
+)
+
+
+def unused_address(kind, unix_path):
+    """An address nobody listens on: a closed 127.0.0.1 port for ``"tcp"``, the
+    (not yet existing) ``unix_path`` for ``"unix"``."""
+    return ("127.0.0.1", closed_port()) if kind == "tcp" else unix_path
+
+
+def check_nobody_listening(loop, kind, error, unix_path, connect_tcp, connect_unix):
+    """``await connect_tcp(host, port)`` (``kind`` "tcp") or
+    ``await connect_unix(path)`` ("unix") to :func:`unused_address` raises
+    ``error`` (use with :data:`nobody_listening`)."""
+    address = unused_address(kind, unix_path)
+
+    async def main():
+        with pytest.raises(error):
+            if kind == "unix":
+                await connect_unix(address)
+            else:
+                await connect_tcp(*address)
+
+    run(loop, main())
 
 
 def tcp_listener(host="127.0.0.1", family=socket.AF_INET, backlog=16):
@@ -244,3 +288,42 @@ async def iterations(n: int):
     """Let the loop run ``n`` iterations."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+def watch_once(loop, kind, key, action, *args, trigger=None, remove_key=None):
+    """Watch ``key`` with ``loop.add_<kind>(key, callback, *args)`` (``kind`` is
+    ``"reader"`` or ``"writer"``) and run the loop until the callback has run.
+
+    The callback records ``action(*args)``, then removes itself with
+    ``loop.remove_<kind>(remove_key)`` (default: ``key``) and records what that
+    returned.  With a ``trigger``, the watch must stay quiet for a few
+    iterations before ``trigger()`` is called.  Returns the records, so a
+    single call that removed its registration gives ``[value, True]``; a
+    second call would add more entries, and an ``action`` that raised (the
+    loop's exception handler reports it) leaves the value out.
+    """
+    add = getattr(loop, f"add_{kind}")
+    remove = getattr(loop, f"remove_{kind}")
+    records = []
+
+    async def main():
+        done = loop.create_future()
+
+        def callback(*cb_args):
+            try:
+                records.append(action(*cb_args))
+            finally:
+                records.append(remove(key if remove_key is None else remove_key))
+                if not done.done():
+                    done.set_result(None)
+
+        assert add(key, callback, *args) is None
+        if trigger is not None:
+            await iterations(5)
+            assert records == [], "fired before the trigger"
+            trigger()
+        await done
+        await iterations(3)
+
+    run(loop, main())
+    return records

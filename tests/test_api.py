@@ -26,6 +26,25 @@ def _default_debug():
     return bool(os.environ.get("PYTHONASYNCIODEBUG")) or sys.flags.dev_mode
 
 
+def _assert_impl_loop_type(impl, loop_type):
+    """``loop_type`` is the implementation's loop class: a subclass of
+    ``impl.Loop``, and exactly tokioloop.Loop for tokioloop (nothing silently
+    falls back to another loop)."""
+    assert issubclass(loop_type, impl.Loop)
+    if impl.kind == "tokioloop":
+        assert loop_type is impl.Loop
+
+
+def _assert_new_loop_is_impl(impl, new_event_loop):
+    """``new_event_loop()`` makes a fresh, open loop of the implementation."""
+    lp = new_event_loop()
+    try:
+        _assert_impl_loop_type(impl, type(lp))
+        assert not lp.is_closed()
+    finally:
+        lp.close()
+
+
 def test_run_returns_result(impl):
     async def main(x):
         await asyncio.sleep(0)
@@ -40,10 +59,7 @@ def test_run_uses_implementation_loop(impl):
         return type(lp), lp
 
     loop_type, lp = impl.run(main())
-    # Exactly the implementation's class: nothing silently falls back.
-    assert issubclass(loop_type, impl.Loop)
-    if impl.kind == "tokioloop":
-        assert loop_type is impl.Loop
+    _assert_impl_loop_type(impl, loop_type)
     assert lp.is_closed()
 
 
@@ -140,9 +156,7 @@ def test_asyncio_run_with_loop_factory(impl):
 
     loop_type, value = asyncio.run(main(), loop_factory=impl.new_event_loop)
     assert value == "value"
-    assert issubclass(loop_type, impl.Loop)
-    if impl.kind == "tokioloop":
-        assert loop_type is impl.Loop
+    _assert_impl_loop_type(impl, loop_type)
 
 
 @pytest.mark.skipif(not PY311, reason="asyncio.Runner is new in 3.11")
@@ -195,8 +209,7 @@ def test_running_loop_type_inside_coroutine(loop, impl):
 
     running = loop.run_until_complete(main())
     assert running is loop
-    if impl.kind == "tokioloop":
-        assert type(running) is impl.Loop
+    _assert_impl_loop_type(impl, type(running))
 
 
 def test_new_event_loop_returns_fresh_loops(impl):
@@ -204,7 +217,7 @@ def test_new_event_loop_returns_fresh_loops(impl):
     b = impl.new_event_loop()
     try:
         assert a is not b
-        assert isinstance(a, impl.Loop)
+        _assert_impl_loop_type(impl, type(a))
         assert not a.is_closed()
         assert not a.is_running()
     finally:
@@ -227,13 +240,7 @@ def test_loop_repr(loop):
 def test_policy_new_event_loop(impl):
     policy = impl.EventLoopPolicy()
     assert isinstance(policy, asyncio.AbstractEventLoopPolicy)
-    lp = policy.new_event_loop()
-    try:
-        assert isinstance(lp, impl.Loop)
-        if impl.kind == "tokioloop":
-            assert type(lp) is impl.Loop
-    finally:
-        lp.close()
+    _assert_new_loop_is_impl(impl, policy.new_event_loop)
 
 
 def test_install_makes_asyncio_use_implementation(impl, restore_policy):
@@ -243,22 +250,13 @@ def test_install_makes_asyncio_use_implementation(impl, restore_policy):
         impl.install()
     policy = asyncio.get_event_loop_policy()
     assert isinstance(policy, impl.EventLoopPolicy)
-    lp = asyncio.new_event_loop()
-    try:
-        assert isinstance(lp, impl.Loop)
-        if impl.kind == "tokioloop":
-            assert type(lp) is impl.Loop
-    finally:
-        lp.close()
+    _assert_new_loop_is_impl(impl, asyncio.new_event_loop)
 
     async def main():
         return type(asyncio.get_running_loop())
 
     # Plain asyncio.run() now runs on the installed implementation.
-    loop_type = asyncio.run(main())
-    assert issubclass(loop_type, impl.Loop)
-    if impl.kind == "tokioloop":
-        assert loop_type is impl.Loop
+    _assert_impl_loop_type(impl, asyncio.run(main()))
 
 
 def test_policy_get_event_loop(impl, restore_policy):

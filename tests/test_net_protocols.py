@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import functools
 import io
 import os
 import socket
@@ -15,10 +17,12 @@ from net_support import (
     HAS_IPV6,
     HandlerRecorder,
     RecordingProtocol,
+    check_nobody_listening,
     closed_port,
     iterations,
     needs_ipv6,
     needs_reuseport,
+    nobody_listening,
     run,
     run_reference,
     set_linger_zero,
@@ -70,10 +74,51 @@ class Server:
             await p.lost
 
 
-async def _connect(loop, srv, **kw):
-    tr, proto = await loop.create_connection(lambda: RecordingProtocol(loop), *srv.addr, **kw)
+@contextlib.asynccontextmanager
+async def _serving(loop, *args, factory=None, unix=False, **kw):
+    """A started :class:`Server` (``start(*args, **kw)``, or ``start_unix()``
+    with ``unix=True``), closed with all its connections on exit."""
+    srv = Server(loop, factory)
+    if unix:
+        await srv.start_unix(*args, **kw)
+    else:
+        await srv.start(*args, **kw)
+    try:
+        yield srv
+    finally:
+        await srv.aclose()
+
+
+async def _connect(loop, srv, path=None, factory=None, **kw):
+    """Connect a client (a RecordingProtocol unless ``factory`` is given) to
+    ``srv``, over TCP or to the Unix socket ``path``; returns
+    ``(client transport, client protocol, server protocol)``."""
+    factory = factory or (lambda: RecordingProtocol(loop))
+    if path is None:
+        tr, proto = await loop.create_connection(factory, *srv.addr, **kw)
+    else:
+        tr, proto = await loop.create_unix_connection(factory, path, **kw)
     peer = await srv.next()
     return tr, proto, peer
+
+
+@contextlib.asynccontextmanager
+async def _connected(loop, server_factory=None, **kw):
+    """One RecordingProtocol client connected to a fresh TCP :class:`Server`
+    (whose protocols come from ``server_factory``): yields ``(tr, cp, sp)`` as
+    :func:`_connect`.
+
+    On exit the client transport is closed and, unless the body failed, its
+    protocol's connection_lost() awaited; then the server is closed."""
+    async with _serving(loop, factory=server_factory) as srv:
+        tr, cp, sp = await _connect(loop, srv, **kw)
+        try:
+            yield tr, cp, sp
+        finally:
+            proto = tr.get_protocol()  # None once connection_lost() has run
+            tr.close()
+        if proto is not None:
+            await proto.lost
 
 
 # --------------------------------------------------------------------------
@@ -81,83 +126,39 @@ async def _connect(loop, srv, **kw):
 # --------------------------------------------------------------------------
 
 
-def test_callback_order_clean_close(loop):
+@pytest.mark.parametrize(
+    "method,sent,server_kinds",
+    [
+        # Buffered data is flushed before the close.
+        ("close", b"data before close", ["made", "data", "eof", "lost"]),
+        # Nothing was in flight: the peer sees an orderly EOF.
+        ("abort", b"", ["made", "eof", "lost"]),
+    ],
+)
+def test_connection_lost_once_on_close_or_abort(loop, method, sent, server_kinds):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            tr.write(b"hello")
-            tr.write_eof()
-            await sp.eof  # server saw data then EOF; returned None -> closes itself
-            await sp.lost
-            await cp.lost
-            return cp, sp
-        finally:
-            await srv.aclose()
-
-    cp, sp = run(loop, main())
-    assert sp.kinds() == ["made", "data", "eof", "lost"]
-    assert sp.data() == b"hello"
-    assert sp.events[-1] == ("lost", None)
-    # The client half-closed; the server's close gives the client EOF, and the
-    # client's own transport (eof_received returned None) closes.
-    assert cp.kinds() == ["made", "eof", "lost"]
-    assert cp.events[-1] == ("lost", None)
-
-
-def test_connection_lost_once_on_close(loop):
-    async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             assert tr.is_closing() is False
-            tr.write(b"data before close")
-            tr.close()
+            tr.write(sent)
+            getattr(tr, method)()
             assert tr.is_closing() is True
-            tr.close()  # second close is a no-op
+            getattr(tr, method)()  # a second call is a no-op
             await cp.lost
             await sp.lost
             await iterations(5)
             return cp, sp
-        finally:
-            await srv.aclose()
 
     cp, sp = run(loop, main())
     assert [e for e in cp.events if e[0] == "lost"] == [("lost", None)]
     assert cp.kinds() == ["made", "lost"]
-    # Buffered data is flushed before the close.
-    assert sp.data() == b"data before close"
-    assert sp.kinds() == ["made", "data", "eof", "lost"]
-    assert sp.events[-1] == ("lost", None)
-
-
-def test_abort(loop):
-    async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            tr.abort()
-            assert tr.is_closing() is True
-            await cp.lost
-            await sp.lost
-            await iterations(5)
-            return cp, sp
-        finally:
-            await srv.aclose()
-
-    cp, sp = run(loop, main())
-    assert cp.kinds() == ["made", "lost"]
-    assert cp.events[-1] == ("lost", None)
-    # Nothing was in flight: the peer sees an orderly EOF.
-    assert sp.kinds() == ["made", "eof", "lost"]
+    assert sp.data() == sent
+    assert sp.kinds() == server_kinds
     assert sp.events[-1] == ("lost", None)
 
 
 def test_abort_discards_buffered_data(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             # Make sure data stays in the user-space buffer: peer not reading.
             sp.transport.pause_reading()
             big = b"x" * (8 * 1024 * 1024)
@@ -169,8 +170,6 @@ def test_abort_discards_buffered_data(loop):
             sp.transport.resume_reading()
             await sp.lost
             return cp, sp, len(big)
-        finally:
-            await srv.aclose()
 
     cp, sp, n = run(loop, main())
     assert [e for e in cp.events if e[0] == "lost"] == [("lost", None)]
@@ -178,54 +177,53 @@ def test_abort_discards_buffered_data(loop):
     assert [e[0] for e in sp.events if e[0] == "lost"] == ["lost"]
 
 
-def test_eof_received_true_keeps_transport_open(loop):
-    class KeepOpen(RecordingProtocol):
-        eof_result = True
+class _KeepOpenOnEof(RecordingProtocol):
+    """eof_received() returns True, sends a late reply, and closes next iteration."""
 
-        def eof_received(self):
-            r = super().eof_received()
-            self.transport.write(b"late reply")
-            self.loop.call_soon(self.transport.close)
-            return r
+    eof_result = True
+
+    def eof_received(self):
+        r = super().eof_received()
+        self.transport.write(b"late reply")
+        self.loop.call_soon(self.transport.close)
+        return r
+
+
+@pytest.mark.parametrize(
+    "server,sent,reply",
+    [
+        (RecordingProtocol, b"hello", b""),
+        (RecordingProtocol, b"", b""),
+        (_KeepOpenOnEof, b"req", b"late reply"),
+    ],
+    ids=["eof_none_closes", "eof_none_closes_no_data", "eof_true_keeps_open"],
+)
+def test_client_write_eof_callback_order(loop, server, sent, reply):
+    """The client half-closes.  A falsy eof_received() result closes the
+    server's transport, which gives the client EOF, and the client's own
+    transport (eof_received returned None) closes; True keeps the server's
+    transport open (here: for a late reply, then a close)."""
 
     async def main():
-        srv = await Server(loop, lambda: KeepOpen(loop)).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            tr.write(b"req")
+        async with _connected(loop, lambda: server(loop)) as (tr, cp, sp):
+            tr.write(sent)
             tr.write_eof()
             assert tr.is_closing() is False
-            await cp.lost
+            await sp.eof
+            if server is RecordingProtocol:
+                # Returning a falsy value from eof_received closes the transport.
+                assert sp.transport.is_closing() is True
             await sp.lost
+            await cp.lost
             return cp, sp
-        finally:
-            await srv.aclose()
 
     cp, sp = run(loop, main())
-    assert sp.kinds() == ["made", "data", "eof", "lost"]
-    assert sp.data() == b"req"
-    assert cp.data() == b"late reply"
-    assert cp.kinds() == ["made", "data", "eof", "lost"]
+    assert sp.kinds() == ["made", *(["data"] if sent else []), "eof", "lost"]
+    assert sp.data() == sent
+    assert sp.events[-1] == ("lost", None)
+    assert cp.kinds() == ["made", *(["data"] if reply else []), "eof", "lost"]
+    assert cp.data() == reply
     assert cp.events[-1] == ("lost", None)
-
-
-def test_eof_received_none_closes_transport(loop):
-    async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            tr.write_eof()
-            await sp.eof
-            # Returning a falsy value from eof_received closes the transport.
-            assert sp.transport.is_closing() is True
-            await sp.lost
-            await cp.lost
-            return sp
-        finally:
-            await srv.aclose()
-
-    sp = run(loop, main())
-    assert sp.kinds() == ["made", "eof", "lost"]
 
 
 def test_peer_reset_connection_lost_exception(loop):
@@ -263,9 +261,7 @@ def test_peer_reset_connection_lost_exception(loop):
 def test_write_after_close_is_ignored(loop):
     async def main():
         rec = HandlerRecorder(loop)
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             tr.write(b"one")
             await sp.wait_for_data(3)
             tr.close()
@@ -274,8 +270,6 @@ def test_write_after_close_is_ignored(loop):
             tr.write(b"three")
             await sp.lost
             return sp, rec
-        finally:
-            await srv.aclose()
 
     sp, rec = run(loop, main())
     assert sp.data() == b"one"
@@ -284,65 +278,48 @@ def test_write_after_close_is_ignored(loop):
 
 def test_write_after_write_eof_raises(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, _sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, _cp, _sp):
             tr.write_eof()
             with pytest.raises(RuntimeError):
                 tr.write(b"x")
             tr.write_eof()  # idempotent
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
-def test_write_wrong_type(loop):
+def _write_buffer_types(tr):
+    with pytest.raises(TypeError):
+        tr.write("str is not bytes")
+    with pytest.raises(TypeError):
+        tr.write(123)
+    tr.write(b"")  # empty write is a no-op
+    tr.write(bytearray(b"ba"))
+    tr.write(memoryview(b"mv"))
+
+
+def _writelines(tr):
+    tr.writelines([b"a", bytearray(b"bc"), memoryview(b"def"), b""])
+    tr.writelines(iter([b"g", b"h"]))
+
+
+@pytest.mark.parametrize(
+    "write,expected",
+    [(_write_buffer_types, b"bamv"), (_writelines, b"abcdefgh")],
+    ids=["write", "writelines"],
+)
+def test_written_data_reaches_peer(loop, write, expected):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            with pytest.raises(TypeError):
-                tr.write("str is not bytes")
-            with pytest.raises(TypeError):
-                tr.write(123)
-            tr.write(b"")  # empty write is a no-op
-            tr.write(bytearray(b"ba"))
-            tr.write(memoryview(b"mv"))
-            await sp.wait_for_data(4)
-            tr.close()
-            await cp.lost
+        async with _connected(loop) as (tr, _cp, sp):
+            write(tr)
+            await sp.wait_for_data(len(expected))
             return sp.data()
-        finally:
-            await srv.aclose()
 
-    assert run(loop, main()) == b"bamv"
-
-
-def test_writelines(loop):
-    async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
-            tr.writelines([b"a", bytearray(b"bc"), memoryview(b"def"), b""])
-            tr.writelines(iter([b"g", b"h"]))
-            await sp.wait_for_data(8)
-            tr.close()
-            await cp.lost
-            return sp.data()
-        finally:
-            await srv.aclose()
-
-    assert run(loop, main()) == b"abcdefgh"
+    assert run(loop, main()) == expected
 
 
 def test_can_write_eof_and_is_closing(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             assert tr.can_write_eof() is True
             assert sp.transport.can_write_eof() is True
             assert tr.is_closing() is False
@@ -350,8 +327,6 @@ def test_can_write_eof_and_is_closing(loop):
             assert tr.is_closing() is True
             await cp.lost
             assert tr.is_closing() is True
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
@@ -363,9 +338,7 @@ def test_can_write_eof_and_is_closing(loop):
 
 def test_pause_resume_reading(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             assert tr.is_reading() is True
             tr.pause_reading()
             assert tr.is_reading() is False
@@ -382,17 +355,13 @@ def test_pause_resume_reading(loop):
             tr.close()
             assert tr.is_reading() is False
             await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
 def test_pause_reading_delays_eof(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             tr.pause_reading()
             sp.transport.write(b"tail")
             sp.transport.close()
@@ -402,8 +371,6 @@ def test_pause_reading_delays_eof(loop):
             tr.resume_reading()
             await cp.lost
             return cp
-        finally:
-            await srv.aclose()
 
     cp = run(loop, main())
     assert cp.kinds() == ["made", "data", "eof", "lost"]
@@ -417,9 +384,7 @@ def test_pause_reading_delays_eof(loop):
 
 def test_write_buffer_limits(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, _sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, _cp, _sp):
             assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
             assert tr.get_write_buffer_size() == 0
             tr.set_write_buffer_limits(high=100)
@@ -437,10 +402,6 @@ def test_write_buffer_limits(loop):
             with pytest.raises(ValueError):
                 tr.set_write_buffer_limits(high=-1)
             assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
@@ -449,9 +410,7 @@ def test_pause_resume_writing_at_watermarks(loop):
     high, low = 64 * 1024, 16 * 1024
 
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             tr.set_write_buffer_limits(high=high, low=low)
             sp.transport.pause_reading()
             chunk = b"y" * 65536
@@ -478,8 +437,6 @@ def test_pause_resume_writing_at_watermarks(loop):
             tr.close()
             await cp.lost
             return cp.events, total, sp.data()
-        finally:
-            await srv.aclose()
 
     events, total, received = run(loop, main(), timeout=15)
     assert len(received) == total
@@ -490,26 +447,20 @@ def test_pause_resume_writing_at_watermarks(loop):
 
 def test_pause_writing_not_called_below_high(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             for _ in range(10):
                 tr.write(b"z" * 1000)
             await sp.wait_for_data(10_000)
             tr.close()
             await cp.lost
             return cp.kinds()
-        finally:
-            await srv.aclose()
 
     assert run(loop, main()) == ["made", "lost"]
 
 
 def test_lowering_high_water_pauses_immediately(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             sp.transport.pause_reading()
             tr.set_write_buffer_limits(high=1 << 30)
             while tr.get_write_buffer_size() == 0:
@@ -522,10 +473,6 @@ def test_lowering_high_water_pauses_immediately(loop):
             # Called synchronously from set_write_buffer_limits().
             assert [e[0] for e in cp.events if e[0] == "pause"] == ["pause"]
             sp.transport.resume_reading()
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main(), timeout=15)
 
@@ -537,8 +484,7 @@ def test_lowering_high_water_pauses_immediately(loop):
 
 def test_get_extra_info(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
+        async with _serving(loop) as srv:
             tr, cp, sp = await _connect(loop, srv)
             sock = tr.get_extra_info("socket")
             assert sock is not None
@@ -558,33 +504,23 @@ def test_get_extra_info(loop):
             assert tr.get_extra_info("sockname", sentinel) == sockname
             tr.close()
             await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
 def test_tcp_nodelay_is_set(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, _cp, sp):
             for t in (tr, sp.transport):
                 s = t.get_extra_info("socket")
                 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
 def test_set_protocol_get_protocol(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, cp, sp):
             assert tr.get_protocol() is cp
             sp.transport.write(b"first")
             await cp.wait_for_data(5)
@@ -596,8 +532,6 @@ def test_set_protocol_get_protocol(loop):
             await other.lost
             await iterations(3)
             return cp, other
-        finally:
-            await srv.aclose()
 
     cp, other = run(loop, main())
     assert cp.data() == b"first"
@@ -607,39 +541,6 @@ def test_set_protocol_get_protocol(loop):
     assert other.kinds() == ["data", "eof", "lost"]
 
 
-def test_data_received_exception(loop):
-    boom = ZeroDivisionError("bad protocol")
-
-    class Bad(RecordingProtocol):
-        def data_received(self, data):
-            super().data_received(data)
-            raise boom
-
-    async def main():
-        rec = HandlerRecorder(loop)
-        srv = await Server(loop).start()
-        try:
-            tr, cp = await loop.create_connection(lambda: Bad(loop), *srv.addr)
-            sp = await srv.next()
-            sp.transport.write(b"trigger")
-            exc = await cp.lost
-            await iterations(3)
-            return rec, tr, cp, exc
-        finally:
-            await srv.aclose()
-
-    rec, tr, cp, exc = run(loop, main())
-    assert exc is boom
-    assert [e[0] for e in cp.events] == ["made", "data", "lost"]
-    assert tr.is_closing() is True
-    assert len(rec.contexts) == 1
-    ctx = rec.contexts[0]
-    assert ctx["exception"] is boom
-    assert ctx["protocol"] is cp
-    assert ctx["transport"] is tr
-    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
-
-
 def test_connection_made_exception_is_reported(loop):
     class Bad(asyncio.Protocol):
         def connection_made(self, transport):
@@ -647,8 +548,7 @@ def test_connection_made_exception_is_reported(loop):
 
     async def main():
         rec = HandlerRecorder(loop)
-        srv = await Server(loop).start()
-        try:
+        async with _serving(loop) as srv:
             # The client sees the failure as create_connection()'s exception?
             # No: asyncio runs connection_made via call_soon, the handler gets it.
             tr, _p = await loop.create_connection(Bad, *srv.addr)
@@ -656,8 +556,6 @@ def test_connection_made_exception_is_reported(loop):
             tr.close()
             await iterations(3)
             return rec
-        finally:
-            await srv.aclose()
 
     rec = run(loop, main())
     assert [type(c.get("exception")) for c in rec.contexts] == [KeyError]
@@ -673,12 +571,14 @@ class RecordingBuffered(asyncio.BufferedProtocol):
         self.buf = bytearray(size)
         self.received = bytearray()
         self.events = []
+        self.made = loop.create_future()
         self.lost = loop.create_future()
         self.transport = None
 
     def connection_made(self, transport):
         self.transport = transport
         self.events.append("made")
+        self.made.set_result(transport)
 
     def get_buffer(self, sizehint):
         assert isinstance(sizehint, int)
@@ -698,20 +598,30 @@ class RecordingBuffered(asyncio.BufferedProtocol):
         self.lost.set_result(exc)
 
 
-def test_buffered_protocol(loop):
-    payload = os.urandom(1024 * 1024)
+@pytest.mark.parametrize(
+    "side,size,bufsize,finish",
+    [("client", 1024 * 1024, 4096, "write_eof"), ("server", 300_000, 1000, "close")],
+    ids=["client", "server"],
+)
+def test_buffered_protocol_receives_all(loop, side, size, bufsize, finish):
+    """A BufferedProtocol on ``side`` gets the whole payload through a small
+    buffer, then EOF, whatever way its peer ends (``finish``)."""
+    payload = os.urandom(size)
+
+    def buffered():
+        return RecordingBuffered(loop, bufsize)
 
     async def main():
-        srv = await Server(loop).start()
-        try:
-            _tr, bp = await loop.create_connection(lambda: RecordingBuffered(loop), *srv.addr)
-            sp = await srv.next()
-            sp.transport.write(payload)
-            sp.transport.write_eof()
-            exc = await bp.lost
-            return bp, exc
-        finally:
-            await srv.aclose()
+        if side == "client":
+            server_factory, client_factory = None, buffered
+        else:
+            server_factory, client_factory = buffered, None
+        async with _serving(loop, factory=server_factory) as srv:
+            tr, cp, sp = await _connect(loop, srv, factory=client_factory)
+            receiver, sender = (cp, sp.transport) if side == "client" else (sp, tr)
+            sender.write(payload)
+            getattr(sender, finish)()
+            return receiver, await receiver.lost
 
     bp, exc = run(loop, main())
     assert exc is None
@@ -719,79 +629,63 @@ def test_buffered_protocol(loop):
     assert bp.events == ["made", "data", "eof", "lost"]
 
 
-def test_buffered_protocol_server_side(loop):
-    payload = os.urandom(300_000)
+class _DataReceivedFails(RecordingProtocol):
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.error = ZeroDivisionError("bad protocol")
 
-    async def main():
-        srv = await Server(loop, lambda: RecordingBuffered(loop, 1000)).start()
-        try:
-            tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), *srv.addr)
-            bp = await srv.connected.get()
-            tr.write(payload)
-            tr.close()
-            await cp.lost
-            await bp.lost
-            return bp
-        finally:
-            srv.server.close()
-            await srv.server.wait_closed()
-
-    bp = run(loop, main())
-    assert bytes(bp.received) == payload
-    assert bp.events == ["made", "data", "eof", "lost"]
+    def data_received(self, data):
+        super().data_received(data)
+        raise self.error
 
 
-def test_buffered_protocol_empty_buffer_is_fatal(loop):
-    class Empty(RecordingBuffered):
-        def get_buffer(self, sizehint):
-            return bytearray()
+class _GetBufferReturnsEmpty(RecordingBuffered):
+    error = None  # the transport raises its own RuntimeError
 
+    def get_buffer(self, sizehint):
+        return bytearray()
+
+
+class _GetBufferFails(RecordingBuffered):
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.error = OverflowError("get_buffer")
+
+    def get_buffer(self, sizehint):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "protocol,error_type,callback,events",
+    [
+        (_DataReceivedFails, ZeroDivisionError, "data_received", ["made", "data", "lost"]),
+        (_GetBufferReturnsEmpty, RuntimeError, "get_buffer", ["made", "lost"]),
+        (_GetBufferFails, OverflowError, "get_buffer", ["made", "lost"]),
+    ],
+    ids=["data_received_raises", "get_buffer_empty", "get_buffer_raises"],
+)
+def test_protocol_callback_failure_is_fatal(loop, protocol, error_type, callback, events):
     async def main():
         rec = HandlerRecorder(loop)
-        srv = await Server(loop).start()
-        try:
-            tr, bp = await loop.create_connection(lambda: Empty(loop), *srv.addr)
-            sp = await srv.next()
+        async with _serving(loop) as srv:
+            tr, cp, sp = await _connect(loop, srv, factory=lambda: protocol(loop))
             sp.transport.write(b"data")
-            exc = await bp.lost
+            exc = await cp.lost
             await iterations(3)
-            return rec, bp, exc, tr
-        finally:
-            await srv.aclose()
+            return rec, tr, cp, exc
 
-    rec, bp, exc, tr = run(loop, main())
-    assert isinstance(exc, RuntimeError)
-    assert bp.events == ["made", "lost"]
+    rec, tr, cp, exc = run(loop, main())
+    assert type(exc) is error_type
+    if cp.error is not None:
+        assert exc is cp.error
+    assert [e if isinstance(e, str) else e[0] for e in cp.events] == events
+    assert tr.is_closing() is True
     assert len(rec.contexts) == 1
-    assert rec.contexts[0]["exception"] is exc
-    assert rec.contexts[0]["protocol"] is bp
-    assert rec.contexts[0]["transport"] is tr
-
-
-def test_buffered_protocol_get_buffer_raises(loop):
-    boom = OverflowError("get_buffer")
-
-    class Raising(RecordingBuffered):
-        def get_buffer(self, sizehint):
-            raise boom
-
-    async def main():
-        rec = HandlerRecorder(loop)
-        srv = await Server(loop).start()
-        try:
-            _tr, bp = await loop.create_connection(lambda: Raising(loop), *srv.addr)
-            sp = await srv.next()
-            sp.transport.write(b"data")
-            exc = await bp.lost
-            await iterations(3)
-            return rec, exc
-        finally:
-            await srv.aclose()
-
-    rec, exc = run(loop, main())
-    assert exc is boom
-    assert [c["exception"] for c in rec.contexts] == [boom]
-    assert rec.contexts[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+    ctx = rec.contexts[0]
+    assert ctx["exception"] is exc
+    assert ctx["protocol"] is cp
+    assert ctx["transport"] is tr
+    assert ctx["message"] == f"Fatal error: protocol.{callback}() call failed."
 
 
 # --------------------------------------------------------------------------
@@ -801,136 +695,145 @@ def test_buffered_protocol_get_buffer_raises(loop):
 
 def test_create_connection_sock(loop):
     async def main():
-        srv = await Server(loop).start()
-        sock = socket.create_connection(srv.addr)
-        fd = sock.fileno()
-        try:
-            tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), sock=sock)
-            sp = await srv.next()
-            assert tr.get_extra_info("socket").fileno() == fd
-            # The loop made the socket non-blocking.
-            assert sock.gettimeout() == 0
-            tr.write(b"via sock=")
-            await sp.wait_for_data(9)
-            tr.close()
-            await cp.lost
-            # The transport owns (and closed) the socket.
-            assert sock.fileno() == -1
-            return sp.data()
-        finally:
-            sock.close()
-            await srv.aclose()
+        async with _serving(loop) as srv:
+            sock = socket.create_connection(srv.addr)
+            fd = sock.fileno()
+            try:
+                tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), sock=sock)
+                sp = await srv.next()
+                assert tr.get_extra_info("socket").fileno() == fd
+                # The loop made the socket non-blocking.
+                assert sock.gettimeout() == 0
+                tr.write(b"via sock=")
+                await sp.wait_for_data(9)
+                tr.close()
+                await cp.lost
+                # The transport owns (and closed) the socket.
+                assert sock.fileno() == -1
+                return sp.data()
+            finally:
+                sock.close()
 
     assert run(loop, main()) == b"via sock="
 
 
-def test_create_connection_sock_and_host_conflict(loop):
+# Argument errors: each call raises ValueError before doing any I/O.  The
+# socket (if any) is made fresh: "tcp" (SOCK_STREAM) or "udp" (SOCK_DGRAM).
+_P = asyncio.Protocol
+_VALUE_ERRORS = {
+    "create_connection-sock_and_host": (
+        "tcp",
+        lambda lp, s: lp.create_connection(_P, "127.0.0.1", 1, sock=s),
+    ),
+    "create_connection-neither_host_nor_sock": (None, lambda lp, s: lp.create_connection(_P)),
+    "create_connection-udp_sock": ("udp", lambda lp, s: lp.create_connection(_P, sock=s)),
+    "create_connection-server_hostname_without_ssl": (
+        None,
+        lambda lp, s: lp.create_connection(_P, "127.0.0.1", 1, server_hostname="example.test"),
+    ),
+    "create_connection-ssl_handshake_timeout_without_ssl": (
+        None,
+        lambda lp, s: lp.create_connection(_P, "127.0.0.1", 1, ssl_handshake_timeout=1),
+    ),
+    "create_server-sock_and_host": (
+        "tcp",
+        lambda lp, s: lp.create_server(_P, "127.0.0.1", 0, sock=s),
+    ),
+    "create_server-udp_sock": ("udp", lambda lp, s: lp.create_server(_P, sock=s)),
+    "create_server-ssl_handshake_timeout_without_ssl": (
+        None,
+        lambda lp, s: lp.create_server(_P, "127.0.0.1", 0, ssl_handshake_timeout=1.0),
+    ),
+    "connect_accepted_socket-udp_sock": ("udp", lambda lp, s: lp.connect_accepted_socket(_P, s)),
+    "create_unix_server-tcp_sock": ("tcp", lambda lp, s: lp.create_unix_server(_P, sock=s)),
+    "create_unix_connection-tcp_sock": ("tcp", lambda lp, s: lp.create_unix_connection(_P, sock=s)),
+}
+
+
+@pytest.mark.parametrize("case", list(_VALUE_ERRORS))
+def test_bad_arguments_raise_value_error(loop, case):
+    sock_kind, call = _VALUE_ERRORS[case]
+    types = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+    sock = socket.socket(socket.AF_INET, types[sock_kind]) if sock_kind else None
+
     async def main():
-        sock = socket.socket()
-        try:
-            with pytest.raises(ValueError):
-                await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1, sock=sock)
-            with pytest.raises(ValueError):
-                await loop.create_connection(asyncio.Protocol)
-        finally:
+        with pytest.raises(ValueError):
+            await call(loop, sock)
+
+    try:
+        run(loop, main())
+    finally:
+        if sock is not None:
             sock.close()
-
-    run(loop, main())
-
-
-def test_create_connection_udp_sock_rejected(loop):
-    async def main():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            with pytest.raises(ValueError):
-                await loop.create_connection(asyncio.Protocol, sock=sock)
-        finally:
-            sock.close()
-
-    run(loop, main())
 
 
 def test_create_connection_local_addr(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
+        async with _serving(loop) as srv:
             lport = closed_port()
             tr, cp, sp = await _connect(loop, srv, local_addr=("127.0.0.1", lport))
             assert tr.get_extra_info("sockname") == ("127.0.0.1", lport)
             assert sp.transport.get_extra_info("peername") == ("127.0.0.1", lport)
             tr.close()
             await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
 def test_create_connection_local_addr_in_use(loop):
     async def main():
-        srv = await Server(loop).start()
-        busy = tcp_listener()
-        try:
-            with pytest.raises(OSError) as info:
-                await loop.create_connection(
-                    asyncio.Protocol, *srv.addr, local_addr=busy.getsockname()
-                )
-            assert info.value.errno == errno.EADDRINUSE
-        finally:
-            busy.close()
-            await srv.aclose()
+        async with _serving(loop) as srv:
+            busy = tcp_listener()
+            try:
+                with pytest.raises(OSError) as info:
+                    await loop.create_connection(
+                        asyncio.Protocol, *srv.addr, local_addr=busy.getsockname()
+                    )
+                assert info.value.errno == errno.EADDRINUSE
+            finally:
+                busy.close()
 
     run(loop, main())
 
 
-def test_create_connection_family_and_localhost(loop):
+@pytest.mark.parametrize(
+    "server_host,connect_host,kw,family",
+    [
+        ("127.0.0.1", "localhost", {"family": socket.AF_INET}, socket.AF_INET),
+        pytest.param("::1", "::1", {}, socket.AF_INET6, marks=needs_ipv6),
+    ],
+    ids=["localhost_inet", "ipv6"],
+)
+def test_create_connection_host_and_family(loop, server_host, connect_host, kw, family):
     async def main():
-        srv = await Server(loop).start()
-        try:
+        async with _serving(loop, server_host, 0) as srv:
+            port = srv.addr[1]
             tr, cp = await loop.create_connection(
-                lambda: RecordingProtocol(loop), "localhost", srv.addr[1], family=socket.AF_INET
+                lambda: RecordingProtocol(loop), connect_host, port, **kw
             )
             sp = await srv.next()
-            assert tr.get_extra_info("peername") == ("127.0.0.1", srv.addr[1])
-            assert tr.get_extra_info("socket").family == socket.AF_INET
+            assert tr.get_extra_info("socket").family == family
+            assert tr.get_extra_info("peername") == srv.addr
+            assert srv.addr[:2] == (server_host, port)
+            tr.write(b"hello")
+            await sp.wait_for_data(5)
             tr.close()
             await cp.lost
             await sp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
 
-@needs_ipv6
-def test_create_connection_ipv6(loop):
-    async def main():
-        srv = await Server(loop).start("::1", 0)
-        try:
-            tr, cp = await loop.create_connection(
-                lambda: RecordingProtocol(loop), "::1", srv.addr[1]
-            )
-            sp = await srv.next()
-            assert tr.get_extra_info("socket").family == socket.AF_INET6
-            assert tr.get_extra_info("peername")[:2] == ("::1", srv.addr[1])
-            tr.write(b"six")
-            await sp.wait_for_data(3)
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
-
-    run(loop, main())
-
-
-def test_create_connection_refused(loop):
-    port = closed_port()
-
-    async def main():
-        with pytest.raises(ConnectionRefusedError):
-            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-
-    run(loop, main())
+@nobody_listening
+def test_create_connection_nobody_listening(loop, unix_path, kind, error):
+    check_nobody_listening(
+        loop,
+        kind,
+        error,
+        unix_path,
+        functools.partial(loop.create_connection, asyncio.Protocol),
+        functools.partial(loop.create_unix_connection, asyncio.Protocol),
+    )
 
 
 def _fake_getaddrinfo(loop, ports):
@@ -955,22 +858,21 @@ def _fake_getaddrinfo(loop, ports):
 )
 def test_create_connection_skips_unreachable_candidate(loop, kw):
     async def main():
-        srv = await Server(loop).start()
-        dead = closed_port()
-        calls = _fake_getaddrinfo(loop, [dead, srv.addr[1]])
-        try:
-            tr, cp = await loop.create_connection(
-                lambda: RecordingProtocol(loop), "example.test", 1234, **kw
-            )
-            sp = await srv.next()
-            assert tr.get_extra_info("peername") == ("127.0.0.1", srv.addr[1])
-            assert calls == [("example.test", 1234)]
-            tr.close()
-            await cp.lost
-            await sp.lost
-        finally:
-            del loop.getaddrinfo
-            await srv.aclose()
+        async with _serving(loop) as srv:
+            dead = closed_port()
+            calls = _fake_getaddrinfo(loop, [dead, srv.addr[1]])
+            try:
+                tr, cp = await loop.create_connection(
+                    lambda: RecordingProtocol(loop), "example.test", 1234, **kw
+                )
+                sp = await srv.next()
+                assert tr.get_extra_info("peername") == ("127.0.0.1", srv.addr[1])
+                assert calls == [("example.test", 1234)]
+                tr.close()
+                await cp.lost
+                await sp.lost
+            finally:
+                del loop.getaddrinfo
 
     run(loop, main())
 
@@ -1040,7 +942,7 @@ def test_create_connection_unresolvable(loop):
 def test_create_server_port_zero_and_sockets(loop):
     async def main():
         server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
-        try:
+        async with server:
             assert server.is_serving() is True
             socks = server.sockets
             assert len(socks) == 1
@@ -1048,9 +950,6 @@ def test_create_server_port_zero_and_sockets(loop):
             assert host == "127.0.0.1" and port > 0
             # Listening sockets have SO_REUSEADDR on POSIX by default.
             assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(loop, main())
 
@@ -1059,7 +958,7 @@ def test_create_server_host_list(loop):
     async def main():
         hosts = ["127.0.0.1", "::1"] if HAS_IPV6 else ["127.0.0.1"]
         server = await loop.create_server(asyncio.Protocol, hosts, 0)
-        try:
+        async with server:
             fams = sorted(s.family for s in server.sockets)
             expected = sorted([socket.AF_INET] + ([socket.AF_INET6] if HAS_IPV6 else []))
             assert fams == expected
@@ -1069,9 +968,6 @@ def test_create_server_host_list(loop):
                     assert s.getsockname()[0] == "::1"
                 else:
                     assert s.getsockname()[0] == "127.0.0.1"
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(loop, main())
 
@@ -1079,11 +975,8 @@ def test_create_server_host_list(loop):
 def test_create_server_duplicate_hosts_deduplicated(loop):
     async def main():
         server = await loop.create_server(asyncio.Protocol, ["127.0.0.1", "127.0.0.1"], 0)
-        try:
+        async with server:
             return len(server.sockets)
-        finally:
-            server.close()
-            await server.wait_closed()
 
     assert run(loop, main()) == 1
 
@@ -1093,7 +986,7 @@ def test_create_server_reuse_port(loop):
     async def main():
         s1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, reuse_port=True)
         port = s1.sockets[0].getsockname()[1]
-        try:
+        async with s1:
             s2 = await loop.create_server(asyncio.Protocol, "127.0.0.1", port, reuse_port=True)
             try:
                 for s in s1.sockets + s2.sockets:
@@ -1102,9 +995,6 @@ def test_create_server_reuse_port(loop):
             finally:
                 s2.close()
                 await s2.wait_closed()
-        finally:
-            s1.close()
-            await s1.wait_closed()
 
     run(loop, main())
 
@@ -1112,32 +1002,26 @@ def test_create_server_reuse_port(loop):
 def test_create_server_port_in_use(loop):
     async def main():
         s1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
-        try:
+        async with s1:
             with pytest.raises(OSError) as info:
                 await loop.create_server(
                     asyncio.Protocol, "127.0.0.1", s1.sockets[0].getsockname()[1]
                 )
             assert info.value.errno == errno.EADDRINUSE
             assert type(info.value) is OSError
-        finally:
-            s1.close()
-            await s1.wait_closed()
 
     run(loop, main())
 
 
 def test_create_server_backlog(loop):
     async def main():
-        srv = await Server(loop).start(backlog=1)
-        try:
+        async with _serving(loop, backlog=1) as srv:
             clients = []
             for _ in range(3):
                 clients.append(await _connect(loop, srv))
             for tr, cp, _ in clients:
                 tr.close()
                 await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
@@ -1147,42 +1031,13 @@ def test_create_server_sock(loop):
         lsock = socket.socket()
         lsock.bind(("127.0.0.1", 0))
         fd = lsock.fileno()
-        srv = await Server(loop).start(None, None, sock=lsock)
-        try:
+        async with _serving(loop, None, None, sock=lsock) as srv:
             assert srv.server.sockets[0].fileno() == fd
             assert lsock.gettimeout() == 0
             tr, cp, _sp = await _connect(loop, srv)
             tr.close()
             await cp.lost
-        finally:
-            await srv.aclose()
         assert lsock.fileno() == -1  # the server closed it
-
-    run(loop, main())
-
-
-def test_create_server_sock_and_host_conflict(loop):
-    async def main():
-        sock = socket.socket()
-        try:
-            with pytest.raises(ValueError):
-                await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, sock=sock)
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                with pytest.raises(ValueError):
-                    await loop.create_server(asyncio.Protocol, sock=udp)
-            finally:
-                udp.close()
-        finally:
-            sock.close()
-
-    run(loop, main())
-
-
-def test_create_server_ssl_handshake_timeout_without_ssl(loop):
-    async def main():
-        with pytest.raises(ValueError):
-            await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl_handshake_timeout=1.0)
 
     run(loop, main())
 
@@ -1217,18 +1072,6 @@ def test_connect_accepted_socket(loop):
     assert kinds == ["made", "data", "eof", "lost"]
 
 
-def test_connect_accepted_socket_rejects_udp(loop):
-    async def main():
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            with pytest.raises(ValueError):
-                await loop.connect_accepted_socket(asyncio.Protocol, s)
-        finally:
-            s.close()
-
-    run(loop, main())
-
-
 # --------------------------------------------------------------------------
 # Unix servers/connections
 # --------------------------------------------------------------------------
@@ -1236,11 +1079,9 @@ def test_connect_accepted_socket_rejects_udp(loop):
 
 def test_unix_protocol_roundtrip(loop, unix_path):
     async def main():
-        srv = await Server(loop).start_unix(unix_path)
-        try:
+        async with _serving(loop, unix_path, unix=True) as srv:
             assert srv.addr == unix_path
-            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
-            sp = await srv.next()
+            tr, cp, sp = await _connect(loop, srv, unix_path)
             assert tr.get_extra_info("peername") == unix_path
             assert tr.get_extra_info("socket").family == socket.AF_UNIX
             assert tr.can_write_eof() is True
@@ -1249,8 +1090,6 @@ def test_unix_protocol_roundtrip(loop, unix_path):
             await sp.eof
             await cp.lost
             return sp
-        finally:
-            await srv.aclose()
 
     sp = run(loop, main())
     assert sp.kinds() == ["made", "data", "eof", "lost"]
@@ -1281,21 +1120,25 @@ def test_unix_server_cleanup_socket_false(loop, unix_path):
     assert run(loop, main()) is True
 
 
-def test_unix_server_replaces_stale_socket_file(loop, unix_path):
-    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    stale.bind(unix_path)
-    stale.close()  # leaves the socket file behind
-    assert os.path.exists(unix_path)
+@pytest.mark.parametrize("listen", ["path_over_stale_file", "sock"])
+def test_unix_server_accepts(loop, unix_path, listen):
+    if listen == "sock":
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(unix_path)
+        args, kw = (None,), {"sock": lsock}
+    else:
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(unix_path)
+        stale.close()  # leaves the socket file behind
+        assert os.path.exists(unix_path)
+        args, kw = (unix_path,), {}
 
     async def main():
-        srv = await Server(loop).start_unix(unix_path)
-        try:
-            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
-            await srv.next()
+        async with _serving(loop, *args, unix=True, **kw) as srv:
+            assert srv.addr == unix_path
+            tr, cp, _sp = await _connect(loop, srv, unix_path)
             tr.close()
             await cp.lost
-        finally:
-            await srv.aclose()
 
     run(loop, main())
 
@@ -1316,41 +1159,8 @@ def test_unix_server_path_is_regular_file(loop, unix_path):
         assert f.read() == "not a socket"  # untouched
 
 
-def test_unix_server_sock(loop, unix_path):
+def test_unix_connection_to_stale_socket_file_refused(loop, unix_path):
     async def main():
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(unix_path)
-        srv = await Server(loop).start_unix(None, sock=lsock)
-        try:
-            assert srv.addr == unix_path
-            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), unix_path)
-            await srv.next()
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
-
-    run(loop, main())
-
-
-def test_unix_server_rejects_tcp_sock(loop):
-    async def main():
-        s = socket.socket()
-        try:
-            with pytest.raises(ValueError):
-                await loop.create_unix_server(asyncio.Protocol, sock=s)
-            with pytest.raises(ValueError):
-                await loop.create_unix_connection(asyncio.Protocol, sock=s)
-        finally:
-            s.close()
-
-    run(loop, main())
-
-
-def test_unix_connection_errors(loop, unix_path):
-    async def main():
-        with pytest.raises(FileNotFoundError):
-            await loop.create_unix_connection(asyncio.Protocol, unix_path)
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(unix_path)
         stale.close()
@@ -1364,17 +1174,13 @@ def test_unix_abstract_namespace(loop):
     name = f"\0tokioloop-test-{os.getpid()}-{id(loop)}"
 
     async def main():
-        srv = await Server(loop).start_unix(name)
-        try:
-            tr, cp = await loop.create_unix_connection(lambda: RecordingProtocol(loop), name)
-            sp = await srv.next()
+        async with _serving(loop, name, unix=True) as srv:
+            tr, cp, sp = await _connect(loop, srv, name)
             tr.write(b"abstract")
             await sp.wait_for_data(8)
             tr.close()
             await cp.lost
             return srv.addr
-        finally:
-            await srv.aclose()
 
     addr = run(loop, main())
     assert addr == name.encode()
@@ -1388,13 +1194,10 @@ def test_create_server_ipv6_wildcard_unaffected(loop):
 
     async def main():
         server = await loop.create_server(asyncio.Protocol, "::1", 0)
-        try:
+        async with server:
             port = server.sockets[0].getsockname()[1]
             with pytest.raises(ConnectionRefusedError):
                 await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(loop, main())
 
@@ -1411,20 +1214,14 @@ def test_loop_sendfile_over_transport(loop, tmp_path, use_bytesio):
     path.write_bytes(data)
 
     async def main(f):
-        srv = await Server(loop).start()
-        try:
-            tr, cp, sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, _cp, sp):
             sent = await loop.sendfile(tr, f, 1000, 500_000)
             assert sent == 500_000
             assert f.tell() == 501_000
             # The transport is usable afterwards.
             tr.write(b"END")
             await sp.wait_for_data(500_003)
-            tr.close()
-            await cp.lost
             return sp.data()
-        finally:
-            await srv.aclose()
 
     if use_bytesio:
         got = run(loop, main(io.BytesIO(data)))
@@ -1436,26 +1233,8 @@ def test_loop_sendfile_over_transport(loop, tmp_path, use_bytesio):
 
 def test_loop_sendfile_no_fallback_bytesio(loop):
     async def main():
-        srv = await Server(loop).start()
-        try:
-            tr, cp, _sp = await _connect(loop, srv)
+        async with _connected(loop) as (tr, _cp, _sp):
             with pytest.raises(asyncio.SendfileNotAvailableError):
                 await loop.sendfile(tr, io.BytesIO(b"abc"), fallback=False)
-            tr.close()
-            await cp.lost
-        finally:
-            await srv.aclose()
-
-    run(loop, main())
-
-
-def test_create_connection_server_hostname_without_ssl(loop):
-    async def main():
-        with pytest.raises(ValueError):
-            await loop.create_connection(
-                asyncio.Protocol, "127.0.0.1", 1, server_hostname="example.test"
-            )
-        with pytest.raises(ValueError):
-            await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1, ssl_handshake_timeout=1)
 
     run(loop, main())

@@ -13,20 +13,11 @@ from net_support import (
     RecordingProtocol,
     closed_port,
     iterations,
-    nb_socketpair,
     run,
+    sock_pair_fixture,  # noqa: F401  (provides the sock_pair fixture)
     tcp_listener,
+    watch_once,
 )
-
-
-@pytest.fixture
-def pair():
-    a, b = nb_socketpair()
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
 
 
 class FileNo:
@@ -37,31 +28,35 @@ class FileNo:
         return self.fd
 
 
-def test_reader_fires_when_readable(loop, pair):
-    a, b = pair
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def on_readable(tag):
-            got.append((tag, a.recv(100)))
-            done.set_result(None)
-
-        assert loop.add_reader(a.fileno(), on_readable, "tag") is None
-        await iterations(5)
-        assert got == []  # not readable yet: must not fire
-        b.send(b"ping")
-        await done
-        assert loop.remove_reader(a.fileno()) is True
-
-    run(loop, main())
-    assert got == [("tag", b"ping")]
+# How a socket is named to add_reader() and then to remove_reader(): the
+# registration is keyed by the fd number, whatever object carried it.
+_KEYS = {
+    "fd": (lambda s: s.fileno(), lambda s: s.fileno()),
+    "fileno_object": (lambda s: FileNo(s.fileno()), lambda s: s.fileno()),
+    "socket_object": (lambda s: s, lambda s: FileNo(s.fileno())),
+}
 
 
-def test_reader_is_level_triggered(loop, pair):
+@pytest.mark.parametrize("key", sorted(_KEYS))
+def test_reader_fires_when_readable(loop, sock_pair, key):
+    a, b = sock_pair
+    add_key, remove_key = _KEYS[key]
+    got = watch_once(
+        loop,
+        "reader",
+        add_key(a),
+        lambda tag: (tag, a.recv(100)),
+        "tag",
+        trigger=lambda: b.send(b"ping"),  # not readable before: must not fire
+        remove_key=remove_key(a),
+    )
+    assert got == [("tag", b"ping"), True]
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_reader_is_level_triggered(loop, sock_pair):
     """A reader that does not drain the socket fires again next iteration."""
-    a, b = pair
+    a, b = sock_pair
     calls = []
 
     async def main():
@@ -85,8 +80,8 @@ def test_reader_is_level_triggered(loop, pair):
     assert a.recv(10) == b"x"
 
 
-def test_reader_fires_each_iteration_when_ready(loop, pair):
-    a, b = pair
+def test_reader_fires_each_iteration_when_ready(loop, sock_pair):
+    a, b = sock_pair
     calls = []
 
     async def main():
@@ -107,24 +102,18 @@ def test_reader_fires_each_iteration_when_ready(loop, pair):
     assert extra >= 2
 
 
-def test_remove_reader_return_values(loop, pair):
-    a, _ = pair
-    assert loop.remove_reader(a.fileno()) is False
-    loop.add_reader(a.fileno(), lambda: None)
-    assert loop.remove_reader(a.fileno()) is True
-    assert loop.remove_reader(a.fileno()) is False
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_remove_return_values(loop, sock_pair, kind):
+    a, _ = sock_pair
+    add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
+    assert remove(a.fileno()) is False
+    add(a.fileno(), lambda: None)
+    assert remove(a.fileno()) is True
+    assert remove(a.fileno()) is False
 
 
-def test_remove_writer_return_values(loop, pair):
-    a, _ = pair
-    assert loop.remove_writer(a.fileno()) is False
-    loop.add_writer(a.fileno(), lambda: None)
-    assert loop.remove_writer(a.fileno()) is True
-    assert loop.remove_writer(a.fileno()) is False
-
-
-def test_reader_and_writer_are_independent(loop, pair):
-    a, _ = pair
+def test_reader_and_writer_are_independent(loop, sock_pair):
+    a, _ = sock_pair
     loop.add_reader(a.fileno(), lambda: None)
     assert loop.remove_writer(a.fileno()) is False
     loop.add_writer(a.fileno(), lambda: None)
@@ -133,8 +122,8 @@ def test_reader_and_writer_are_independent(loop, pair):
     assert loop.remove_reader(a.fileno()) is False
 
 
-def test_replacing_reader(loop, pair):
-    a, b = pair
+def test_replacing_reader(loop, sock_pair):
+    a, b = sock_pair
     got = []
 
     async def main():
@@ -159,30 +148,15 @@ def test_replacing_reader(loop, pair):
     assert got == [("second", b"z")]
 
 
-def test_writer_fires_when_writable(loop, pair):
-    a, b = pair
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def on_writable(x, y):
-            got.append((x, y))
-            a.send(b"hello")
-            loop.remove_writer(a.fileno())
-            done.set_result(None)
-
-        assert loop.add_writer(a.fileno(), on_writable, 1, 2) is None
-        await done
-        await iterations(3)
-
-    run(loop, main())
-    assert got == [(1, 2)]
+def test_writer_fires_when_writable(loop, sock_pair):
+    a, b = sock_pair
+    got = watch_once(loop, "writer", a.fileno(), lambda x, y: (x, y, a.send(b"hello")), 1, 2)
+    assert got == [(1, 2, 5), True]
     assert b.recv(10) == b"hello"
 
 
-def test_writer_waits_while_send_buffer_full(loop, pair):
-    a, b = pair
+def test_writer_waits_while_send_buffer_full(loop, sock_pair):
+    a, b = sock_pair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     # Fill the socket until the kernel refuses more.
     sent = 0
@@ -217,8 +191,8 @@ def test_writer_waits_while_send_buffer_full(loop, pair):
     assert calls and set(calls) == {"w"}
 
 
-def test_remove_reader_inside_callback_stops_calls(loop, pair):
-    a, b = pair
+def test_remove_reader_inside_callback_stops_calls(loop, sock_pair):
+    a, b = sock_pair
     calls = []
 
     def cb():
@@ -234,8 +208,8 @@ def test_remove_reader_inside_callback_stops_calls(loop, pair):
     assert calls == [1]
 
 
-def test_reader_exception_goes_to_handler_and_reader_stays(loop, pair):
-    a, b = pair
+def test_reader_exception_goes_to_handler_and_reader_stays(loop, sock_pair):
+    a, b = sock_pair
     rec = HandlerRecorder(loop)
     calls = []
     boom = ValueError("boom")
@@ -261,47 +235,6 @@ def test_reader_exception_goes_to_handler_and_reader_stays(loop, pair):
     assert ctx["exception"] is boom
     assert "handle" in ctx
     assert ctx["message"].startswith("Exception in callback")
-
-
-def test_add_reader_accepts_object_with_fileno(loop, pair):
-    a, b = pair
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            got.append(a.recv(10))
-            done.set_result(None)
-
-        loop.add_reader(FileNo(a.fileno()), cb)
-        b.send(b"obj")
-        await done
-        # The registration is keyed by the fd number.
-        assert loop.remove_reader(a.fileno()) is True
-
-    run(loop, main())
-    assert got == [b"obj"]
-
-
-def test_add_reader_accepts_socket_object(loop, pair):
-    a, b = pair
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            got.append(a.recv(10))
-            done.set_result(None)
-
-        loop.add_reader(a, cb)
-        b.send(b"sock")
-        await done
-        assert loop.remove_reader(FileNo(a.fileno())) is True
-
-    run(loop, main())
-    assert got == [b"sock"]
 
 
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
@@ -346,36 +279,28 @@ def test_closed_socket_object(loop, method):
         getattr(loop, method)(s, lambda: None)
 
 
-def test_add_reader_on_closed_loop(loop_factory):
+def test_add_reader_on_closed_loop(loop_factory, sock_pair):
     lp = loop_factory()
     lp.close()
-    a, b = nb_socketpair()
-    try:
-        with pytest.raises(RuntimeError, match="closed"):
-            lp.add_reader(a.fileno(), lambda: None)
-        with pytest.raises(RuntimeError, match="closed"):
-            lp.add_writer(a.fileno(), lambda: None)
-        assert lp.remove_reader(a.fileno()) is False
-        assert lp.remove_writer(a.fileno()) is False
-    finally:
-        a.close()
-        b.close()
+    a, _ = sock_pair
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.add_reader(a.fileno(), lambda: None)
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.add_writer(a.fileno(), lambda: None)
+    assert lp.remove_reader(a.fileno()) is False
+    assert lp.remove_writer(a.fileno()) is False
 
 
-def test_close_loop_with_registered_reader(loop_factory):
+def test_close_loop_with_registered_reader(loop_factory, sock_pair):
     """Closing the loop drops registrations; the fd itself is left open."""
     lp = loop_factory()
-    a, b = nb_socketpair()
-    try:
-        lp.add_reader(a.fileno(), lambda: None)
-        lp.add_writer(b.fileno(), lambda: None)
-        lp.close()
-        assert a.fileno() >= 0 and b.fileno() >= 0
-        a.send(b"still open")
-        assert b.recv(100) == b"still open"
-    finally:
-        a.close()
-        b.close()
+    a, b = sock_pair
+    lp.add_reader(a.fileno(), lambda: None)
+    lp.add_writer(b.fileno(), lambda: None)
+    lp.close()
+    assert a.fileno() >= 0 and b.fileno() >= 0
+    a.send(b"still open")
+    assert b.recv(100) == b"still open"
 
 
 @pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
@@ -384,7 +309,7 @@ def test_fd_owned_by_transport_raises_runtime_error(loop, method):
 
     async def main():
         server = await loop.create_server(asyncio.Protocol, sock=lsock)
-        try:
+        async with server:
             tr, proto = await loop.create_connection(
                 lambda: RecordingProtocol(loop), *lsock.getsockname()
             )
@@ -400,9 +325,6 @@ def test_fd_owned_by_transport_raises_runtime_error(loop, method):
             finally:
                 tr.close()
             await proto.lost
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(loop, main())
 
@@ -410,70 +332,42 @@ def test_fd_owned_by_transport_raises_runtime_error(loop, method):
 def test_reader_on_pipe(loop):
     r, w = os.pipe()
     os.set_blocking(r, False)
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            got.append(os.read(r, 100))
-            done.set_result(None)
-
-        loop.add_reader(r, cb)
-        os.write(w, b"pipe data")
-        await done
-        assert loop.remove_reader(r) is True
-
     try:
-        run(loop, main())
+        got = watch_once(
+            loop, "reader", r, lambda: os.read(r, 100), trigger=lambda: os.write(w, b"pipe data")
+        )
     finally:
         os.close(r)
         os.close(w)
-    assert got == [b"pipe data"]
+    assert got == [b"pipe data", True]
 
 
-def test_reader_sees_eof(loop, pair):
-    a, b = pair
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            got.append(a.recv(10))
-            loop.remove_reader(a.fileno())
-            done.set_result(None)
-
-        loop.add_reader(a.fileno(), cb)
-        b.shutdown(socket.SHUT_WR)
-        await done
-
-    run(loop, main())
-    assert got == [b""]
+def test_reader_sees_eof(loop, sock_pair):
+    a, b = sock_pair
+    got = watch_once(
+        loop, "reader", a.fileno(), lambda: a.recv(10), trigger=lambda: b.shutdown(socket.SHUT_WR)
+    )
+    assert got == [b"", True]
 
 
-def test_fd_closed_while_registered(loop):
+def test_fd_closed_while_registered(loop, sock_pair):
     """Closing a watched fd behind the loop's back: no callback, no error, and
     remove_reader() still reports the registration."""
-    a, b = nb_socketpair()
+    a, _ = sock_pair
     calls = []
     fd = a.fileno()
-    try:
 
-        async def main():
-            loop.add_reader(fd, calls.append, "r")
-            await iterations(3)
-            a.close()
-            await asyncio.sleep(0.02)
-            await iterations(3)
-
-        run(loop, main())
-        assert calls == []
-        assert loop.remove_reader(fd) is True
-        assert loop.remove_reader(fd) is False
-    finally:
+    async def main():
+        loop.add_reader(fd, calls.append, "r")
+        await iterations(3)
         a.close()
-        b.close()
+        await asyncio.sleep(0.02)
+        await iterations(3)
+
+    run(loop, main())
+    assert calls == []
+    assert loop.remove_reader(fd) is True
+    assert loop.remove_reader(fd) is False
 
 
 def test_reader_fires_on_pending_socket_error(loop):
@@ -483,30 +377,19 @@ def test_reader_fires_on_pending_socket_error(loop):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     s.connect(("127.0.0.1", closed_port()))
-    got = []
 
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            try:
-                s.recv(100)
-            except OSError as e:
-                got.append(type(e))
-            else:  # pragma: no cover - nothing was sent to us
-                got.append("data")
-            loop.remove_reader(s)
-            done.set_result(None)
-
-        loop.add_reader(s, cb)
-        s.send(b"ping")
-        await asyncio.wait_for(done, 2)
+    def recv_error():
+        try:
+            s.recv(100)
+        except OSError as e:
+            return type(e)
+        return "data"  # pragma: no cover - nothing was sent to us
 
     try:
-        run(loop, main())
+        got = watch_once(loop, "reader", s, recv_error, trigger=lambda: s.send(b"ping"))
     finally:
         s.close()
-    assert got == [ConnectionRefusedError]
+    assert got == [ConnectionRefusedError, True]
 
 
 def test_writer_fires_on_failed_connect(loop):
@@ -516,23 +399,12 @@ def test_writer_fires_on_failed_connect(loop):
     s.setblocking(False)
     err = s.connect_ex(("127.0.0.1", closed_port()))
     assert err in (errno.EINPROGRESS, errno.ECONNREFUSED)
-    got = []
-
-    async def main():
-        done = loop.create_future()
-
-        def cb():
-            got.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
-            loop.remove_writer(s)
-            done.set_result(None)
-
-        loop.add_writer(s, cb)
-        await asyncio.wait_for(done, 2)
-
     try:
         if err != errno.EINPROGRESS:
             pytest.skip("connect() failed synchronously on this kernel")
-        run(loop, main())
-        assert got == [errno.ECONNREFUSED]
+        got = watch_once(
+            loop, "writer", s, lambda: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        )
+        assert got == [errno.ECONNREFUSED, True]
     finally:
         s.close()

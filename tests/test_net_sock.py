@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -12,13 +13,15 @@ import socket
 import pytest
 from loop_support import PY311
 from net_support import (
-    HAS_IPV6,
-    closed_port,
     iterations,
-    nb_socketpair,
+    needs_ipv6,
+    nobody_listening,
     run,
+    sock_pair_fixture,  # noqa: F401  (provides the sock_pair fixture)
     tcp_listener,
     unix_path_fixture,  # noqa: F401  (provides the unix_path fixture)
+    unused_address,
+    watch_once,
 )
 
 needs_py311 = pytest.mark.skipif(not PY311, reason="sock_recvfrom & co. are 3.11+")
@@ -28,34 +31,50 @@ def _payload(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-async def _tcp_connected_pair(loop, family=socket.AF_INET, host="127.0.0.1"):
-    """(client, server-side) connected non-blocking TCP sockets via sock_*."""
-    lsock = tcp_listener(host, family)
-    try:
-        client = socket.socket(family, socket.SOCK_STREAM)
-        client.setblocking(False)
-        accept = asyncio.ensure_future(loop.sock_accept(lsock))
-        await loop.sock_connect(client, lsock.getsockname()[:2])
-        conn, addr = await accept
-        return client, conn, addr
-    finally:
-        lsock.close()
+# Stream socket kinds: family and listening address (None: the unix_path).
+_STREAM_KINDS = {
+    "tcp": (socket.AF_INET, "127.0.0.1"),
+    "tcp6": (socket.AF_INET6, "::1"),
+    "unix": (socket.AF_UNIX, None),
+}
+TCP_AND_UNIX = pytest.mark.parametrize("kind", ["tcp", "unix"])
 
 
-async def _unix_connected_pair(loop, path):
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(path)
-    lsock.listen(4)
-    lsock.setblocking(False)
+@contextlib.asynccontextmanager
+async def _connected(loop, kind="tcp", unix_path=None, *, lsock=None, address=None):
+    """Yield ``(client, server-side, accept address)``: connected non-blocking
+    stream sockets of ``kind`` made with sock_connect/sock_accept, closed on exit.
+
+    The client connects to ``address`` (default: the listener's own address).
+    The listening socket is made here and closed once it has accepted, unless
+    the caller passes its own ``lsock``."""
+    family, host = _STREAM_KINDS[kind]
+    own_lsock = lsock is None
+    if own_lsock and host is None:
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.bind(unix_path)
+        lsock.listen(4)
+        lsock.setblocking(False)
+    elif own_lsock:
+        lsock = tcp_listener(host, family)
+    if address is None:
+        address = lsock.getsockname()[:2] if host else unix_path
+    client = socket.socket(family, socket.SOCK_STREAM)
+    conn = None
     try:
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.setblocking(False)
         accept = asyncio.ensure_future(loop.sock_accept(lsock))
-        await loop.sock_connect(client, path)
+        assert await loop.sock_connect(client, address) is None
         conn, addr = await accept
-        return client, conn, addr
+        if own_lsock:
+            lsock.close()
+        yield client, conn, addr
     finally:
-        lsock.close()
+        if own_lsock:
+            lsock.close()
+        client.close()
+        if conn is not None:
+            conn.close()
 
 
 # --------------------------------------------------------------------------
@@ -63,101 +82,53 @@ async def _unix_connected_pair(loop, path):
 # --------------------------------------------------------------------------
 
 
-def test_sock_connect_accept_tcp(loop):
+@pytest.mark.parametrize("kind", ["tcp", pytest.param("tcp6", marks=needs_ipv6), "unix"])
+def test_sock_connect_accept(loop, kind, unix_path):
+    family, host = _STREAM_KINDS[kind]
+
     async def main():
-        client, conn, addr = await _tcp_connected_pair(loop)
-        try:
-            assert addr == client.getsockname()
-            assert conn.getpeername() == client.getsockname()
-            assert client.getpeername() == conn.getsockname()
+        async with _connected(loop, kind, unix_path) as (client, conn, addr):
             # The accepted socket is handed back non-blocking.
             assert conn.gettimeout() == 0
-            assert conn.family == socket.AF_INET
+            assert conn.family == family
             assert conn.type == socket.SOCK_STREAM
-        finally:
-            client.close()
-            conn.close()
-
-    run(loop, main())
-
-
-@pytest.mark.skipif(not HAS_IPV6, reason="::1 is not available")
-def test_sock_connect_accept_tcp6(loop):
-    async def main():
-        client, conn, addr = await _tcp_connected_pair(loop, socket.AF_INET6, "::1")
-        try:
-            assert addr == client.getsockname()
-            assert addr[0] == "::1"
-            await loop.sock_sendall(client, b"v6")
-            assert await loop.sock_recv(conn, 10) == b"v6"
-        finally:
-            client.close()
-            conn.close()
-
-    run(loop, main())
-
-
-def test_sock_connect_accept_unix(loop, unix_path):
-    async def main():
-        client, conn, addr = await _unix_connected_pair(loop, unix_path)
-        try:
-            assert conn.gettimeout() == 0
-            assert client.getpeername() == unix_path
-            # An unbound client has an empty address.
-            assert addr in ("", b"")
-            await loop.sock_sendall(client, b"unix!")
-            assert await loop.sock_recv(conn, 10) == b"unix!"
-        finally:
-            client.close()
-            conn.close()
+            if host is None:
+                assert client.getpeername() == unix_path
+                # An unbound client has an empty address.
+                assert addr in ("", b"")
+            else:
+                assert addr == client.getsockname()
+                assert addr[0] == host
+                assert conn.getpeername() == client.getsockname()
+                assert client.getpeername() == conn.getsockname()
+            await loop.sock_sendall(client, kind.encode() + b"!")
+            assert await loop.sock_recv(conn, 10) == kind.encode() + b"!"
 
     run(loop, main())
 
 
 def test_sock_connect_resolves_hostname(loop):
-    lsock = tcp_listener()
-
     async def main():
-        port = lsock.getsockname()[1]
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.setblocking(False)
-        try:
-            accept = asyncio.ensure_future(loop.sock_accept(lsock))
-            assert await loop.sock_connect(client, ("localhost", port)) is None
-            conn, _addr = await accept
-            conn.close()
-            assert client.getpeername() == ("127.0.0.1", port)
-        finally:
-            client.close()
-
-    try:
-        run(loop, main())
-    finally:
-        lsock.close()
-
-
-def test_sock_connect_refused(loop):
-    port = closed_port()
-
-    async def main():
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.setblocking(False)
-        try:
-            with pytest.raises(ConnectionRefusedError):
-                await loop.sock_connect(client, ("127.0.0.1", port))
-        finally:
-            client.close()
+        with contextlib.closing(tcp_listener()) as lsock:
+            port = lsock.getsockname()[1]
+            address = ("localhost", port)
+            async with _connected(loop, lsock=lsock, address=address) as (client, _conn, _):
+                assert client.getpeername() == ("127.0.0.1", port)
 
     run(loop, main())
 
 
-def test_sock_connect_unix_missing_path(loop, unix_path):
+@nobody_listening
+def test_sock_connect_nobody_listening(loop, unix_path, kind, error):
+    family, _ = _STREAM_KINDS[kind]
+    address = unused_address(kind, unix_path)
+
     async def main():
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client = socket.socket(family, socket.SOCK_STREAM)
         client.setblocking(False)
         try:
-            with pytest.raises(FileNotFoundError):
-                await loop.sock_connect(client, unix_path)
+            with pytest.raises(error):
+                await loop.sock_connect(client, address)
         finally:
             client.close()
 
@@ -165,28 +136,19 @@ def test_sock_connect_unix_missing_path(loop, unix_path):
 
 
 def test_sock_accept_cancel_then_accept(loop):
-    lsock = tcp_listener()
-
     async def main():
-        t = asyncio.ensure_future(loop.sock_accept(lsock))
-        await iterations(3)
-        t.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await t
-        client = socket.socket()
-        client.setblocking(False)
-        try:
-            accept = asyncio.ensure_future(loop.sock_accept(lsock))
-            await loop.sock_connect(client, lsock.getsockname())
-            conn, _ = await accept
-            conn.close()
-        finally:
-            client.close()
+        with contextlib.closing(tcp_listener()) as lsock:
+            t = asyncio.ensure_future(loop.sock_accept(lsock))
+            await iterations(3)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            # The listener still accepts.
+            async with _connected(loop, lsock=lsock) as (client, conn, addr):
+                assert addr == client.getsockname()
+                assert conn.getpeername() == client.getsockname()
 
-    try:
-        run(loop, main())
-    finally:
-        lsock.close()
+    run(loop, main())
 
 
 # --------------------------------------------------------------------------
@@ -194,7 +156,7 @@ def test_sock_accept_cancel_then_accept(loop):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@TCP_AND_UNIX
 def test_sock_sendall_recv_large(loop, kind, unix_path):
     data = _payload(4 * 1024 * 1024)
 
@@ -209,11 +171,7 @@ def test_sock_sendall_recv_large(loop, kind, unix_path):
         return got, h.hexdigest()
 
     async def main():
-        if kind == "tcp":
-            client, conn, _ = await _tcp_connected_pair(loop)
-        else:
-            client, conn, _ = await _unix_connected_pair(loop, unix_path)
-        try:
+        async with _connected(loop, kind, unix_path) as (client, conn, _):
             rtask = asyncio.ensure_future(reader(conn, len(data)))
             assert await loop.sock_sendall(client, data) is None
             got, digest = await rtask
@@ -224,36 +182,25 @@ def test_sock_sendall_recv_large(loop, kind, unix_path):
             await loop.sock_sendall(conn, memoryview(data))
             got, digest = await rtask
             assert digest == hashlib.sha256(data).hexdigest()
-        finally:
-            client.close()
-            conn.close()
 
     run(loop, main())
 
 
-def test_sock_sendall_empty(loop):
-    a, b = nb_socketpair()
+def test_sock_sendall_empty(loop, sock_pair):
+    a, b = sock_pair
 
     async def main():
         assert await loop.sock_sendall(a, b"") is None
         await loop.sock_sendall(a, b"x")
         assert await loop.sock_recv(b, 10) == b"x"
 
-    try:
-        run(loop, main())
-    finally:
-        a.close()
-        b.close()
+    run(loop, main())
 
 
-@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@TCP_AND_UNIX
 def test_sock_recv_into(loop, kind, unix_path):
     async def main():
-        if kind == "tcp":
-            client, conn, _ = await _tcp_connected_pair(loop)
-        else:
-            client, conn, _ = await _unix_connected_pair(loop, unix_path)
-        try:
+        async with _connected(loop, kind, unix_path) as (client, conn, _):
             buf = bytearray(10)
             t = asyncio.ensure_future(loop.sock_recv_into(conn, buf))
             await iterations(3)
@@ -270,15 +217,12 @@ def test_sock_recv_into(loop, kind, unix_path):
             assert bytes(buf) == b"ab0123" + b"\0" * 4
             rest = await loop.sock_recv(conn, 100)
             assert rest == b"456789XYZ"
-        finally:
-            client.close()
-            conn.close()
 
     run(loop, main())
 
 
-def test_sock_recv_waits_for_data(loop):
-    a, b = nb_socketpair()
+def test_sock_recv_waits_for_data(loop, sock_pair):
+    a, b = sock_pair
 
     async def main():
         t = asyncio.ensure_future(loop.sock_recv(a, 100))
@@ -287,15 +231,11 @@ def test_sock_recv_waits_for_data(loop):
         b.send(b"later")
         return await t
 
-    try:
-        assert run(loop, main()) == b"later"
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == b"later"
 
 
-def test_sock_recv_respects_size(loop):
-    a, b = nb_socketpair()
+def test_sock_recv_respects_size(loop, sock_pair):
+    a, b = sock_pair
 
     async def main():
         b.send(b"0123456789")
@@ -303,21 +243,13 @@ def test_sock_recv_respects_size(loop):
         second = await loop.sock_recv(a, 100)
         return first, second
 
-    try:
-        assert run(loop, main()) == (b"0123", b"456789")
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == (b"0123", b"456789")
 
 
-@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@TCP_AND_UNIX
 def test_sock_recv_eof(loop, kind, unix_path):
     async def main():
-        if kind == "tcp":
-            client, conn, _ = await _tcp_connected_pair(loop)
-        else:
-            client, conn, _ = await _unix_connected_pair(loop, unix_path)
-        try:
+        async with _connected(loop, kind, unix_path) as (client, conn, _):
             t = asyncio.ensure_future(loop.sock_recv(conn, 100))
             await iterations(3)
             await loop.sock_sendall(client, b"last")
@@ -330,18 +262,21 @@ def test_sock_recv_eof(loop, kind, unix_path):
             assert await loop.sock_recv(conn, 100) == b""
             buf = bytearray(4)
             assert await loop.sock_recv_into(conn, buf) == 0
-        finally:
-            client.close()
-            conn.close()
 
     run(loop, main())
 
 
-def test_cancel_pending_sock_recv_leaves_socket_usable(loop):
-    a, b = nb_socketpair()
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into"])
+def test_cancel_pending_recv_leaves_socket_usable(loop, sock_pair, method):
+    a, b = sock_pair
+    buf = bytearray(100)
+    calls = {
+        "sock_recv": lambda: loop.sock_recv(a, 100),
+        "sock_recv_into": lambda: loop.sock_recv_into(a, buf),
+    }
 
     async def main():
-        t = asyncio.ensure_future(loop.sock_recv(a, 100))
+        t = asyncio.ensure_future(calls[method]())
         await iterations(3)
         assert not t.done()
         t.cancel()
@@ -350,38 +285,14 @@ def test_cancel_pending_sock_recv_leaves_socket_usable(loop):
         assert t.cancelled()
         b.send(b"after cancel")
         # The data was not consumed by the cancelled call.
-        return await loop.sock_recv(a, 100)
+        got = await calls[method]()
+        return got if method == "sock_recv" else bytes(buf[:got])
 
-    try:
-        assert run(loop, main()) == b"after cancel"
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == b"after cancel"
 
 
-def test_cancel_pending_sock_recv_into_leaves_socket_usable(loop):
-    a, b = nb_socketpair()
-
-    async def main():
-        buf = bytearray(100)
-        t = asyncio.ensure_future(loop.sock_recv_into(a, buf))
-        await iterations(3)
-        t.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await t
-        b.send(b"data")
-        n = await loop.sock_recv_into(a, buf)
-        return bytes(buf[:n])
-
-    try:
-        assert run(loop, main()) == b"data"
-    finally:
-        a.close()
-        b.close()
-
-
-def test_sock_recv_with_wait_for_timeout(loop):
-    a, b = nb_socketpair()
+def test_sock_recv_with_wait_for_timeout(loop, sock_pair):
+    a, b = sock_pair
 
     async def main():
         with pytest.raises(asyncio.TimeoutError):
@@ -389,16 +300,12 @@ def test_sock_recv_with_wait_for_timeout(loop):
         b.send(b"ok")
         return await loop.sock_recv(a, 10)
 
-    try:
-        assert run(loop, main()) == b"ok"
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == b"ok"
 
 
-def test_sock_sendall_slow_reader(loop):
+def test_sock_sendall_slow_reader(loop, sock_pair):
     """sock_sendall waits for the peer to make room (kernel buffer full)."""
-    a, b = nb_socketpair()
+    a, b = sock_pair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
     data = _payload(2 * 1024 * 1024, seed=7)
 
@@ -415,40 +322,30 @@ def test_sock_sendall_slow_reader(loop):
         await t
         return h.hexdigest()
 
-    try:
-        assert run(loop, main()) == hashlib.sha256(data).hexdigest()
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == hashlib.sha256(data).hexdigest()
 
 
 def test_sock_sendall_to_closed_peer(loop):
     async def main():
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
+        async with _connected(loop) as (client, conn, _):
             conn.close()
             with pytest.raises((BrokenPipeError, ConnectionResetError)):
                 for _ in range(100):
                     await loop.sock_sendall(client, b"x" * 65536)
                     await asyncio.sleep(0.001)
-        finally:
-            client.close()
 
     run(loop, main())
 
 
-def test_sock_recv_on_closed_socket(loop):
-    a, b = nb_socketpair()
+def test_sock_recv_on_closed_socket(loop, sock_pair):
+    a, _ = sock_pair
     a.close()
 
     async def main():
         with pytest.raises(OSError):
             await loop.sock_recv(a, 10)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
+    run(loop, main())
 
 
 # --------------------------------------------------------------------------
@@ -535,20 +432,38 @@ def test_socket_with_timeout_rejected_in_debug(loop):
 # --------------------------------------------------------------------------
 
 
-def _udp_pair(family=socket.AF_INET, host="127.0.0.1"):
+@contextlib.contextmanager
+def _udp_sockets(family=socket.AF_INET, host="127.0.0.1"):
+    """Two bound non-blocking UDP sockets, closed on exit."""
     a = socket.socket(family, socket.SOCK_DGRAM)
     b = socket.socket(family, socket.SOCK_DGRAM)
-    for s in (a, b):
-        s.bind((host, 0))
-        s.setblocking(False)
-    return a, b
+    try:
+        for s in (a, b):
+            s.bind((host, 0))
+            s.setblocking(False)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
+def udp_pair():
+    with _udp_sockets() as pair:
+        yield pair
 
 
 @needs_py311
-def test_sock_sendto_recvfrom(loop):
-    a, b = _udp_pair()
-
-    async def main():
+@pytest.mark.parametrize(
+    "family,host",
+    [
+        (socket.AF_INET, "127.0.0.1"),
+        pytest.param(socket.AF_INET6, "::1", marks=needs_ipv6),
+    ],
+    ids=["ipv4", "ipv6"],
+)
+def test_sock_sendto_recvfrom(loop, family, host):
+    async def main(a, b):
         t = asyncio.ensure_future(loop.sock_recvfrom(b, 100))
         await iterations(3)
         assert not t.done()
@@ -566,16 +481,13 @@ def test_sock_sendto_recvfrom(loop):
         await loop.sock_sendto(a, b"0123456789", b.getsockname())
         assert await loop.sock_recvfrom(b, 4) == (b"0123", a.getsockname())
 
-    try:
-        run(loop, main())
-    finally:
-        a.close()
-        b.close()
+    with _udp_sockets(family, host) as (a, b):
+        run(loop, main(a, b))
 
 
 @needs_py311
-def test_sock_recvfrom_into(loop):
-    a, b = _udp_pair()
+def test_sock_recvfrom_into(loop, udp_pair):
+    a, b = udp_pair
 
     async def main():
         buf = bytearray(16)
@@ -591,34 +503,12 @@ def test_sock_recvfrom_into(loop):
         assert n == 3
         assert bytes(buf[:5]) == b"abclo"
 
-    try:
-        run(loop, main())
-    finally:
-        a.close()
-        b.close()
+    run(loop, main())
 
 
 @needs_py311
-@pytest.mark.skipif(not HAS_IPV6, reason="::1 is not available")
-def test_sock_sendto_recvfrom_ipv6(loop):
-    a, b = _udp_pair(socket.AF_INET6, "::1")
-
-    async def main():
-        await loop.sock_sendto(a, b"v6", b.getsockname())
-        data, addr = await loop.sock_recvfrom(b, 100)
-        assert data == b"v6"
-        assert addr[:2] == a.getsockname()[:2]
-
-    try:
-        run(loop, main())
-    finally:
-        a.close()
-        b.close()
-
-
-@needs_py311
-def test_cancel_pending_sock_recvfrom(loop):
-    a, b = _udp_pair()
+def test_cancel_pending_sock_recvfrom(loop, udp_pair):
+    a, b = udp_pair
 
     async def main():
         t = asyncio.ensure_future(loop.sock_recvfrom(b, 100))
@@ -629,11 +519,7 @@ def test_cancel_pending_sock_recvfrom(loop):
         await loop.sock_sendto(a, b"kept", b.getsockname())
         return await loop.sock_recvfrom(b, 100)
 
-    try:
-        assert run(loop, main()) == (b"kept", a.getsockname())
-    finally:
-        a.close()
-        b.close()
+    assert run(loop, main()) == (b"kept", a.getsockname())
 
 
 # --------------------------------------------------------------------------
@@ -659,76 +545,54 @@ def data_file(tmp_path):
     return p, data
 
 
-def test_sock_sendfile_regular_file(loop, data_file):
+@pytest.mark.parametrize(
+    "kind,source,offset,count",
+    [
+        ("tcp", "file", 0, None),
+        ("tcp", "file", 100, 1000),
+        ("unix", "file", 0, None),
+        # Not a regular file: the read/send fallback.
+        ("tcp", "bytesio", 0, None),
+        ("tcp", "bytesio", 10, None),
+        ("tcp", "bytesio", 5, 20),
+    ],
+    ids=[
+        "tcp-file",
+        "tcp-file-range",
+        "unix-file",
+        "tcp-bytesio",
+        "tcp-bytesio-offset",
+        "tcp-bytesio-range",
+    ],
+)
+def test_sock_sendfile(loop, data_file, unix_path, kind, source, offset, count):
     path, data = data_file
-
-    async def main(f):
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
-            rtask = asyncio.ensure_future(_recv_exactly(loop, conn, len(data)))
-            sent = await loop.sock_sendfile(client, f)
-            assert sent == len(data)
-            assert await rtask == data
-            assert f.tell() == len(data)
-        finally:
-            client.close()
-            conn.close()
-
-    with open(path, "rb") as f:
-        run(loop, main(f))
-
-
-def test_sock_sendfile_offset_count(loop, data_file):
-    path, data = data_file
-
-    async def main(f):
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
-            rtask = asyncio.ensure_future(_recv_exactly(loop, conn, 1000))
-            sent = await loop.sock_sendfile(client, f, 100, 1000)
-            assert sent == 1000
-            assert await rtask == data[100:1100]
-            assert f.tell() == 1100
-        finally:
-            client.close()
-            conn.close()
-
-    with open(path, "rb") as f:
-        run(loop, main(f))
-
-
-@pytest.mark.parametrize("offset,count", [(0, None), (10, None), (5, 20)])
-def test_sock_sendfile_fallback_non_regular_file(loop, offset, count):
-    data = _payload(300_000, seed=5)
     expected = data[offset : None if count is None else offset + count]
+    # The defaults are passed implicitly, as most callers do.
+    args = () if (offset, count) == (0, None) else (offset, count)
 
-    async def main():
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
-            f = io.BytesIO(data)
+    async def main(f):
+        async with _connected(loop, kind, unix_path) as (client, conn, _):
             rtask = asyncio.ensure_future(_recv_exactly(loop, conn, len(expected)))
-            sent = await loop.sock_sendfile(client, f, offset, count)
+            sent = await loop.sock_sendfile(client, f, *args)
             assert sent == len(expected)
             assert await rtask == expected
             assert f.tell() == offset + len(expected)
-        finally:
-            client.close()
-            conn.close()
 
-    run(loop, main())
+    if source == "file":
+        with open(path, "rb") as f:
+            run(loop, main(f))
+    else:
+        run(loop, main(io.BytesIO(data)))
 
 
 def test_sock_sendfile_no_fallback_non_regular_file(loop):
     async def main():
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
+        async with _connected(loop) as (client, _conn, _):
             f = io.BytesIO(b"data")
             with pytest.raises(asyncio.SendfileNotAvailableError):
                 await loop.sock_sendfile(client, f, fallback=False)
             assert f.tell() == 0
-        finally:
-            client.close()
-            conn.close()
 
     run(loop, main())
 
@@ -738,12 +602,8 @@ def test_sock_sendfile_empty_file(loop, tmp_path):
     p.write_bytes(b"")
 
     async def main(f):
-        client, conn, _ = await _tcp_connected_pair(loop)
-        try:
+        async with _connected(loop) as (client, _conn, _):
             assert await loop.sock_sendfile(client, f) == 0
-        finally:
-            client.close()
-            conn.close()
 
     with open(p, "rb") as f:
         run(loop, main(f))
@@ -755,53 +615,34 @@ def test_sock_sendfile_bad_arguments(loop, data_file, tmp_path):
     tpath.write_text("text")
 
     async def main(f, tf):
-        client, conn, _ = await _tcp_connected_pair(loop)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        try:
-            with pytest.raises(ValueError, match="only SOCK_STREAM"):
-                await loop.sock_sendfile(udp, f)
-            with pytest.raises(ValueError, match="count must be a positive integer"):
-                await loop.sock_sendfile(client, f, 0, 0)
-            with pytest.raises(TypeError, match="count must be a positive integer"):
-                await loop.sock_sendfile(client, f, 0, "1")
-            with pytest.raises(ValueError, match="offset must be a non-negative integer"):
-                await loop.sock_sendfile(client, f, -1)
-            with pytest.raises(TypeError, match="offset must be a non-negative integer"):
-                await loop.sock_sendfile(client, f, "0")
-            with pytest.raises(ValueError, match="binary mode"):
-                await loop.sock_sendfile(client, tf)
-            assert f.tell() == 0
-        finally:
-            udp.close()
-            client.close()
-            conn.close()
+        async with _connected(loop) as (client, _conn, _):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.setblocking(False)
+            try:
+                with pytest.raises(ValueError, match="only SOCK_STREAM"):
+                    await loop.sock_sendfile(udp, f)
+                with pytest.raises(ValueError, match="count must be a positive integer"):
+                    await loop.sock_sendfile(client, f, 0, 0)
+                with pytest.raises(TypeError, match="count must be a positive integer"):
+                    await loop.sock_sendfile(client, f, 0, "1")
+                with pytest.raises(ValueError, match="offset must be a non-negative integer"):
+                    await loop.sock_sendfile(client, f, -1)
+                with pytest.raises(TypeError, match="offset must be a non-negative integer"):
+                    await loop.sock_sendfile(client, f, "0")
+                with pytest.raises(ValueError, match="binary mode"):
+                    await loop.sock_sendfile(client, tf)
+                assert f.tell() == 0
+            finally:
+                udp.close()
 
     with open(path, "rb") as f, open(tpath) as tf:
         run(loop, main(f, tf))
 
 
-def test_sock_sendfile_over_unix(loop, data_file, unix_path):
-    path, data = data_file
-
-    async def main(f):
-        client, conn, _ = await _unix_connected_pair(loop, unix_path)
-        try:
-            rtask = asyncio.ensure_future(_recv_exactly(loop, conn, len(data)))
-            assert await loop.sock_sendfile(client, f) == len(data)
-            assert hashlib.sha256(await rtask).digest() == hashlib.sha256(data).digest()
-        finally:
-            client.close()
-            conn.close()
-
-    with open(path, "rb") as f:
-        run(loop, main(f))
-
-
-def test_fd_number_reuse_after_sock_recv(loop):
+def test_fd_number_reuse_after_sock_recv(loop, sock_pair):
     """The loop must not keep a stale registration for a socket closed after
     sock_* use: a new file put on the same fd number is watched normally."""
-    a, b = nb_socketpair()
+    a, b = sock_pair
 
     async def main():
         b.send(b"x")
@@ -820,22 +661,10 @@ def test_fd_number_reuse_after_sock_recv(loop):
     try:
         os.dup2(r, fd)
         os.set_blocking(fd, False)
-        got = []
-
-        async def watch():
-            done = loop.create_future()
-
-            def cb():
-                got.append(os.read(fd, 10))
-                done.set_result(None)
-
-            loop.add_reader(fd, cb)
-            os.write(w, b"new")
-            await done
-            assert loop.remove_reader(fd) is True
-
-        run(loop, watch())
-        assert got == [b"new"]
+        got = watch_once(
+            loop, "reader", fd, lambda: os.read(fd, 10), trigger=lambda: os.write(w, b"new")
+        )
+        assert got == [b"new", True]
     finally:
         for x in {fd, r, w}:
             os.close(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import socket
@@ -10,9 +11,10 @@ import socket
 import pytest
 from loop_support import PY312, PY313
 from net_support import (
-    closed_port,
+    check_nobody_listening,
     iterations,
     needs_ipv6,
+    nobody_listening,
     run,
     unix_path_fixture,  # noqa: F401  (provides the unix_path fixture)
 )
@@ -32,6 +34,46 @@ async def _echo_handler(reader, writer):
         writer.close()
 
 
+# Server kinds: family and host (None: a Unix server on the unix_path).
+_KINDS = {
+    "ipv4": (socket.AF_INET, "127.0.0.1"),
+    "ipv6": (socket.AF_INET6, "::1"),
+    "unix": (socket.AF_UNIX, None),
+}
+ALL_KINDS = ["ipv4", pytest.param("ipv6", marks=needs_ipv6), "unix"]
+
+
+async def _start(handler, kind="ipv4", unix_path=None, **kw):
+    """start_server() on an ephemeral loopback port, or start_unix_server()."""
+    host = _KINDS[kind][1]
+    if host is None:
+        return await asyncio.start_unix_server(handler, unix_path, **kw)
+    return await asyncio.start_server(handler, host, 0, **kw)
+
+
+@contextlib.asynccontextmanager
+async def _connection(server, unix_path=None, **kw):
+    """open_connection() to ``server`` (open_unix_connection() to ``unix_path``
+    when given); yields ``(reader, writer)`` and closes the writer on exit."""
+    if unix_path is None:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2], **kw)
+    else:
+        reader, writer = await asyncio.open_unix_connection(unix_path, **kw)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _assert_stopped(server, addr):
+    """``server`` no longer serves: no sockets, and ``addr`` refuses connections."""
+    assert server.is_serving() is False
+    assert server.sockets == ()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*addr)
+
+
 async def _echo_roundtrip(reader, writer):
     writer.write(b"hello\n")
     await writer.drain()
@@ -43,18 +85,22 @@ async def _echo_roundtrip(reader, writer):
     return line, big, rest
 
 
-def test_echo_tcp_ipv4(loop):
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_echo(loop, kind, unix_path):
+    family, host = _KINDS[kind]
+    path = unix_path if host is None else None
+
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
-        async with server:
-            host, port = server.sockets[0].getsockname()
-            assert host == "127.0.0.1" and port > 0
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
+        async with await _start(_echo_handler, kind, path) as server:
+            assert server.sockets[0].family == family
+            addr = server.sockets[0].getsockname()
+            if path is None:
+                assert addr[0] == host and addr[1] > 0
+            else:
+                assert addr == path
+            async with _connection(server, path) as (reader, writer):
+                assert writer.get_extra_info("peername") == addr
                 line, big, rest = await _echo_roundtrip(reader, writer)
-            finally:
-                writer.close()
-                await writer.wait_closed()
         assert line == b"hello\n"
         assert big == b"a" * 100_000 + b"\n"
         assert rest == b""
@@ -62,60 +108,11 @@ def test_echo_tcp_ipv4(loop):
     run(loop, main())
 
 
-@needs_ipv6
-def test_echo_tcp_ipv6(loop):
-    async def main():
-        server = await asyncio.start_server(_echo_handler, "::1", 0)
-        async with server:
-            sockname = server.sockets[0].getsockname()
-            assert sockname[0] == "::1"
-            assert server.sockets[0].family == socket.AF_INET6
-            reader, writer = await asyncio.open_connection("::1", sockname[1])
-            try:
-                assert writer.get_extra_info("peername")[:2] == ("::1", sockname[1])
-                line, big, rest = await _echo_roundtrip(reader, writer)
-            finally:
-                writer.close()
-                await writer.wait_closed()
-        assert (line, len(big), rest) == (b"hello\n", 100_001, b"")
-
-    run(loop, main())
-
-
-def test_echo_unix(loop, unix_path):
-    async def main():
-        server = await asyncio.start_unix_server(_echo_handler, unix_path)
-        async with server:
-            assert server.sockets[0].getsockname() == unix_path
-            assert server.sockets[0].family == socket.AF_UNIX
-            reader, writer = await asyncio.open_unix_connection(unix_path)
-            try:
-                assert writer.get_extra_info("peername") == unix_path
-                line, big, rest = await _echo_roundtrip(reader, writer)
-            finally:
-                writer.close()
-                await writer.wait_closed()
-        assert (line, len(big), rest) == (b"hello\n", 100_001, b"")
-
-    run(loop, main())
-
-
-def test_open_connection_refused(loop):
-    port = closed_port()
-
-    async def main():
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection("127.0.0.1", port)
-
-    run(loop, main())
-
-
-def test_open_unix_connection_missing(loop, unix_path):
-    async def main():
-        with pytest.raises(FileNotFoundError):
-            await asyncio.open_unix_connection(unix_path)
-
-    run(loop, main())
+@nobody_listening
+def test_open_connection_nobody_listening(loop, unix_path, kind, error):
+    check_nobody_listening(
+        loop, kind, error, unix_path, asyncio.open_connection, asyncio.open_unix_connection
+    )
 
 
 # --------------------------------------------------------------------------
@@ -136,7 +133,7 @@ def _digest(seed: int, total: int) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest.mark.parametrize("kind", ["ipv4", "unix"], ids=["tcp", "unix"])
 def test_64mib_both_ways(loop, kind, unix_path):
     total = 64 * MiB
 
@@ -168,20 +165,12 @@ def test_64mib_both_ways(loop, kind, unix_path):
             writer.close()
 
     async def main():
-        if kind == "tcp":
-            server = await asyncio.start_server(handler, "127.0.0.1", 0)
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-        else:
-            server = await asyncio.start_unix_server(handler, unix_path)
-            reader, writer = await asyncio.open_unix_connection(unix_path)
-        async with server:
-            try:
-                got, _ = await asyncio.gather(pump_in(reader), pump_out(writer, 1))
-                writer.write_eof()
-                tail = await reader.read()
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        path = unix_path if kind == "unix" else None
+        server = await _start(handler, kind, path)
+        async with server, _connection(server, path) as (reader, writer):
+            got, _ = await asyncio.gather(pump_in(reader), pump_out(writer, 1))
+            writer.write_eof()
+            tail = await reader.read()
         return got, tail
 
     (n, digest), tail = run(loop, main(), timeout=30)
@@ -210,7 +199,7 @@ async def _one_shot_server(payload_chunks, delay=0.0):
         finally:
             writer.close()
 
-    return await asyncio.start_server(handler, "127.0.0.1", 0)
+    return await _start(handler)
 
 
 def test_readline_readexactly_readuntil(loop):
@@ -218,26 +207,21 @@ def test_readline_readexactly_readuntil(loop):
 
     async def main():
         server = await _one_shot_server(chunks, delay=0.01)
-        async with server:
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            try:
-                out = [
-                    await reader.readline(),
-                    await reader.readline(),
-                    await reader.readexactly(7),
-                    await reader.readexactly(3),
-                    await reader.readuntil(b"|"),
-                    await reader.readuntil(b"|"),
-                ]
-                with pytest.raises(asyncio.IncompleteReadError) as info:
-                    await reader.readexactly(10)
-                out.append((info.value.partial, info.value.expected))
-                out.append(await reader.readline())
-                out.append(await reader.read())
-                out.append(reader.at_eof())
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        async with server, _connection(server) as (reader, _writer):
+            out = [
+                await reader.readline(),
+                await reader.readline(),
+                await reader.readexactly(7),
+                await reader.readexactly(3),
+                await reader.readuntil(b"|"),
+                await reader.readuntil(b"|"),
+            ]
+            with pytest.raises(asyncio.IncompleteReadError) as info:
+                await reader.readexactly(10)
+            out.append((info.value.partial, info.value.expected))
+            out.append(await reader.readline())
+            out.append(await reader.read())
+            out.append(reader.at_eof())
         return out
 
     assert run(loop, main()) == [
@@ -257,16 +241,11 @@ def test_readline_readexactly_readuntil(loop):
 def test_readline_partial_at_eof_and_readuntil_incomplete(loop):
     async def main():
         server = await _one_shot_server([b"no newline"])
-        async with server:
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            try:
-                with pytest.raises(asyncio.IncompleteReadError) as info:
-                    await reader.readuntil(b"\n")
-                partial = info.value.partial
-                assert await reader.readline() == b""
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        async with server, _connection(server) as (reader, _writer):
+            with pytest.raises(asyncio.IncompleteReadError) as info:
+                await reader.readuntil(b"\n")
+            partial = info.value.partial
+            assert await reader.readline() == b""
         return partial
 
     assert run(loop, main()) == b"no newline"
@@ -275,20 +254,13 @@ def test_readline_partial_at_eof_and_readuntil_incomplete(loop):
 def test_readline_limit(loop):
     async def main():
         server = await _one_shot_server([b"x" * 100 + b"\nok\n"])
-        async with server:
-            reader, writer = await asyncio.open_connection(
-                *server.sockets[0].getsockname(), limit=16
-            )
-            try:
-                with pytest.raises(asyncio.LimitOverrunError):
-                    await reader.readuntil(b"\n")
-                with pytest.raises(ValueError):
-                    await reader.readline()
-                # readline() dropped the over-long line; the next one is fine.
-                assert await reader.readline() == b"ok\n"
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        async with server, _connection(server, limit=16) as (reader, _writer):
+            with pytest.raises(asyncio.LimitOverrunError):
+                await reader.readuntil(b"\n")
+            with pytest.raises(ValueError):
+                await reader.readline()
+            # readline() dropped the over-long line; the next one is fine.
+            assert await reader.readline() == b"ok\n"
 
     run(loop, main())
 
@@ -325,37 +297,32 @@ def test_drain_flow_control_bounds_memory(loop):
     async def main():
         nonlocal release
         release = loop.create_future()
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        async with server:
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            try:
-                tr = writer.transport
-                low, high = tr.get_write_buffer_limits()
-                assert 0 <= low <= high
-                bound = high + chunk
-                data = random.Random(9).randbytes(total)
-                max_seen = 0
-                blocked = 0
-                for off in range(0, total, chunk):
-                    writer.write(data[off : off + chunk])
-                    size = tr.get_write_buffer_size()
-                    max_seen = max(max_seen, size)
-                    assert size <= bound, (size, low, high)
-                    d = asyncio.ensure_future(writer.drain())
-                    await asyncio.sleep(0)
-                    if not d.done():
-                        blocked += 1
-                        if not release.done() and blocked == 1:
-                            # The writer is stuck: let the reader go.
-                            loop.call_later(0.05, release.set_result, None)
-                    await d
-                if not release.done():
-                    release.set_result(None)
-                writer.write_eof()
-                digest = await reader.read()
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        server = await _start(handler)
+        async with server, _connection(server) as (reader, writer):
+            tr = writer.transport
+            low, high = tr.get_write_buffer_limits()
+            assert 0 <= low <= high
+            bound = high + chunk
+            data = random.Random(9).randbytes(total)
+            max_seen = 0
+            blocked = 0
+            for off in range(0, total, chunk):
+                writer.write(data[off : off + chunk])
+                size = tr.get_write_buffer_size()
+                max_seen = max(max_seen, size)
+                assert size <= bound, (size, low, high)
+                d = asyncio.ensure_future(writer.drain())
+                await asyncio.sleep(0)
+                if not d.done():
+                    blocked += 1
+                    if not release.done() and blocked == 1:
+                        # The writer is stuck: let the reader go.
+                        loop.call_later(0.05, release.set_result, None)
+                await d
+            if not release.done():
+                release.set_result(None)
+            writer.write_eof()
+            digest = await reader.read()
         return digest, blocked, max_seen, high, hashlib.sha256(data).hexdigest()
 
     digest, blocked, max_seen, high, expected = run(loop, main(), timeout=20)
@@ -375,24 +342,19 @@ def test_drain_with_custom_limits(loop):
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        async with server:
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        server = await _start(handler)
+        async with server, _connection(server) as (reader, writer):
             tr = writer.transport
             tr.set_write_buffer_limits(high=4096, low=1024)
             assert tr.get_write_buffer_limits() == (1024, 4096)
             payload = random.Random(4).randbytes(4 * MiB)
             chunk = 8192
-            try:
-                loop.call_later(0.05, block.set_result, None)
-                for off in range(0, len(payload), chunk):
-                    writer.write(payload[off : off + chunk])
-                    assert tr.get_write_buffer_size() <= 4096 + chunk
-                    await writer.drain()
-                digest = await reader.readexactly(32)
-            finally:
-                writer.close()
-                await writer.wait_closed()
+            loop.call_later(0.05, block.set_result, None)
+            for off in range(0, len(payload), chunk):
+                writer.write(payload[off : off + chunk])
+                assert tr.get_write_buffer_size() <= 4096 + chunk
+                await writer.drain()
+            digest = await reader.readexactly(32)
         assert digest == hashlib.sha256(payload).digest()
 
     run(loop, main(), timeout=15)
@@ -415,20 +377,15 @@ def test_write_eof_half_close(loop):
         writer.close()
 
     async def main():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        async with server:
-            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            try:
-                assert writer.can_write_eof() is True
-                writer.write(b"question")
-                writer.write_eof()
-                assert writer.is_closing() is False
-                with pytest.raises(RuntimeError):
-                    writer.write(b"after eof")
-                reply = await reader.read()
-            finally:
-                writer.close()
-                await writer.wait_closed()
+        server = await _start(handler)
+        async with server, _connection(server) as (reader, writer):
+            assert writer.can_write_eof() is True
+            writer.write(b"question")
+            writer.write_eof()
+            assert writer.is_closing() is False
+            with pytest.raises(RuntimeError):
+                writer.write(b"after eof")
+            reply = await reader.read()
         return reply
 
     assert run(loop, main()) == b"reply:question"
@@ -444,7 +401,7 @@ def test_writer_close_and_wait_closed(loop):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        server = await _start(handler)
         async with server:
             reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
             writer.write(b"bye")
@@ -468,18 +425,15 @@ def test_writer_close_and_wait_closed(loop):
 
 def test_server_close_with_live_client(loop):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+        server = await _start(_echo_handler)
         addr = server.sockets[0].getsockname()
         reader, writer = await asyncio.open_connection(*addr)
         try:
             writer.write(b"before\n")
             assert await reader.readline() == b"before\n"
             server.close()
-            assert server.is_serving() is False
-            assert server.sockets == ()
             # New connections are refused.
-            with pytest.raises(ConnectionRefusedError):
-                await asyncio.open_connection(*addr)
+            await _assert_stopped(server, addr)
             # The live connection keeps working.
             writer.write(b"after\n")
             assert await reader.readline() == b"after\n"
@@ -500,22 +454,19 @@ def test_server_close_with_live_client(loop):
 
 def test_async_with_server(loop):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+        server = await _start(_echo_handler)
         async with server as s:
             assert s is server
             assert server.is_serving() is True
             addr = server.sockets[0].getsockname()
-        assert server.is_serving() is False
-        assert server.sockets == ()
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection(*addr)
+        await _assert_stopped(server, addr)
 
     run(loop, main())
 
 
 def test_serve_forever_cancellation(loop):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0, start_serving=False)
+        server = await _start(_echo_handler, start_serving=False)
         addr = server.sockets[0].getsockname()
         task = asyncio.ensure_future(server.serve_forever())
         await iterations(3)
@@ -531,19 +482,16 @@ def test_serve_forever_cancellation(loop):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert server.is_serving() is False
-        assert server.sockets == ()
         await server.wait_closed()
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection(*addr)
+        await _assert_stopped(server, addr)
 
     run(loop, main())
 
 
 def test_server_sockets_and_start_serving(loop):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0, start_serving=False)
-        try:
+        server = await _start(_echo_handler, start_serving=False)
+        async with server:
             socks = server.sockets
             assert isinstance(socks, tuple)
             assert len(socks) == 1
@@ -565,9 +513,6 @@ def test_server_sockets_and_start_serving(loop):
             assert await reader.readline() == b"served\n"
             writer.close()
             await writer.wait_closed()
-        finally:
-            server.close()
-            await server.wait_closed()
         assert server.is_serving() is False
 
     run(loop, main())
@@ -575,7 +520,7 @@ def test_server_sockets_and_start_serving(loop):
 
 def test_start_server_port_in_use(loop):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+        server = await _start(_echo_handler)
         async with server:
             port = server.sockets[0].getsockname()[1]
             with pytest.raises(OSError) as info:
@@ -592,7 +537,7 @@ def test_start_server_port_in_use(loop):
 @pytest.mark.parametrize("method", ["close_clients", "abort_clients"])
 def test_close_and_abort_clients(loop, method):
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+        server = await _start(_echo_handler)
         addr = server.sockets[0].getsockname()
         conns = [await asyncio.open_connection(*addr) for _ in range(3)]
         try:
@@ -638,7 +583,7 @@ def test_many_concurrent_clients(loop):
             await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+        server = await _start(_echo_handler)
         async with server:
             addr = server.sockets[0].getsockname()
             return await asyncio.gather(*(client(addr, i) for i in range(50)))

@@ -483,3 +483,48 @@ def test_many_connections_pipelined_both_ways(loop):
         return results
 
     assert run(loop, main(), timeout=30) == [True] * 32
+
+
+def test_write_from_resume_writing_keeps_flushing(loop):
+    """A protocol that writes again from resume_writing() (as asyncio's TLS
+    protocol does): the new data must still be flushed. Regression test for
+    a lost write watch when the buffer drained and refilled in one event."""
+    block = os.urandom(512 * 1024)
+    rounds = 12
+
+    class Pump(RecordingProtocol):
+        def __init__(self, lp):
+            super().__init__(lp)
+            self.sent = 0
+            self.resumes = 0
+
+        def push(self):
+            while self.sent < rounds and not self.transport.get_write_buffer_size() > 64 * 1024:
+                self.transport.write(block)
+                self.sent += 1
+            if self.sent == rounds:
+                self.transport.write_eof()
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.push()
+
+        def resume_writing(self):
+            super().resume_writing()
+            self.resumes += 1
+            self.push()
+
+    class KeepOpen(RecordingProtocol):
+        eof_result = True
+
+    async def main():
+        server, tr, cp, sp = await _pair(
+            loop, client_factory=lambda: Pump(loop), server_factory=lambda: KeepOpen(loop)
+        )
+        await sp.eof
+        await _teardown(server, tr, sp.transport)
+        return cp, sp
+
+    cp, sp = run(loop, main(), timeout=30)
+    assert cp.resumes > 0
+    assert hashlib.sha256(sp.data()).digest() == hashlib.sha256(block * rounds).digest()

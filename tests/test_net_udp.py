@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import socket
 
 import pytest
@@ -19,6 +21,8 @@ from net_support import (
     unix_path_fixture,  # noqa: F401  (provides the unix_path fixture)
 )
 
+LOCALHOST = ("127.0.0.1", 0)
+
 
 class Echo(DatagramRecorder):
     def datagram_received(self, data, addr):
@@ -30,58 +34,74 @@ async def _endpoint(loop, factory=None, **kw):
     return await loop.create_datagram_endpoint(factory or (lambda: DatagramRecorder(loop)), **kw)
 
 
-def test_udp_echo(loop):
+@contextlib.asynccontextmanager
+async def _opened(loop, factory=None, **kw):
+    """An endpoint from :func:`_endpoint`: yields ``(transport, protocol)``,
+    closes the transport on exit and, unless the body failed, awaits its
+    connection_lost()."""
+    t, p = await _endpoint(loop, factory, **kw)
+    try:
+        yield t, p
+    finally:
+        t.close()
+    await p.lost
+
+
+@contextlib.asynccontextmanager
+async def _pair(loop, server_factory=None, server_kw=None, **client_kw):
+    """A server endpoint (``server_kw``, default: bound to 127.0.0.1) and a
+    client endpoint connected to it (``remote_addr`` is the server's address),
+    both :func:`_opened`: yields ``(st, sp, ct, cp)``."""
+    server_kw = server_kw or {"local_addr": LOCALHOST}
+    async with _opened(loop, server_factory, **server_kw) as (st, sp):
+        addr = st.get_extra_info("sockname")
+        remote_addr = addr[:2] if isinstance(addr, tuple) else addr
+        async with _opened(loop, remote_addr=remote_addr, **client_kw) as (ct, cp):
+            yield st, sp, ct, cp
+
+
+_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6, "unix": socket.AF_UNIX}
+
+
+@pytest.mark.parametrize("kind", ["ipv4", pytest.param("ipv6", marks=needs_ipv6), "unix"])
+def test_udp_echo(loop, kind, unix_path):
+    family = _FAMILIES[kind]
+    if kind == "unix":
+        server_kw = {"local_addr": unix_path, "family": family}
+        client_kw = {"local_addr": unix_path + "-c", "family": family}
+    else:
+        server_kw = {"local_addr": ("::1" if kind == "ipv6" else "127.0.0.1", 0)}
+        client_kw = {}
+
     async def main():
-        st, sp = await _endpoint(loop, lambda: Echo(loop), local_addr=("127.0.0.1", 0))
-        server_addr = st.get_extra_info("sockname")
-        ct, cp = await _endpoint(loop, remote_addr=server_addr)
-        try:
-            assert await sp.made is st
-            assert ct.get_extra_info("peername") == server_addr
+        async with _pair(loop, lambda: Echo(loop), server_kw, **client_kw) as (st, sp, ct, cp):
+            server_addr = st.get_extra_info("sockname")
             client_addr = ct.get_extra_info("sockname")
+            if kind == "unix":
+                assert (server_addr, client_addr) == (unix_path, unix_path + "-c")
+            assert await sp.made is st
+            assert ct.get_extra_info("socket").family == family
+            assert ct.get_extra_info("peername") == server_addr
             ct.sendto(b"one")
             ct.sendto(b"two", None)
             got = [await cp.recv(), await cp.recv()]
             assert got == [(b"echo:one", server_addr), (b"echo:two", server_addr)]
             assert sp.datagrams == [(b"one", client_addr), (b"two", client_addr)]
             assert cp.errors == [] and sp.errors == []
-        finally:
-            ct.close()
-            st.close()
-        assert await cp.lost is None
-        assert await sp.lost is None
+        assert cp.lost.result() is None
+        assert sp.lost.result() is None
         await iterations(3)
         assert cp.lost_calls == [None] and sp.lost_calls == [None]
 
     run(loop, main())
 
 
-@needs_ipv6
-def test_udp_echo_ipv6(loop):
-    async def main():
-        st, sp = await _endpoint(loop, lambda: Echo(loop), local_addr=("::1", 0))
-        server_addr = st.get_extra_info("sockname")
-        ct, cp = await _endpoint(loop, remote_addr=server_addr[:2])
-        try:
-            assert ct.get_extra_info("socket").family == socket.AF_INET6
-            ct.sendto(b"v6")
-            data, addr = await cp.recv()
-            assert data == b"echo:v6"
-            assert addr[:2] == server_addr[:2]
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
-
-    run(loop, main())
-
-
 def test_udp_unconnected_sendto(loop):
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        b, bp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        try:
+        async with (
+            _opened(loop, local_addr=LOCALHOST) as (a, _ap),
+            _opened(loop, local_addr=LOCALHOST) as (b, bp),
+        ):
             assert a.get_extra_info("peername") is None
             a.sendto(b"to b", b.get_extra_info("sockname"))
             a.sendto(bytearray(b"ba"), b.get_extra_info("sockname"))
@@ -90,11 +110,6 @@ def test_udp_unconnected_sendto(loop):
             src = a.get_extra_info("sockname")
             assert got == [(b"to b", src), (b"ba", src), (b"mv", src)]
             assert a.get_write_buffer_size() == 0
-        finally:
-            a.close()
-            b.close()
-        await ap.lost
-        await bp.lost
 
     run(loop, main())
 
@@ -104,15 +119,12 @@ def test_udp_sendto_without_address_unconnected(loop):
     (non-OSError) write error in asyncio: handler called, transport closed."""
 
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        rec = HandlerRecorder(loop)
-        try:
+        async with _opened(loop, local_addr=LOCALHOST) as (a, ap):
+            rec = HandlerRecorder(loop)
             a.sendto(b"nowhere")
             exc = await ap.lost
             await iterations(3)
             return list(ap.errors), list(rec.contexts), a, ap, exc
-        finally:
-            a.close()
 
     errors, contexts, tr, proto, exc = run(loop, main())
     assert errors == []
@@ -129,23 +141,15 @@ def test_udp_sendto_without_address_unconnected(loop):
 @pytest.mark.parametrize("connected", [False, True])
 def test_udp_sendto_empty(loop, connected):
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        dest = st.get_extra_info("sockname")
-        if connected:
-            ct, cp = await _endpoint(loop, remote_addr=dest)
-        else:
-            ct, cp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        try:
-            ct.sendto(b"", None if connected else dest)
-            ct.sendto(b"marker", None if connected else dest)
-            first = (await sp.recv())[0]
-            assert ct.get_write_buffer_size() == 0
-            return first
-        finally:
-            ct.close()
-            st.close()
-            await cp.lost
-            await sp.lost
+        async with _opened(loop, local_addr=LOCALHOST) as (st, sp):
+            dest = st.get_extra_info("sockname")
+            client_kw = {"remote_addr": dest} if connected else {"local_addr": LOCALHOST}
+            async with _opened(loop, **client_kw) as (ct, _cp):
+                ct.sendto(b"", None if connected else dest)
+                ct.sendto(b"marker", None if connected else dest)
+                first = (await sp.recv())[0]
+                assert ct.get_write_buffer_size() == 0
+                return first
 
     first = run(loop, main())
     # 3.13 sends empty datagrams; older versions silently drop them.
@@ -154,52 +158,34 @@ def test_udp_sendto_empty(loop, connected):
 
 def test_udp_sendto_wrong_address_when_connected(loop):
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
-        try:
+        async with _pair(loop) as (st, sp, ct, _cp):
             with pytest.raises(ValueError, match="Invalid address"):
                 ct.sendto(b"x", ("127.0.0.1", closed_port()))
             # The connected address itself is accepted.
             ct.sendto(b"ok", st.get_extra_info("sockname"))
             assert (await sp.recv())[0] == b"ok"
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
 
     run(loop, main())
 
 
 def test_udp_sendto_wrong_type(loop):
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        try:
+        async with _opened(loop, local_addr=LOCALHOST) as (a, _ap):
             with pytest.raises(TypeError):
                 a.sendto("str", ("127.0.0.1", 9))
             with pytest.raises(TypeError):
                 a.sendto(42, ("127.0.0.1", 9))
-        finally:
-            a.close()
-        await ap.lost
 
     run(loop, main())
 
 
 def test_udp_large_datagram(loop):
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
         payload = bytes(range(256)) * 200  # 51200 bytes, one datagram
-        try:
+        async with _pair(loop) as (_st, sp, ct, _cp):
             ct.sendto(payload)
             data, _ = await sp.recv()
             assert data == payload
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
 
     run(loop, main())
 
@@ -209,18 +195,12 @@ def test_udp_sock_argument(loop):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         fd = sock.fileno()
-        st, sp = await _endpoint(loop, lambda: Echo(loop), sock=sock)
-        ct, cp = await _endpoint(loop, remote_addr=sock.getsockname())
-        try:
+        async with _pair(loop, lambda: Echo(loop), {"sock": sock}) as (st, _sp, ct, cp):
             assert st.get_extra_info("socket").fileno() == fd
+            assert ct.get_extra_info("peername") == sock.getsockname()
             assert sock.gettimeout() == 0
             ct.sendto(b"via sock")
             assert (await cp.recv())[0] == b"echo:via sock"
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
         assert sock.fileno() == -1
 
     run(loop, main())
@@ -232,7 +212,7 @@ def test_udp_sock_argument_conflicts(loop):
         tcp = socket.socket()
         try:
             with pytest.raises(ValueError):
-                await _endpoint(loop, sock=sock, local_addr=("127.0.0.1", 0))
+                await _endpoint(loop, sock=sock, local_addr=LOCALHOST)
             with pytest.raises(ValueError):
                 await _endpoint(loop, sock=tcp)
         finally:
@@ -247,12 +227,8 @@ def test_udp_no_address_needs_family(loop):
         with pytest.raises(ValueError):
             await _endpoint(loop)
         # With a family but no address, an unbound socket is created.
-        t, p = await _endpoint(loop, family=socket.AF_INET)
-        try:
+        async with _opened(loop, family=socket.AF_INET) as (t, _p):
             assert t.get_extra_info("socket").family == socket.AF_INET
-        finally:
-            t.close()
-        await p.lost
 
     run(loop, main())
 
@@ -260,37 +236,24 @@ def test_udp_no_address_needs_family(loop):
 @needs_reuseport
 def test_udp_reuse_port(loop):
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0), reuse_port=True)
-        port = a.get_extra_info("sockname")[1]
-        try:
-            b, bp = await _endpoint(loop, local_addr=("127.0.0.1", port), reuse_port=True)
-            try:
+        async with _opened(loop, local_addr=LOCALHOST, reuse_port=True) as (a, _ap):
+            port = a.get_extra_info("sockname")[1]
+            addr = ("127.0.0.1", port)
+            async with _opened(loop, local_addr=addr, reuse_port=True) as (b, _bp):
                 for t in (a, b):
                     s = t.get_extra_info("socket")
                     assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
-                assert b.get_extra_info("sockname") == ("127.0.0.1", port)
-            finally:
-                b.close()
-            await bp.lost
-        finally:
-            a.close()
-        await ap.lost
+                assert b.get_extra_info("sockname") == addr
 
     run(loop, main())
 
 
 def test_udp_port_in_use_without_reuse_port(loop):
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        try:
+        async with _opened(loop, local_addr=LOCALHOST) as (a, _ap):
             with pytest.raises(OSError) as info:
                 await _endpoint(loop, local_addr=a.get_extra_info("sockname"))
-            import errno
-
             assert info.value.errno == errno.EADDRINUSE
-        finally:
-            a.close()
-        await ap.lost
 
     run(loop, main())
 
@@ -299,45 +262,35 @@ def test_udp_reuse_address_true_rejected(loop):
     async def main():
         # 3.10 still accepts the keyword (and rejects True); 3.11 removed it.
         with pytest.raises(TypeError if PY311 else ValueError):
-            await _endpoint(loop, local_addr=("127.0.0.1", 0), reuse_address=True)
+            await _endpoint(loop, local_addr=LOCALHOST, reuse_address=True)
 
     run(loop, main())
 
 
 def test_udp_allow_broadcast(loop):
+    def broadcast(t):
+        return t.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+
     async def main():
-        t, p = await _endpoint(loop, local_addr=("127.0.0.1", 0), allow_broadcast=True)
-        u, q = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        try:
-            assert (
-                t.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) != 0
-            )
-            assert (
-                u.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 0
-            )
-        finally:
-            t.close()
-            u.close()
-        await p.lost
-        await q.lost
+        async with (
+            _opened(loop, local_addr=LOCALHOST, allow_broadcast=True) as (t, _p),
+            _opened(loop, local_addr=LOCALHOST) as (u, _q),
+        ):
+            assert broadcast(t) != 0
+            assert broadcast(u) == 0
 
     run(loop, main())
 
 
 def test_udp_remote_addr_resolution(loop):
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        port = st.get_extra_info("sockname")[1]
-        ct, cp = await _endpoint(loop, remote_addr=("localhost", port), family=socket.AF_INET)
-        try:
-            assert ct.get_extra_info("peername") == ("127.0.0.1", port)
-            ct.sendto(b"resolved")
-            assert (await sp.recv())[0] == b"resolved"
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
+        async with _opened(loop, local_addr=LOCALHOST) as (st, sp):
+            port = st.get_extra_info("sockname")[1]
+            remote = ("localhost", port)
+            async with _opened(loop, remote_addr=remote, family=socket.AF_INET) as (ct, _cp):
+                assert ct.get_extra_info("peername") == ("127.0.0.1", port)
+                ct.sendto(b"resolved")
+                assert (await sp.recv())[0] == b"resolved"
 
     run(loop, main())
 
@@ -349,10 +302,7 @@ def test_udp_error_received_port_unreachable(loop):
     async def scenario(lp):
         port = closed_port()
         rec = HandlerRecorder(lp)
-        t, p = await lp.create_datagram_endpoint(
-            lambda: DatagramRecorder(lp), remote_addr=("127.0.0.1", port)
-        )
-        try:
+        async with _opened(lp, remote_addr=("127.0.0.1", port)) as (t, p):
             t.sendto(b"ping")
             exc = await asyncio.wait_for(p.next_error(), 2)
             # The transport survives the error and can still send.
@@ -365,9 +315,6 @@ def test_udp_error_received_port_unreachable(loop):
                 list(rec.contexts),
                 {type(e).__name__ for e in p.errors},
             )
-        finally:
-            t.close()
-            await p.lost
 
     got = run(loop, scenario(loop))
     assert got[0] == "ConnectionRefusedError"
@@ -380,8 +327,8 @@ def test_udp_error_received_port_unreachable(loop):
 
 def test_udp_close_and_abort(loop):
     async def main():
-        a, ap = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        b, bp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        a, ap = await _endpoint(loop, local_addr=LOCALHOST)
+        b, bp = await _endpoint(loop, local_addr=LOCALHOST)
         assert a.is_closing() is False
         a.close()
         assert a.is_closing() is True
@@ -403,7 +350,7 @@ def test_udp_close_flushes_nothing_pending(loop):
     """Datagrams sent right before close() are delivered."""
 
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        st, sp = await _endpoint(loop, local_addr=LOCALHOST)
         ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
         for i in range(10):
             ct.sendto(b"%d" % i)
@@ -420,7 +367,7 @@ def test_udp_close_flushes_nothing_pending(loop):
 def test_udp_sendto_after_close_connected(loop):
     async def main():
         rec = HandlerRecorder(loop)
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        st, sp = await _endpoint(loop, local_addr=LOCALHOST)
         ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
         ct.close()
         await cp.lost
@@ -447,20 +394,13 @@ def test_udp_datagram_received_exception(loop):
 
     async def main():
         rec = HandlerRecorder(loop)
-        st, sp = await _endpoint(loop, lambda: Bad(loop), local_addr=("127.0.0.1", 0))
-        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
-        try:
+        async with _pair(loop, lambda: Bad(loop)) as (st, sp, ct, _cp):
             ct.sendto(b"x")
             assert (await sp.recv())[0] == b"x"
             await iterations(3)
             ct.sendto(b"y")
             assert (await sp.recv())[0] == b"y"
             return list(rec.contexts), st.is_closing(), list(sp.lost_calls)
-        finally:
-            ct.close()
-            st.close()
-            await cp.lost
-            await sp.lost
 
     contexts, closing, lost = run(loop, main())
     assert closing is False
@@ -471,9 +411,7 @@ def test_udp_datagram_received_exception(loop):
 
 def test_udp_extra_info(loop):
     async def main():
-        st, sp = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        ct, cp = await _endpoint(loop, remote_addr=st.get_extra_info("sockname"))
-        try:
+        async with _pair(loop) as (st, _sp, ct, cp):
             s = ct.get_extra_info("socket")
             assert s.type == socket.SOCK_DGRAM
             assert ct.get_extra_info("sockname") == s.getsockname()
@@ -481,35 +419,5 @@ def test_udp_extra_info(loop):
             assert st.get_extra_info("peername") is None
             assert ct.get_extra_info("nope", 7) == 7
             assert ct.get_protocol() is cp
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
-
-    run(loop, main())
-
-
-def test_unix_datagram_endpoint(loop, unix_path):
-    async def main():
-        st, sp = await _endpoint(
-            loop, lambda: Echo(loop), local_addr=unix_path, family=socket.AF_UNIX
-        )
-        client_path = unix_path + "-c"
-        ct, cp = await _endpoint(
-            loop, local_addr=client_path, remote_addr=unix_path, family=socket.AF_UNIX
-        )
-        try:
-            assert st.get_extra_info("sockname") == unix_path
-            ct.sendto(b"unix dgram")
-            data, addr = await cp.recv()
-            assert data == b"echo:unix dgram"
-            assert addr == unix_path
-            assert sp.datagrams == [(b"unix dgram", client_path)]
-        finally:
-            ct.close()
-            st.close()
-        await cp.lost
-        await sp.lost
 
     run(loop, main())

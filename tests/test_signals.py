@@ -18,6 +18,24 @@ from loop_support import child_prelude
 # SIGINT delivered to a child process
 # --------------------------------------------------------------------------
 
+
+def _run_forever_body(*setup):
+    """Child body: ``setup`` lines, then run_forever() on a new loop, printing
+    "ready" from its first callback and "finally" on the way out."""
+    return "\n".join(
+        [
+            "loop = factory()",
+            *setup,
+            'loop.call_soon(lambda: print("ready", flush=True))',
+            "try:",
+            "    loop.run_forever()",
+            "finally:",
+            '    print("finally", flush=True)',
+            "    loop.close()",
+        ]
+    )
+
+
 _CHILD_BODY = {
     # run(main()) parked on a future that never completes.
     "run": """
@@ -31,26 +49,9 @@ _CHILD_BODY = {
         run(main())
     """,
     # run_forever() with nothing at all to do.
-    "run_forever": """
-        loop = factory()
-        loop.call_soon(lambda: print("ready", flush=True))
-        try:
-            loop.run_forever()
-        finally:
-            print("finally", flush=True)
-            loop.close()
-    """,
+    "run_forever": _run_forever_body(),
     # run_forever() parked until a timer far in the future.
-    "far_timer": """
-        loop = factory()
-        loop.call_later(60, lambda: None)
-        loop.call_soon(lambda: print("ready", flush=True))
-        try:
-            loop.run_forever()
-        finally:
-            print("finally", flush=True)
-            loop.close()
-    """,
+    "far_timer": _run_forever_body("loop.call_later(60, lambda: None)"),
     # run_until_complete() on a never-completing future.
     "run_until_complete": """
         loop = factory()
@@ -60,18 +61,7 @@ _CHILD_BODY = {
         loop.run_until_complete(main())
     """,
     # Busy loop: a callback chain that keeps the ready queue non-empty.
-    "busy": """
-        loop = factory()
-        def spin():
-            loop.call_soon(spin)
-        loop.call_soon(lambda: print("ready", flush=True))
-        loop.call_soon(spin)
-        try:
-            loop.run_forever()
-        finally:
-            print("finally", flush=True)
-            loop.close()
-    """,
+    "busy": _run_forever_body("def spin():", "    loop.call_soon(spin)", "loop.call_soon(spin)"),
 }
 
 # What stock asyncio does (identical on 3.10 - 3.13): the child dies of the
@@ -173,17 +163,23 @@ def test_signal_wakes_parked_loop(loop, sigusr1_restored):
     assert loop.remove_signal_handler(signal.SIGUSR1) is True
 
 
+async def _sigusr1_until(calls, n):
+    """Send SIGUSR1 to this process and wait (1 s at most) until ``calls`` has
+    ``n`` entries."""
+    os.kill(os.getpid(), signal.SIGUSR1)
+    for _ in range(500):
+        if len(calls) >= n:
+            return
+        await asyncio.sleep(0.002)
+
+
 def test_signal_handler_fires_each_time(loop, sigusr1_restored):
     count = []
     loop.add_signal_handler(signal.SIGUSR1, count.append, "sig")
 
     async def main():
         for i in range(3):
-            os.kill(os.getpid(), signal.SIGUSR1)
-            for _ in range(500):
-                if len(count) > i:
-                    break
-                await asyncio.sleep(0.002)
+            await _sigusr1_until(count, i + 1)
         await asyncio.sleep(0.02)  # no late duplicates
 
     loop.run_until_complete(main())
@@ -194,35 +190,26 @@ def test_add_signal_handler_replaces_previous(loop, sigusr1_restored):
     got = []
     loop.add_signal_handler(signal.SIGUSR1, got.append, "first")
     loop.add_signal_handler(signal.SIGUSR1, got.append, "second")
-
-    async def main():
-        os.kill(os.getpid(), signal.SIGUSR1)
-        for _ in range(200):
-            if got:
-                break
-            await asyncio.sleep(0.005)
-
-    loop.run_until_complete(main())
+    loop.run_until_complete(_sigusr1_until(got, 1))
     assert got == ["second"]
 
 
-def test_remove_signal_handler_return_value(loop, sigusr1_restored):
-    assert loop.remove_signal_handler(signal.SIGUSR2) is False
-    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
-    assert loop.remove_signal_handler(signal.SIGUSR1) is True
-    assert loop.remove_signal_handler(signal.SIGUSR1) is False
-    # Default disposition is restored.
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
-
-
-def test_remove_sigint_handler_restores_default_int_handler(loop):
-    old = signal.getsignal(signal.SIGINT)
+@pytest.mark.parametrize(
+    "sig,default",
+    [(signal.SIGUSR1, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)],
+    ids=["SIGUSR1", "SIGINT"],
+)
+def test_remove_signal_handler_restores_default(loop, sig, default):
+    old = signal.getsignal(sig)
     try:
-        loop.add_signal_handler(signal.SIGINT, lambda: None)
-        assert loop.remove_signal_handler(signal.SIGINT) is True
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert loop.remove_signal_handler(sig) is False  # nothing registered yet
+        loop.add_signal_handler(sig, lambda: None)
+        assert loop.remove_signal_handler(sig) is True
+        assert loop.remove_signal_handler(sig) is False
+        # The default disposition is restored (Python's own handler for SIGINT).
+        assert signal.getsignal(sig) == default
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.signal(sig, old)
 
 
 def test_close_removes_signal_handlers(loop_factory, sigusr1_restored):
@@ -232,11 +219,10 @@ def test_close_removes_signal_handlers(loop_factory, sigusr1_restored):
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
-def test_add_signal_handler_uncatchable(loop):
-    with pytest.raises(RuntimeError, match="sig 9 cannot be caught"):
-        loop.add_signal_handler(signal.SIGKILL, lambda: None)
-    with pytest.raises(RuntimeError, match="cannot be caught"):
-        loop.add_signal_handler(signal.SIGSTOP, lambda: None)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])
+def test_add_signal_handler_uncatchable(loop, sig):
+    with pytest.raises(RuntimeError, match=f"^sig {int(sig)} cannot be caught$"):
+        loop.add_signal_handler(sig, lambda: None)
 
 
 @pytest.mark.parametrize("sig", [0, -1, signal.NSIG, 1000])

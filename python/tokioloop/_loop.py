@@ -4,10 +4,11 @@ The class is the native ``LoopCore`` (ready queue, timers, fd readiness on
 tokio's reactor, the run loop: everything on the per-callback path) combined
 with asyncio's Unix loop class for the parts asyncio writes in Python:
 exception handling, executors, async generator hooks, ``run_until_complete``,
-signal handlers, and, until native transports replace them, the socket,
-pipe and subprocess transports, which run over the native
-``_add_reader``/``_add_writer``. ``LoopCore`` comes first in the MRO, so its
-methods win; asyncio's selector and self-pipe are never created.
+signal handlers, the network helpers, and the pipe and subprocess
+transports, which run over the native ``_add_reader``/``_add_writer``.
+Socket transports are tokioloop's own (``_transports``, native cores).
+``LoopCore`` comes first in the MRO, so its methods win; asyncio's selector
+and self-pipe are never created.
 
 This file holds only the glue: construction without a selector,
 ``run_forever``'s set-up and clean-up, ``close``, and the small view of the
@@ -240,6 +241,10 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._ensure_fd_no_transport(sock)
+        return _transports.DatagramSocketTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(
         self,

@@ -1,14 +1,16 @@
-"""The stream socket transport of tokioloop (TCP and Unix sockets).
+"""tokioloop's socket transports: streams (TCP and Unix) and datagrams (UDP
+and Unix datagram sockets).
 
 ``SocketTransport`` is what ``create_connection``, ``create_server``,
 ``create_unix_connection``/``create_unix_server``, ``connect_accepted_socket``
-and TLS (under asyncio's ``SSLProtocol``) hand to protocols. It is an
-``asyncio.Transport``, and behaves as asyncio's ``_SelectorSocketTransport``
-does, but its per-event and per-write work (reading into ``bytes`` or a
-``BufferedProtocol``'s buffer, ``write``/``writelines``, flushing, flow
-control) is the native ``StreamTransportCore``. This class holds the cold
-paths: construction, ``get_extra_info``, ``repr``, error reporting and the
-connection-lost bookkeeping, each copied from asyncio's own.
+and TLS (under asyncio's ``SSLProtocol``) hand to protocols;
+``DatagramSocketTransport`` is what ``create_datagram_endpoint`` hands out.
+Both are real asyncio transports (``isinstance`` checks hold) and behave as
+asyncio's ``_SelectorSocketTransport``/``_SelectorDatagramTransport`` do, but
+their per-event and per-write work is the native ``StreamTransportCore`` /
+``DatagramTransportCore``. These classes hold the cold paths: construction,
+``get_extra_info``, ``repr``, error reporting and the connection-lost
+bookkeeping, each copied from asyncio's own.
 
 The hot methods are bound once per transport as instance attributes
 (``self.write = core.write``), so ``transport.write(data)`` calls native
@@ -18,33 +20,48 @@ code directly, with no Python frame in between.
 from __future__ import annotations
 
 import contextvars
+import socket
 import sys
 import warnings
 from asyncio import base_events, constants, futures, transports, trsock
 from asyncio.log import logger
 
-from ._tokioloop import StreamTransportCore
+from ._tokioloop import DatagramTransportCore, StreamTransportCore
 
 # Server._attach/_detach take the transport from 3.13 on.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
-    """A connected stream socket, driven by tokioloop's native engine.
+def _server_attach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _server_detach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
+class _NativeTransport(transports._FlowControlMixin):
+    """What both socket transports share: extra info, state read back from
+    the native core, close/abort, error reporting, connection loss, repr.
 
     A ``_FlowControlMixin`` because asyncio's own code checks for it (the
-    sendfile fallback); the flow-control state itself lives in the native
-    core, and the properties below shadow the mixin's slots."""
-
-    _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    sendfile fallback); the flow-control state lives in the native core, and
+    the properties below shadow the mixin's slots."""
 
     # Read by __del__ even when __init__ failed early.
     _sock = None
+    _server = None
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # Not _FlowControlMixin.__init__: the native core keeps those limits.
-        transports.Transport.__init__(self, extra)
+    def _init_common(self, loop, sock, extra):
+        # Not _FlowControlMixin.__init__: the native core keeps the limits.
+        transports.BaseTransport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -57,27 +74,14 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 self._extra["peername"] = None
         self._loop = loop
         self._sock_fd = sock.fileno()
-        self._server = None
-        core = StreamTransportCore.create(
-            loop, self, self._sock_fd, protocol, contextvars.copy_context()
-        )
-        self._sock = sock
+
+    def _start(self, loop, core, protocol, waiter):
+        """Bind the core, register with the loop, schedule connection_made
+        and the first read, as asyncio's transports do."""
         self._core = core
-        self.write = core.write
-        self.writelines = core.writelines
         self.is_closing = core.is_closing
-        self.is_reading = core.is_reading
-        self.pause_reading = core.pause_reading
-        self.resume_reading = core.resume_reading
         self.get_write_buffer_size = core.get_write_buffer_size
-        self._server = server
-        if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
-                server._attach(self)
-            else:
-                server._attach()
         loop._transports[self._sock_fd] = self
-        base_events._set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
         # Reading starts once connection_made() has run, as in asyncio.
         loop.call_soon(core._start_reading)
@@ -111,40 +115,13 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         return self._core._closing
 
     @property
-    def _paused(self):
-        return self._core._paused
-
-    @property
-    def _eof(self):
-        return self._core._eof
-
-    @property
     def _conn_lost(self):
         return self._core._conn_lost
 
-    @property
-    def _empty_waiter(self):
-        return self._core._empty_waiter
-
-    # -- the Transport API (hot methods are bound in __init__) -------------
-
-    def write(self, data):
-        self._core.write(data)
-
-    def writelines(self, list_of_data):
-        self._core.writelines(list_of_data)
+    # -- the transport API (hot methods are bound in _start) ---------------
 
     def is_closing(self):
         return self._core.is_closing()
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-    def pause_reading(self):
-        self._core.pause_reading()
-
-    def resume_reading(self):
-        self._core.resume_reading()
 
     def get_write_buffer_size(self):
         return self._core.get_write_buffer_size()
@@ -154,12 +131,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def get_protocol(self):
         return self._core.get_protocol()
-
-    def write_eof(self):
-        self._core.write_eof()
-
-    def can_write_eof(self):
-        return True
 
     def close(self):
         self._core.close()
@@ -208,33 +179,18 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             if core._protocol_connected:
                 core.get_protocol().connection_lost(exc)
         finally:
-            waiter = core._empty_waiter
-            # Off the reactor before the fd number can be reused.
-            core._detach()
-            self._sock.close()
-            self._sock = None
-            self._loop = None
-            server = self._server
-            if server is not None:
-                if _SERVER_TRACKS_TRANSPORTS:
-                    server._detach(self)
-                else:
-                    server._detach()
-                self._server = None
-            if waiter is not None:
-                waiter.set_exception(ConnectionError("Connection is closed by peer"))
+            self._connection_lost_cleanup()
 
-    def _make_empty_waiter(self):
-        if self._core._empty_waiter is not None:
-            raise RuntimeError("Empty waiter is already set")
-        waiter = self._loop.create_future()
-        self._core._empty_waiter = waiter
-        if not self._core.get_write_buffer_size():
-            waiter.set_result(None)
-        return waiter
-
-    def _reset_empty_waiter(self):
-        self._core._empty_waiter = None
+    def _connection_lost_cleanup(self):
+        # Off the reactor before the fd number can be reused.
+        self._core._detach()
+        self._sock.close()
+        self._sock = None
+        self._loop = None
+        server = self._server
+        if server is not None:
+            _server_detach(server, self)
+            self._server = None
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -256,10 +212,110 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             self._sock.close()
             self._sock = None
             if self._server is not None:
-                if _SERVER_TRACKS_TRANSPORTS:
-                    self._server._detach(self)
-                else:
-                    self._server._detach()
+                _server_detach(self._server, self)
+
+
+class SocketTransport(_NativeTransport, transports.Transport):
+    """A connected stream socket, driven by tokioloop's native engine."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        self._init_common(loop, sock, extra)
+        core = StreamTransportCore.create(
+            loop, self, self._sock_fd, protocol, contextvars.copy_context()
+        )
+        self._sock = sock
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_reading = core.is_reading
+        self.pause_reading = core.pause_reading
+        self.resume_reading = core.resume_reading
+        self._server = server
+        if server is not None:
+            _server_attach(server, self)
+        base_events._set_nodelay(sock)
+        self._start(loop, core, protocol, waiter)
+
+    @property
+    def _paused(self):
+        return self._core._paused
+
+    @property
+    def _eof(self):
+        return self._core._eof
+
+    @property
+    def _empty_waiter(self):
+        return self._core._empty_waiter
+
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def _connection_lost_cleanup(self):
+        waiter = self._core._empty_waiter
+        super()._connection_lost_cleanup()
+        if waiter is not None:
+            waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+    def _make_empty_waiter(self):
+        if self._core._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        waiter = self._loop.create_future()
+        self._core._empty_waiter = waiter
+        if not self._core.get_write_buffer_size():
+            waiter.set_result(None)
+        return waiter
+
+    def _reset_empty_waiter(self):
+        self._core._empty_waiter = None
+
+
+class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
+    """A datagram socket (UDP, Unix datagram), driven by tokioloop's native
+    engine."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        self._init_common(loop, sock, extra)
+        core = DatagramTransportCore.create(
+            loop,
+            self,
+            sock,
+            protocol,
+            address,
+            bool(self._extra["peername"]),
+            sock.family in _INET_FAMILIES,
+            contextvars.copy_context(),
+        )
+        self._sock = sock
+        self.sendto = core.sendto
+        self._start(loop, core, protocol, waiter)
+
+    @property
+    def _address(self):
+        return self._core._address
+
+    def sendto(self, data, addr=None):
+        self._core.sendto(data, addr)
 
 
 def make_ssl_transport(
@@ -277,4 +333,4 @@ def make_ssl_transport(
     return ssl_protocol._app_transport
 
 
-__all__ = ["SocketTransport", "make_ssl_transport"]
+__all__ = ["DatagramSocketTransport", "SocketTransport", "make_ssl_transport"]
