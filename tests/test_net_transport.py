@@ -528,3 +528,96 @@ def test_write_from_resume_writing_keeps_flushing(loop):
     cp, sp = run(loop, main(), timeout=30)
     assert cp.resumes > 0
     assert hashlib.sha256(sp.data()).digest() == hashlib.sha256(block * rounds).digest()
+
+
+CONN_VAR = contextvars.ContextVar("CONN_VAR", default="none")
+
+
+def test_accepted_connections_get_their_own_context(loop):
+    """What a protocol factory sets in a contextvar is seen by that
+    connection's callbacks and by no other connection (asyncio creates each
+    accepted transport in a task, i.e. in a copy of the context)."""
+    seen = []
+    made = 0
+
+    class Tagged(RecordingProtocol):
+        def data_received(self, data):
+            seen.append((data, CONN_VAR.get()))
+            super().data_received(data)
+
+    def factory():
+        nonlocal made
+        before = CONN_VAR.get()
+        made += 1
+        CONN_VAR.set(f"conn{made}")
+        proto = Tagged(loop)
+        proto.before = before
+        return proto
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        clients = []
+        for i in range(3):
+            tr, _ = await loop.create_connection(asyncio.Protocol, *addr)
+            clients.append(tr)
+            tr.write(f"c{i}".encode())
+            await asyncio.sleep(0.02)
+        for tr in clients:
+            tr.close()
+        server.close()
+        await server.wait_closed()
+        return CONN_VAR.get()
+
+    outer = run(loop, main())
+    assert outer == "none"
+    assert sorted(seen) == [(b"c0", "conn1"), (b"c1", "conn2"), (b"c2", "conn3")]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_failing_protocol_factory_on_accept(loop, debug):
+    """asyncio reports a failing protocol factory only in debug mode; the
+    accepted socket is dropped (the client sees EOF) and the server goes on."""
+    calls = 0
+
+    def factory():
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ZeroDivisionError("no protocol")
+        return RecordingProtocol(loop)
+
+    async def main():
+        loop.set_debug(debug)
+        rec = []
+
+        def handler(lp, ctx):
+            # Keep only strings: the exception's traceback would keep the
+            # accepted socket alive.
+            if isinstance(ctx.get("exception"), ZeroDivisionError):
+                rec.append(ctx["message"])
+
+        loop.set_exception_handler(handler)
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        reader, writer = await asyncio.open_connection(*addr)
+        await asyncio.sleep(0.05)
+        gc.collect()  # debug mode: the traceback cycle holds the socket
+        first = await asyncio.wait_for(reader.read(10), 5)
+        writer.close()
+        tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), *addr)
+        await asyncio.sleep(0.05)
+        tr.close()
+        await cp.lost
+        server.close()
+        await server.wait_closed()
+        gc.collect()
+        return first, rec, calls
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        first, reported, calls_made = run(loop, main())
+    assert first == b""
+    assert calls_made == 2
+    expected = ["Error on transport creation for incoming connection"] if debug else []
+    assert reported == expected
