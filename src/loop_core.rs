@@ -665,6 +665,16 @@ impl LoopCore {
         })
     }
 
+    /// Native because asyncio's C `Future` calls it for every future and
+    /// task it creates (to decide whether to record a traceback).
+    fn get_debug(&self) -> bool {
+        self.shared.debug()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
     fn time(&self) -> f64 {
         clock::monotonic()
     }
