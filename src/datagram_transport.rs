@@ -10,9 +10,9 @@
 //! (`recvfrom`, `send`, `sendto`), bound once, so addresses are parsed and
 //! formatted exactly as Python does for every family.
 //!
-//! Semantics follow the running CPython: 3.10/3.11 drop empty datagrams and
-//! count only payload bytes in the write buffer; 3.12+ send them and count
-//! 8 header bytes per datagram.
+//! Semantics follow the running CPython: up to 3.12 empty datagrams are
+//! dropped and only payload bytes count in the write buffer; 3.13+ sends
+//! them and counts 8 header bytes per datagram.
 
 use std::collections::VecDeque;
 use std::io;
@@ -69,7 +69,7 @@ pub struct DatagramTransport {
     reading: bool,
     writing: bool,
     conn_lost: u32,
-    /// 3.12+: empty datagrams are sent and each buffered one counts 8 bytes.
+    /// 3.13+: empty datagrams are sent and each buffered one counts 8 bytes.
     modern: bool,
 }
 
@@ -429,7 +429,7 @@ impl DatagramTransport {
             reading: false,
             writing: false,
             conn_lost: 0,
-            modern: py.version_info() >= (3, 12),
+            modern: py.version_info() >= (3, 13),
         };
         core.set_protocol_inner(protocol);
         let core = Bound::new(py, core)?;

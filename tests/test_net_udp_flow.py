@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 from net_support import run, unix_path_fixture  # noqa: F401  (unix_path)
 
@@ -57,7 +58,7 @@ def test_udp_burst_is_delivered_in_order(loop):
     assert run(loop, main()) == list(range(500))
 
 
-def test_unix_datagram_full_buffer_pauses_then_flushes_in_order(loop, unix_path):
+def test_unix_datagram_full_buffer_pauses_then_flushes_in_order(loop, loop_kind, unix_path):
     count = 3000
 
     async def main():
@@ -85,7 +86,11 @@ def test_unix_datagram_full_buffer_pauses_then_flushes_in_order(loop, unix_path)
 
     buffered, left, first, last, order = run(loop, main())
     assert buffered
-    assert left == 0
     assert first == [("pause", True)]
-    assert last == "resume"
+    if not (loop_kind == "asyncio" and sys.version_info[:3] == (3, 13, 0)):
+        # 3.13.0's own transport adds 8 header bytes per buffered datagram
+        # but takes only the payload off again (fixed in 3.13.1), so its
+        # buffer size never gets back to 0 nor below the low-water mark.
+        assert left == 0
+        assert last == "resume"
     assert order == list(range(3000))
