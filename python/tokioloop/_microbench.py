@@ -244,6 +244,69 @@ def bench_run_in_executor(loop_factory: LoopFactory, n: int) -> float:
         loop.close()
 
 
+def bench_tcp_echo(loop_factory: LoopFactory, n: int) -> float:
+    """n 1 KiB request/echo round trips over loopback TCP between a client
+    and a server protocol on the same loop (8 connections in flight): the
+    transports' read and write paths plus the loop's I/O dispatch."""
+    conns = 8
+    payload = b"x" * 1024
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Client(asyncio.Protocol):
+        def __init__(self, quota, done):
+            self.quota = quota
+            self.done = done
+            self.pending = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.pending -= len(data)
+            if self.pending > 0:
+                return
+            self.quota -= 1
+            if self.quota == 0:
+                self.done.set_result(None)
+            else:
+                self.send()
+
+        def send(self):
+            self.pending = len(payload)
+            self.transport.write(payload)
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        host, port = server.sockets[0].getsockname()[:2]
+        clients = []
+        for _ in range(conns):
+            done = loop.create_future()
+            _, proto = await loop.create_connection(lambda d=done: Client(n // conns, d), host, port)
+            clients.append(proto)
+        t0 = _now()
+        for c in clients:
+            c.send()
+        await asyncio.gather(*(c.done for c in clients))
+        elapsed = _now() - t0
+        for c in clients:
+            c.transport.close()
+        server.close()
+        await server.wait_closed()
+        return elapsed
+
+    loop = loop_factory()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 WORKLOADS: dict[str, Callable[[LoopFactory, int], float]] = {
     "call_soon": bench_call_soon,
     "call_later": bench_call_later,
@@ -252,6 +315,7 @@ WORKLOADS: dict[str, Callable[[LoopFactory, int], float]] = {
     "future_chain": bench_future_chain,
     "call_soon_threadsafe": bench_call_soon_threadsafe,
     "run_in_executor": bench_run_in_executor,
+    "tcp_echo": bench_tcp_echo,
 }
 
 # Operation counts for benches/micro.py.
@@ -263,6 +327,7 @@ FULL_SIZES = {
     "future_chain": 100_000,
     "call_soon_threadsafe": 100_000,
     "run_in_executor": 10_000,
+    "tcp_echo": 80_000,
 }
 
 # Used by `python -m tokioloop` and `micro.py --quick`; sized so that four
@@ -277,6 +342,7 @@ QUICK_SIZES = {
     "future_chain": 40_000,
     "call_soon_threadsafe": 40_000,
     "run_in_executor": 4_000,
+    "tcp_echo": 24_000,
 }
 
 
