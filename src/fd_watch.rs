@@ -319,6 +319,15 @@ impl FdWatchers {
         }
     }
 
+    /// Number of watched fds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn has_fired(&self) -> bool {
         !self.fired.is_empty()
     }

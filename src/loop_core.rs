@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -54,11 +54,18 @@ const CLOCK_RESOLUTION: f64 = 1e-9;
 /// chains of ready callbacks (future round trips, task steps) then mostly
 /// cost no syscall, while new I/O is still seen within
 /// `BUSY_POLL_EVERY` iterations or `BUSY_POLL_INTERVAL` seconds, whichever
-/// comes first. An idle loop always polls, and so do a run's first
-/// iteration and its last (stopping) one. Fds already known to be ready
-/// (level-triggered re-checks) are dispatched on every iteration regardless.
+/// comes first (`..._NO_IO` when no fd is watched at all). An idle loop
+/// always polls, and so do a run's first iteration and its last (stopping)
+/// one. Fds already known to be ready (level-triggered re-checks) are
+/// dispatched on every iteration regardless.
 const BUSY_POLL_INTERVAL: f64 = 50e-6;
 const BUSY_POLL_EVERY: u32 = 4;
+/// With no fd watched at all (a loop that only runs callbacks, timers and
+/// futures), a busy loop polls far less often: only the signal wake-up
+/// socket could have news, and a signal still gets through within a
+/// millisecond.
+const BUSY_POLL_INTERVAL_NO_IO: f64 = 1e-3;
+const BUSY_POLL_EVERY_NO_IO: u32 = 64;
 
 /// A queued callback: ours, or an `asyncio.Handle` that asyncio's own code
 /// handed to `_add_callback` (signal handlers are scheduled that way).
@@ -191,6 +198,9 @@ pub struct LoopCore {
     /// Native I/O objects by registration token (see `native_io`).
     natives: Mutex<HashMap<u64, NativeIo>>,
     next_native: AtomicU64,
+    /// Watched fds plus native registrations: zero means no I/O to poll
+    /// for but the signal socket (see `BUSY_POLL_EVERY_NO_IO`).
+    io_sources: AtomicUsize,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -357,6 +367,7 @@ impl LoopCore {
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
         let natives = std::mem::take(&mut *self.natives.lock());
+        self.count_io_sources();
         (ready, timers, watchers, natives)
     }
 
@@ -403,6 +414,7 @@ impl LoopCore {
             IoRegistration::new(fd, token, sink).map_err(os_error)?
         };
         self.natives.lock().insert(token, target);
+        self.count_io_sources();
         Ok((token, registration))
     }
 
@@ -417,6 +429,7 @@ impl LoopCore {
             return Ok(false);
         }
         let removed = this.watchers.lock().remove(fd, direction);
+        this.count_io_sources();
         match removed {
             Some(old) => {
                 old.bind(slf.py()).call_method0("cancel")?;
@@ -448,7 +461,14 @@ impl LoopCore {
     }
 
     pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
-        self.natives.lock().remove(&token)
+        let removed = self.natives.lock().remove(&token);
+        self.count_io_sources();
+        removed
+    }
+
+    fn count_io_sources(&self) {
+        let n = self.watchers.lock().len() + self.natives.lock().len();
+        self.io_sources.store(n, Ordering::Relaxed);
     }
 
     /// `call_soon(callback, *args)` for native code, in a copy of the
@@ -488,6 +508,7 @@ impl LoopCore {
                 .add(&this.shared, fd, direction, handle.clone_ref(py))
                 .map_err(os_error)?
         };
+        this.count_io_sources();
         if let Some(old) = replaced {
             old.bind(py).call_method0("cancel")?;
         }
@@ -604,7 +625,12 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let signalled = if shared.has_ready() || stopping {
             let now = clock::monotonic();
-            if !stopping && skipped + 1 < BUSY_POLL_EVERY && now - last_poll < BUSY_POLL_INTERVAL {
+            let (every, interval) = if slf.get().io_sources.load(Ordering::Relaxed) > 0 {
+                (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
+            } else {
+                (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
+            };
+            if !stopping && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
                 false
             } else {
@@ -656,6 +682,7 @@ impl LoopCore {
             watchers: Mutex::new(FdWatchers::default()),
             natives: Mutex::new(HashMap::new()),
             next_native: AtomicU64::new(0),
+            io_sources: AtomicUsize::new(0),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
