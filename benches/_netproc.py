@@ -1,4 +1,4 @@
-"""Process plumbing for benches/net.py: servers, CPU time, and load clients.
+"""Process plumbing for benches/net.py: servers, CPU time, load clients, TLS files.
 
 Everything here is bounded: a server gets READY_TIMEOUT seconds to print its
 ``ready`` line and STOP_GRACE seconds to exit after SIGTERM before it is
@@ -30,6 +30,8 @@ STOP_GRACE = 2.0
 # Slack on top of a client's own run time before it is killed as hung.
 CLIENT_SLACK = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Extra environment for every server and worker (net.py --server-env).
+EXTRA_ENV: dict[str, str] = {}
 
 
 class CellError(Exception):
@@ -56,6 +58,7 @@ def server_env() -> dict[str, str]:
     # Debug/dev mode slow the loops by very different amounts.
     for var in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE"):
         env.pop(var, None)
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -116,6 +119,27 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+def run_json(cmd: list[str], run_seconds: float, what: str) -> dict:
+    """Run a program that prints one JSON object; CellError if it fails.
+
+    It gets `run_seconds` plus CLIENT_SLACK before it is killed as hung.
+    """
+    try:
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=run_seconds + CLIENT_SLACK,
+            env=server_env(),
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CellError(f"{what} timed out") from exc
+    if proc.returncode != 0:
+        raise CellError(last_line(proc.stderr) or f"{what} exit {proc.returncode}")
+    return json.loads(proc.stdout)
 
 
 @contextmanager
@@ -186,19 +210,39 @@ def run_echo_client(
         "--pid",
         str(pid),
     ]
+    return run_json(cmd, warmup + duration, "echo client")
+
+
+def client_rustls_version() -> str:
+    """The rustls version the echo client is built with, from Cargo.lock."""
+    lock = (CLIENT_DIR / "Cargo.lock").read_text()
+    match = re.search(r'name = "rustls"\nversion = "([^"]+)"', lock)
+    return match.group(1) if match else "?"
+
+
+# --------------------------------------------------------------------------
+# TLS certificates
+# --------------------------------------------------------------------------
+
+
+@contextmanager
+def tls_files() -> Iterator[tuple[str, str]]:
+    """A fresh CA and a certificate for 127.0.0.1 signed by it, made with
+    trustme in a temporary directory that is removed afterwards.
+
+    Yields (CA certificate PEM path, server key + certificate chain PEM path).
+    """
     try:
-        proc = subprocess.run(
-            cmd,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=warmup + duration + CLIENT_SLACK,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise CellError("echo client timed out") from exc
-    if proc.returncode != 0:
-        raise CellError(last_line(proc.stderr) or f"echo client exit {proc.returncode}")
-    return json.loads(proc.stdout)
+        import trustme
+    except ImportError as exc:
+        raise CellError("--tls needs the trustme package (pip install trustme)") from exc
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    with tempfile.TemporaryDirectory(prefix="tokioloop-tls-") as tmp:
+        ca_pem, server_pem = Path(tmp, "ca.pem"), Path(tmp, "server.pem")
+        ca.cert_pem.write_to_path(str(ca_pem))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+        yield str(ca_pem), str(server_pem)
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Echo servers for the network benchmark, in three styles, on any event loop.
 
 Usage: python benches/echo_servers.py --loop LOOP --style sock|streams|protocol
-                                      (--tcp HOST:PORT | --unix PATH)
+                                      (--tcp HOST:PORT | --unix PATH) [--tls PEM]
 
 LOOP is asyncio, uvloop, rloop or tokioloop.  The styles exercise different
 layers of a loop:
@@ -12,6 +12,10 @@ layers of a loop:
             writer.write + drain (transports plus the pure-Python streams);
 - protocol: loop.create_server / create_unix_server with an asyncio.Protocol
             whose data_received calls transport.write (transports only).
+
+With --tls PEM (a file holding the server's private key and certificate
+chain), the streams and protocol servers speak TLS: the same calls with
+``ssl=`` a server SSLContext, so the loop's own TLS layer is measured.
 
 Port 0 picks a free port.  When listening, prints ``ready ADDRESS`` (the
 actual host:port, or the path) on stdout, then serves until SIGTERM/SIGINT.
@@ -25,6 +29,7 @@ import importlib
 import os
 import signal
 import socket
+import ssl
 import sys
 
 LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop")
@@ -118,8 +123,19 @@ class EchoProtocol(asyncio.Protocol):
 # --------------------------------------------------------------------------
 
 
+def server_ssl_context(pem: str) -> ssl.SSLContext:
+    """Default server context (TLS 1.2+, OpenSSL's default suites) for `pem`."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pem)
+    return ctx
+
+
 async def start(
-    loop: asyncio.AbstractEventLoop, style: str, tcp: tuple[str, int] | None, unix: str | None
+    loop: asyncio.AbstractEventLoop,
+    style: str,
+    tcp: tuple[str, int] | None,
+    unix: str | None,
+    tls: ssl.SSLContext | None = None,
 ) -> str:
     """Start serving in `style`; return the address actually listened on."""
     if style == "sock":
@@ -130,13 +146,13 @@ async def start(
     else:
         if style == "streams":
             if tcp is not None:
-                server = await asyncio.start_server(_stream_echo, *tcp)
+                server = await asyncio.start_server(_stream_echo, *tcp, ssl=tls)
             else:
-                server = await asyncio.start_unix_server(_stream_echo, unix)
+                server = await asyncio.start_unix_server(_stream_echo, unix, ssl=tls)
         elif tcp is not None:
-            server = await loop.create_server(EchoProtocol, *tcp)
+            server = await loop.create_server(EchoProtocol, *tcp, ssl=tls)
         else:
-            server = await loop.create_unix_server(EchoProtocol, unix)
+            server = await loop.create_unix_server(EchoProtocol, unix, ssl=tls)
         _KEEP.append(server)
         sockname = server.sockets[0].getsockname()
     if tcp is not None:
@@ -168,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", type=parse_tcp, metavar="HOST:PORT")
     where.add_argument("--unix", metavar="PATH")
+    parser.add_argument("--tls", metavar="PEM", help="serve TLS with this key + cert chain")
     args = parser.parse_args(argv)
+    if args.tls and args.style == "sock":
+        parser.error("--tls needs the streams or protocol style")
+    tls = server_ssl_context(args.tls) if args.tls else None
 
     loop = importlib.import_module(args.loop).new_event_loop()
     asyncio.set_event_loop(loop)
-    address = loop.run_until_complete(start(loop, args.style, args.tcp, args.unix))
+    address = loop.run_until_complete(start(loop, args.style, args.tcp, args.unix, tls))
     install_stop_handlers(loop)
     print(f"ready {address}", flush=True)
     try:

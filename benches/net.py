@@ -1,26 +1,35 @@
-"""Network benchmark: echo servers (and HTTP hello-worlds) on each event loop.
+"""Network benchmark: echo servers (plain or TLS), HTTP hello-worlds and
+subprocess spawns on each event loop.
 
 Usage: .venv/bin/python benches/net.py [--quick] [--rounds 3] [--loops asyncio,tokioloop]
        [--only protocol,tcp,1k,c16] [--json out.json]
+       .venv/bin/python benches/net.py --tls [--quick] [--only protocol,100k]
        .venv/bin/python benches/net.py --http [--only fastapi] [--json out.json]
+       .venv/bin/python benches/net.py --spawn [--quick] [--only c8]
 
 Echo mode: every cell (style x transport x message size x connections) runs
 each loop's `echo_servers.py` in its own process, loaded by the Rust closed-loop
-client in `echo_client/` (built on first use).  HTTP mode: aiohttp and
-uvicorn+FastAPI hello-worlds from `http_servers.py`, loaded by `wrk`.  Rounds
-are interleaved: each round runs every cell on every loop in turn.  The
-ranking metric is the server's CPU time per request (utime+stime from
-/proc/PID/stat over the measured phase), reported beside req/s and p50/p99.
-Prints markdown tables on stdout and progress on stderr.  See benches/README.md.
+client in `echo_client/` (built on first use).  TLS mode: the same, with the
+servers given ``ssl=`` and the client speaking TLS (rustls) with a CA made
+for the run.  HTTP mode: aiohttp and uvicorn+FastAPI hello-worlds from
+`http_servers.py`, loaded by `wrk`.  Spawn mode: `spawn_worker.py` runs
+``create_subprocess_exec('true')`` + ``wait()`` closed-loop on each loop.
+Rounds are interleaved: each round runs every cell on every loop in turn.
+The ranking metric is CPU time per request (the server's utime+stime from
+/proc/PID/stat over the measured phase) or per spawn (the spawning
+process's), reported beside req/s (spawns/s) and p50/p99.  Prints markdown
+tables on stdout and progress on stderr.  See benches/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -39,27 +48,49 @@ STYLES = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
 SIZES_KIB = (1, 10, 100)
 CONNS = (1, 16)
-HTTP_APPS = ("aiohttp", "fastapi")
-HTTP_CONNS = 16
-# Loops that cannot serve a transport at all: shown as n/a, never run.
-UNSUPPORTED = {("rloop", "unix")}
-
-# Default timings (seconds).  The full echo matrix is 36 cells x (4 loops, 3
-# on unix) x 3 rounds = 378 server runs of ~0.1 s start/stop + warm-up +
-# measured phase, ~1.9 s each: about 12 minutes.  1.5 s measured keeps the
-# 10 ms granularity of /proc CPU times under 1% of a busy server's total.
-FULL = {"warmup": 0.3, "duration": 1.5, "http_warmup": 1.0, "http_duration": 5.0}
-QUICK = {"warmup": 0.2, "duration": 1.0, "http_warmup": 1.0, "http_duration": 2.0}
 QUICK_SIZES_KIB = (1, 100)
 QUICK_CONNS = (16,)
+# TLS mode: TLS over TCP ("tls" in the net column), transports only.
+TLS_STYLES = ("protocol", "streams")
+TLS_SIZES_KIB = (1, 100)
+HTTP_APPS = ("aiohttp", "fastapi")
+HTTP_CONNS = 16
+# Spawn mode: the program spawned, and how many spawns are in flight at once.
+SPAWN_COMMAND = "true"
+SPAWN_CONCURRENCY = (1, 8)
+# Loops that cannot serve a transport at all: shown as n/a, never run.
+# rloop 0.5 has no Unix sockets, and create_server(ssl=...) raises
+# NotImplementedError.
+UNSUPPORTED = {("rloop", "unix"), ("rloop", "tls")}
+
+# Default timings (seconds) and rounds per mode.  The full echo matrix is 36
+# cells x (4 loops, 3 on unix) x 3 rounds = 378 server runs of ~0.1 s
+# start/stop + warm-up + measured phase, ~1.9 s each: about 12 minutes; TLS
+# is 8 cells x 3 loops x 5 rounds, about 4 minutes; spawn 2 cells x 4 loops
+# x 5 rounds of ~2.7 s, about 2 minutes.  1.5 s measured keeps the 10 ms
+# granularity of /proc CPU times under 1% of a busy server's total.
+FULL = {
+    "echo": {"warmup": 0.3, "duration": 1.5},
+    "tls": {"warmup": 0.3, "duration": 1.5},
+    "http": {"warmup": 1.0, "duration": 5.0},
+    "spawn": {"warmup": 0.5, "duration": 2.0},
+}
+QUICK = {
+    "echo": {"warmup": 0.2, "duration": 1.0},
+    "tls": {"warmup": 0.2, "duration": 1.0},
+    "http": {"warmup": 1.0, "duration": 2.0},
+    "spawn": {"warmup": 0.3, "duration": 1.0},
+}
+ROUNDS = {"echo": 3, "tls": 5, "http": 3, "spawn": 5}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of the matrix.  For HTTP cells style is the app name."""
+    """One row of the matrix.  For HTTP cells style is the app name; for
+    spawn cells it is the program spawned, and conns the spawns in flight."""
 
     style: str
-    transport: str  # tcp | unix | http
+    transport: str  # tcp | unix | tls | http | spawn
     size_kib: int | None
     conns: int
 
@@ -81,13 +112,14 @@ def csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def select_cells(only: list[str], http: bool, quick: bool) -> list[Cell]:
-    """Build the matrix, narrowed by --only tokens.
+def select_cells(only: list[str], mode: str, quick: bool) -> list[Cell]:
+    """Build the matrix of `mode`, narrowed by --only tokens.
 
-    Tokens name values of one dimension: a style or app name, tcp/unix, a
-    size such as 1k or 100k, a connection count such as c1 or c16.  Within a
-    dimension the named values are kept; a dimension with no tokens keeps
-    its default values.  Sizes and counts outside the defaults are allowed.
+    Tokens name values of one dimension: a style or app name, tcp/unix/tls,
+    a size such as 1k or 100k, a connection count (spawn concurrency) such
+    as c1 or c16.  Within a dimension the named values are kept; a dimension
+    with no tokens keeps its default values.  Sizes and counts outside the
+    defaults are allowed.
     """
     styles: list[str] = []
     transports: list[str] = []
@@ -96,7 +128,7 @@ def select_cells(only: list[str], http: bool, quick: bool) -> list[Cell]:
     for token in (t.lower() for t in only):
         if token in STYLES or token in HTTP_APPS:
             styles.append(token)
-        elif token in TRANSPORTS:
+        elif token in TRANSPORTS or token == "tls":
             transports.append(token)
         elif token.endswith("k") and token[:-1].isdigit() and int(token[:-1]) > 0:
             sizes.append(int(token[:-1]))
@@ -104,9 +136,21 @@ def select_cells(only: list[str], http: bool, quick: bool) -> list[Cell]:
             conns.append(int(token[1:]))
         else:
             raise ValueError(f"unknown --only token {token!r}")
-    if http:
+    if mode == "http":
         apps = [s for s in styles if s in HTTP_APPS] or list(HTTP_APPS)
         return [Cell(app, "http", None, HTTP_CONNS) for app in apps]
+    if mode == "spawn":
+        return [Cell(SPAWN_COMMAND, "spawn", None, n) for n in conns or SPAWN_CONCURRENCY]
+    if mode == "tls":
+        if "sock" in styles:
+            raise ValueError("the sock style has no TLS (loop.sock_* work on raw sockets)")
+        if any(t != "tls" for t in transports):
+            raise ValueError("--tls runs TLS over TCP only: drop tcp/unix from --only")
+        styles = [s for s in styles if s in TLS_STYLES] or list(TLS_STYLES)
+        transports = ["tls"]
+        sizes = sizes or list(TLS_SIZES_KIB)
+    elif "tls" in transports:
+        raise ValueError("use --tls for TLS cells")
     styles = [s for s in styles if s in STYLES] or list(STYLES)
     transports = transports or list(TRANSPORTS)
     sizes = sizes or list(QUICK_SIZES_KIB if quick else SIZES_KIB)
@@ -125,6 +169,20 @@ def select_cells(only: list[str], http: bool, quick: bool) -> list[Cell]:
 # --------------------------------------------------------------------------
 
 
+def _sample(
+    requests: int, rps: float, p50_us: float, p99_us: float, cpu_us_per_req: float, **extra
+) -> dict:
+    """One run's numbers, under the names summarize() and the tables use."""
+    return {
+        "requests": requests,
+        "rps": rps,
+        "p50_us": p50_us,
+        "p99_us": p99_us,
+        "cpu_us_per_req": cpu_us_per_req,
+        **extra,
+    }
+
+
 def measure_echo(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
     server_cmd = [
         sys.executable,
@@ -135,16 +193,20 @@ def measure_echo(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
         cell.style,
     ]
     path = None
-    if cell.transport == "tcp":
-        server_cmd += ["--tcp", "127.0.0.1:0"]
-    else:
+    client_tls: list[str] = []
+    if cell.transport == "unix":
         path = f"/tmp/tokioloop-net-{os.getpid()}-{seq}.sock"
         server_cmd += ["--unix", path]
+    else:
+        server_cmd += ["--tcp", "127.0.0.1:0"]
+    if cell.transport == "tls":
+        server_cmd += ["--tls", timing["tls_server_pem"]]
+        client_tls = ["--tls", timing["tls_ca_pem"]]
     try:
         with proc.server(server_cmd) as server:
-            flag = "--tcp" if cell.transport == "tcp" else "--unix"
+            flag = "--unix" if cell.transport == "unix" else "--tcp"
             report = proc.run_echo_client(
-                [flag, server.ready_words[0]],
+                [flag, server.ready_words[0], *client_tls],
                 size=cell.size_kib * 1024,
                 conns=cell.conns,
                 warmup=timing["warmup"],
@@ -164,14 +226,45 @@ def measure_echo(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
                 os.unlink(path)
             except OSError:
                 pass
-    return {
-        "requests": report["requests"],
-        "rps": report["rps"],
-        "p50_us": report["p50_us"],
-        "p99_us": report["p99_us"],
-        "cpu_us_per_req": report["server_cpu_us_per_req"],
-        "client_cpu_us_per_req": report["client_cpu_us_per_req"],
-    }
+    return _sample(
+        report["requests"],
+        report["rps"],
+        report["p50_us"],
+        report["p99_us"],
+        report["server_cpu_us_per_req"],
+        client_cpu_us_per_req=report["client_cpu_us_per_req"],
+    )
+
+
+def measure_spawn(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+    cmd = [
+        sys.executable,
+        str(proc.BENCHES / "spawn_worker.py"),
+        "--loop",
+        loop,
+        "--concurrency",
+        str(cell.conns),
+        "--command",
+        cell.style,
+        "--warmup",
+        str(timing["warmup"]),
+        "--duration",
+        str(timing["duration"]),
+    ]
+    # Interpreter start-up and imports come on top of the run itself.
+    report = proc.run_json(cmd, timing["warmup"] + timing["duration"], "spawn worker")
+    if report["spawns"] == 0 or report["failures"]:
+        reason = report.get("first_error") or "no spawn completed"
+        raise CellError(f"{report['failures']} failed spawns: {reason}")
+    # A spawn is the request, and the CPU is the spawning process's own.
+    return _sample(
+        report["spawns"],
+        report["rate"],
+        report["p50_us"],
+        report["p99_us"],
+        report["cpu_us_per_spawn"],
+        children_cpu_us_per_req=report["children_cpu_us_per_spawn"],
+    )
 
 
 def free_port() -> int:
@@ -208,14 +301,13 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
             raise CellError(server.stderr_tail() or "server died during the run")
     if result["requests"] == 0 or result["errors"]:
         raise CellError(f"wrk: {result['errors']} errors, {result['requests']} requests")
-    return {
-        "requests": result["requests"],
-        "rps": result["rps"],
-        "p50_us": result["p50_us"],
-        "p99_us": result["p99_us"],
-        "cpu_us_per_req": cpu / result["requests"],
-        "client_cpu_us_per_req": None,
-    }
+    return _sample(
+        result["requests"],
+        result["rps"],
+        result["p50_us"],
+        result["p99_us"],
+        cpu / result["requests"],
+    )
 
 
 # --------------------------------------------------------------------------
@@ -224,14 +316,25 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
 
 
 def check_loop(loop: str) -> tuple[str | None, str | None]:
-    """(version, None) if `loop` imports and makes a loop in a child, else (None, reason)."""
+    """(version, None) if `loop` imports and makes a loop in a child, else (None, reason).
+
+    TARGET's version ends with the UTC time of the newest file in its
+    package directory, so a rebuild during a run shows (see main).
+    """
     code = (
-        "import importlib, platform, sys\n"
+        "import importlib, os, platform, time\n"
+        "from importlib.metadata import version\n"
         f"m = importlib.import_module({loop!r}); m.new_event_loop().close()\n"
-        "if m.__name__ == 'asyncio': print('CPython ' + platform.python_version())\n"
-        "else:\n"
-        "    from importlib.metadata import version\n"
+        "if m.__name__ == 'asyncio':\n"
+        "    print('CPython ' + platform.python_version())\n"
+        f"elif m.__name__ != {TARGET!r}:\n"
         "    print(version(m.__name__))\n"
+        "else:\n"
+        "    d = os.path.dirname(m.__file__)\n"
+        "    files = [f for f in os.listdir(d) if f.endswith(('.py', '.so'))]\n"
+        "    t = max(os.stat(os.path.join(d, f)).st_mtime for f in files)\n"
+        "    stamp = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(t))\n"
+        "    print(f'{version(m.__name__)} (files of {stamp})')\n"
     )
     try:
         out = subprocess.run(
@@ -249,8 +352,34 @@ def check_loop(loop: str) -> tuple[str | None, str | None]:
     return out.stdout.strip(), None
 
 
-def run_matrix(loops: list[str], cells: list[Cell], rounds: int, timing: dict, http: bool):
-    measure = measure_http if http else measure_echo
+MEASURE = {"echo": measure_echo, "tls": measure_echo, "http": measure_http, "spawn": measure_spawn}
+# A loop package being rebuilt in place fails to import for a moment: such
+# a run is retried (up to IMPORT_RETRIES times, IMPORT_RETRY_WAIT s apart).
+IMPORT_RETRIES = 4
+IMPORT_RETRY_WAIT = 15.0
+
+
+def _measure_retrying(measure, loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+    for attempt in range(IMPORT_RETRIES + 1):
+        try:
+            return measure(loop, cell, timing, seq)
+        except CellError as exc:
+            text = str(exc)
+            if attempt == IMPORT_RETRIES or not (
+                "ImportError" in text or "ModuleNotFoundError" in text
+            ):
+                raise
+            print(
+                f"  {loop} did not import ({text}); retrying in {IMPORT_RETRY_WAIT:g}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(IMPORT_RETRY_WAIT)
+    raise AssertionError("unreachable")
+
+
+def run_matrix(loops: list[str], cells: list[Cell], rounds: int, timing: dict, mode: str):
+    measure = MEASURE[mode]
     runs = [(c, lp) for c in cells for lp in loops if c.supported_by(lp)]
     total = len(runs) * rounds
     samples = []
@@ -266,8 +395,12 @@ def run_matrix(loops: list[str], cells: list[Cell], rounds: int, timing: dict, h
                 done += 1
                 t0 = time.monotonic()
                 try:
-                    result = measure(loop, cell, timing, done)
-                    note = f"{result['rps']:,.0f} req/s, {result['cpu_us_per_req']:.1f} us/req"
+                    result = _measure_retrying(measure, loop, cell, timing, done)
+                    unit = LABELS[mode]["unit"]
+                    note = (
+                        f"{result['rps']:,.0f} {LABELS[mode]['rate']}, "
+                        f"{result['cpu_us_per_req']:.1f} us/{unit}"
+                    )
                 except CellError as exc:
                     result = {"error": str(exc)}
                     note = f"err: {exc}"
@@ -281,7 +414,14 @@ def run_matrix(loops: list[str], cells: list[Cell], rounds: int, timing: dict, h
     return samples
 
 
-METRICS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "client_cpu_us_per_req")
+METRICS = (
+    "rps",
+    "p50_us",
+    "p99_us",
+    "cpu_us_per_req",
+    "client_cpu_us_per_req",
+    "children_cpu_us_per_req",
+)
 
 
 def summarize(cells: list[Cell], loops: list[str], samples: list[dict]) -> list[dict]:
@@ -330,6 +470,8 @@ def _ratio(num: float | None, den: float | None) -> str:
 def _cell_cols(row: dict) -> list[str]:
     if row["transport"] == "http":
         return [row["style"], f"c{row['conns']}"]
+    if row["transport"] == "spawn":
+        return [row["style"], str(row["conns"])]
     return [row["style"], row["transport"], str(row["size_kib"]), str(row["conns"])]
 
 
@@ -357,9 +499,36 @@ def _cpu(row: dict | None) -> float | None:
     return row.get("cpu_us_per_req") if row and row["status"] == "ok" else None
 
 
-def _best_baseline(by_loop: dict[str, dict]) -> float | None:
-    values = [v for v in (_cpu(by_loop.get(b)) for b in BASELINES) if v is not None]
+BEST = "best(" + ",".join(BASELINES) + ")"
+
+# Per mode: the cell columns, the rate and what one unit of work is, the
+# title of the pivot table, and what the ratios divide by ("best" is the
+# lower of the BASELINES on that row).
+_SERVER = {"rate": "req/s", "unit": "req", "title": "Server CPU µs per request"}
+_ECHO_CELLS = ["style", "net", "KiB", "conns"]
+LABELS = {
+    "echo": {**_SERVER, "cells": _ECHO_CELLS, "vs": ("asyncio", "best")},
+    "tls": {**_SERVER, "cells": _ECHO_CELLS, "vs": ("asyncio", "uvloop")},
+    "http": {**_SERVER, "cells": ["app", "conns"], "vs": ("asyncio", "best")},
+    "spawn": {
+        "cells": ["command", "in flight"],
+        "rate": "spawns/s",
+        "unit": "spawn",
+        "title": "CPU µs per spawn of the spawning process",
+        "vs": ("asyncio", "uvloop", "best"),
+    },
+}
+
+
+def _baseline(by_loop: dict[str, dict], name: str) -> float | None:
+    """CPU/unit of loop `name` on this row, or of the best of BASELINES."""
+    names = BASELINES if name == "best" else (name,)
+    values = [v for v in (_cpu(by_loop.get(b)) for b in names) if v is not None]
     return min(values) if values else None
+
+
+def _vs_label(name: str) -> str:
+    return BEST if name == "best" else name
 
 
 def _status(row: dict | None, value: str) -> str:
@@ -368,17 +537,19 @@ def _status(row: dict | None, value: str) -> str:
     return value if row["status"] == "ok" else row["status"]
 
 
-def format_tables(rows: list[dict], loops: list[str], http: bool) -> str:
+def format_tables(rows: list[dict], loops: list[str], mode: str) -> str:
+    labels = LABELS[mode]
     groups: dict[tuple, dict[str, dict]] = {}
     for row in rows:
         groups.setdefault(tuple(_cell_cols(row)), {})[row["loop"]] = row
-    cell_header = ["app", "conns"] if http else ["style", "net", "KiB", "conns"]
+    cell_header = labels["cells"]
+    unit, vs = labels["unit"], labels["vs"]
 
-    # 1. Pivot: server CPU µs per request, one column per loop.
+    # 1. Pivot: CPU µs per unit, one column per loop.
     with_target = TARGET in loops
-    header = cell_header + [f"{lp} µs/req" for lp in loops]
+    header = cell_header + [f"{lp} µs/{unit}" for lp in loops]
     if with_target:
-        header += [f"{TARGET}/asyncio", f"{TARGET}/best(uvloop,rloop)"]
+        header += [f"{TARGET}/{_vs_label(name)}" for name in vs]
     pivot = []
     for cols, by_loop in groups.items():
         line = list(cols) + [
@@ -386,32 +557,30 @@ def format_tables(rows: list[dict], loops: list[str], http: bool) -> str:
         ]
         if with_target:
             mine = _cpu(by_loop.get(TARGET))
-            line += [
-                _ratio(mine, _cpu(by_loop.get("asyncio"))),
-                _ratio(mine, _best_baseline(by_loop)),
-            ]
+            line += [_ratio(mine, _baseline(by_loop, name)) for name in vs]
         pivot.append(line)
     right = len(header) - len(cell_header)
-    out = ["Server CPU µs per request (median over rounds; lower is better):", ""]
+    out = [f"{labels['title']} (median over rounds; lower is better):", ""]
     out += [_markdown(header, right, pivot), ""]
 
-    # 2. Detail: one line per (cell, loop).
+    # 2. Detail: one line per (cell, loop).  Spawn rows add the CPU time of
+    # the reaped children (fork/exec cost that the parent does not pay).
+    children = mode == "spawn"
     header = cell_header + [
         "loop",
-        "req/s",
+        labels["rate"],
         "p50 µs",
         "p99 µs",
-        "CPU µs/req",
-        "vs asyncio",
-        "vs best(uvloop,rloop)",
+        f"CPU µs/{unit}",
+        *([f"child CPU µs/{unit}"] if children else []),
+        *(f"vs {_vs_label(name)}" for name in vs),
     ]
     detail = []
     for cols, by_loop in groups.items():
-        best = _best_baseline(by_loop)
         for lp in loops:
             row = by_loop[lp]
             if row["status"] != "ok":
-                detail.append([*cols, lp, row["status"], *["-"] * 5])
+                detail.append([*cols, lp, row["status"], *["-"] * (len(header) - len(cols) - 2)])
                 continue
             cpu = row["cpu_us_per_req"]
             detail.append(
@@ -422,12 +591,20 @@ def format_tables(rows: list[dict], loops: list[str], http: bool) -> str:
                     _num(row["p50_us"]),
                     _num(row["p99_us"]),
                     _num(cpu, 1),
-                    _ratio(cpu, _cpu(by_loop.get("asyncio"))),
-                    _ratio(cpu, best),
+                    *([_num(row.get("children_cpu_us_per_req"), 1)] if children else []),
+                    *(_ratio(cpu, _baseline(by_loop, name)) for name in vs),
                 ]
             )
-    out += ["Detail (medians; ratios are CPU µs/req, below 1.00 = less CPU):", ""]
-    out += [_markdown(header, 6, detail)]
+    out += [f"Detail (medians; ratios are CPU µs/{unit}, below 1.00 = less CPU):", ""]
+    out += [_markdown(header, len(header) - len(cell_header) - 1, detail)]
+
+    spread = [r for r in rows if r["status"] == "ok" and r["rounds"] > 1]
+    if spread:
+        ratios = [r["cpu_us_per_req_max"] / r["cpu_us_per_req_min"] for r in spread]
+        out.append(
+            f"\nSpread of CPU µs/{unit} over rounds (slowest / fastest round, per cell "
+            f"and loop): median {statistics.median(ratios):.2f}x, max {max(ratios):.2f}x."
+        )
 
     errors = [r for r in rows if r["status"] == "err"]
     if errors:
@@ -443,11 +620,25 @@ def format_tables(rows: list[dict], loops: list[str], http: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Network benchmark of event loops (echo servers or --http hello-worlds).",
+        description="Benchmark of event loops: echo servers (default), --tls echo "
+        "servers, --http hello-worlds or --spawn subprocess spawns.",
     )
-    parser.add_argument("--http", action="store_true", help="aiohttp/FastAPI under wrk")
+    which = parser.add_mutually_exclusive_group()
+    for mode, text in (
+        ("tls", "TLS echo servers (ssl=) under the TLS echo client"),
+        ("http", "aiohttp/FastAPI under wrk"),
+        ("spawn", f"create_subprocess_exec({SPAWN_COMMAND!r}) + wait() rate"),
+    ):
+        which.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode, help=text)
+    parser.set_defaults(mode="echo")
     parser.add_argument("--quick", action="store_true", help="smaller matrix, shorter runs")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell (default 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds per cell (default: "
+        + ", ".join(f"{n} for {mode}" for mode, n in ROUNDS.items())
+        + ")",
+    )
     parser.add_argument(
         "--loops",
         type=csv_list,
@@ -458,28 +649,43 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=csv_list,
         default=[],
-        help="comma-separated cell filters: styles/apps, tcp/unix, sizes (1k), conns (c16)",
+        help="comma-separated cell filters: styles/apps, tcp/unix, sizes (1k), "
+        "conns or spawns in flight (c16)",
     )
     parser.add_argument("--duration", type=float, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per run")
     parser.add_argument("--json", metavar="PATH", help="also write samples and medians as JSON")
+    parser.add_argument(
+        "--server-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set an environment variable for every server/worker process (repeatable), "
+        "e.g. MALLOC_MMAP_THRESHOLD_=1048576",
+    )
     args = parser.parse_args(argv)
 
     bad = [lp for lp in args.loops if lp not in LOOP_NAMES]
     if bad:
         parser.error(f"unknown loop(s): {', '.join(bad)}")
+    mode = args.mode
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--server-env wants NAME=VALUE, got {item!r}")
+        proc.EXTRA_ENV[name] = value
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else ROUNDS[mode]
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     try:
-        cells = select_cells(args.only, args.http, args.quick)
+        cells = select_cells(args.only, mode, args.quick)
     except ValueError as exc:
         parser.error(str(exc))
-    # Only the two timings of the chosen mode, under the plain names.
-    prefix = "http_" if args.http else ""
-    defaults = QUICK if args.quick else FULL
+    defaults = (QUICK if args.quick else FULL)[mode]
     timing = {
-        "warmup": args.warmup if args.warmup is not None else defaults[prefix + "warmup"],
-        "duration": args.duration if args.duration is not None else defaults[prefix + "duration"],
+        "warmup": args.warmup if args.warmup is not None else defaults["warmup"],
+        "duration": args.duration if args.duration is not None else defaults["duration"],
     }
 
     started = time.monotonic()
@@ -495,12 +701,30 @@ def main(argv: list[str] | None = None) -> int:
     if not loops:
         print("no loop could be imported", file=sys.stderr)
         return 1
-    if not args.http:
+    if mode in ("echo", "tls"):
         proc.ensure_client()
+    if mode == "tls":
+        versions["OpenSSL (servers)"] = ssl.OPENSSL_VERSION.removeprefix("OpenSSL ")
+        versions["rustls (client)"] = proc.client_rustls_version()
 
-    samples = run_matrix(loops, cells, args.rounds, timing, args.http)
+    with contextlib.ExitStack() as stack:
+        settings = dict(timing)
+        if mode == "tls":
+            try:
+                ca_pem, server_pem = stack.enter_context(proc.tls_files())
+            except CellError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            settings.update(tls_ca_pem=ca_pem, tls_server_pem=server_pem)
+        samples = run_matrix(loops, cells, args.rounds, settings, mode)
     rows = summarize(cells, loops, samples)
     elapsed = time.monotonic() - started
+    # A loop whose files changed during the run was measured on two builds.
+    changed = {}
+    for loop in loops:
+        after, _ = check_loop(loop)
+        if after != versions[loop]:
+            changed[loop] = f"{versions[loop]} -> {after}"
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(
@@ -509,23 +733,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{args.rounds} rounds, {timing['warmup']:g} s warm-up + {timing['duration']:g} s "
-        f"measured per run; total {elapsed:.0f} s\n"
+        f"measured per run; total {elapsed:.0f} s"
+        + "".join(f"; {k}={v}" for k, v in proc.EXTRA_ENV.items())
+        + "\n"
     )
-    print(format_tables(rows, loops, args.http))
+    print(format_tables(rows, loops, mode))
     if skipped:
         print("\nSkipped loops: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    if changed:
+        print(
+            "\nWARNING: changed during the run, so rounds mixed builds: "
+            + "; ".join(f"{k}: {v}" for k, v in changed.items())
+        )
     print(f"total wall time {elapsed:.0f} s", file=sys.stderr)
     if args.json:
         meta = {
             "date": now,
+            "mode": mode,
             "argv": sys.argv,
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "versions": versions,
             "skipped": skipped,
+            "changed_during_run": changed,
             "rounds": args.rounds,
             "timing": timing,
+            "server_env": proc.EXTRA_ENV,
             "total_seconds": round(elapsed, 1),
         }
         data = {"meta": meta, "medians": rows, "samples": samples}

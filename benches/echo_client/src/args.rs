@@ -1,16 +1,19 @@
-//! Command-line parsing (hand-rolled to keep the crate at two dependencies).
+//! Command-line parsing (hand-rolled to keep the crate's dependencies few).
 
 use std::time::Duration;
 
 pub const USAGE: &str =
     "usage: echo_client (--tcp HOST:PORT | --unix PATH) [--conns N] [--size BYTES]
                    [--duration SECS] [--warmup SECS] [--pid SERVER_PID]
+                   [--tls CA_PEM]
 
 Opens N connections; each sends SIZE bytes, waits for the whole echo, and
 repeats (closed loop). After the warm-up, requests are counted for DURATION
 seconds. Prints one JSON object on stdout. With --pid, the server's CPU time
 (utime+stime from /proc/PID/stat) is sampled at the start and end of the
-measured phase.";
+measured phase. With --tls (TCP only), every connection speaks TLS (rustls)
+and checks the server's certificate against the CA certificates in CA_PEM,
+for the host part of --tcp (an IP address or a DNS name).";
 
 /// Where the echo server listens.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct Args {
     pub warmup: Duration,
     pub duration: Duration,
     pub server_pid: Option<u32>,
+    /// PEM file of the CA(s) to trust; TLS is on when set.
+    pub tls_ca: Option<String>,
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -55,6 +60,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(2),
         server_pid: None,
+        tls_ca: None,
     };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
@@ -69,10 +75,14 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--warmup" => args.warmup = seconds(&value)?,
             "--duration" => args.duration = seconds(&value)?,
             "--pid" => args.server_pid = Some(positive(&value, "--pid")? as u32),
+            "--tls" => args.tls_ca = Some(value),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
     args.target = target.ok_or("one of --tcp or --unix is required")?;
+    if args.tls_ca.is_some() && !matches!(args.target, Target::Tcp(_)) {
+        return Err("--tls needs --tcp".into());
+    }
     if args.duration.is_zero() {
         return Err("--duration must be > 0".into());
     }

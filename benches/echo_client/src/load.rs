@@ -4,26 +4,35 @@
 //! use and context switches low (it shares the 2 cores with the server), and
 //! non-blocking I/O lets it read the echo while a large message is still
 //! being written, so 100 KiB messages cannot deadlock on full socket buffers.
+//! With `--tls` each connection runs rustls over its TCP socket (`tls.rs`).
 
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use crate::args::{Args, Target};
 use crate::stats::{process_cpu_us, self_cpu_us, Report};
+use crate::tls::{self, TlsStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `--tls` sets up once for every connection.
+type TlsSetup = (Arc<ClientConfig>, ServerName<'static>);
 
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
-    fn connect(target: &Target) -> io::Result<Stream> {
+    fn connect(target: &Target, tls: Option<&TlsSetup>) -> io::Result<Stream> {
         // Connect with blocking std sockets (simple, bounded by a timeout),
         // then hand them to mio in non-blocking mode.
         match target {
@@ -37,7 +46,15 @@ impl Stream {
                 // Nagle would add delayed-ACK stalls to the latency.
                 std.set_nodelay(true)?;
                 std.set_nonblocking(true)?;
-                Ok(Stream::Tcp(TcpStream::from_std(std)))
+                let sock = TcpStream::from_std(std);
+                Ok(match tls {
+                    None => Stream::Tcp(sock),
+                    Some((config, name)) => Stream::Tls(Box::new(TlsStream::new(
+                        sock,
+                        config.clone(),
+                        name.clone(),
+                    )?)),
+                })
             }
             Target::Unix(path) => {
                 let std = std::os::unix::net::UnixStream::connect(path)?;
@@ -51,6 +68,15 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
+            Stream::Tls(s) => s.socket(),
+        }
+    }
+
+    /// Send anything written earlier but still held back (TLS records).
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
         }
     }
 
@@ -58,6 +84,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 
@@ -65,6 +92,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 }
@@ -106,6 +134,11 @@ enum Pump {
 fn pump(conn: &mut Conn, payload: &[u8], buf: &mut [u8], tally: &mut Tally, count: bool) -> Pump {
     let size = payload.len();
     loop {
+        match conn.stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Pump::Failed(format!("write: {e}")),
+        }
         while conn.sent < size {
             match conn.stream.write(&payload[conn.sent..]) {
                 Ok(0) => return Pump::Failed("write returned 0".into()),
@@ -160,9 +193,14 @@ fn pump(conn: &mut Conn, payload: &[u8], buf: &mut [u8], tally: &mut Tally, coun
 
 pub fn run(args: &Args) -> Result<Report, String> {
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let tls = match (&args.tls_ca, &args.target) {
+        (Some(ca), Target::Tcp(addr)) => Some((tls::client_config(ca)?, tls::server_name(addr)?)),
+        _ => None,
+    };
     let mut conns = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        let mut stream = Stream::connect(&args.target).map_err(|e| format!("connect: {e}"))?;
+        let mut stream =
+            Stream::connect(&args.target, tls.as_ref()).map_err(|e| format!("connect: {e}"))?;
         poll.registry()
             .register(
                 stream.source(),

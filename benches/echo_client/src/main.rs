@@ -7,6 +7,7 @@
 mod args;
 mod load;
 mod stats;
+mod tls;
 
 use std::process::ExitCode;
 
