@@ -27,10 +27,11 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
-use crate::native_io::{Attempt, IoRegistration, NativeIo, Readiness};
+use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::stream_transport::ByteView;
 use crate::transport_support::{
-    in_context, is_fatal, warn_write_after_loss, Peers, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    in_context, is_fatal, warn_write_after_loss, Peers, TransportState,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
 /// The largest UDP payload over IPv4/IPv6: a bigger receive buffer buys
@@ -42,18 +43,12 @@ const MAX_SIZE: usize = 256 * 1024;
 
 #[pyclass(module = "tokioloop._tokioloop", name = "DatagramTransportCore")]
 pub struct DatagramTransport {
-    loop_: Py<LoopCore>,
-    owner: Option<Py<PyAny>>,
-    protocol: Option<Py<PyAny>>,
+    base: TransportState,
     datagram_received: Option<Py<PyAny>>,
-    context: Py<PyAny>,
     /// `sock.recvfrom`, `sock.send`, `sock.sendto`, bound once.
     recvfrom: Py<PyAny>,
     send: Py<PyAny>,
     sendto_sock: Py<PyAny>,
-    fd: i32,
-    token: u64,
-    io: Option<IoRegistration>,
     max_size: usize,
     /// The remote address of a connected endpoint (`remote_addr`).
     address: Option<Py<PyAny>>,
@@ -61,14 +56,6 @@ pub struct DatagramTransport {
     connected: bool,
     buffer: VecDeque<(Py<PyBytes>, Py<PyAny>)>,
     buffer_size: usize,
-    high_water: usize,
-    low_water: usize,
-    protocol_paused: bool,
-    protocol_connected: bool,
-    closing: bool,
-    reading: bool,
-    writing: bool,
-    conn_lost: u32,
     /// 3.13+: empty datagrams are sent and each buffered one counts 8 bytes.
     modern: bool,
 }
@@ -109,17 +96,7 @@ enum ReadOutcome {
 
 impl DatagramTransport {
     fn peers<'py>(slf: &Bound<'py, Self>) -> Peers<'py> {
-        let py = slf.py();
-        let this = slf.borrow();
-        Peers {
-            loop_: this.loop_.bind(py).clone(),
-            owner: this
-                .owner
-                .as_ref()
-                .map_or_else(|| py.None(), |o| o.clone_ref(py))
-                .into_bound(py),
-            protocol: this.protocol.as_ref().map(|p| p.bind(py).clone()),
-        }
+        slf.borrow().base.peers(slf.py())
     }
 
     pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
@@ -155,7 +132,7 @@ impl DatagramTransport {
     }
 
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if let Some(io) = &slf.borrow().io {
+        if let Some(io) = &slf.borrow().base.io {
             io.take_pending(Direction::Read);
         }
         Self::read_once(slf, false)
@@ -168,16 +145,18 @@ impl DatagramTransport {
         let py = slf.py();
         let context = {
             let this = slf.borrow();
-            if this.io.is_none() || !this.reading || this.conn_lost > 0 {
+            if this.base.io.is_none() || !this.base.reading || this.base.conn_lost > 0 {
                 return Ok(());
             }
-            this.context.clone_ref(py)
+            this.base.context.clone_ref(py)
         };
         in_context(py, &context, || {
             let outcome = {
                 let this = slf.borrow();
-                let Some(io) = &this.io else { return Ok(()) };
-                let (fd, max_size) = (this.fd, this.max_size);
+                let Some(io) = &this.base.io else {
+                    return Ok(());
+                };
+                let (fd, max_size) = (this.base.fd, this.max_size);
                 let recvfrom = this.recvfrom.bind(py);
                 let op = || match recvfrom.call1((max_size,)) {
                     Ok(pair) => {
@@ -242,7 +221,7 @@ impl DatagramTransport {
 
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
-        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+        let protocol = slf.borrow().base.protocol.as_ref().map(|p| p.clone_ref(py));
         if let Some(protocol) = protocol {
             protocol
                 .bind(py)
@@ -279,9 +258,11 @@ impl DatagramTransport {
         let py = slf.py();
         {
             let mut this = slf.borrow_mut();
-            let Some(io) = &this.io else { return Ok(()) };
+            let Some(io) = &this.base.io else {
+                return Ok(());
+            };
             io.take_pending(Direction::Write);
-            if !this.writing {
+            if !this.base.writing {
                 // A connected socket's ICMP error arrives as EPOLLERR alone,
                 // which only the write side hears: the reader's recvfrom
                 // then raises it, as it does under a selector.
@@ -293,7 +274,7 @@ impl DatagramTransport {
                 return Ok(());
             }
             if this.buffer.is_empty() {
-                this.writing = false;
+                this.base.writing = false;
                 return Ok(());
             }
         }
@@ -304,12 +285,14 @@ impl DatagramTransport {
                 let Some((data, addr)) = this.buffer.pop_front() else {
                     // Before resume_writing() runs: a sendto() it makes must
                     // see no flush pending and watch again itself.
-                    this.writing = false;
+                    this.base.writing = false;
                     break;
                 };
                 let len = data.bind(py).as_bytes().len() + this.header();
                 this.buffer_size -= len;
-                let Some(io) = &this.io else { return Ok(()) };
+                let Some(io) = &this.base.io else {
+                    return Ok(());
+                };
                 let attempt = io.attempt(Direction::Write, || {
                     match this.send_one(py, data.bind(py).as_any(), addr.bind(py)) {
                         Ok(()) => Ok((None, Readiness::Unknown)),
@@ -343,9 +326,9 @@ impl DatagramTransport {
             let mut this = slf.borrow_mut();
             let empty = this.buffer.is_empty();
             if empty {
-                this.writing = false;
+                this.base.writing = false;
             }
-            (empty, this.closing)
+            (empty, this.base.closing)
         };
         if empty && closing {
             let owner = Self::peers(slf).owner;
@@ -355,25 +338,27 @@ impl DatagramTransport {
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let pause = {
             let mut this = slf.borrow_mut();
-            if this.buffer_size <= this.high_water || this.protocol_paused {
-                return Ok(());
-            }
-            this.protocol_paused = true;
+            let buffered = this.buffer_size;
+            this.base.should_pause(buffered)
+        };
+        if pause {
+            Self::peers(slf).flow_control("pause_writing")?;
         }
-        Self::peers(slf).flow_control("pause_writing")
+        Ok(())
     }
 
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let resume = {
             let mut this = slf.borrow_mut();
-            if !this.protocol_paused || this.buffer_size > this.low_water {
-                return Ok(());
-            }
-            this.protocol_paused = false;
+            let buffered = this.buffer_size;
+            this.base.should_resume(buffered)
+        };
+        if resume {
+            Self::peers(slf).flow_control("resume_writing")?;
         }
-        Self::peers(slf).flow_control("resume_writing")
+        Ok(())
     }
 
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) {
@@ -381,8 +366,8 @@ impl DatagramTransport {
             .getattr("datagram_received")
             .ok()
             .map(Bound::unbind);
-        self.protocol = Some(protocol.clone().unbind());
-        self.protocol_connected = true;
+        self.base.protocol = Some(protocol.clone().unbind());
+        self.base.protocol_connected = true;
     }
 }
 
@@ -405,30 +390,21 @@ impl DatagramTransport {
         let py = loop_.py();
         let fd: i32 = sock.call_method0("fileno")?.extract()?;
         let mut core = DatagramTransport {
-            loop_: loop_.clone().unbind(),
-            owner: Some(owner.clone().unbind()),
-            protocol: None,
+            base: TransportState::new(
+                loop_.clone().unbind(),
+                owner.clone().unbind(),
+                context.unbind(),
+                fd,
+            ),
             datagram_received: None,
-            context: context.unbind(),
             recvfrom: sock.getattr("recvfrom")?.unbind(),
             send: sock.getattr("send")?.unbind(),
             sendto_sock: sock.getattr("sendto")?.unbind(),
-            fd,
-            token: 0,
-            io: None,
             max_size: if inet { INET_MAX_DATAGRAM } else { MAX_SIZE },
             address: address.map(Bound::unbind),
             connected,
             buffer: VecDeque::new(),
             buffer_size: 0,
-            high_water: 64 * 1024,
-            low_water: 16 * 1024,
-            protocol_paused: false,
-            protocol_connected: false,
-            closing: false,
-            reading: false,
-            writing: false,
-            conn_lost: 0,
             modern: py.version_info() >= (3, 13),
         };
         core.set_protocol_inner(protocol);
@@ -438,22 +414,20 @@ impl DatagramTransport {
             .register_native(fd, NativeIo::Datagram(core.clone().unbind()))?;
         {
             let mut this = core.borrow_mut();
-            this.token = token;
-            this.io = Some(io);
+            this.base.token = token;
+            this.base.io = Some(io);
         }
         Ok(core)
     }
 
     /// Start reading, unless closing (asyncio's `_add_reader`).
     fn _start_reading(&mut self) {
-        if !self.closing && !self.reading {
-            self.reading = true;
-            if let Some(io) = &self.io {
-                io.watch(Direction::Read);
-                if self.connected {
-                    // Arm the write waker too, for error edges.
-                    io.watch(Direction::Write);
-                }
+        if !self.base.closing && !self.base.reading {
+            self.base.watch(Direction::Read);
+            if let (true, Some(io)) = (self.connected, &self.base.io) {
+                // Arm the write waker too, for error edges (without
+                // claiming a flush is pending).
+                io.watch(Direction::Write);
             }
         }
     }
@@ -486,7 +460,7 @@ impl DatagramTransport {
             let this = slf.borrow();
             (
                 this.address.as_ref().map(|a| a.clone_ref(py)),
-                this.conn_lost,
+                this.base.conn_lost,
             )
         };
         if let Some(address) = address.filter(|a| a.bind(py).is_truthy().unwrap_or(true)) {
@@ -502,7 +476,7 @@ impl DatagramTransport {
                 if conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                     warn_write_after_loss(py)?;
                 }
-                slf.borrow_mut().conn_lost += 1;
+                slf.borrow_mut().base.conn_lost += 1;
                 return Ok(());
             }
         }
@@ -512,13 +486,7 @@ impl DatagramTransport {
                 Ok(()) => return Ok(()),
                 Err(err) => match split_would_block(py, err) {
                     Err(_) => {
-                        let mut this = slf.borrow_mut();
-                        if !this.writing {
-                            this.writing = true;
-                            if let Some(io) = &this.io {
-                                io.watch(Direction::Write);
-                            }
-                        }
+                        slf.borrow_mut().base.watch(Direction::Write);
                     }
                     Ok(err) if err.is_instance_of::<PyOSError>(py) => {
                         return Self::error_received(slf, err);
@@ -542,24 +510,19 @@ impl DatagramTransport {
     }
 
     fn is_closing(&self) -> bool {
-        self.closing
+        self.base.closing
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let lost_now = {
             let mut this = slf.borrow_mut();
-            if this.closing {
-                return Ok(());
-            }
-            this.closing = true;
-            this.reading = false;
-            if !this.buffer.is_empty() {
-                return Ok(());
-            }
-            this.conn_lost += 1;
-            this.writing = false;
+            let empty = this.buffer.is_empty();
+            this.base.begin_close(empty)
+        };
+        if lost_now {
+            Self::peers(slf).schedule_connection_lost(slf.py().None())?;
         }
-        Self::peers(slf).schedule_connection_lost(slf.py().None())
+        Ok(())
     }
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -569,16 +532,11 @@ impl DatagramTransport {
     fn _force_close(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let dropped = {
             let mut this = slf.borrow_mut();
-            if this.conn_lost > 0 {
+            if !this.base.begin_force_close() {
                 return Ok(());
             }
-            let dropped = std::mem::take(&mut this.buffer);
             this.buffer_size = 0;
-            this.writing = false;
-            this.closing = true;
-            this.reading = false;
-            this.conn_lost += 1;
-            dropped
+            std::mem::take(&mut this.buffer)
         };
         drop(dropped);
         Self::peers(slf).schedule_connection_lost(exc)
@@ -590,17 +548,13 @@ impl DatagramTransport {
         let py = slf.py();
         let (loop_, token, dropped) = {
             let mut this = slf.borrow_mut();
+            this.buffer_size = 0;
             let dropped = (
-                this.io.take(),
-                this.protocol.take(),
+                this.base.detach(),
                 this.datagram_received.take(),
-                this.owner.take(),
                 std::mem::take(&mut this.buffer),
             );
-            this.buffer_size = 0;
-            this.reading = false;
-            this.writing = false;
-            (this.loop_.clone_ref(py), this.token, dropped)
+            (this.base.loop_.clone_ref(py), this.base.token, dropped)
         };
         let registered = loop_.get().unregister_native(token);
         drop((dropped, registered));
@@ -611,14 +565,14 @@ impl DatagramTransport {
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.low_water, self.high_water)
+        (self.base.low_water, self.base.high_water)
     }
 
     fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
         {
             let mut this = slf.borrow_mut();
-            this.high_water = high;
-            this.low_water = low;
+            this.base.high_water = high;
+            this.base.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -628,29 +582,30 @@ impl DatagramTransport {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.protocol
+        self.base
+            .protocol
             .as_ref()
             .map_or_else(|| py.None(), |p| p.clone_ref(py))
     }
 
     #[getter]
     fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
+        self.base.protocol_connected
     }
 
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
+        self.base.protocol_paused
     }
 
     #[getter]
     fn _closing(&self) -> bool {
-        self.closing
+        self.base.closing
     }
 
     #[getter]
     fn _conn_lost(&self) -> u32 {
-        self.conn_lost
+        self.base.conn_lost
     }
 
     #[getter]
@@ -659,23 +614,17 @@ impl DatagramTransport {
     }
 
     fn _polling(&self) -> (bool, bool) {
-        (self.reading, self.writing)
+        (self.base.reading, self.base.writing)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.context)?;
+        self.base.traverse(&visit)?;
         visit.call(&self.recvfrom)?;
         visit.call(&self.send)?;
         visit.call(&self.sendto_sock)?;
-        for obj in [
-            &self.owner,
-            &self.protocol,
-            &self.datagram_received,
-            &self.address,
-        ]
-        .into_iter()
-        .flatten()
+        for obj in [&self.datagram_received, &self.address]
+            .into_iter()
+            .flatten()
         {
             visit.call(obj)?;
         }
@@ -686,8 +635,8 @@ impl DatagramTransport {
     }
 
     fn __clear__(&mut self) {
-        self.owner = None;
-        self.protocol = None;
+        self.base.owner = None;
+        self.base.protocol = None;
         self.datagram_received = None;
         self.buffer.clear();
     }

@@ -34,10 +34,10 @@ use pyo3::types::PyBytes;
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
-use crate::native_io::{Attempt, IoRegistration, NativeIo, Readiness};
+use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
 use crate::transport_support::{
-    in_context, warn_write_after_loss, Peers, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
 /// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
@@ -82,29 +82,12 @@ enum Reader {
 
 #[pyclass(module = "tokioloop._tokioloop", name = "StreamTransportCore")]
 pub struct StreamTransport {
-    loop_: Py<LoopCore>,
-    /// The Python transport object the protocol sees; dropped at detach.
-    owner: Option<Py<PyAny>>,
-    protocol: Option<Py<PyAny>>,
+    base: TransportState,
     reader: Option<Reader>,
-    context: Py<PyAny>,
-    fd: i32,
-    token: u64,
-    io: Option<IoRegistration>,
     buffer: VecDeque<Chunk>,
     buffered: usize,
-    high_water: usize,
-    low_water: usize,
-    protocol_paused: bool,
-    protocol_connected: bool,
-    closing: bool,
     paused: bool,
     eof: bool,
-    /// Reads are wanted (asyncio: the reader is registered).
-    reading: bool,
-    /// Writes are pending (asyncio: the writer is registered).
-    writing: bool,
-    conn_lost: u32,
     empty_waiter: Option<Py<PyAny>>,
     /// The last read filled `READ_SIZE`: read through the scratch buffer.
     big_reads: bool,
@@ -278,27 +261,8 @@ enum ReadOutcome {
 }
 
 impl StreamTransport {
-    fn owner(&self, py: Python<'_>) -> Py<PyAny> {
-        self.owner
-            .as_ref()
-            .map_or_else(|| py.None(), |o| o.clone_ref(py))
-    }
-
     fn wants_read(&self) -> bool {
-        !self.closing && !self.paused
-    }
-
-    fn start_watching(&mut self, direction: Direction) {
-        let flag = match direction {
-            Direction::Read => &mut self.reading,
-            Direction::Write => &mut self.writing,
-        };
-        if !*flag {
-            *flag = true;
-            if let Some(io) = &self.io {
-                io.watch(direction);
-            }
-        }
+        !self.base.closing && !self.paused
     }
 
     /// Called by the loop for a readiness event.
@@ -313,14 +277,16 @@ impl StreamTransport {
         let py = slf.py();
         let (context, buffered) = {
             let this = slf.borrow();
-            let Some(io) = &this.io else { return Ok(()) };
+            let Some(io) = &this.base.io else {
+                return Ok(());
+            };
             io.take_pending(Direction::Read);
-            if !this.reading || this.conn_lost > 0 {
+            if !this.base.reading || this.base.conn_lost > 0 {
                 return Ok(());
             }
             match &this.reader {
-                Some(Reader::Plain { .. }) => (this.context.clone_ref(py), false),
-                Some(Reader::Buffered { .. }) => (this.context.clone_ref(py), true),
+                Some(Reader::Plain { .. }) => (this.base.context.clone_ref(py), false),
+                Some(Reader::Buffered { .. }) => (this.base.context.clone_ref(py), true),
                 None => return Ok(()),
             }
         };
@@ -338,10 +304,10 @@ impl StreamTransport {
         let py = slf.py();
         let mut guard = slf.borrow_mut();
         let this = &mut *guard;
-        let Some(io) = &this.io else {
+        let Some(io) = &this.base.io else {
             return ReadOutcome::Nothing;
         };
-        let (fd, big) = (this.fd, this.big_reads);
+        let (fd, big) = (this.base.fd, this.big_reads);
         let attempt = io.attempt(Direction::Read, || {
             let (bytes, drained) = if big {
                 recv_big(py, fd)?
@@ -411,10 +377,10 @@ impl StreamTransport {
         };
         let outcome = {
             let this = slf.borrow();
-            match &this.io {
+            match &this.base.io {
                 None => ReadOutcome::Nothing,
                 Some(io) => {
-                    let fd = this.fd;
+                    let fd = this.base.fd;
                     let (ptr, len) = view.raw_parts();
                     match io.attempt(Direction::Read, || {
                         // SAFETY: `ptr` is a writable buffer of `len` bytes
@@ -485,7 +451,7 @@ impl StreamTransport {
     /// `_read_ready__on_eof`.
     fn on_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let Some(protocol) = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py)) else {
+        let Some(protocol) = slf.borrow().base.protocol.as_ref().map(|p| p.clone_ref(py)) else {
             return Ok(());
         };
         let keep_open = match protocol
@@ -504,7 +470,7 @@ impl StreamTransport {
         };
         if keep_open {
             // The protocol may still write; nothing more can be read.
-            slf.borrow_mut().reading = false;
+            slf.borrow_mut().base.reading = false;
             Ok(())
         } else {
             Self::close(slf)
@@ -518,16 +484,18 @@ impl StreamTransport {
         let result = {
             let mut guard = slf.borrow_mut();
             let this = &mut *guard;
-            let Some(io) = &this.io else { return Ok(()) };
+            let Some(io) = &this.base.io else {
+                return Ok(());
+            };
             io.take_pending(Direction::Write);
-            if !this.writing || this.conn_lost > 0 {
+            if !this.base.writing || this.base.conn_lost > 0 {
                 return Ok(());
             }
             if this.buffer.is_empty() {
-                this.writing = false;
+                this.base.writing = false;
                 return Ok(());
             }
-            let fd = this.fd;
+            let fd = this.base.fd;
             let buffer = &this.buffer;
             let attempt = io.attempt(Direction::Write, || send_chunks(py, fd, buffer));
             match attempt {
@@ -537,7 +505,7 @@ impl StreamTransport {
                     if this.buffer.is_empty() {
                         // Before resume_writing() runs: a write() it makes
                         // must see no flush pending and watch again itself.
-                        this.writing = false;
+                        this.base.writing = false;
                     }
                     Ok(())
                 }
@@ -550,7 +518,7 @@ impl StreamTransport {
                     return Ok(())
                 }
                 Attempt::Done(Err(e)) => {
-                    this.writing = false;
+                    this.base.writing = false;
                     this.buffer.clear();
                     this.buffered = 0;
                     Err(e)
@@ -579,12 +547,12 @@ impl StreamTransport {
             if !this.buffer.is_empty() {
                 return Ok(());
             }
-            this.writing = false;
+            this.base.writing = false;
             (
                 this.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                this.closing,
+                this.base.closing,
                 this.eof,
-                this.owner(py),
+                this.base.owner_or_none(py),
             )
         };
         if let Some(waiter) = waiter {
@@ -601,7 +569,7 @@ impl StreamTransport {
     }
 
     fn shutdown_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let fd = slf.borrow().fd;
+        let fd = slf.borrow().base.fd;
         // SAFETY: plain syscall on the transport's fd, which is open while
         // the transport is attached.
         if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
@@ -629,37 +597,33 @@ impl StreamTransport {
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let pause = {
             let mut this = slf.borrow_mut();
-            if this.buffered <= this.high_water || this.protocol_paused {
-                return Ok(());
-            }
-            this.protocol_paused = true;
+            let buffered = this.buffered;
+            this.base.should_pause(buffered)
+        };
+        if pause {
+            Self::peers(slf).flow_control("pause_writing")?;
         }
-        Self::peers(slf).flow_control("pause_writing")
+        Ok(())
     }
 
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let resume = {
             let mut this = slf.borrow_mut();
-            if !this.protocol_paused || this.buffered > this.low_water {
-                return Ok(());
-            }
-            this.protocol_paused = false;
+            let buffered = this.buffered;
+            this.base.should_resume(buffered)
+        };
+        if resume {
+            Self::peers(slf).flow_control("resume_writing")?;
         }
-        Self::peers(slf).flow_control("resume_writing")
+        Ok(())
     }
 
     /// The loop, the Python transport and the protocol, for the cold paths
     /// in `transport_support`.
     fn peers<'py>(slf: &Bound<'py, Self>) -> Peers<'py> {
-        let py = slf.py();
-        let this = slf.borrow();
-        Peers {
-            loop_: this.loop_.bind(py).clone(),
-            owner: this.owner(py).into_bound(py),
-            protocol: this.protocol.as_ref().map(|p| p.bind(py).clone()),
-        }
+        slf.borrow().base.peers(slf.py())
     }
 
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
@@ -691,8 +655,8 @@ impl StreamTransport {
                 data_received: lookup("data_received"),
             }
         });
-        self.protocol = Some(protocol.clone().unbind());
-        self.protocol_connected = true;
+        self.base.protocol = Some(protocol.clone().unbind());
+        self.base.protocol_connected = true;
         Ok(())
     }
 }
@@ -711,26 +675,17 @@ impl StreamTransport {
     ) -> PyResult<Bound<'py, Self>> {
         let py = loop_.py();
         let mut core = StreamTransport {
-            loop_: loop_.clone().unbind(),
-            owner: Some(owner.clone().unbind()),
-            protocol: None,
+            base: TransportState::new(
+                loop_.clone().unbind(),
+                owner.clone().unbind(),
+                context.unbind(),
+                fd,
+            ),
             reader: None,
-            context: context.unbind(),
-            fd,
-            token: 0,
-            io: None,
             buffer: VecDeque::new(),
             buffered: 0,
-            high_water: 64 * 1024,
-            low_water: 16 * 1024,
-            protocol_paused: false,
-            protocol_connected: false,
-            closing: false,
             paused: false,
             eof: false,
-            reading: false,
-            writing: false,
-            conn_lost: 0,
             empty_waiter: None,
             big_reads: false,
         };
@@ -741,8 +696,8 @@ impl StreamTransport {
             .register_native(fd, NativeIo::Stream(core.clone().unbind()))?;
         {
             let mut this = core.borrow_mut();
-            this.token = token;
-            this.io = Some(io);
+            this.base.token = token;
+            this.base.io = Some(io);
         }
         Ok(core)
     }
@@ -750,7 +705,7 @@ impl StreamTransport {
     /// Start reading, unless paused or closing (asyncio's `_add_reader`).
     fn _start_reading(&mut self) {
         if self.wants_read() {
-            self.start_watching(Direction::Read);
+            self.base.watch(Direction::Read);
         }
     }
 
@@ -788,16 +743,16 @@ impl StreamTransport {
             return Ok(());
         }
         let mut this = slf.borrow_mut();
-        if this.conn_lost > 0 {
-            if this.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+        if this.base.conn_lost > 0 {
+            if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                 warn_write_after_loss(py)?;
             }
-            this.conn_lost += 1;
+            this.base.conn_lost += 1;
             return Ok(());
         }
         let mut sent = 0;
         if this.buffer.is_empty() {
-            match send_some(this.fd, bytes) {
+            match send_some(this.base.fd, bytes) {
                 Ok(n) => sent = n,
                 Err(e)
                     if matches!(
@@ -817,7 +772,7 @@ impl StreamTransport {
             if sent == bytes.len() {
                 return Ok(());
             }
-            this.start_watching(Direction::Write);
+            this.base.watch(Direction::Write);
         }
         let chunk = if is_bytes {
             Chunk {
@@ -863,7 +818,7 @@ impl StreamTransport {
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         {
             let mut this = slf.borrow_mut();
-            if this.closing || this.eof {
+            if this.base.closing || this.eof {
                 return Ok(());
             }
             this.eof = true;
@@ -879,11 +834,11 @@ impl StreamTransport {
     }
 
     fn is_closing(&self) -> bool {
-        self.closing
+        self.base.closing
     }
 
     fn is_reading(&self) -> bool {
-        !self.closing && !self.paused
+        !self.base.closing && !self.paused
     }
 
     fn pause_reading(&mut self) {
@@ -891,32 +846,27 @@ impl StreamTransport {
             return;
         }
         self.paused = true;
-        self.reading = false;
+        self.base.reading = false;
     }
 
     fn resume_reading(&mut self) {
-        if self.closing || !self.paused {
+        if self.base.closing || !self.paused {
             return;
         }
         self.paused = false;
-        self.start_watching(Direction::Read);
+        self.base.watch(Direction::Read);
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
+        let lost_now = {
             let mut this = slf.borrow_mut();
-            if this.closing {
-                return Ok(());
-            }
-            this.closing = true;
-            this.reading = false;
-            if !this.buffer.is_empty() {
-                return Ok(());
-            }
-            this.conn_lost += 1;
-            this.writing = false;
+            let empty = this.buffer.is_empty();
+            this.base.begin_close(empty)
+        };
+        if lost_now {
+            Self::schedule_connection_lost(slf, slf.py().None())?;
         }
-        Self::schedule_connection_lost(slf, slf.py().None())
+        Ok(())
     }
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -926,16 +876,11 @@ impl StreamTransport {
     fn _force_close(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let dropped = {
             let mut this = slf.borrow_mut();
-            if this.conn_lost > 0 {
+            if !this.base.begin_force_close() {
                 return Ok(());
             }
-            let dropped = std::mem::take(&mut this.buffer);
             this.buffered = 0;
-            this.writing = false;
-            this.closing = true;
-            this.reading = false;
-            this.conn_lost += 1;
-            dropped
+            std::mem::take(&mut this.buffer)
         };
         drop(dropped);
         Self::schedule_connection_lost(slf, exc)
@@ -947,18 +892,13 @@ impl StreamTransport {
         let py = slf.py();
         let (loop_, token, dropped) = {
             let mut this = slf.borrow_mut();
-            let io = this.io.take();
+            this.buffered = 0;
             let dropped = (
-                io,
-                this.protocol.take(),
+                this.base.detach(),
                 this.reader.take(),
-                this.owner.take(),
                 std::mem::take(&mut this.buffer),
             );
-            this.buffered = 0;
-            this.reading = false;
-            this.writing = false;
-            (this.loop_.clone_ref(py), this.token, dropped)
+            (this.base.loop_.clone_ref(py), this.base.token, dropped)
         };
         let registered = loop_.get().unregister_native(token);
         drop((dropped, registered));
@@ -970,9 +910,13 @@ impl StreamTransport {
         let py = slf.py();
         let (loop_, token, io) = {
             let mut this = slf.borrow_mut();
-            this.reading = false;
-            this.writing = false;
-            (this.loop_.clone_ref(py), this.token, this.io.take())
+            this.base.reading = false;
+            this.base.writing = false;
+            (
+                this.base.loop_.clone_ref(py),
+                this.base.token,
+                this.base.io.take(),
+            )
         };
         let registered = loop_.get().unregister_native(token);
         drop((io, registered));
@@ -983,17 +927,17 @@ impl StreamTransport {
         let py = slf.py();
         let (loop_, fd) = {
             let this = slf.borrow();
-            if this.owner.is_none() || this.io.is_some() {
+            if this.base.owner.is_none() || this.base.io.is_some() {
                 return Ok(());
             }
-            (this.loop_.clone_ref(py), this.fd)
+            (this.base.loop_.clone_ref(py), this.base.fd)
         };
         let (token, io) = loop_
             .get()
             .register_native(fd, NativeIo::Stream(slf.clone().unbind()))?;
         let mut this = slf.borrow_mut();
-        this.token = token;
-        this.io = Some(io);
+        this.base.token = token;
+        this.base.io = Some(io);
         Ok(())
     }
 
@@ -1002,15 +946,15 @@ impl StreamTransport {
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.low_water, self.high_water)
+        (self.base.low_water, self.base.high_water)
     }
 
     /// Store limits checked by the Python side, then pause if now above.
     fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
         {
             let mut this = slf.borrow_mut();
-            this.high_water = high;
-            this.low_water = low;
+            this.base.high_water = high;
+            this.base.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1020,24 +964,25 @@ impl StreamTransport {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.protocol
+        self.base
+            .protocol
             .as_ref()
             .map_or_else(|| py.None(), |p| p.clone_ref(py))
     }
 
     #[getter]
     fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
+        self.base.protocol_connected
     }
 
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
+        self.base.protocol_paused
     }
 
     #[getter]
     fn _closing(&self) -> bool {
-        self.closing
+        self.base.closing
     }
 
     #[getter]
@@ -1052,12 +997,12 @@ impl StreamTransport {
 
     #[getter]
     fn _conn_lost(&self) -> u32 {
-        self.conn_lost
+        self.base.conn_lost
     }
 
     /// `(reading, writing)`: whether the fd is polled for each, for repr.
     fn _polling(&self) -> (bool, bool) {
-        (self.reading, self.writing)
+        (self.base.reading, self.base.writing)
     }
 
     #[getter(_empty_waiter)]
@@ -1071,14 +1016,7 @@ impl StreamTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.context)?;
-        if let Some(o) = &self.owner {
-            visit.call(o)?;
-        }
-        if let Some(p) = &self.protocol {
-            visit.call(p)?;
-        }
+        self.base.traverse(&visit)?;
         match &self.reader {
             Some(Reader::Plain { data_received }) => visit.call(data_received)?,
             Some(Reader::Buffered {
@@ -1097,8 +1035,8 @@ impl StreamTransport {
     }
 
     fn __clear__(&mut self) {
-        self.owner = None;
-        self.protocol = None;
+        self.base.owner = None;
+        self.base.protocol = None;
         self.reader = None;
         self.empty_waiter = None;
     }

@@ -1,15 +1,20 @@
-//! What the native stream and datagram transports share: running protocol
-//! callbacks in the transport's context, and the cold paths that go back to
-//! Python exactly as asyncio's `_SelectorTransport` does (error reporting,
-//! flow-control callbacks, scheduling `connection_lost`, the warning for
-//! writes after the connection was lost).
+//! What the native stream and datagram transports share: their common
+//! state and its rules ([`TransportState`]: closing, flow-control marks,
+//! watching), running protocol callbacks in the transport's context, and the
+//! cold paths that go back to Python exactly as asyncio's
+//! `_SelectorTransport` does (error reporting, flow-control callbacks,
+//! scheduling `connection_lost`, the warning for writes after the
+//! connection was lost).
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
+use crate::native_io::IoRegistration;
 use crate::pyrefs::refs;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -113,4 +118,144 @@ pub fn warn_write_after_loss(py: Python<'_>) -> PyResult<()> {
         .bind(py)
         .call_method1("warning", ("socket.send() raised exception.",))?;
     Ok(())
+}
+
+/// The state every native transport keeps, with asyncio's
+/// `_SelectorTransport`/`_FlowControlMixin` rules for it. Each transport core
+/// embeds one as `base` and adds its own buffers.
+pub struct TransportState {
+    pub loop_: Py<LoopCore>,
+    /// The Python transport object the protocol sees; dropped at detach.
+    pub owner: Option<Py<PyAny>>,
+    pub protocol: Option<Py<PyAny>>,
+    pub protocol_connected: bool,
+    /// Protocol callbacks run in a copy of the creation context.
+    pub context: Py<PyAny>,
+    pub fd: i32,
+    pub token: u64,
+    pub io: Option<IoRegistration>,
+    pub high_water: usize,
+    pub low_water: usize,
+    pub protocol_paused: bool,
+    pub closing: bool,
+    /// Reads are wanted (asyncio: the reader is registered).
+    pub reading: bool,
+    /// Writes are pending (asyncio: the writer is registered).
+    pub writing: bool,
+    pub conn_lost: u32,
+}
+
+impl TransportState {
+    pub fn new(loop_: Py<LoopCore>, owner: Py<PyAny>, context: Py<PyAny>, fd: i32) -> Self {
+        TransportState {
+            loop_,
+            owner: Some(owner),
+            protocol: None,
+            protocol_connected: false,
+            context,
+            fd,
+            token: 0,
+            io: None,
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            protocol_paused: false,
+            closing: false,
+            reading: false,
+            writing: false,
+            conn_lost: 0,
+        }
+    }
+
+    pub fn peers<'py>(&self, py: Python<'py>) -> Peers<'py> {
+        Peers {
+            loop_: self.loop_.bind(py).clone(),
+            owner: self.owner_or_none(py).into_bound(py),
+            protocol: self.protocol.as_ref().map(|p| p.bind(py).clone()),
+        }
+    }
+
+    /// The Python transport, or None once detached.
+    pub fn owner_or_none(&self, py: Python<'_>) -> Py<PyAny> {
+        self.owner
+            .as_ref()
+            .map_or_else(|| py.None(), |o| o.clone_ref(py))
+    }
+
+    /// Start watching `direction` unless already watching.
+    pub fn watch(&mut self, direction: Direction) {
+        let flag = match direction {
+            Direction::Read => &mut self.reading,
+            Direction::Write => &mut self.writing,
+        };
+        if !*flag {
+            *flag = true;
+            if let Some(io) = &self.io {
+                io.watch(direction);
+            }
+        }
+    }
+
+    /// `close()`: returns whether `connection_lost` is due now (nothing
+    /// left to write); otherwise the flush calls it when done.
+    pub fn begin_close(&mut self, buffer_empty: bool) -> bool {
+        if self.closing {
+            return false;
+        }
+        self.closing = true;
+        self.reading = false;
+        if !buffer_empty {
+            return false;
+        }
+        self.conn_lost += 1;
+        self.writing = false;
+        true
+    }
+
+    /// `_force_close()`: returns whether `connection_lost` is to be
+    /// scheduled (the caller drops its buffer).
+    pub fn begin_force_close(&mut self) -> bool {
+        if self.conn_lost > 0 {
+            return false;
+        }
+        self.writing = false;
+        self.closing = true;
+        self.reading = false;
+        self.conn_lost += 1;
+        true
+    }
+
+    /// Above the high-water mark and not paused yet: pause now.
+    pub fn should_pause(&mut self, buffered: usize) -> bool {
+        if buffered <= self.high_water || self.protocol_paused {
+            return false;
+        }
+        self.protocol_paused = true;
+        true
+    }
+
+    /// Paused and at or below the low-water mark: resume now.
+    pub fn should_resume(&mut self, buffered: usize) -> bool {
+        if !self.protocol_paused || buffered > self.low_water {
+            return false;
+        }
+        self.protocol_paused = false;
+        true
+    }
+
+    /// What detaching releases (the caller drops it after the borrow ends,
+    /// then unregisters `token` from the loop).
+    pub fn detach(&mut self) -> (Option<IoRegistration>, Option<Py<PyAny>>, Option<Py<PyAny>>) {
+        self.reading = false;
+        self.writing = false;
+        (self.io.take(), self.protocol.take(), self.owner.take())
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.context)?;
+        for obj in [&self.owner, &self.protocol].into_iter().flatten() {
+            visit.call(obj)?;
+        }
+        Ok(())
+    }
 }
