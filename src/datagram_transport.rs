@@ -28,7 +28,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
-use crate::stream_transport::ByteView;
+use crate::sock_io::ByteView;
 use crate::transport_support::{
     in_context, is_fatal, warn_write_after_loss, Peers, TransportState,
     LOG_THRESHOLD_FOR_CONNLOST_WRITES,

@@ -14,6 +14,7 @@
 //! - `datagram_transport`: the native engine of UDP/Unix datagram transports.
 //! - `transport_support`: what the native transports share (contexts,
 //!   error reporting, flow-control callbacks).
+//! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `sock_ops`: the waiting half of `sock_recv`/`sock_recv_into`/`sock_sendall`.
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
@@ -31,6 +32,7 @@ pub mod loop_core;
 pub mod native_io;
 pub mod pyrefs;
 pub mod runtime;
+pub mod sock_io;
 pub mod sock_ops;
 pub mod stream_transport;
 pub mod timers;

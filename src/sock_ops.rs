@@ -19,7 +19,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
-use crate::stream_transport::{recv_new_bytes, ByteView};
+use crate::sock_io::{recv_new_bytes, ByteView};
 
 pub enum SockCall {
     Recv { nbytes: usize },

@@ -23,7 +23,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::raw::c_int;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
@@ -36,38 +35,10 @@ use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
+use crate::sock_io::{recv_big, recv_bytes, send_chunks, send_some, ByteView, Chunk, READ_SIZE};
 use crate::transport_support::{
     in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
-
-/// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
-/// mmap threshold, so the object is carved from the heap and shrinking it
-/// to the size received costs no syscall.
-const READ_SIZE: usize = 64 * 1024;
-/// asyncio's `max_size`: once a read fills `READ_SIZE`, the transport reads
-/// up to this much into a reused scratch buffer and copies out what came
-/// (as uvloop always does), until reads get small again. A fresh 256 KiB
-/// object would be mmapped, and page-faulted, on every read.
-const BIG_READ_SIZE: usize = 256 * 1024;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-/// iovecs per `sendmsg`, as asyncio caps them (`SC_IOV_MAX`, 1024 on Linux).
-const MAX_IOV: usize = 1024;
-
-extern "C" {
-    // CPython's own resize for a fresh, unshared bytes object (what
-    // `socket.recv` uses); pyo3-ffi keeps its declaration private.
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
-}
-
-/// Unsent bytes: a `bytes` object and how much of it has gone out.
-struct Chunk {
-    data: Py<PyBytes>,
-    start: usize,
-    len: usize,
-}
 
 /// The protocol's read methods, looked up once per `set_protocol`.
 enum Reader {
@@ -91,164 +62,6 @@ pub struct StreamTransport {
     empty_waiter: Option<Py<PyAny>>,
     /// The last read filled `READ_SIZE`: read through the scratch buffer.
     big_reads: bool,
-}
-
-/// `recv` through the scratch buffer, for streams that send a lot at once.
-fn recv_big(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        if scratch.len() < BIG_READ_SIZE {
-            scratch.resize(BIG_READ_SIZE, 0);
-        }
-        // SAFETY: the scratch buffer holds BIG_READ_SIZE writable bytes.
-        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), BIG_READ_SIZE, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        Ok((PyBytes::new(py, &scratch[..n]).unbind(), n < BIG_READ_SIZE))
-    })
-}
-
-/// `recv` into a new `bytes` of at most `READ_SIZE`, shrunk to fit.
-/// Returns the object and whether the socket is now drained (a short read).
-fn recv_bytes(py: Python<'_>, fd: i32) -> io::Result<(Py<PyBytes>, bool)> {
-    let bytes = recv_new_bytes(py, fd, READ_SIZE)?;
-    let drained = bytes.bind(py).as_bytes().len() < READ_SIZE;
-    Ok((bytes, drained))
-}
-
-/// `socket.recv(size)`: a new `bytes` of at most `size`, filled by one
-/// `recv` and shrunk to what came, with no copy.
-pub(crate) fn recv_new_bytes(py: Python<'_>, fd: i32, size: usize) -> io::Result<Py<PyBytes>> {
-    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, unshared,
-    // uninitialised bytes object (or NULL); we fill it with recv and then
-    // resize it while it is still unshared, which is what _PyBytes_Resize
-    // requires. On failure the object is released and the error fetched.
-    unsafe {
-        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t);
-        if obj.is_null() {
-            PyErr::fetch(py);
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        let buf = ffi::PyBytes_AsString(obj) as *mut libc::c_void;
-        let n = libc::recv(fd, buf, size, 0);
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            ffi::Py_DECREF(obj);
-            return Err(err);
-        }
-        let n = n as usize;
-        if n != size && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) != 0 {
-            PyErr::fetch(py);
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        let bytes = Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>();
-        Ok(bytes.unbind())
-    }
-}
-
-/// A contiguous view of any bytes-like object (`PyBUF_SIMPLE`).
-pub(crate) struct ByteView {
-    view: ffi::Py_buffer,
-}
-
-impl ByteView {
-    pub(crate) fn new(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
-        // SAFETY: Py_buffer is plain data that PyObject_GetBuffer fills in;
-        // on success it is released exactly once, in Drop.
-        unsafe {
-            let mut view: ffi::Py_buffer = std::mem::zeroed();
-            let flags = if writable {
-                ffi::PyBUF_WRITABLE
-            } else {
-                ffi::PyBUF_SIMPLE
-            };
-            if ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, flags) != 0 {
-                return Err(PyErr::fetch(obj.py()));
-            }
-            Ok(ByteView { view })
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.view.len as usize
-    }
-
-    /// Pointer and length, for a syscall that fills a writable view.
-    pub(crate) fn raw_parts(&self) -> (*mut libc::c_void, usize) {
-        (self.view.buf, self.len())
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        if self.view.len == 0 {
-            return &[];
-        }
-        // SAFETY: the exporter guarantees `len` readable bytes at `buf` for
-        // as long as the view is held.
-        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.len()) }
-    }
-}
-
-impl Drop for ByteView {
-    fn drop(&mut self) {
-        // SAFETY: the view was filled by a successful PyObject_GetBuffer and
-        // the GIL is held wherever a ByteView lives (it never leaves a call).
-        unsafe { ffi::PyBuffer_Release(&mut self.view) }
-    }
-}
-
-fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns a closed peer into
-    // EPIPE instead of SIGPIPE.
-    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// One `sendmsg` over the first `MAX_IOV` chunks. Returns bytes sent and
-/// what that says about readiness: less than offered means the socket's
-/// buffer is full; all of it with chunks left over (past `MAX_IOV`) means
-/// go on next iteration.
-fn send_chunks(
-    py: Python<'_>,
-    fd: i32,
-    chunks: &VecDeque<Chunk>,
-) -> io::Result<(usize, Readiness)> {
-    let mut iov: Vec<libc::iovec> = Vec::with_capacity(chunks.len().min(MAX_IOV));
-    let mut offered = 0;
-    for chunk in chunks.iter().take(MAX_IOV) {
-        let bytes = &chunk.data.bind(py).as_bytes()[chunk.start..];
-        offered += bytes.len();
-        iov.push(libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        });
-    }
-    // SAFETY: msghdr is plain data; the iovecs point into bytes objects the
-    // buffer keeps alive (and the GIL keeps unchanged) during the call.
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
-        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        let n = n as usize;
-        let readiness = if n < offered {
-            Readiness::Drained
-        } else if chunks.len() > MAX_IOV {
-            Readiness::MoreLater
-        } else {
-            Readiness::Unknown
-        };
-        Ok((n, readiness))
-    }
 }
 
 /// What a read produced, handled after the borrow is released.
