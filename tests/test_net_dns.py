@@ -233,6 +233,15 @@ def test_numeric_hosts_skip_the_executor_on_tokioloop():
         assert CountingExecutor.calls == 0
         loop.run_until_complete(loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM))
         assert CountingExecutor.calls == 1
+        # getnameinfo with numeric host and service needs no lookup either.
+        numeric = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+        addr = ("127.0.0.1", 80)
+        assert loop.run_until_complete(loop.getnameinfo(addr, numeric)) == socket.getnameinfo(
+            addr, numeric
+        )
+        assert CountingExecutor.calls == 1
+        loop.run_until_complete(loop.getnameinfo(addr, socket.NI_NUMERICSERV))
+        assert CountingExecutor.calls == 2
     finally:
         loop.close()
         executor.shutdown(wait=True)

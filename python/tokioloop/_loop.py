@@ -347,6 +347,19 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             self, host, port, family=family, type=type, proto=proto, flags=flags
         )
 
+    async def getnameinfo(self, sockaddr, flags=0):
+        # Numeric host and service: libc formats the address without any
+        # lookup, so skip the executor round trip, as getaddrinfo does.
+        if (
+            not self._debug
+            and isinstance(flags, int)
+            and flags & socket.NI_NUMERICHOST
+            and flags & socket.NI_NUMERICSERV
+        ):
+            self._check_closed()
+            return socket.getnameinfo(sockaddr, flags)
+        return await unix_events._UnixSelectorEventLoop.getnameinfo(self, sockaddr, flags)
+
     # -- signals ---------------------------------------------------------
 
     def remove_signal_handler(self, sig):
