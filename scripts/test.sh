@@ -19,7 +19,7 @@ PY311="$(venv_for 3.11)"
 "$ROOT/.venvs/py3.11/bin/ruff" check .
 
 status=0
-for version in 3.13 3.11; do
+for version in 3.10 3.12 3.13 3.11; do
     echo "== CPython $version's own asyncio test suite on tokioloop"
     PY="$(venv_for "$version")" || { status=1; continue; }
     # A failing module is re-run once, alone, before it counts (a loaded
