@@ -10,7 +10,6 @@
 //! `SystemExit` escape, to stop `run_forever`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Weak;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -19,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::types::PyTuple;
 
-use crate::loop_core::Shared;
+use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 
 /// The call a handle makes; dropped when the handle is cancelled.
@@ -45,10 +44,6 @@ pub struct Handle {
     when: f64,
     /// True while the timer sits in the loop's heap.
     scheduled: AtomicBool,
-    /// The loop's shared state: the debug flag, and for timers the count of
-    /// cancelled entries that drives heap compaction. Weak: the loop owns its
-    /// queued handles, handles must not own the loop.
-    shared: Weak<Shared>,
     is_timer: bool,
 }
 
@@ -61,7 +56,6 @@ impl Handle {
         loop_: Py<PyAny>,
         call: Callback,
         source_traceback: Option<Py<PyAny>>,
-        shared: Weak<Shared>,
         when: Option<f64>,
     ) -> Self {
         Handle {
@@ -74,7 +68,6 @@ impl Handle {
             source_traceback,
             when: when.unwrap_or(f64::NAN),
             scheduled: AtomicBool::new(false),
-            shared,
             is_timer: when.is_some(),
         }
     }
@@ -181,8 +174,10 @@ impl Handle {
         if this.cancelled.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let shared = this.shared.upgrade();
-        let debug = shared.as_ref().is_some_and(|s| s.debug());
+        // The loop's state (debug flag, cancelled-timer count) through the
+        // loop object the handle holds: no per-handle reference to it.
+        let core = this.loop_.bind(py).cast::<LoopCore>().ok();
+        let debug = core.is_some_and(|c| c.get().debug_flag());
         let frozen_repr = if debug {
             // Computed before the callback is dropped, as asyncio does.
             Some(refs(py).handle_repr.bind(py).call1((slf,))?.unbind())
@@ -196,8 +191,8 @@ impl Handle {
         };
         drop(dropped); // outside the lock: dropping may run Python code
         if this.is_timer && this.scheduled.load(Ordering::Relaxed) {
-            if let Some(shared) = shared {
-                shared.timer_cancelled();
+            if let Some(core) = core {
+                core.get().note_timer_cancelled();
             }
         }
         Ok(())

@@ -285,7 +285,6 @@ impl LoopCore {
             slf.clone().into_any().unbind(),
             Self::make_callback(py, callback, args, context)?,
             tb,
-            Arc::downgrade(&this.shared),
             when,
         ))
     }
@@ -458,6 +457,15 @@ impl LoopCore {
             PyTuple::empty(py),
         )?;
         Ok(())
+    }
+
+    pub(crate) fn debug_flag(&self) -> bool {
+        self.shared.debug()
+    }
+
+    /// A scheduled timer was cancelled (counts towards heap compaction).
+    pub(crate) fn note_timer_cancelled(&self) {
+        self.shared.timer_cancelled();
     }
 
     pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
