@@ -23,7 +23,7 @@ use pyo3::exceptions::{
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
@@ -109,26 +109,13 @@ impl DatagramTransport {
     /// A failure in a protocol callback run from an event: reported as
     /// asyncio reports an exception escaping its reader callback.
     fn report_callback_error(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
-        let py = slf.py();
-        if is_fatal(py, &err) {
+        if is_fatal(slf.py(), &err) {
             return Err(err);
         }
-        let peers = Self::peers(slf);
-        let context = PyDict::new(py);
-        context.set_item(
-            "message",
+        Self::peers(slf).report(
             "Exception in callback DatagramSocketTransport._read_ready()",
-        )?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", &peers.owner)?;
-        context.set_item(
-            "protocol",
-            peers.protocol.as_ref().map(|p| p.clone().unbind()),
-        )?;
-        peers
-            .loop_
-            .call_method1("call_exception_handler", (context,))?;
-        Ok(())
+            err,
+        )
     }
 
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -582,10 +569,7 @@ impl DatagramTransport {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.base
-            .protocol
-            .as_ref()
-            .map_or_else(|| py.None(), |p| p.clone_ref(py))
+        self.base.protocol_or_none(py)
     }
 
     #[getter]

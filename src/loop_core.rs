@@ -198,9 +198,11 @@ pub struct LoopCore {
     /// Native I/O objects by registration token (see `native_io`).
     natives: Mutex<HashMap<u64, NativeIo>>,
     next_native: AtomicU64,
-    /// Watched fds plus native registrations: zero means no I/O to poll
-    /// for but the signal socket (see `BUSY_POLL_EVERY_NO_IO`).
-    io_sources: AtomicUsize,
+    /// How many fds `watchers` and `natives` hold, each stored while its
+    /// lock is held: both zero means no I/O to poll for but the signal
+    /// socket (see `BUSY_POLL_EVERY_NO_IO`).
+    watched_fds: AtomicUsize,
+    native_ios: AtomicUsize,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -365,8 +367,9 @@ impl LoopCore {
         let ready = std::mem::take(&mut *self.shared.ready.lock());
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
+        self.watched_fds.store(0, Ordering::Relaxed);
         let natives = std::mem::take(&mut *self.natives.lock());
-        self.count_io_sources();
+        self.native_ios.store(0, Ordering::Relaxed);
         (ready, timers, watchers, natives)
     }
 
@@ -412,8 +415,9 @@ impl LoopCore {
             let _context = self.rt_handle.enter();
             IoRegistration::new(fd, token, sink).map_err(os_error)?
         };
-        self.natives.lock().insert(token, target);
-        self.count_io_sources();
+        let mut natives = self.natives.lock();
+        natives.insert(token, target);
+        self.native_ios.store(natives.len(), Ordering::Relaxed);
         Ok((token, registration))
     }
 
@@ -427,8 +431,12 @@ impl LoopCore {
         if this.shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let removed = this.watchers.lock().remove(fd, direction);
-        this.count_io_sources();
+        let removed = {
+            let mut watchers = this.watchers.lock();
+            let removed = watchers.remove(fd, direction);
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
         match removed {
             Some(old) => {
                 old.bind(slf.py()).call_method0("cancel")?;
@@ -469,14 +477,15 @@ impl LoopCore {
     }
 
     pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
-        let removed = self.natives.lock().remove(&token);
-        self.count_io_sources();
+        let mut natives = self.natives.lock();
+        let removed = natives.remove(&token);
+        self.native_ios.store(natives.len(), Ordering::Relaxed);
         removed
     }
 
-    fn count_io_sources(&self) {
-        let n = self.watchers.lock().len() + self.natives.lock().len();
-        self.io_sources.store(n, Ordering::Relaxed);
+    /// Whether any fd is watched, by callbacks or native objects.
+    fn has_io_sources(&self) -> bool {
+        self.watched_fds.load(Ordering::Relaxed) + self.native_ios.load(Ordering::Relaxed) > 0
     }
 
     /// `call_soon(callback, *args)` for native code, in a copy of the
@@ -511,12 +520,13 @@ impl LoopCore {
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
             let _context = this.rt_handle.enter();
-            this.watchers
-                .lock()
+            let mut watchers = this.watchers.lock();
+            let replaced = watchers
                 .add(&this.shared, fd, direction, handle.clone_ref(py))
-                .map_err(os_error)?
+                .map_err(os_error)?;
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            replaced
         };
-        this.count_io_sources();
         if let Some(old) = replaced {
             old.bind(py).call_method0("cancel")?;
         }
@@ -633,7 +643,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let signalled = if shared.has_ready() || stopping {
             let now = clock::monotonic();
-            let (every, interval) = if slf.get().io_sources.load(Ordering::Relaxed) > 0 {
+            let (every, interval) = if slf.get().has_io_sources() {
                 (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
             } else {
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
@@ -690,7 +700,8 @@ impl LoopCore {
             watchers: Mutex::new(FdWatchers::default()),
             natives: Mutex::new(HashMap::new()),
             next_native: AtomicU64::new(0),
-            io_sources: AtomicUsize::new(0),
+            watched_fds: AtomicUsize::new(0),
+            native_ios: AtomicUsize::new(0),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,

@@ -74,10 +74,6 @@ enum ReadOutcome {
 }
 
 impl StreamTransport {
-    fn wants_read(&self) -> bool {
-        !self.base.closing && !self.paused
-    }
-
     /// Called by the loop for a readiness event.
     pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
         match direction {
@@ -517,7 +513,7 @@ impl StreamTransport {
 
     /// Start reading, unless paused or closing (asyncio's `_add_reader`).
     fn _start_reading(&mut self) {
-        if self.wants_read() {
+        if self.is_reading() {
             self.base.watch(Direction::Read);
         }
     }
@@ -655,7 +651,7 @@ impl StreamTransport {
     }
 
     fn pause_reading(&mut self) {
-        if !self.wants_read() {
+        if !self.is_reading() {
             return;
         }
         self.paused = true;
@@ -777,10 +773,7 @@ impl StreamTransport {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.base
-            .protocol
-            .as_ref()
-            .map_or_else(|| py.None(), |p| p.clone_ref(py))
+        self.base.protocol_or_none(py)
     }
 
     #[getter]

@@ -174,6 +174,13 @@ impl TransportState {
         }
     }
 
+    /// The protocol, or None once detached.
+    pub fn protocol_or_none(&self, py: Python<'_>) -> Py<PyAny> {
+        self.protocol
+            .as_ref()
+            .map_or_else(|| py.None(), |p| p.clone_ref(py))
+    }
+
     /// The Python transport, or None once detached.
     pub fn owner_or_none(&self, py: Python<'_>) -> Py<PyAny> {
         self.owner
