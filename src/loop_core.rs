@@ -37,7 +37,7 @@ use crate::clock;
 use crate::errors::os_error;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
-use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
+use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
@@ -145,10 +145,13 @@ impl Shared {
         }
     }
 
-    fn drop_cancelled_timers(&self) {
+    fn drop_cancelled_timers(&self, py: Python<'_>) {
         let mut graveyard = Vec::new();
         self.timers.lock().drop_cancelled(&mut graveyard);
-        drop(graveyard); // after unlocking: dropping may run Python code
+        // After unlocking: dropping may run Python code.
+        for handle in graveyard {
+            handles::release(py, handle);
+        }
     }
 
     fn move_due_timers(&self) {
@@ -216,6 +219,22 @@ type Queued = (
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
 );
+
+/// Drop what `take_queued` took out, handing queued handles back to the
+/// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
+fn release_queued(py: Python<'_>, queued: Queued) {
+    let (ready, timers, watchers, natives) = queued;
+    for item in ready {
+        match item {
+            Ready::Native(h) => handles::release(py, h),
+            other => drop(other),
+        }
+    }
+    for handle in timers {
+        handles::release(py, handle);
+    }
+    drop((watchers, natives));
+}
 
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
@@ -301,6 +320,7 @@ impl LoopCore {
             slf.py(),
             Self::new_handle(slf, callback, args, context, None)?,
         )?;
+        handles::untrack_owned(handle.bind(slf.py()));
         slf.get()
             .shared
             .push_ready(Ready::Native(handle.clone_ref(slf.py())));
@@ -325,6 +345,7 @@ impl LoopCore {
             slf.py(),
             PyClassInitializer::from(handle).add_subclass(TimerHandle),
         )?;
+        handles::untrack_owned(timer.as_super());
         let base: Py<Handle> = timer.as_super().clone().unbind();
         base.get().set_scheduled(true);
         slf.get().shared.timers.lock().push(when, base);
@@ -349,7 +370,10 @@ impl LoopCore {
                 Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
                 Ready::Io(t, direction) => t.on_ready(py, *direction),
             };
-            drop(item);
+            match item {
+                Ready::Native(h) => handles::release(py, h),
+                other => drop(other),
+            }
             if let Err(err) = result {
                 let mut ready = shared.ready.lock();
                 while let Some(rest) = batch.pop_back() {
@@ -639,7 +663,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     let mut last_poll = f64::NEG_INFINITY;
     let mut skipped = 0;
     loop {
-        shared.drop_cancelled_timers();
+        shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let signalled = if shared.has_ready() || stopping {
             let now = clock::monotonic();
@@ -978,11 +1002,12 @@ impl LoopCore {
 
     /// Drop queued callbacks, timers, fd watchers and the runtime (after
     /// `close()`).
-    fn _close_native(&self) {
+    fn _close_native(&self, py: Python<'_>) {
         self.shared.closed.store(true, Ordering::Relaxed);
         let queued = self.take_queued();
         let driver = self.driver.lock().take();
-        drop((queued, driver));
+        release_queued(py, queued);
+        drop(driver);
     }
 
     /// The fd that `signal.set_wakeup_fd` should write to.
@@ -1004,7 +1029,7 @@ impl LoopCore {
         if let Some(ready) = self.shared.ready.try_lock() {
             for item in ready.iter() {
                 match item {
-                    Ready::Native(h) => visit.call(h)?,
+                    Ready::Native(h) => handles::traverse_owned(h, &visit)?,
                     Ready::Foreign(h) => visit.call(h)?,
                     Ready::Io(t, _) => t.traverse(&visit)?,
                 }
@@ -1012,7 +1037,7 @@ impl LoopCore {
         }
         if let Some(timers) = self.shared.timers.try_lock() {
             for h in timers.payloads() {
-                visit.call(h)?;
+                handles::traverse_owned(h, &visit)?;
             }
         }
         if let Some(watchers) = self.watchers.try_lock() {

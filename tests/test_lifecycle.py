@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import gc
 import os
 import subprocess
@@ -750,3 +751,85 @@ def test_cancelled_timer_releases_callback(loop, collect_garbage):
     del h
     collect_garbage()
     assert ref() is None
+
+
+class _KeepsOwnHandle:
+    """An object holding the handle whose callback is its own method: the
+    cycle object -> handle -> bound method -> object, common in real code
+    (``self._timer = loop.call_later(d, self._on_timeout)``)."""
+
+    def __init__(self, loop, schedule):
+        self.ran = False
+        self.handle = schedule(loop, self.method)
+
+    def method(self):
+        self.ran = True
+
+
+_SCHEDULERS = {
+    "call_soon": lambda lp, cb: lp.call_soon(cb),
+    "call_later": lambda lp, cb: lp.call_later(0.001, cb),
+    "call_at": lambda lp, cb: lp.call_at(lp.time(), cb),
+    "call_soon_threadsafe": lambda lp, cb: lp.call_soon_threadsafe(cb),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_SCHEDULERS))
+def test_cycle_through_run_handle_is_collected(loop, collect_garbage, how):
+    obj = _KeepsOwnHandle(loop, _SCHEDULERS[how])
+    ref = weakref.ref(obj)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert obj.ran
+    del obj
+    collect_garbage()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("how", sorted(_SCHEDULERS))
+def test_cycle_through_pending_handle_is_collected_after_close(loop_factory, collect_garbage, how):
+    lp = loop_factory()
+    obj = _KeepsOwnHandle(lp, _SCHEDULERS[how])
+    ref = weakref.ref(obj)
+    del obj
+    lp.close()
+    collect_garbage()
+    assert ref() is None
+
+
+def test_cycle_through_handle_context_is_collected(loop, collect_garbage):
+    # handle -> its context -> a context variable's value -> handle.
+    var = contextvars.ContextVar("var")
+
+    class Holder:
+        pass
+
+    def schedule():
+        holder = Holder()
+        var.set(holder)
+        holder.handle = loop.call_soon(lambda: None)
+        return weakref.ref(holder)
+
+    ref = contextvars.copy_context().run(schedule)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    collect_garbage()
+    assert ref() is None
+
+
+def test_context_handed_out_then_cancelled(loop, collect_garbage):
+    # get_context() while queued, then cancel and drop: no crash, no leak.
+    seen = []
+    for _ in range(200):
+        h = loop.call_soon(seen.append, 1)
+        ctx = h.get_context() if hasattr(h, "get_context") else h._context
+        h.cancel()
+        del h
+        ctx.run(lambda: None)
+        del ctx
+    t = loop.call_later(10, seen.append, 2)
+    t.cancel()
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    collect_garbage()
+    assert seen == []
