@@ -23,6 +23,7 @@
 use pyo3::prelude::*;
 
 pub mod clock;
+pub mod counted_mutex;
 pub mod datagram_transport;
 pub mod errors;
 pub mod fd_watch;

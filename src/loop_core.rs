@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock;
+use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
@@ -88,8 +89,8 @@ impl TimerPayload for Py<Handle> {
 /// State shared with handles and with other threads
 /// (`call_soon_threadsafe`).
 pub struct Shared {
-    ready: Mutex<VecDeque<Ready>>,
-    timers: Mutex<TimerHeap<Py<Handle>>>,
+    ready: CountedMutex<VecDeque<Ready>>,
+    timers: CountedMutex<TimerHeap<Py<Handle>>>,
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
@@ -98,7 +99,7 @@ pub struct Shared {
     parked: AtomicBool,
     notify: Notify,
     /// Readiness edges reported by the reactor, not yet dispatched.
-    fd_events: Mutex<Vec<FdEvent>>,
+    fd_events: CountedMutex<Vec<FdEvent>>,
 }
 
 impl EventSink for Shared {
@@ -111,14 +112,14 @@ impl EventSink for Shared {
 impl Shared {
     fn new() -> Self {
         Shared {
-            ready: Mutex::new(VecDeque::new()),
-            timers: Mutex::new(TimerHeap::new()),
+            ready: CountedMutex::new(VecDeque::new()),
+            timers: CountedMutex::new(TimerHeap::new()),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             notify: Notify::new(),
-            fd_events: Mutex::new(Vec::new()),
+            fd_events: CountedMutex::new(Vec::new()),
         }
     }
 
@@ -134,8 +135,15 @@ impl Shared {
         self.ready.lock().push_back(item);
     }
 
+    /// Exact, under the locks: for the decision to park.
     fn has_ready(&self) -> bool {
         !self.ready.lock().is_empty() || !self.fd_events.lock().is_empty()
+    }
+
+    /// Without locking; may miss a push another thread has just made (see
+    /// `counted_mutex`), which the exact check before parking catches.
+    fn has_ready_hint(&self) -> bool {
+        self.ready.len_hint() > 0 || self.fd_events.len_hint() > 0
     }
 
     /// Wake the loop thread if it is parked (or about to park).
@@ -146,6 +154,9 @@ impl Shared {
     }
 
     fn drop_cancelled_timers(&self, py: Python<'_>) {
+        if self.timers.len_hint() == 0 {
+            return;
+        }
         let mut graveyard = Vec::new();
         self.timers.lock().drop_cancelled(&mut graveyard);
         // After unlocking: dropping may run Python code.
@@ -155,6 +166,9 @@ impl Shared {
     }
 
     fn move_due_timers(&self) {
+        if self.timers.len_hint() == 0 {
+            return;
+        }
         let mut timers = self.timers.lock();
         if timers.is_empty() {
             return;
@@ -208,6 +222,8 @@ pub struct LoopCore {
     native_ios: AtomicUsize,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
+    /// `pthread_self()` of the thread inside `_run`, 0 when not running.
+    running_on: AtomicUsize,
 }
 
 type OwnedHandle = Option<Py<Handle>>;
@@ -248,7 +264,19 @@ fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
 }
 
+/// An id of the calling thread that is cheap to read (no allocation).
+fn current_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
 impl LoopCore {
+    /// True when this loop is the one running on the calling thread (it is
+    /// inside `_run` here, so asyncio's running loop is this loop).
+    fn runs_here(&self) -> bool {
+        self.running_on.load(Ordering::Relaxed) == current_thread()
+    }
+
     fn check_open(&self) -> PyResult<()> {
         if self.shared.closed.load(Ordering::Relaxed) {
             Err(closed_error())
@@ -399,10 +427,16 @@ impl LoopCore {
 
     /// Queue the callbacks (or native objects) of fds the reactor reported
     /// ready.
-    fn dispatch_fd_events(&self, py: Python<'_>) {
+    /// Returns whether any fd watcher fired (and so needs re-arming).
+    fn dispatch_fd_events(&self, py: Python<'_>) -> bool {
+        // Events are pushed by the reactor on this thread, so the hint is
+        // exact here.
+        if self.shared.fd_events.len_hint() == 0 {
+            return false;
+        }
         let mut events = std::mem::take(&mut *self.shared.fd_events.lock());
         if events.is_empty() {
-            return;
+            return false;
         }
         if events.iter().any(|e| e.fd == NATIVE_FD) {
             let natives = self.natives.lock();
@@ -418,11 +452,12 @@ impl LoopCore {
             });
         }
         if events.is_empty() {
-            return;
+            return false;
         }
         let mut watchers = self.watchers.lock();
         let mut ready = self.shared.ready.lock();
         watchers.dispatch(events, |h| ready.push_back(Ready::Native(h.clone_ref(py))));
+        true
     }
 
     /// Put a native I/O object's fd on the reactor; events for it reach
@@ -665,7 +700,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
-        let signalled = if shared.has_ready() || stopping {
+        let signalled = if shared.has_ready_hint() || stopping {
             let now = clock::monotonic();
             let (every, interval) = if slf.get().has_io_sources() {
                 (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
@@ -697,10 +732,12 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
         if signalled {
             LoopCore::handle_signals(slf, &driver.signals)?;
         }
-        slf.get().dispatch_fd_events(slf.py());
+        let watchers_fired = slf.get().dispatch_fd_events(slf.py());
         shared.move_due_timers();
         let ran = LoopCore::run_ready(slf, &mut batch);
-        slf.get().rearm_fd_watchers();
+        if watchers_fired {
+            slf.get().rearm_fd_watchers();
+        }
         ran?;
         if shared.stopping.load(Ordering::Relaxed) {
             return Ok(());
@@ -732,6 +769,7 @@ impl LoopCore {
                 runtime: Some(runtime),
             })),
             task_factory: Mutex::new(None),
+            running_on: AtomicUsize::new(0),
         })
     }
 
@@ -822,6 +860,11 @@ impl LoopCore {
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let r = refs(py);
+        if slf.get().runs_here() {
+            // `Future()` finds this loop as the running one; `loop=` would
+            // cost a kwargs dict per future (the C type has no vectorcall).
+            return vectorcall(py, r.future_type.bind(py), &[], &[], None);
+        }
         vectorcall(
             py,
             r.future_type.bind(py),
@@ -862,6 +905,8 @@ impl LoopCore {
         let task_type = r.task_type.bind(py);
         let lp = slf.as_any();
         match (&name, &context) {
+            // As in create_future: no kwargs dict when this loop is running.
+            (None, None) if this.runs_here() => vectorcall(py, task_type, &[&coro], &[], None),
             (None, None) => vectorcall(py, task_type, &[&coro], &[lp], Some(r.kw_loop.bind(py))),
             (Some(n), None) => vectorcall(
                 py,
@@ -912,10 +957,12 @@ impl LoopCore {
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         let driver = this.driver.lock().take().ok_or_else(closed_error)?;
+        this.running_on.store(current_thread(), Ordering::Relaxed);
         let result = {
             let _scope = ParkScope::enter();
             drive(slf, &driver)
         };
+        this.running_on.store(0, Ordering::Relaxed);
         *this.driver.lock() = Some(driver);
         result
     }

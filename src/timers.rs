@@ -169,6 +169,12 @@ impl<T: TimerPayload> TimerHeap<T> {
     }
 }
 
+impl<T: TimerPayload> crate::counted_mutex::Len for TimerHeap<T> {
+    fn len(&self) -> usize {
+        TimerHeap::len(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

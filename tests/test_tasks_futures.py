@@ -26,6 +26,47 @@ def test_create_future(loop):
     assert fut.result() == 5
 
 
+def test_futures_and_tasks_belong_to_the_loop_that_made_them(loop_factory):
+    # Made by a loop that is not the running one (from inside another loop's
+    # task, and from another thread while it runs), they still belong to it.
+    other = loop_factory()
+
+    async def noop():
+        return 1
+
+    async def main():
+        here = asyncio.get_running_loop()
+        fut, task = other.create_future(), other.create_task(noop())
+        own_fut, own_task = here.create_future(), here.create_task(noop())
+        made_in_thread = []
+
+        def in_thread():
+            made_in_thread.append(here.create_future())
+
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join()
+        result = (
+            fut.get_loop() is other,
+            task.get_loop() is other,
+            own_fut.get_loop() is here,
+            own_task.get_loop() is here,
+            made_in_thread[0].get_loop() is here,
+            await own_task,
+        )
+        own_fut.cancel()
+        return result, task
+
+    loop = loop_factory()
+    try:
+        result, other_task = loop.run_until_complete(main())
+        assert result == (True, True, True, True, True, 1)
+        assert other.run_until_complete(other_task) == 1
+    finally:
+        loop.close()
+        other.close()
+
+
 def test_future_done_callbacks_run_via_loop(loop):
     fut = loop.create_future()
     out = []
