@@ -16,6 +16,9 @@ use parking_lot::{Mutex, MutexGuard};
 /// A collection with a length.
 pub trait Len {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl<T> Len for std::collections::VecDeque<T> {
