@@ -224,6 +224,9 @@ pub struct LoopCore {
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
     running_on: AtomicUsize,
+    /// `{"loop": self}`, made once: `Future(loop=self)` through a vectorcall
+    /// would build this dict for every future (the C type has no vectorcall).
+    loop_kwargs: std::sync::OnceLock<Py<PyDict>>,
 }
 
 type OwnedHandle = Option<Py<Handle>>;
@@ -275,6 +278,20 @@ impl LoopCore {
     /// inside `_run` here, so asyncio's running loop is this loop).
     fn runs_here(&self) -> bool {
         self.running_on.load(Ordering::Relaxed) == current_thread()
+    }
+
+    /// The shared `{"loop": self}` kwargs dict (see the field).
+    /// (A cycle loop -> dict -> loop: the loop's traversal visits the dict,
+    /// and the dict's own clear breaks the cycle.)
+    fn loop_kwargs<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a Py<PyDict>> {
+        let cell = &slf.get().loop_kwargs;
+        if let Some(kwargs) = cell.get() {
+            return Ok(kwargs);
+        }
+        let kwargs = PyDict::new(slf.py());
+        kwargs.set_item("loop", slf)?;
+        // The GIL is held, so no other thread can have set it meanwhile.
+        Ok(cell.get_or_init(|| kwargs.unbind()))
     }
 
     fn check_open(&self) -> PyResult<()> {
@@ -770,6 +787,7 @@ impl LoopCore {
             })),
             task_factory: Mutex::new(None),
             running_on: AtomicUsize::new(0),
+            loop_kwargs: std::sync::OnceLock::new(),
         })
     }
 
@@ -860,18 +878,13 @@ impl LoopCore {
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let r = refs(py);
-        if slf.get().runs_here() {
-            // `Future()` finds this loop as the running one; `loop=` would
-            // cost a kwargs dict per future (the C type has no vectorcall).
+        if r.running_loop_lookup_is_free && slf.get().runs_here() {
+            // `Future()` finds this loop as the running one: no kwargs at all.
             return vectorcall(py, r.future_type.bind(py), &[], &[], None);
         }
-        vectorcall(
-            py,
-            r.future_type.bind(py),
-            &[],
-            &[slf.as_any()],
-            Some(r.kw_loop.bind(py)),
-        )
+        r.future_type
+            .bind(py)
+            .call((), Some(Self::loop_kwargs(slf)?.bind(py)))
     }
 
     #[pyo3(signature = (coro, *, name=None, context=None))]
@@ -906,8 +919,10 @@ impl LoopCore {
         let lp = slf.as_any();
         match (&name, &context) {
             // As in create_future: no kwargs dict when this loop is running.
-            (None, None) if this.runs_here() => vectorcall(py, task_type, &[&coro], &[], None),
-            (None, None) => vectorcall(py, task_type, &[&coro], &[lp], Some(r.kw_loop.bind(py))),
+            (None, None) if r.running_loop_lookup_is_free && this.runs_here() => {
+                vectorcall(py, task_type, &[&coro], &[], None)
+            }
+            (None, None) => task_type.call((&coro,), Some(Self::loop_kwargs(slf)?.bind(py))),
             (Some(n), None) => vectorcall(
                 py,
                 task_type,
@@ -1096,6 +1111,9 @@ impl LoopCore {
             for t in natives.values() {
                 t.traverse(&visit)?;
             }
+        }
+        if let Some(kwargs) = self.loop_kwargs.get() {
+            visit.call(kwargs)?;
         }
         if let Some(factory) = self.task_factory.try_lock() {
             if let Some(f) = factory.as_ref() {

@@ -22,12 +22,14 @@ pub struct PyRefs {
     pub buffered_protocol_type: Py<PyAny>,
     /// `asyncio.log.logger`, for the warnings asyncio's transports log.
     pub asyncio_logger: Py<PyAny>,
-    pub kw_loop: Py<PyTuple>,
     pub kw_loop_name: Py<PyTuple>,
     pub kw_loop_context: Py<PyTuple>,
     pub kw_loop_name_context: Py<PyTuple>,
     /// `Task(context=...)` exists from Python 3.11 on.
     pub task_takes_context: bool,
+    /// `Future()`/`Task(coro)` find the running loop without a syscall (on
+    /// 3.10/3.11 asyncio's C lookup calls getpid() every time).
+    pub running_loop_lookup_is_free: bool,
 }
 
 static REFS: PyOnceLock<PyRefs> = PyOnceLock::new();
@@ -55,11 +57,11 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         run_handle_debug: support.getattr("run_handle_debug")?.unbind(),
         buffered_protocol_type: asyncio.getattr("BufferedProtocol")?.unbind(),
         asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
-        kw_loop: names(&["loop"])?,
         kw_loop_name: names(&["loop", "name"])?,
         kw_loop_context: names(&["loop", "context"])?,
         kw_loop_name_context: names(&["loop", "name", "context"])?,
         task_takes_context: py.version_info() >= (3, 11),
+        running_loop_lookup_is_free: py.version_info() >= (3, 12),
     })
 }
 
