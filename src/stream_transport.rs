@@ -40,6 +40,9 @@ use crate::transport_support::{
     in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
+/// A read below this ends large-read mode (see `big_reads`).
+const SMALL_READ: usize = READ_SIZE / 4;
+
 /// The protocol's read methods, looked up once per `set_protocol`.
 enum Reader {
     Plain {
@@ -60,7 +63,10 @@ pub struct StreamTransport {
     paused: bool,
     eof: bool,
     empty_waiter: Option<Py<PyAny>>,
-    /// The last read filled `READ_SIZE`: read through the scratch buffer.
+    /// Reads are large (one filled `READ_SIZE` and none since was small):
+    /// read through the scratch buffer, so a message of up to 256 KiB comes
+    /// in one `recv` (and goes back out in one `send` when echoed), not as
+    /// a 64 KiB read plus the rest.
     big_reads: bool,
 }
 
@@ -140,7 +146,13 @@ impl StreamTransport {
                 if n == 0 {
                     return ReadOutcome::Eof;
                 }
-                this.big_reads = n >= READ_SIZE;
+                // Hysteresis: the tail of a large message (a short read) must
+                // not switch the next message back to 64 KiB reads.
+                if n >= READ_SIZE {
+                    this.big_reads = true;
+                } else if n < SMALL_READ {
+                    this.big_reads = false;
+                }
                 ReadOutcome::Data(bytes)
             }
             Attempt::Done(Err(e)) => Self::read_error(e),
