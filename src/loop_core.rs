@@ -148,7 +148,9 @@ impl Shared {
 
     /// Wake the loop thread if it is parked (or about to park).
     fn wake(&self) {
-        if self.parked.load(Ordering::SeqCst) {
+        // swap: of a burst of wake-ups while the loop is parked, only the
+        // first pays for the notification (the loop clears the flag too).
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.notify.notify_one();
         }
     }
