@@ -19,6 +19,8 @@
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
+//! - `fastcall`: hand-parsed entry points of `call_soon`/`call_soon_threadsafe`.
+//! - `counted_mutex`: a locked queue whose length reads without the lock.
 
 use pyo3::prelude::*;
 
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod counted_mutex;
 pub mod datagram_transport;
 pub mod errors;
+pub mod fastcall;
 pub mod fd_watch;
 pub mod gil_park;
 pub mod handles;
@@ -43,6 +46,7 @@ pub mod wakeup;
 #[pymodule]
 fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
+    fastcall::install(m.py(), &m.py().get_type::<loop_core::LoopCore>())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;

@@ -276,6 +276,38 @@ fn current_thread() -> usize {
 }
 
 impl LoopCore {
+    /// `call_soon` (its Python entry point is `fastcall::call_soon`).
+    pub(crate) fn call_soon_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            Self::debug_checks(slf, &callback, "call_soon", true)?;
+        }
+        Self::schedule_soon(slf, callback, args, context)
+    }
+
+    /// `call_soon_threadsafe` (entry point `fastcall::call_soon_threadsafe`).
+    pub(crate) fn call_soon_threadsafe_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_open()?;
+        if this.shared.debug() {
+            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
+        }
+        let handle = Self::schedule_soon(slf, callback, args, context)?;
+        this.shared.wake();
+        Ok(handle)
+    }
+
     /// True when this loop is the one running on the calling thread (it is
     /// inside `_run` here, so asyncio's running loop is this loop).
     fn runs_here(&self) -> bool {
@@ -805,38 +837,6 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         clock::monotonic()
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let this = slf.get();
-        this.check_open()?;
-        if this.shared.debug() {
-            Self::debug_checks(slf, &callback, "call_soon", true)?;
-        }
-        Self::schedule_soon(slf, callback, args, context)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let this = slf.get();
-        this.check_open()?;
-        if this.shared.debug() {
-            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
-        }
-        let handle = Self::schedule_soon(slf, callback, args, context)?;
-        this.shared.wake();
-        Ok(handle)
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]

@@ -50,6 +50,38 @@ def test_call_soon_args(loop):
     assert out[3][0] is obj
 
 
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_call_soon_argument_forms(loop, method):
+    # The keyword forms asyncio's Python signature accepts, and its errors.
+    schedule = getattr(loop, method)
+    seen = []
+    ctx = contextvars.copy_context()
+    schedule(callback=functools.partial(seen.append, "kw"))
+    schedule(seen.append, "ctx-kw", context=ctx)
+    schedule(context=None, callback=functools.partial(seen.append, "both-kw"))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["kw", "ctx-kw", "both-kw"]
+    errors = []
+    for call in (
+        lambda: schedule(),
+        lambda: schedule(context=None),
+        lambda: schedule(seen.append, callback=seen.append),
+        lambda: schedule(seen.append, delay=1),
+        lambda: schedule(seen.append, 1, context=None, contexts=None),
+    ):
+        with pytest.raises(TypeError) as info:
+            call()
+        errors.append(str(info.value).split("(")[-1])
+    assert errors == [
+        ") missing 1 required positional argument: 'callback'",
+        ") missing 1 required positional argument: 'callback'",
+        ") got multiple values for argument 'callback'",
+        ") got an unexpected keyword argument 'delay'",
+        ") got an unexpected keyword argument 'contexts'",
+    ]
+
+
 def test_call_soon_returns_handle(loop):
     h = loop.call_soon(lambda: None)
     assert hasattr(h, "cancel")
