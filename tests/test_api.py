@@ -270,6 +270,29 @@ def test_policy_get_event_loop(impl, restore_policy):
         lp.close()
 
 
+@pytest.mark.parametrize("how", ["exec", "shell"])
+def test_subprocesses_under_the_installed_policy(impl, restore_policy, how):
+    # The policy must provide what asyncio's Unix loop asks it for when it
+    # starts a child (the child watcher on 3.10-3.13).
+    asyncio.set_event_loop_policy(impl.EventLoopPolicy())
+
+    async def main():
+        if how == "exec":
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "print('hi')", stdout=asyncio.subprocess.PIPE
+            )
+        else:
+            proc = await asyncio.create_subprocess_shell(
+                "echo hi", stdout=asyncio.subprocess.PIPE
+            )
+        out, _ = await proc.communicate()
+        return out, proc.returncode, type(asyncio.get_running_loop())
+
+    out, code, loop_type = asyncio.run(main())
+    assert (out, code) == (b"hi\n", 0)
+    _assert_impl_loop_type(impl, loop_type)
+
+
 # --------------------------------------------------------------------------
 # Module metadata
 # --------------------------------------------------------------------------

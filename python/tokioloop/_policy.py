@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
-from asyncio import coroutines, events
+from asyncio import coroutines, events, unix_events
 
 from ._loop import Loop
 
@@ -16,7 +16,12 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+# asyncio's Unix policy, so that what its Unix loop asks the policy for
+# (the child watcher when it starts a subprocess, on 3.10-3.13) is there.
+_BasePolicy = getattr(unix_events, "_UnixDefaultEventLoopPolicy", events.BaseDefaultEventLoopPolicy)
+
+
+class EventLoopPolicy(_BasePolicy):
     """An event-loop policy whose loops are tokioloop loops."""
 
     def _loop_factory(self):
