@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
+from asyncio import unix_events
 
 import pytest
 from net_support import run, run_reference
@@ -714,3 +716,81 @@ def test_sync_subprocess_unaffected(loop):
         return sync, await proc.wait()
 
     assert run(loop, main()) == (9, 0)
+
+
+def test_child_outliving_its_loop_is_reaped(loop_factory):
+    """A child still running when its loop closes is reaped once it exits,
+    not left a zombie (3.10/3.11's threaded watcher does this; tokioloop's
+    pidfd waits hand such children to a reaping thread)."""
+    lp = loop_factory()
+
+    async def start():
+        proc = await asyncio.create_subprocess_exec(*PY, "import time; time.sleep(0.3)")
+        return proc.pid
+
+    try:
+        pid = lp.run_until_complete(start())
+    finally:
+        lp.close()
+    if sys.version_info >= (3, 12):
+        # asyncio's pidfd watcher leaves it to the process: reap it here.
+        os.waitpid(pid, 0)
+    deadline = time.monotonic() + 10
+    while _child_of_ours(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _child_of_ours(pid) is None
+
+
+def test_child_reaped_elsewhere_reports_255(loop, caplog):
+    """Someone else's waitpid() takes the exit status first: the process
+    reports returncode 255 and a warning, as asyncio's watchers do."""
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(*PY, "import time; time.sleep(0.2)")
+        # Blocking on purpose: steal the status before the loop sees it. A
+        # threaded watcher (asyncio on 3.10/3.11) races us for it.
+        try:
+            os.waitpid(proc.pid, 0)  # noqa: ASYNC222
+            stolen = True
+        except ChildProcessError:
+            stolen = False
+        return stolen, await asyncio.wait_for(proc.wait(), 10)
+
+    stolen, code = run(loop, main())
+    assert code == (255 if stolen else 0)
+    assert any("255" in r.getMessage() for r in caplog.records) == stolen
+
+
+def test_application_child_watcher_is_used(loop_factory):
+    """A child watcher the application installed is the one that waits."""
+    class RecordingWatcher(unix_events.ThreadedChildWatcher):
+        def __init__(self):
+            super().__init__()
+            self.pids = []
+
+        def add_child_handler(self, pid, callback, *args):
+            self.pids.append(pid)
+            super().add_child_handler(pid, callback, *args)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(*PY, "pass")
+        return proc.pid, await proc.wait()
+
+    watcher = RecordingWatcher()
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = policy._watcher
+        policy.set_child_watcher(watcher)
+    lp = loop_factory()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            watcher.attach_loop(lp)
+        pid, code = lp.run_until_complete(main())
+    finally:
+        lp.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy._watcher = old
+    assert (watcher.pids, code) == ([pid], 0)

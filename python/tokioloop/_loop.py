@@ -27,7 +27,7 @@ import warnings
 import weakref
 from asyncio import base_events, events, futures, unix_events
 
-from . import _transports
+from . import _child_watch, _transports
 from ._tokioloop import LoopCore
 
 
@@ -144,6 +144,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         self._old_agen_hooks = None
         # The process's wakeup fd before run_forever installed ours.
         self._saved_wakeup_fd = None
+        # Children waited for through pidfds (3.10/3.11, see _child_watch).
+        self._child_waits = _child_watch.PidfdWaits(self)
 
     # -- running ---------------------------------------------------------
 
@@ -217,6 +219,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             )
             self._signal_handlers.clear()
         base_events.BaseEventLoop.close(self)
+        self._child_waits.close()
         self._close_native()
         self._internal_fds -= 1
         self._csock = None
@@ -245,6 +248,19 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         self._ensure_fd_no_transport(sock)
         return _transports.DatagramSocketTransport(self, sock, protocol, address, waiter, extra)
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        # 3.10/3.11: a pidfd per child instead of asyncio's default thread
+        # per child (see _child_watch); 3.12+ and chosen watchers: asyncio's.
+        if not _child_watch.use_pidfd():
+            return await unix_events._UnixSelectorEventLoop._make_subprocess_transport(
+                self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+            )
+        return await _child_watch.make_subprocess_transport(
+            self, self._child_waits, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+        )
 
     def _make_ssl_transport(
         self,
