@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use crate::clock;
 use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
+use crate::fastcall::CallArgs;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
@@ -276,36 +277,52 @@ fn current_thread() -> usize {
 }
 
 impl LoopCore {
-    /// `call_soon` (its Python entry point is `fastcall::call_soon`).
-    pub(crate) fn call_soon_impl(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
+    // The scheduling methods; their Python entry points are in `fastcall`.
+
+    pub(crate) fn call_soon_impl(slf: &Bound<'_, Self>, call: CallArgs<'_>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         this.check_open()?;
         if this.shared.debug() {
-            Self::debug_checks(slf, &callback, "call_soon", true)?;
+            Self::debug_checks(slf, &call.callback, "call_soon", true)?;
         }
-        Self::schedule_soon(slf, callback, args, context)
+        Ok(Self::schedule_soon(slf, call.callback, call.args, call.context)?.into_any())
     }
 
-    /// `call_soon_threadsafe` (entry point `fastcall::call_soon_threadsafe`).
     pub(crate) fn call_soon_threadsafe_impl(
         slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
+        call: CallArgs<'_>,
+    ) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         this.check_open()?;
         if this.shared.debug() {
-            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
+            Self::debug_checks(slf, &call.callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Self::schedule_soon(slf, callback, args, context)?;
+        let handle = Self::schedule_soon(slf, call.callback, call.args, call.context)?;
         this.shared.wake();
-        Ok(handle)
+        Ok(handle.into_any())
+    }
+
+    pub(crate) fn call_later_impl(
+        slf: &Bound<'_, Self>,
+        call: CallArgs<'_>,
+    ) -> PyResult<Py<PyAny>> {
+        let delay = call
+            .lead
+            .filter(|d| !d.is_none())
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("delay must not be None"))?;
+        let when = clock::monotonic() + delay.extract::<f64>()?;
+        let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
+        Ok(timer.into_any().unbind())
+    }
+
+    pub(crate) fn call_at_impl(slf: &Bound<'_, Self>, call: CallArgs<'_>) -> PyResult<Py<PyAny>> {
+        let when = call
+            .lead
+            .filter(|w| !w.is_none())
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("when cannot be None"))?;
+        let when = when.extract::<f64>()?;
+        let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
+        Ok(timer.into_any().unbind())
     }
 
     /// True when this loop is the one running on the calling thread (it is
@@ -837,39 +854,6 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         clock::monotonic()
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later<'py>(
-        slf: &Bound<'py, Self>,
-        delay: Bound<'py, PyAny>,
-        callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, TimerHandle>> {
-        if delay.is_none() {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "delay must not be None",
-            ));
-        }
-        let when = clock::monotonic() + delay.extract::<f64>()?;
-        Self::schedule_at(slf, when, callback, args, context)
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at<'py>(
-        slf: &Bound<'py, Self>,
-        when: Bound<'py, PyAny>,
-        callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, TimerHandle>> {
-        if when.is_none() {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "when cannot be None",
-            ));
-        }
-        Self::schedule_at(slf, when.extract::<f64>()?, callback, args, context)
     }
 
     fn stop(&self) {

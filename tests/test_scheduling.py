@@ -83,6 +83,44 @@ def test_call_soon_argument_forms(loop, method):
     ]
 
 
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_timer_argument_forms(loop, method):
+    lead = "delay" if method == "call_later" else "when"
+    schedule = getattr(loop, method)
+
+    def at(delay):
+        return delay if method == "call_later" else loop.time() + delay
+
+    seen = []
+    ctx = contextvars.copy_context()
+    schedule(at(0), callback=functools.partial(seen.append, 1))
+    schedule(**{lead: at(0.001)}, callback=functools.partial(seen.append, 2))
+    schedule(at(0.002), seen.append, 3, context=ctx)
+    schedule(at(0.01), loop.stop)
+    loop.run_forever()
+    assert seen == [1, 2, 3]
+    errors = []
+    for call in (
+        lambda: schedule(),
+        lambda: schedule(at(1)),
+        lambda: schedule(callback=seen.append),
+        lambda: schedule(at(1), seen.append, **{lead: 1}),
+        lambda: schedule(at(1), seen.append, nope=1),
+        lambda: schedule(None, seen.append),
+    ):
+        with pytest.raises(TypeError) as info:
+            call()
+        errors.append(str(info.value).split("(")[-1].split(". Did you mean")[0])
+    assert errors == [
+        f") missing 2 required positional arguments: '{lead}' and 'callback'",
+        ") missing 1 required positional argument: 'callback'",
+        f") missing 1 required positional argument: '{lead}'",
+        f") got multiple values for argument '{lead}'",
+        ") got an unexpected keyword argument 'nope'",
+        "delay must not be None" if lead == "delay" else "when cannot be None",
+    ]
+
+
 def test_call_soon_returns_handle(loop):
     h = loop.call_soon(lambda: None)
     assert hasattr(h, "cancel")
