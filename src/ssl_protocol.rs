@@ -36,7 +36,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PySlice, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PySlice, PyString, PyTuple};
 
 /// asyncio's message for errors in the data paths of `SSLProtocol`.
 const FATAL_MESSAGE: &str = "Fatal error on SSL protocol";
@@ -81,6 +81,12 @@ fn ssl_refs(py: Python<'_>) -> PyResult<&SslRefs> {
 /// What `_tl_init` caches: objects asyncio's `SSLProtocol` creates once in
 /// `__init__` and never replaces.
 struct Fast {
+    /// The instance `__dict__`, where asyncio's code keeps every attribute
+    /// read here (none of them is a descriptor on the class), looked up
+    /// directly instead of through `getattr`.
+    dict: Py<PyDict>,
+    /// `self.max_size` (a class attribute asyncio never changes).
+    max_size: i64,
     /// `self._incoming.write`, and the BIO itself for `.pending`.
     incoming: Py<PyAny>,
     incoming_write: Py<PyAny>,
@@ -92,15 +98,39 @@ struct Fast {
     pending: Py<PyAny>,
 }
 
-#[pyclass(frozen, subclass, module = "tokioloop._tokioloop", name = "SSLProtocolCore")]
+#[pyclass(
+    frozen,
+    subclass,
+    module = "tokioloop._tokioloop",
+    name = "SSLProtocolCore"
+)]
 pub struct SslProtocolCore {
     /// Unset (every call goes to asyncio's code) until `_tl_init` ran, and
     /// for good when the `SSLObject` class overrides its data methods.
     fast: OnceLock<Fast>,
 }
 
-fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> Option<i64> {
-    obj.getattr(name).ok()?.extract::<i64>().ok()
+impl Fast {
+    /// `getattr(self, name)` for an attribute asyncio keeps in the
+    /// instance dict; `getattr` itself when it is not there (its error).
+    fn attr<'py>(
+        &self,
+        me: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.dict.bind(me.py()).get_item(name)? {
+            Some(value) => Ok(value),
+            None => me.getattr(name),
+        }
+    }
+
+    fn flag(&self, me: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+        self.attr(me, name)?.is_truthy()
+    }
+
+    fn int_attr(&self, me: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> Option<i64> {
+        self.attr(me, name).ok()?.extract::<i64>().ok()
+    }
 }
 
 fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -127,7 +157,7 @@ impl SslProtocolCore {
         let Some(fast) = slf.get().fast.get() else {
             return Ok(None);
         };
-        let state = slf.as_any().getattr(intern!(py, "_state"))?;
+        let state = fast.attr(slf.as_any(), intern!(py, "_state"))?;
         if state.is(ssl_refs(py)?.wrapped.bind(py)) {
             Ok(Some(fast))
         } else {
@@ -139,12 +169,8 @@ impl SslProtocolCore {
     fn do_read(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        if me
-            .getattr(intern!(py, "_app_reading_paused"))?
-            .is_truthy()?
-            || me
-                .getattr(intern!(py, "_app_protocol_is_buffer"))?
-                .is_truthy()?
+        if fast.flag(me, intern!(py, "_app_reading_paused"))?
+            || fast.flag(me, intern!(py, "_app_protocol_is_buffer"))?
         {
             me.call_method0(intern!(py, "_do_read"))?;
             return Ok(());
@@ -162,7 +188,7 @@ impl SslProtocolCore {
         let me = slf.as_any();
         let (data, eof) = Self::read_copied(slf, fast)?;
         if let Some(data) = data {
-            me.getattr(intern!(py, "_app_protocol"))?
+            fast.attr(me, intern!(py, "_app_protocol"))?
                 .call_method1(intern!(py, "data_received"), (data,))?;
         }
         if eof {
@@ -170,7 +196,7 @@ impl SslProtocolCore {
             me.call_method0(intern!(py, "_call_eof_received"))?;
             me.call_method0(intern!(py, "_start_shutdown"))?;
         }
-        if me.getattr(intern!(py, "_write_backlog"))?.is_truthy()? {
+        if fast.flag(me, intern!(py, "_write_backlog"))? {
             me.call_method0(intern!(py, "_do_write"))?;
         } else {
             Self::process_outgoing(slf, fast)?;
@@ -183,9 +209,9 @@ impl SslProtocolCore {
     fn read_copied(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<(Option<Py<PyBytes>>, bool)> {
         let py = slf.py();
         let me = slf.as_any();
-        let buffer = me.getattr(intern!(py, "_ssl_buffer"))?;
+        let buffer = fast.attr(me, intern!(py, "_ssl_buffer"))?;
         let buffer = buffer.cast::<PyByteArray>()?;
-        let view = me.getattr(intern!(py, "_ssl_buffer_view"))?;
+        let view = fast.attr(me, intern!(py, "_ssl_buffer_view"))?;
         let capacity = buffer.len();
         let again = ssl_refs(py)?.again_errors.bind(py);
         let incoming = fast.incoming.bind(py);
@@ -212,7 +238,8 @@ impl SslProtocolCore {
             let result = if filled == 0 {
                 read.call1((capacity, &view))
             } else {
-                let rest = view.get_item(PySlice::new(py, filled as isize, capacity as isize, 1))?;
+                let rest =
+                    view.get_item(PySlice::new(py, filled as isize, capacity as isize, 1))?;
                 read.call1((capacity - filled, rest))
             };
             match result {
@@ -248,35 +275,34 @@ impl SslProtocolCore {
     fn process_outgoing(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        if !me
-            .getattr(intern!(py, "_ssl_writing_paused"))?
-            .is_truthy()?
-            && bio_pending(fast.outgoing.bind(py))? > 0
-        {
+        let outgoing = fast.outgoing.bind(py);
+        let mut pending = bio_pending(outgoing)?;
+        if pending > 0 && !fast.flag(me, intern!(py, "_ssl_writing_paused"))? {
             let data = fast.outgoing_read.bind(py).call0()?;
-            me.getattr(intern!(py, "_transport"))?
+            fast.attr(me, intern!(py, "_transport"))?
                 .call_method1(intern!(py, "write"), (data,))?;
+            // transport.write() ran other code: ask again.
+            pending = bio_pending(outgoing)?;
         }
-        Self::control_app_writing(slf, fast)
+        Self::control_app_writing(slf, fast, pending)
     }
 
-    /// `_control_app_writing`: asyncio's method runs only when a mark is
-    /// crossed (or a value is not a plain int).
-    fn control_app_writing(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
+    /// `_control_app_writing` (`outgoing` is what the outgoing BIO holds):
+    /// asyncio's method runs only when a mark is crossed (or a value is not
+    /// a plain int).
+    fn control_app_writing(slf: &Bound<'_, Self>, fast: &Fast, outgoing: i64) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let paused = me
-            .getattr(intern!(py, "_app_writing_paused"))?
-            .is_truthy()?;
-        let size = bio_pending(fast.outgoing.bind(py))?;
-        let call = match int_attr(me, intern!(py, "_write_buffer_size")) {
+        let paused = fast.flag(me, intern!(py, "_app_writing_paused"))?;
+        let call = match fast.int_attr(me, intern!(py, "_write_buffer_size")) {
             None => true,
             Some(buffered) => {
-                let size = size + buffered;
+                let size = outgoing + buffered;
                 if paused {
-                    int_attr(me, intern!(py, "_outgoing_low_water")).is_none_or(|low| size <= low)
+                    fast.int_attr(me, intern!(py, "_outgoing_low_water"))
+                        .is_none_or(|low| size <= low)
                 } else {
-                    int_attr(me, intern!(py, "_outgoing_high_water"))
+                    fast.int_attr(me, intern!(py, "_outgoing_high_water"))
                         .is_none_or(|high| size >= high)
                 }
             }
@@ -291,14 +317,14 @@ impl SslProtocolCore {
     fn control_ssl_reading(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let paused = me
-            .getattr(intern!(py, "_ssl_reading_paused"))?
-            .is_truthy()?;
+        let paused = fast.flag(me, intern!(py, "_ssl_reading_paused"))?;
         let size = bio_pending(fast.incoming.bind(py))?;
         let call = if paused {
-            int_attr(me, intern!(py, "_incoming_low_water")).is_none_or(|low| size <= low)
+            fast.int_attr(me, intern!(py, "_incoming_low_water"))
+                .is_none_or(|low| size <= low)
         } else {
-            int_attr(me, intern!(py, "_incoming_high_water")).is_none_or(|high| size >= high)
+            fast.int_attr(me, intern!(py, "_incoming_high_water"))
+                .is_none_or(|high| size >= high)
         };
         if call {
             me.call_method0(intern!(py, "_control_ssl_reading"))?;
@@ -314,9 +340,11 @@ impl SslProtocolCore {
         let me = slf.as_any();
         let len = data.len()?;
         let backlog_add = |item: &Bound<'_, PyAny>, size: usize| -> PyResult<()> {
-            me.getattr(intern!(py, "_write_backlog"))?
+            fast.attr(me, intern!(py, "_write_backlog"))?
                 .call_method1(intern!(py, "append"), (item,))?;
-            let total = me.getattr(intern!(py, "_write_buffer_size"))?.add(size)?;
+            let total = fast
+                .attr(me, intern!(py, "_write_buffer_size"))?
+                .add(size)?;
             me.setattr(intern!(py, "_write_buffer_size"), total)
         };
         match fast.write.bind(py).call1((data,)) {
@@ -371,6 +399,8 @@ impl SslProtocolCore {
         let incoming = me.getattr("_incoming")?;
         let outgoing = me.getattr("_outgoing")?;
         let fast = Fast {
+            dict: me.getattr("__dict__")?.cast_into::<PyDict>()?.unbind(),
+            max_size: me.getattr("max_size")?.extract()?,
             incoming_write: incoming.getattr("write")?.unbind(),
             incoming: incoming.unbind(),
             outgoing_read: outgoing.getattr("read")?.unbind(),
@@ -386,11 +416,15 @@ impl SslProtocolCore {
     fn get_buffer(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let me = slf.as_any();
-        if let (Ok(n), Some(max_size)) = (n.extract::<i64>(), int_attr(me, intern!(py, "max_size"))) {
-            let want = if n <= 0 || n > max_size { max_size } else { n };
-            let have = me.getattr(intern!(py, "_ssl_buffer"))?.len()?;
-            if want >= 0 && have as i64 >= want {
-                return Ok(me.getattr(intern!(py, "_ssl_buffer_view"))?.unbind());
+        if let (Some(fast), Ok(n)) = (slf.get().fast.get(), n.extract::<i64>()) {
+            let want = if n <= 0 || n > fast.max_size {
+                fast.max_size
+            } else {
+                n
+            };
+            let have = fast.attr(me, intern!(py, "_ssl_buffer"))?.len()?;
+            if have as i64 >= want {
+                return Ok(fast.attr(me, intern!(py, "_ssl_buffer_view"))?.unbind());
             }
         }
         Ok(ssl_refs(py)?
@@ -416,7 +450,7 @@ impl SslProtocolCore {
             }
         };
         let (fast, n) = fast;
-        let view = me.getattr(intern!(py, "_ssl_buffer_view"))?;
+        let view = fast.attr(me, intern!(py, "_ssl_buffer_view"))?;
         let chunk = view.get_item(PySlice::new(py, 0, n, 1))?;
         fast.incoming_write.bind(py).call1((chunk,))?;
         // The state cannot have changed: writing to a MemoryBIO runs no
@@ -448,7 +482,7 @@ impl SslProtocolCore {
         let me = slf.as_any();
         if !is_view {
             if let Some(fast) = Self::fast_state(slf)? {
-                if !me.getattr(intern!(py, "_write_backlog"))?.is_truthy()? {
+                if !fast.flag(me, intern!(py, "_write_backlog"))? {
                     return Self::write_wrapped(slf, fast, data);
                 }
             }
@@ -459,6 +493,7 @@ impl SslProtocolCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(fast) = self.fast.get() {
+            visit.call(&fast.dict)?;
             for obj in [
                 &fast.incoming,
                 &fast.incoming_write,
