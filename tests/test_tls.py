@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import itertools
 import os
 import random
 import socket
@@ -1367,7 +1368,7 @@ def test_write_flow_control(loop, tls):
     assert sizes[-1] > 64 * 1024
     assert first_events == ["pause"]
     assert events[0] == "pause" and events[-1] == "resume"
-    assert all(a != b for a, b in zip(events, events[1:]))  # strictly alternating
+    assert all(a != b for a, b in itertools.pairwise(events))  # strictly alternating
     assert final_size == 0
     assert data == b"x" + chunk * count
 
