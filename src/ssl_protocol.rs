@@ -137,6 +137,32 @@ fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<i64> {
     bio.getattr(intern!(bio.py(), "pending"))?.extract()
 }
 
+/// A `memoryview` over `len` bytes at `ptr`, lent to a C method for one
+/// call.
+///
+/// # Safety
+/// The memory must stay valid (and, if `writable`, writable) for as long as
+/// the view is alive, which callers make sure of by passing it only to C
+/// code that does not keep it.
+unsafe fn raw_view<'py>(
+    py: Python<'py>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let flags = if writable {
+        ffi::PyBUF_WRITE
+    } else {
+        ffi::PyBUF_READ
+    };
+    // SAFETY: see the function's contract; the result is a new reference or
+    // NULL with an exception set.
+    unsafe {
+        let view = ffi::PyMemoryView_FromMemory(ptr.cast(), len as ffi::Py_ssize_t, flags);
+        Bound::from_owned_ptr_or_err(py, view)
+    }
+}
+
 /// asyncio's `except Exception as ex: self._fatal_error(ex, ...)`; other
 /// exceptions (`KeyboardInterrupt`, `CancelledError`, ...) propagate.
 fn fatal_or_raise(me: &Bound<'_, PyAny>, err: PyErr) -> PyResult<()> {
@@ -220,11 +246,17 @@ impl SslProtocolCore {
         let mut spill: Option<Vec<u8>> = None;
         let mut any = false;
         let mut eof = false;
+        // The last read filled all the room it was given, so OpenSSL may
+        // still hold plaintext of that record (otherwise the record was
+        // used up: SSL_read returns data from one record per call).
+        let mut filled_room = false;
         loop {
             if any {
                 // Nothing left in the BIO nor inside OpenSSL: the next read
                 // could only raise SSLWantReadError, which ends asyncio's loop.
-                if bio_pending(incoming)? == 0 && pending.call0()?.extract::<i64>()? == 0 {
+                if bio_pending(incoming)? == 0
+                    && (!filled_room || pending.call0()?.extract::<i64>()? == 0)
+                {
                     break;
                 }
                 if capacity - filled < MIN_ROOM {
@@ -235,12 +267,16 @@ impl SslProtocolCore {
                     filled = 0;
                 }
             }
+            let room = capacity - filled;
             let result = if filled == 0 {
-                read.call1((capacity, &view))
+                read.call1((room, &view))
             } else {
-                let rest =
-                    view.get_item(PySlice::new(py, filled as isize, capacity as isize, 1))?;
-                read.call1((capacity - filled, rest))
+                // SAFETY: `filled < capacity`, so the range is inside the
+                // bytearray, which `buffer` keeps alive and which cannot be
+                // resized while `_ssl_buffer_view` exports it; the view is
+                // only lent to `_sslobj.read`, which keeps no reference.
+                let rest = unsafe { raw_view(py, buffer.data().add(filled), room, true)? };
+                read.call1((room, rest))
             };
             match result {
                 Ok(count) => {
@@ -250,6 +286,7 @@ impl SslProtocolCore {
                         break;
                     }
                     filled += count;
+                    filled_room = count >= room;
                     any = true;
                 }
                 Err(err) if err.is_instance(py, again) => break,
@@ -450,8 +487,16 @@ impl SslProtocolCore {
             }
         };
         let (fast, n) = fast;
-        let view = fast.attr(me, intern!(py, "_ssl_buffer_view"))?;
-        let chunk = view.get_item(PySlice::new(py, 0, n, 1))?;
+        // `self._incoming.write(self._ssl_buffer_view[:nbytes])`, the view
+        // made straight over the bytearray `_ssl_buffer_view` shows.
+        let buffer = fast.attr(me, intern!(py, "_ssl_buffer"))?;
+        let buffer = buffer.cast::<PyByteArray>()?;
+        let n = (n as usize).min(buffer.len());
+        // SAFETY: `n` is within the bytearray, which `buffer` keeps alive and
+        // which cannot be resized while `_ssl_buffer_view` exports it; the
+        // view is only lent to `MemoryBIO.write`, which copies and keeps no
+        // reference.
+        let chunk = unsafe { raw_view(py, buffer.data(), n, false)? };
         fast.incoming_write.bind(py).call1((chunk,))?;
         // The state cannot have changed: writing to a MemoryBIO runs no
         // Python code.

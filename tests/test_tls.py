@@ -1161,7 +1161,8 @@ def test_buffered_protocol_echo(loop, tls, bufsize):
 
     data, events, sizes = run(loop, main(), timeout=15)
     assert data == b"abc" + big
-    assert events == ["made", "eof", "lost"]
+    # 3.10's SSL protocol does not pass close_notify on to a BufferedProtocol.
+    assert events == (["made", "eof", "lost"] if PY311 else ["made", "lost"])
     assert sizes and all(isinstance(s, int) and s >= 0 for s in sizes)
 
 
