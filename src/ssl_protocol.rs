@@ -406,6 +406,39 @@ impl SslProtocolCore {
     }
 }
 
+/// Direct calls from the socket transport (`stream_transport`), for a
+/// protocol whose class keeps the native `get_buffer`/`buffer_updated`.
+impl SslProtocolCore {
+    /// `protocol` itself when it is one of ours and its class does not
+    /// override the two read methods.
+    pub fn native_reader(protocol: &Bound<'_, PyAny>) -> PyResult<Option<Py<Self>>> {
+        let py = protocol.py();
+        let Ok(core) = protocol.cast::<Self>() else {
+            return Ok(None);
+        };
+        let ours = py.get_type::<Self>();
+        let cls = protocol.get_type();
+        for name in [intern!(py, "get_buffer"), intern!(py, "buffer_updated")] {
+            if !cls.getattr(name)?.is(ours.getattr(name)?) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(core.clone().unbind()))
+    }
+
+    /// `protocol.get_buffer(-1)`.
+    pub fn transport_get_buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let n = (-1i64).into_pyobject(slf.py())?.into_any();
+        Ok(Self::get_buffer(slf, &n)?.into_bound(slf.py()))
+    }
+
+    /// `protocol.buffer_updated(n)`.
+    pub fn transport_buffer_updated(slf: &Bound<'_, Self>, n: usize) -> PyResult<()> {
+        let n = n.into_pyobject(slf.py())?.into_any();
+        Self::buffer_updated(slf, &n)
+    }
+}
+
 #[pymethods]
 impl SslProtocolCore {
     #[new]

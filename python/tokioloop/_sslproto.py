@@ -24,14 +24,22 @@ from ._tokioloop import SSLProtocolCore
 
 
 class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
-    """asyncio's app-facing TLS transport; ``write`` goes to the native core."""
+    """asyncio's app-facing TLS transport; ``write`` is the native core's.
 
-    def write(self, data):
-        protocol = self._ssl_protocol
-        if protocol is None:
-            # asyncio's own error for a write after a second close().
-            return super().write(data)
-        protocol._tl_write(data)
+    ``write`` is bound per instance to the protocol's native ``_tl_write``
+    (no Python frame per call). The reference points the same way as
+    ``_ssl_protocol`` does, so no new reference cycle is made."""
+
+    def __init__(self, loop, ssl_protocol):
+        super().__init__(loop, ssl_protocol)
+        self.write = ssl_protocol._tl_write
+
+    def close(self):
+        super().close()
+        if self._ssl_protocol is None:
+            # A second close() dropped the protocol: asyncio's write (and
+            # its AttributeError) from now on.
+            self.__dict__.pop("write", None)
 
 
 class SSLProtocol(SSLProtocolCore, sslproto.SSLProtocol):
