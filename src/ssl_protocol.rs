@@ -418,9 +418,15 @@ impl SslProtocolCore {
         };
         let ours = py.get_type::<Self>();
         let cls = protocol.get_type();
+        let own = protocol.getattr(intern!(py, "__dict__")).ok();
         for name in [intern!(py, "get_buffer"), intern!(py, "buffer_updated")] {
             if !cls.getattr(name)?.is(ours.getattr(name)?) {
                 return Ok(None);
+            }
+            if let Some(own) = &own {
+                if own.contains(name)? {
+                    return Ok(None);
+                }
             }
         }
         Ok(Some(core.clone().unbind()))
