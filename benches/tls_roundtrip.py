@@ -71,9 +71,9 @@ async def main():
     transport, client = await loop.create_connection(
         Client, "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
     )
-    n = int(os.environ.get("N", 4000 if SIZE < 10000 else 400))
+    n = int(os.environ.get("N", "4000" if SIZE < 10000 else "400"))
     results = []
-    for _ in range(int(os.environ.get("R", 7))):
+    for _ in range(int(os.environ.get("R", "7"))):
         client.left = n
         client.done = loop.create_future()
         start = time.process_time()
