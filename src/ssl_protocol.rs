@@ -14,6 +14,11 @@
 //! - `_tl_write`: `_SSLProtocolTransport.write` → `SSLObject.write` →
 //!   outgoing BIO → `transport.write` (`_write_appdata` / `_do_write`).
 //!
+//! The socket transport (`stream_transport`) calls `get_buffer` and
+//! `buffer_updated` here directly, without going through Python, when the
+//! protocol's class keeps them; the app transport's `write` is bound to
+//! `_tl_write` per instance (python/tokioloop/_sslproto.py).
+//!
 //! All protocol state stays in the Python object's attributes, where
 //! asyncio's code reads and writes it; this code reads the same attributes.
 //! Whenever the state is not `WRAPPED`, or anything unusual is going on

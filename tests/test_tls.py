@@ -1057,15 +1057,18 @@ class _RaisingProtocol(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
-def test_data_received_error_reaches_handler(loop, loop_kind, tls):
+@pytest.mark.parametrize("exc_type", [ZeroDivisionError, asyncio.CancelledError])
+def test_data_received_error_reaches_handler(loop, loop_kind, tls, exc_type):
     """An exception from the app's data_received over TLS goes to the loop's
-    exception handler (asyncio's message and context) and closes the
-    connection; the app's connection_lost gets the exception."""
+    exception handler (asyncio's message and context: the SSL protocol's for
+    an Exception, the socket transport's for a BaseException such as
+    CancelledError) and closes the connection; the app's connection_lost
+    gets the exception."""
     sctx, cctx = tls.server_context(), tls.client_context()
 
     async def scenario(lp):
         handler = HandlerRecorder(lp)
-        exc = ZeroDivisionError("boom")
+        exc = exc_type("boom")
         protos = []
 
         def factory():
