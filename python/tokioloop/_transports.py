@@ -3,7 +3,7 @@ and Unix datagram sockets).
 
 ``SocketTransport`` is what ``create_connection``, ``create_server``,
 ``create_unix_connection``/``create_unix_server``, ``connect_accepted_socket``
-and TLS (under asyncio's ``SSLProtocol``) hand to protocols;
+and TLS (under ``_sslproto.SSLProtocol`` on 3.11+, asyncio's ``SSLProtocol`` on 3.10) hand to protocols;
 ``DatagramSocketTransport`` is what ``create_datagram_endpoint`` hands out.
 Both are real asyncio transports (``isinstance`` checks hold) and behave as
 asyncio's ``_SelectorSocketTransport``/``_SelectorDatagramTransport`` do, but
