@@ -14,6 +14,8 @@
 //! - `datagram_transport`: the native engine of UDP/Unix datagram transports.
 //! - `transport_support`: what the native transports share (contexts,
 //!   error reporting, flow-control callbacks).
+//! - `ssl_protocol`: the native `WRAPPED`-state data paths of the TLS
+//!   protocol (Python 3.11+).
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `sock_ops`: the waiting half of `sock_recv`/`sock_recv_into`/`sock_sendall`.
 //! - `wakeup`: the signal wake-up socket.
@@ -38,6 +40,7 @@ pub mod pyrefs;
 pub mod runtime;
 pub mod sock_io;
 pub mod sock_ops;
+pub mod ssl_protocol;
 pub mod stream_transport;
 pub mod timers;
 pub mod transport_support;
@@ -51,6 +54,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<datagram_transport::DatagramTransport>()?;
+    m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -36,6 +36,7 @@ use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_big, recv_bytes, send_chunks, send_some, ByteView, Chunk, READ_SIZE};
+use crate::ssl_protocol::SslProtocolCore;
 use crate::transport_support::{
     in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
@@ -51,6 +52,11 @@ enum Reader {
     Buffered {
         get_buffer: Py<PyAny>,
         buffer_updated: Py<PyAny>,
+    },
+    /// tokioloop's TLS protocol, whose native `get_buffer`/`buffer_updated`
+    /// are called directly (`ssl_protocol`).
+    Tls {
+        protocol: Py<SslProtocolCore>,
     },
 }
 
@@ -101,7 +107,9 @@ impl StreamTransport {
             }
             match &this.reader {
                 Some(Reader::Plain { .. }) => (this.base.context.clone_ref(py), false),
-                Some(Reader::Buffered { .. }) => (this.base.context.clone_ref(py), true),
+                Some(Reader::Buffered { .. } | Reader::Tls { .. }) => {
+                    (this.base.context.clone_ref(py), true)
+                }
                 None => return Ok(()),
             }
         };
@@ -169,13 +177,16 @@ impl StreamTransport {
     /// `_read_ready__get_buffer`: ask the protocol for a buffer, read into it.
     fn read_into_buffer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let get_buffer = match &slf.borrow().reader {
-            Some(Reader::Buffered { get_buffer, .. }) => get_buffer.clone_ref(py),
+        let buf = match &slf.borrow().reader {
+            Some(Reader::Buffered { get_buffer, .. }) => Ok(get_buffer.clone_ref(py)),
+            Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
             _ => return Ok(()),
         };
-        let view = get_buffer
-            .bind(py)
-            .call1((-1,))
+        let buf = match buf {
+            Ok(get_buffer) => get_buffer.bind(py).call1((-1,)),
+            Err(tls) => SslProtocolCore::transport_get_buffer(tls.bind(py)),
+        };
+        let view = buf
             .and_then(|buf| ByteView::new(&buf, true))
             .and_then(|view| {
                 if view.len() == 0 {
@@ -254,11 +265,18 @@ impl StreamTransport {
             }
             ReadOutcome::Filled(n) => {
                 let method = match &slf.borrow().reader {
-                    Some(Reader::Buffered { buffer_updated, .. }) => buffer_updated.clone_ref(py),
+                    Some(Reader::Buffered { buffer_updated, .. }) => {
+                        Ok(buffer_updated.clone_ref(py))
+                    }
+                    Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
                     _ => return Ok(()),
                 };
-                match method.bind(py).call1((n,)) {
-                    Ok(_) => Ok(()),
+                let result = match method {
+                    Ok(method) => method.bind(py).call1((n,)).map(drop),
+                    Err(tls) => SslProtocolCore::transport_buffer_updated(tls.bind(py), n),
+                };
+                match result {
+                    Ok(()) => Ok(()),
                     Err(err) => Self::fatal_error(
                         slf,
                         err,
@@ -466,7 +484,14 @@ impl StreamTransport {
                 .map(Bound::unbind)
                 .unwrap_or_else(|_| py.None())
         };
-        self.reader = Some(if buffered {
+        let tls = if buffered {
+            SslProtocolCore::native_reader(protocol)?
+        } else {
+            None
+        };
+        self.reader = Some(if let Some(protocol) = tls {
+            Reader::Tls { protocol }
+        } else if buffered {
             Reader::Buffered {
                 get_buffer: lookup("get_buffer"),
                 buffer_updated: lookup("buffer_updated"),
@@ -837,6 +862,7 @@ impl StreamTransport {
         self.base.traverse(&visit)?;
         match &self.reader {
             Some(Reader::Plain { data_received }) => visit.call(data_received)?,
+            Some(Reader::Tls { protocol }) => visit.call(protocol)?,
             Some(Reader::Buffered {
                 get_buffer,
                 buffer_updated,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import itertools
 import os
 import random
 import socket
@@ -1023,3 +1024,401 @@ def test_no_fd_leak_after_failures(loop, tls):
         assert all(isinstance(o, (ssl.SSLError, ConnectionError)) for o in outcomes), outcomes
     settle()
     assert _count_fds() - before == 0
+
+
+# --------------------------------------------------------------------------
+# the data paths of an established TLS connection (native on 3.11+ in
+# tokioloop): app protocol errors, BufferedProtocol, writelines, write()
+# argument handling, pause_reading, write flow control, set_protocol
+# --------------------------------------------------------------------------
+
+
+class _RaisingProtocol(asyncio.Protocol):
+    """Raises from data_received on the first data; records its callbacks."""
+
+    def __init__(self, loop, exc):
+        self.exc = exc
+        self.events = []
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.events.append("data")
+        raise self.exc
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("exc_type", [ZeroDivisionError, asyncio.CancelledError])
+def test_data_received_error_reaches_handler(loop, loop_kind, tls, exc_type):
+    """An exception from the app's data_received over TLS goes to the loop's
+    exception handler (asyncio's message and context: the SSL protocol's for
+    an Exception, the socket transport's for a BaseException such as
+    CancelledError) and closes the connection; the app's connection_lost
+    gets the exception."""
+    sctx, cctx = tls.server_context(), tls.client_context()
+
+    async def scenario(lp):
+        handler = HandlerRecorder(lp)
+        exc = exc_type("boom")
+        protos = []
+
+        def factory():
+            protos.append(_RaisingProtocol(lp, exc))
+            return protos[-1]
+
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(lp, factory, ssl=sctx)
+        try:
+            tr, client = await ep.create_connection(
+                lp, lambda: RecordingProtocol(lp), ssl=cctx, server_hostname=SERVER_HOSTNAME
+            )
+            tr.write(b"hello")
+            lost_exc = await protos[0].lost
+            await client.lost
+            tr.close()
+        finally:
+            await _close_server(server)
+        ctx = handler.contexts
+        return (
+            [c["message"] for c in ctx],
+            [c["exception"] is exc for c in ctx],
+            [isinstance(c["protocol"], asyncio.sslproto.SSLProtocol) for c in ctx],
+            [c["transport"] is not None for c in ctx],
+            lost_exc is exc,
+            protos[0].events,
+            client.data(),
+        )
+
+    got = run(loop, scenario(loop))
+    assert len(got[0]) == 1 and got[1] == [True] and got[4] is True
+    assert got[5] == ["made", "data", "lost"]
+    _compare_with_reference(loop_kind, got, scenario)
+
+
+class _BufferedEcho(asyncio.BufferedProtocol):
+    """An echo server as a BufferedProtocol with a small buffer."""
+
+    def __init__(self, loop, size):
+        # A memoryview: asyncio's SSL transport reads into buf[offset:],
+        # which for a bytearray would be a copy.
+        self.buf = memoryview(bytearray(size))
+        self.sizes = []
+        self.events = []
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        self.sizes.append(sizehint)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(bytes(self.buf[:nbytes]))
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("bufsize", [7, 65536])
+def test_buffered_protocol_echo(loop, tls, bufsize):
+    big = _payload(11, 300_000)
+
+    async def main():
+        servers = []
+
+        def factory():
+            servers.append(_BufferedEcho(loop, bufsize))
+            return servers[-1]
+
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(loop, factory, ssl=tls.server_context())
+        try:
+            tr, proto = await ep.create_connection(
+                loop, lambda: RecordingProtocol(loop), ssl=tls.client_context()
+            )
+            tr.write(b"abc")
+            await proto.wait_for_data(3)
+            tr.write(big)
+            await proto.wait_for_data(3 + len(big))
+            tr.close()
+            await proto.lost
+            await servers[0].lost
+        finally:
+            await _close_server(server)
+        return proto.data(), servers[0].events, servers[0].sizes
+
+    data, events, sizes = run(loop, main(), timeout=15)
+    assert data == b"abc" + big
+    # 3.10's SSL protocol does not pass close_notify on to a BufferedProtocol.
+    assert events == (["made", "eof", "lost"] if PY311 else ["made", "lost"])
+    assert sizes and all(isinstance(s, int) and s >= 0 for s in sizes)
+
+
+def test_writelines_and_write_arguments(loop, loop_kind, tls):
+    """writelines() of mixed bytes-likes, write() of a bytearray changed
+    afterwards, a memoryview, empty data, and the TypeError for str."""
+    sctx, cctx = tls.server_context(), tls.client_context()
+
+    async def scenario(lp):
+        server_log = []
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(lp, lambda: EchoServerProtocol(lp, server_log), ssl=sctx)
+        try:
+            tr, proto = await ep.create_connection(
+                lp, lambda: RecordingProtocol(lp), ssl=cctx, server_hostname=SERVER_HOSTNAME
+            )
+            errors = []
+            for bad in ("text", 12, None, [b"x"]):
+                try:
+                    tr.write(bad)
+                except TypeError as exc:
+                    errors.append(str(exc))
+            tr.write(b"")
+            tr.write(bytearray())
+            ba = bytearray(b"one,")
+            tr.write(ba)
+            ba[:] = b"XXXX"
+            tr.write(memoryview(b"two,"))
+            tr.writelines([b"three,", bytearray(b"four,"), memoryview(b"five,")])
+            tr.writelines(iter([b"six,", b"seven"]))
+            expected = b"one,two,three,four,five,six,seven"
+            await proto.wait_for_data(len(expected))
+            size = tr.get_write_buffer_size()
+            tr.close()
+            await proto.lost
+        finally:
+            await _close_server(server)
+        return errors, proto.data(), size
+
+    got = run(loop, scenario(loop))
+    assert got[1] == b"one,two,three,four,five,six,seven"
+    assert got[0][0] == "data: expecting a bytes-like instance, got str"
+    _compare_with_reference(loop_kind, got, scenario)
+
+
+def test_write_after_close_is_ignored(loop, loop_kind, tls):
+    sctx, cctx = tls.server_context(), tls.client_context()
+
+    async def scenario(lp):
+        server_log = []
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(lp, lambda: EchoServerProtocol(lp, server_log), ssl=sctx)
+        try:
+            tr, proto = await ep.create_connection(
+                lp, lambda: RecordingProtocol(lp), ssl=cctx, server_hostname=SERVER_HOSTNAME
+            )
+            tr.write(b"ping")
+            await proto.wait_for_data(4)
+            tr.close()
+            closing = tr.is_closing()
+            for _ in range(7):
+                tr.write(b"late")
+            await proto.lost
+            for _ in range(3):
+                tr.write(b"later")
+            tr.close()  # a second close: asyncio drops the protocol
+            try:
+                tr.write(b"after second close")
+                outcome = "ok"
+            except AttributeError:
+                outcome = "AttributeError"
+        finally:
+            await _close_server(server)
+        return closing, proto.data(), proto.kinds(), outcome
+
+    got = run(loop, scenario(loop))
+    assert got[0] is True and got[1] == b"ping"
+    _compare_with_reference(loop_kind, got, scenario)
+
+
+class _PausingReceiver(asyncio.Protocol):
+    """Pauses reading on its first data_received; records what it got."""
+
+    def __init__(self, loop):
+        self.chunks = []
+        self.reading = []
+        self.first = loop.create_future()
+        self.waiters = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        # Small kernel buffers, so a peer that writes a lot fills them soon.
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+
+    def data_received(self, data):
+        self.chunks.append(data)
+        if len(self.chunks) == 1:
+            self.transport.pause_reading()
+            self.reading.append(self.transport.is_reading())
+            self.first.set_result(None)
+        for total, fut in self.waiters:
+            if not fut.done() and sum(map(len, self.chunks)) >= total:
+                fut.set_result(None)
+
+    def wait_for(self, total):
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append((total, fut))
+        if sum(map(len, self.chunks)) >= total:
+            fut.set_result(None)
+        return fut
+
+
+def test_pause_reading(loop, tls):
+    """While the app has paused reading, no data_received runs however much
+    the peer sends; after resume_reading everything arrives, in order."""
+    more = _payload(12, 200_000)
+
+    async def main():
+        receivers = []
+
+        def factory():
+            receivers.append(_PausingReceiver(loop))
+            return receivers[-1]
+
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(loop, factory, ssl=tls.server_context())
+        try:
+            tr, proto = await ep.create_connection(
+                loop, lambda: RecordingProtocol(loop), ssl=tls.client_context()
+            )
+            tr.write(b"first")
+            await receivers[0].first
+            rcv = receivers[0]
+            tr.write(more)
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            paused_chunks = len(rcv.chunks)
+            rcv.transport.resume_reading()
+            rcv.reading.append(rcv.transport.is_reading())
+            await rcv.wait_for(5 + len(more))
+            tr.close()
+            await proto.lost
+        finally:
+            await _close_server(server)
+        return paused_chunks, b"".join(rcv.chunks), rcv.reading
+
+    paused_chunks, data, reading = run(loop, main(), timeout=15)
+    assert paused_chunks == 1
+    assert data == b"first" + more
+    assert reading == [False, True]
+
+
+def test_write_flow_control(loop, tls):
+    """Large writes to a peer that has paused reading: pause_writing once the
+    app-level buffer (asyncio counts the SSL buffers, not the socket
+    transport's) passes the high mark, resume_writing when it drains,
+    strictly alternating; the buffer ends empty and every byte arrives."""
+    chunk = _payload(13, 256 * 1024)
+    count = 16
+
+    async def main():
+        receivers = []
+
+        def factory():
+            receivers.append(_PausingReceiver(loop))
+            return receivers[-1]
+
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(loop, factory, ssl=tls.server_context())
+        try:
+            tr, proto = await ep.create_connection(
+                loop, lambda: RecordingProtocol(loop), ssl=tls.client_context()
+            )
+            tr.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            tr.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+            limits = tr.get_write_buffer_limits()
+            tr.write(b"x")
+            await receivers[0].first  # the server now has reading paused
+            sizes = []
+            for i in range(count):
+                tr.write(chunk)
+                sizes.append(tr.get_write_buffer_size())
+            first_events = [e[0] for e in proto.events if e[0] in ("pause", "resume")]
+            await asyncio.sleep(0.05)
+            receivers[0].transport.resume_reading()
+            await receivers[0].wait_for(1 + count * len(chunk))
+            for _ in range(100):
+                if tr.get_write_buffer_size() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            events = [e[0] for e in proto.events if e[0] in ("pause", "resume")]
+            final_size = tr.get_write_buffer_size()
+            data = b"".join(receivers[0].chunks)
+            tr.close()
+            await proto.lost
+        finally:
+            await _close_server(server)
+        return limits, sizes, first_events, events, final_size, data
+
+    limits, sizes, first_events, events, final_size, data = run(loop, main(), timeout=30)
+    assert limits == (16 * 1024, 64 * 1024)
+    # While the socket transport holds the first chunk, the rest stays in
+    # the SSL buffers: the app is paused at once, and only once.
+    assert sizes[-1] > 64 * 1024
+    assert first_events == ["pause"]
+    assert events[0] == "pause" and events[-1] == "resume"
+    assert all(a != b for a, b in itertools.pairwise(events))  # strictly alternating
+    assert final_size == 0
+    assert data == b"x" + chunk * count
+
+
+def test_set_protocol_mid_stream(loop, tls):
+    """The app protocol is swapped (to a BufferedProtocol, then back to a
+    plain one) between messages; each gets exactly the data sent after the
+    switch."""
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(1000)
+            self.data = bytearray()
+
+        def get_buffer(self, sizehint):
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes):
+            self.data += self.buf[:nbytes]
+
+    async def main():
+        server_log = []
+        ep = Endpoint("tcp", None)
+        server = await ep.create_server(
+            loop, lambda: EchoServerProtocol(loop, server_log), ssl=tls.server_context()
+        )
+        try:
+            tr, first = await ep.create_connection(
+                loop, lambda: RecordingProtocol(loop), ssl=tls.client_context()
+            )
+            tr.write(b"one")
+            await first.wait_for_data(3)
+            second = Buffered()
+            tr.set_protocol(second)
+            assert tr.get_protocol() is second
+            tr.write(b"two" * 1000)
+            while len(second.data) < 3000:
+                await asyncio.sleep(0.01)
+            third = RecordingProtocol(loop)
+            tr.set_protocol(third)
+            tr.write(b"three")
+            await third.wait_for_data(5)
+            tr.close()
+            await third.lost
+        finally:
+            await _close_server(server)
+        return first.data(), bytes(second.data), third.data()
+
+    assert run(loop, main()) == (b"one", b"two" * 1000, b"three")

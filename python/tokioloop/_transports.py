@@ -3,7 +3,7 @@ and Unix datagram sockets).
 
 ``SocketTransport`` is what ``create_connection``, ``create_server``,
 ``create_unix_connection``/``create_unix_server``, ``connect_accepted_socket``
-and TLS (under asyncio's ``SSLProtocol``) hand to protocols;
+and TLS (under ``_sslproto.SSLProtocol`` on 3.11+, asyncio's ``SSLProtocol`` on 3.10) hand to protocols;
 ``DatagramSocketTransport`` is what ``create_datagram_endpoint`` hands out.
 Both are real asyncio transports (``isinstance`` checks hold) and behave as
 asyncio's ``_SelectorSocketTransport``/``_SelectorDatagramTransport`` do, but
@@ -31,6 +31,8 @@ from ._tokioloop import DatagramTransportCore, StreamTransportCore
 # Server._attach/_detach take the transport from 3.13 on.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# 3.11 rewrote asyncio's SSLProtocol (the design _sslproto builds on).
+_NATIVE_SSL = sys.version_info >= (3, 11)
 
 
 def _server_attach(server, transport):
@@ -318,15 +320,23 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
         self._core.sendto(data, addr)
 
 
+def ssl_protocol_class():
+    """The TLS protocol class: ours (asyncio's with native data paths,
+    ``_sslproto``) on Python 3.11+, asyncio's own on 3.10."""
+    if _NATIVE_SSL:
+        from ._sslproto import SSLProtocol
+    else:
+        from asyncio.sslproto import SSLProtocol
+    return SSLProtocol
+
+
 def make_ssl_transport(
     loop, rawsock, protocol, sslcontext, waiter, server_side, server_hostname, extra, server, timeouts
 ):
     """asyncio's ``_make_ssl_transport`` with our socket transport under
-    asyncio's ``SSLProtocol``."""
-    from asyncio import sslproto
-
+    the TLS protocol (``ssl_protocol_class()``)."""
     loop._ensure_fd_no_transport(rawsock)
-    ssl_protocol = sslproto.SSLProtocol(
+    ssl_protocol = ssl_protocol_class()(
         loop, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
     )
     SocketTransport(loop, rawsock, ssl_protocol, extra=extra, server=server)
