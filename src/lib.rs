@@ -21,7 +21,7 @@
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
-//! - `fastcall`: hand-parsed entry points of `call_soon`/`call_soon_threadsafe`.
+//! - `fastcall`: hand-parsed entry points of the scheduling methods.
 //! - `counted_mutex`: a locked queue whose length reads without the lock.
 
 use pyo3::prelude::*;

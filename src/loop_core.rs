@@ -242,6 +242,10 @@ type Queued = (
     HashMap<u64, NativeIo>,
 );
 
+/// Ready-queue length from which new handles are hidden from the cyclic GC
+/// while queued (timers always are: they wait).
+const UNTRACK_BACKLOG: usize = 512;
+
 /// Drop what `take_queued` took out, handing queued handles back to the
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
@@ -416,7 +420,12 @@ impl LoopCore {
             slf.py(),
             Self::new_handle(slf, callback, args, context, None)?,
         )?;
-        handles::untrack_owned(handle.bind(slf.py()));
+        // Only a backlog is worth hiding from the GC (see `untrack_owned`):
+        // a handle that runs in the next iteration dies young anyway, and
+        // untracking and re-tracking it costs about 100 instructions.
+        if slf.get().shared.ready.len_hint() >= UNTRACK_BACKLOG {
+            handles::untrack_owned(handle.bind(slf.py()));
+        }
         slf.get()
             .shared
             .push_ready(Ready::Native(handle.clone_ref(slf.py())));
