@@ -41,7 +41,7 @@ use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
-use crate::sock_ops::{SockCall, SockOp};
+use crate::sock_ops::{self, Request, SockCall, SockOp, SockWait, SockWaits};
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -203,6 +203,8 @@ pub struct LoopCore {
     /// socket (see `BUSY_POLL_EVERY_NO_IO`).
     watched_fds: AtomicUsize,
     native_ios: AtomicUsize,
+    /// Waiting `sock_*` calls by future (see `sock_ops`).
+    sock_waits: Mutex<SockWaits>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -215,6 +217,7 @@ type Queued = (
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
+    Vec<SockWait>,
 );
 
 fn closed_error() -> PyErr {
@@ -370,7 +373,8 @@ impl LoopCore {
         self.watched_fds.store(0, Ordering::Relaxed);
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
-        (ready, timers, watchers, natives)
+        let sock_waits = self.sock_waits.lock().take_all();
+        (ready, timers, watchers, natives, sock_waits)
     }
 
     /// Queue the callbacks (or native objects) of fds the reactor reported
@@ -446,13 +450,14 @@ impl LoopCore {
         }
     }
 
-    /// Watch `fd` with a native `SockOp` for a waiting `sock_*` call.
-    fn start_sock_op(
+    /// Watch `fd` with a native `SockOp` for a waiting `sock_*` call;
+    /// returns the handle registered.
+    pub(crate) fn start_sock_op(
         slf: &Bound<'_, Self>,
         fd: i32,
         future: Py<PyAny>,
         call: SockCall,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let direction = call.direction();
         let op = Bound::new(py, SockOp::new(slf.clone().unbind(), fd, future, call))?;
@@ -463,8 +468,11 @@ impl LoopCore {
             direction,
             op.into_any(),
             PyTuple::empty(py),
-        )?;
-        Ok(())
+        )
+    }
+
+    pub(crate) fn sock_waits(&self) -> &Mutex<SockWaits> {
+        &self.sock_waits
     }
 
     pub(crate) fn debug_flag(&self) -> bool {
@@ -702,6 +710,7 @@ impl LoopCore {
             next_native: AtomicU64::new(0),
             watched_fds: AtomicUsize::new(0),
             native_ios: AtomicUsize::new(0),
+            sock_waits: Mutex::new(SockWaits::default()),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
@@ -916,43 +925,64 @@ impl LoopCore {
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
     }
 
-    /// The waiting half of `sock_recv` (see `sock_ops`).
-    fn _sock_recv_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        nbytes: usize,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::Recv { nbytes })
+    /// `sock_recv` up to its `await` (see `sock_ops::start`): the data,
+    /// a future to await, or `NotImplemented` for asyncio's own method.
+    fn _sock_recv_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        nbytes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::Recv(nbytes))
     }
 
-    fn _sock_recv_into_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        buffer: Py<PyAny>,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::RecvInto { buffer })
+    fn _sock_recv_into_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        buffer: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::RecvInto(buffer))
     }
 
-    fn _sock_sendall_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        data: Py<PyAny>,
-        sent: usize,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::SendAll { data, sent })
+    fn _sock_sendall_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::SendAll(data))
     }
 
-    /// A waiting `sock_*` future was cancelled: stop watching its fd now.
-    fn _sock_op_cancel(slf: &Bound<'_, Self>, fd: i32, write: bool) -> PyResult<bool> {
-        let direction = if write {
-            Direction::Write
-        } else {
-            Direction::Read
+    /// The task awaiting a `sock_*` future was cancelled: stop watching the
+    /// fd if this call's callback is still the one registered there.
+    fn _sock_wait_cancelled(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let this = slf.get();
+        let Some(wait) = this.sock_waits.lock().remove(future) else {
+            return Ok(false);
         };
-        Self::remove_fd_native(slf, fd, direction)
+        let removed = {
+            let mut watchers = this.watchers.lock();
+            let ours = watchers.get(wait.fd).is_some_and(|(reader, writer)| {
+                let current = match wait.direction {
+                    Direction::Read => reader,
+                    Direction::Write => writer,
+                };
+                current.is_some_and(|h| h.is(&wait.handle))
+            });
+            let removed = if ours {
+                watchers.remove(wait.fd, wait.direction)
+            } else {
+                None
+            };
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
+        drop(wait);
+        match removed {
+            Some(old) => {
+                old.bind(slf.py()).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -1023,6 +1053,11 @@ impl LoopCore {
         if let Some(natives) = self.natives.try_lock() {
             for t in natives.values() {
                 t.traverse(&visit)?;
+            }
+        }
+        if let Some(waits) = self.sock_waits.try_lock() {
+            for h in waits.handles() {
+                visit.call(h)?;
             }
         }
         if let Some(factory) = self.task_factory.try_lock() {
