@@ -15,7 +15,9 @@
 //! - `transport_support`: what the native transports share (contexts,
 //!   error reporting, flow-control callbacks).
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
-//! - `sock_ops`: the waiting half of `sock_recv`/`sock_recv_into`/`sock_sendall`.
+//! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
+//!   coroutine: asyncio's prologue in one call, and the waiting half.
+//! - `sock_watch`: a socket's reactor registration kept across those waits.
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
@@ -34,6 +36,7 @@ pub mod pyrefs;
 pub mod runtime;
 pub mod sock_io;
 pub mod sock_ops;
+pub mod sock_watch;
 pub mod stream_transport;
 pub mod timers;
 pub mod transport_support;

@@ -41,7 +41,8 @@ use crate::handles::{source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
-use crate::sock_ops::{self, Request, SockCall, SockOp, SockWait, SockWaits};
+use crate::sock_ops::{self, Registered, Request, SockWait, SockWaits};
+use crate::sock_watch::SockWatch;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -205,6 +206,9 @@ pub struct LoopCore {
     native_ios: AtomicUsize,
     /// Waiting `sock_*` calls by future (see `sock_ops`).
     sock_waits: Mutex<SockWaits>,
+    /// Sockets' registrations kept across `sock_*` waits, by fd (see
+    /// `sock_watch`); each is in `natives` too, under its token.
+    sock_watches: Mutex<HashMap<i32, Py<SockWatch>>>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -218,6 +222,7 @@ type Queued = (
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
     Vec<SockWait>,
+    Vec<Py<SockWatch>>,
 );
 
 fn closed_error() -> PyErr {
@@ -374,7 +379,12 @@ impl LoopCore {
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
         let sock_waits = self.sock_waits.lock().take_all();
-        (ready, timers, watchers, natives, sock_waits)
+        let sock_watches: Vec<_> = self.sock_watches.lock().drain().map(|(_, w)| w).collect();
+        for watch in &sock_watches {
+            // Off the reactor now, not when the last reference goes.
+            drop(watch.get().release());
+        }
+        (ready, timers, watchers, natives, sock_waits, sock_watches)
     }
 
     /// Queue the callbacks (or native objects) of fds the reactor reported
@@ -409,10 +419,14 @@ impl LoopCore {
     /// `StreamTransport::on_ready` through the ready queue.
     pub(crate) fn register_native(
         &self,
+        py: Python<'_>,
         fd: i32,
         target: NativeIo,
     ) -> PyResult<(u64, IoRegistration)> {
         self.check_open()?;
+        // A transport takes over the fd: calls waiting through the socket's
+        // watch are dropped, as asyncio's transport replaces their reader.
+        self.release_sock_watch(py, fd);
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
         let registration = {
@@ -446,27 +460,146 @@ impl LoopCore {
                 old.bind(slf.py()).call_method0("cancel")?;
                 Ok(true)
             }
-            None => Ok(false),
+            // A `sock_*` call waiting through the socket's watch is this
+            // fd's reader/writer for asyncio: removing it leaves its future
+            // pending, as there.
+            None => Ok(this.drop_watch_op(slf.py(), fd, direction, None)),
         }
     }
 
-    /// Watch `fd` with a native `SockOp` for a waiting `sock_*` call;
-    /// returns the handle registered.
-    pub(crate) fn start_sock_op(
+    /// Take the call waiting in `fd`'s watch for `direction` (only if it is
+    /// `op`, when given); the watch stays registered.
+    fn drop_watch_op(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        direction: Direction,
+        op: Option<&Py<sock_ops::SockOp>>,
+    ) -> bool {
+        let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
+        let Some(taken) = watch.and_then(|w| w.get().take_op(direction, op)) else {
+            return false;
+        };
+        taken.get().forget_wait(py);
+        true
+    }
+
+    /// The registration kept for `sock` across `sock_*` waits, made if
+    /// needed; `None` when the fd must wait through `fd_watch` (already
+    /// watched there, or the registration failed: `fd_watch` then raises
+    /// what it always raised).
+    pub(crate) fn sock_watch(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+    ) -> PyResult<Option<Py<SockWatch>>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.watchers.lock().get(fd).is_some() {
+            return Ok(None);
+        }
+        let stale = match this.sock_watches.lock().get(&fd) {
+            Some(w) if w.get().is_for(py, sock, fd) => return Ok(Some(w.clone_ref(py))),
+            Some(_) => true,
+            None => false,
+        };
+        if stale {
+            // Another socket object had this fd number (closed, or the same
+            // file wrapped again): off the reactor before anything new goes
+            // on; its waiting calls go to fd_watch, where asyncio's would be.
+            Self::hand_over_sock_watch(slf, fd)?;
+            if this.watchers.lock().get(fd).is_some() {
+                return Ok(None);
+            }
+        }
+        let token = this.next_native.fetch_add(1, Ordering::Relaxed);
+        let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&this.shared) as _;
+        let registration = {
+            let _context = this.rt_handle.enter();
+            IoRegistration::new(fd, token, sink)
+        };
+        let Ok(registration) = registration else {
+            return Ok(None);
+        };
+        let watch = Py::new(py, SockWatch::new(sock, fd, token, registration)?)?;
+        {
+            let mut natives = this.natives.lock();
+            natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
+            this.native_ios.store(natives.len(), Ordering::Relaxed);
+        }
+        this.sock_watches.lock().insert(fd, watch.clone_ref(py));
+        Ok(Some(watch))
+    }
+
+    /// Take `fd`'s watch off the reactor (if there is one); returns its
+    /// waiting calls, still in the waits table, and whether its socket is
+    /// still open on that fd.
+    fn take_sock_watch(&self, py: Python<'_>, fd: i32) -> (Vec<Py<sock_ops::SockOp>>, bool) {
+        if self.native_ios.load(Ordering::Relaxed) == 0 {
+            return (Vec::new(), false); // no watch at all: the common case
+        }
+        let Some(watch) = self.sock_watches.lock().remove(&fd) else {
+            return (Vec::new(), false);
+        };
+        let registered = self.unregister_native(watch.get().token);
+        let (io, ops) = watch.get().release();
+        // Deregistered here, before the caller registers anything for fd.
+        drop((io, registered));
+        let open = watch.get().socket_still_open(py);
+        drop(watch);
+        (ops.into_iter().flatten().collect(), open)
+    }
+
+    /// For a transport taking over `fd`: its watch released, waiting calls
+    /// dropped (their futures stay pending, as with asyncio).
+    fn release_sock_watch(&self, py: Python<'_>, fd: i32) {
+        for op in self.take_sock_watch(py, fd).0 {
+            op.get().forget_wait(py);
+        }
+    }
+
+    /// For `add_reader`/`add_writer` on `fd`: its watch released, waiting
+    /// calls moved to `fd_watch` callbacks, where asyncio keeps them (and
+    /// where the new callback then replaces one of the same direction), or
+    /// dropped if their socket no longer has this fd.
+    fn hand_over_sock_watch(slf: &Bound<'_, Self>, fd: i32) -> PyResult<()> {
+        let py = slf.py();
+        let (ops, open) = slf.get().take_sock_watch(py, fd);
+        for op in ops {
+            let sock_op = op.get();
+            if !open || sock_op.future_done(py)? {
+                sock_op.forget_wait(py);
+                continue;
+            }
+            let direction = sock_op.direction();
+            let future = sock_op.future().clone_ref(py);
+            let handle = Self::watch_sock_op(slf, fd, op.into_any(), direction)?;
+            let old = slf
+                .get()
+                .sock_waits
+                .lock()
+                .moved_to_handle(future.bind(py), handle);
+            drop(old);
+        }
+        Ok(())
+    }
+
+    /// Watch `fd` through `fd_watch` with a native `SockOp` (the callback)
+    /// for a waiting `sock_*` call; returns the handle registered.
+    pub(crate) fn watch_sock_op(
         slf: &Bound<'_, Self>,
         fd: i32,
-        future: Py<PyAny>,
-        call: SockCall,
+        op: Py<PyAny>,
+        direction: Direction,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let direction = call.direction();
-        let op = Bound::new(py, SockOp::new(slf.clone().unbind(), fd, future, call))?;
         let fd_obj = fd.into_pyobject(py)?;
         Self::add_fd_callback(
             slf,
             fd_obj.as_any(),
             direction,
-            op.into_any(),
+            op.into_bound(py),
             PyTuple::empty(py),
         )
     }
@@ -525,6 +658,9 @@ impl LoopCore {
         let this = slf.get();
         this.check_open()?;
         let fd = fileobj_to_fd(fd)?;
+        // A socket's watch kept across sock_* waits goes first (before the
+        // new registration; see `sock_watch`).
+        Self::hand_over_sock_watch(slf, fd)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
             let _context = this.rt_handle.enter();
@@ -711,6 +847,7 @@ impl LoopCore {
             watched_fds: AtomicUsize::new(0),
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
+            sock_watches: Mutex::new(HashMap::new()),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
@@ -954,9 +1091,18 @@ impl LoopCore {
     /// The task awaiting a `sock_*` future was cancelled: stop watching the
     /// fd if this call's callback is still the one registered there.
     fn _sock_wait_cancelled(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
         let this = slf.get();
         let Some(wait) = this.sock_waits.lock().remove(future) else {
             return Ok(false);
+        };
+        let handle = match &wait.registered {
+            Registered::Watch(op) => {
+                let dropped = this.drop_watch_op(py, wait.fd, wait.direction, Some(op));
+                drop(wait);
+                return Ok(dropped);
+            }
+            Registered::Handle(handle) => handle,
         };
         let removed = {
             let mut watchers = this.watchers.lock();
@@ -965,7 +1111,7 @@ impl LoopCore {
                     Direction::Read => reader,
                     Direction::Write => writer,
                 };
-                current.is_some_and(|h| h.is(&wait.handle))
+                current.is_some_and(|h| h.is(handle))
             });
             let removed = if ours {
                 watchers.remove(wait.fd, wait.direction)
@@ -978,7 +1124,7 @@ impl LoopCore {
         drop(wait);
         match removed {
             Some(old) => {
-                old.bind(slf.py()).call_method0("cancel")?;
+                old.bind(py).call_method0("cancel")?;
                 Ok(true)
             }
             None => Ok(false),
@@ -1056,8 +1202,11 @@ impl LoopCore {
             }
         }
         if let Some(waits) = self.sock_waits.try_lock() {
-            for h in waits.handles() {
-                visit.call(h)?;
+            waits.traverse(&visit)?;
+        }
+        if let Some(watches) = self.sock_watches.try_lock() {
+            for w in watches.values() {
+                visit.call(w)?;
             }
         }
         if let Some(factory) = self.task_factory.try_lock() {

@@ -130,7 +130,7 @@ pub fn start<'py>(
             }
         }
     };
-    wait(loop_, fd, call)
+    wait(loop_, sock, fd, call)
 }
 
 /// The fd of an exact `socket.socket` with no timeout, after asyncio's
@@ -169,9 +169,15 @@ fn retry_eintr<T>(py: Python<'_>, mut op: impl FnMut() -> io::Result<T>) -> PyRe
     }
 }
 
-/// asyncio's waiting half: the transport check, a future, a native
-/// reader/writer on the fd.
-fn wait<'py>(loop_: &Bound<'py, LoopCore>, fd: i32, call: SockCall) -> PyResult<Bound<'py, PyAny>> {
+/// asyncio's waiting half: the transport check, a future, and a waiter on
+/// the fd: the socket's `SockWatch` (kept across waits), or an `fd_watch`
+/// callback when `add_reader`/`add_writer` already watch the fd.
+fn wait<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    fd: i32,
+    call: SockCall,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
     ensure_fd_no_transport(loop_, fd)?;
     let r = refs(py);
@@ -183,13 +189,30 @@ fn wait<'py>(loop_: &Bound<'py, LoopCore>, fd: i32, call: SockCall) -> PyResult<
         Some(r.kw_loop.bind(py)),
     )?;
     let direction = call.direction();
-    let handle = LoopCore::start_sock_op(loop_, fd, future.clone().unbind(), call)?;
+    let op = Py::new(
+        py,
+        SockOp::new(loop_.clone().unbind(), fd, future.clone().unbind(), call),
+    )?;
+    let registered = match LoopCore::sock_watch(loop_, sock, fd)? {
+        Some(watch) => {
+            if let Some(replaced) = watch.get().start(op.clone_ref(py), direction) {
+                replaced.get().forget_wait(py);
+            }
+            Registered::Watch(op)
+        }
+        None => Registered::Handle(LoopCore::watch_sock_op(
+            loop_,
+            fd,
+            op.into_any(),
+            direction,
+        )?),
+    };
     loop_.get().sock_waits().lock().insert(
         &future,
         SockWait {
             fd,
             direction,
-            handle,
+            registered,
         },
     );
     Ok(future)
@@ -218,11 +241,19 @@ fn ensure_fd_no_transport(loop_: &Bound<'_, LoopCore>, fd: i32) -> PyResult<()> 
     Ok(())
 }
 
+/// Where a waiting call is registered.
+pub enum Registered {
+    /// An `fd_watch` callback running the `SockOp`.
+    Handle(Py<Handle>),
+    /// The waiting call of the fd's `SockWatch`.
+    Watch(Py<SockOp>),
+}
+
 /// A waiting call's registration, found by its future.
 pub struct SockWait {
     pub fd: i32,
     pub direction: Direction,
-    pub handle: Py<Handle>,
+    pub registered: Registered,
 }
 
 /// The waiting `sock_*` calls, by future (identity), so a cancelled one
@@ -247,12 +278,33 @@ impl SockWaits {
         self.by_future.remove(&Self::key(future))
     }
 
+    /// The call now waits through `fd_watch` (its `SockWatch` was released).
+    pub fn moved_to_handle(
+        &mut self,
+        future: &Bound<'_, PyAny>,
+        handle: Py<Handle>,
+    ) -> Option<SockWait> {
+        let wait = self.by_future.get_mut(&Self::key(future))?;
+        let old = std::mem::replace(&mut wait.registered, Registered::Handle(handle));
+        Some(SockWait {
+            fd: wait.fd,
+            direction: wait.direction,
+            registered: old,
+        })
+    }
+
     pub fn take_all(&mut self) -> Vec<SockWait> {
         self.by_future.drain().map(|(_, w)| w).collect()
     }
 
-    pub fn handles(&self) -> impl Iterator<Item = &Py<Handle>> {
-        self.by_future.values().map(|w| &w.handle)
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for wait in self.by_future.values() {
+            match &wait.registered {
+                Registered::Handle(h) => visit.call(h)?,
+                Registered::Watch(op) => visit.call(op)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -272,12 +324,13 @@ impl SockCall {
 }
 
 /// What one attempt produced.
-enum Outcome {
+pub enum Outcome {
     Retry,
     Done(Py<PyAny>),
     Failed(PyErr),
 }
 
+/// One waiting `sock_*` call: the future, the call, and where to retry it.
 #[pyclass(frozen, module = "tokioloop._tokioloop")]
 pub struct SockOp {
     loop_: Py<LoopCore>,
@@ -296,7 +349,23 @@ impl SockOp {
         }
     }
 
-    fn attempt(&self, py: Python<'_>) -> Outcome {
+    pub fn direction(&self) -> Direction {
+        self.call.lock().direction()
+    }
+
+    pub fn future(&self) -> &Py<PyAny> {
+        &self.future
+    }
+
+    pub fn future_done(&self, py: Python<'_>) -> PyResult<bool> {
+        self.future
+            .bind(py)
+            .call_method0(intern!(py, "done"))?
+            .is_truthy()
+    }
+
+    /// Retry the call (a `sock_sendall` sends until done or would-block).
+    pub fn attempt_all(&self, py: Python<'_>) -> Outcome {
         let mut call = self.call.lock();
         let result: PyResult<Option<Py<PyAny>>> = match &mut *call {
             SockCall::Recv { nbytes } => recv(py, self.fd, *nbytes),
@@ -308,6 +377,38 @@ impl SockOp {
             Ok(None) => Outcome::Retry,
             Err(err) => Outcome::Failed(err),
         }
+    }
+
+    /// This call no longer waits: drop its entry in the loop's table.
+    pub fn forget_wait(&self, py: Python<'_>) {
+        let wait = self
+            .loop_
+            .get()
+            .sock_waits()
+            .lock()
+            .remove(self.future.bind(py));
+        drop(wait); // after unlocking: it may hold the last reference
+    }
+
+    /// Resolve the future with what the call produced. Only
+    /// `KeyboardInterrupt`/`SystemExit` escape, to stop the loop.
+    pub fn finish(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
+        let future = self.future.bind(py);
+        match outcome {
+            Outcome::Done(value) => {
+                future.call_method1(intern!(py, "set_result"), (value,))?;
+            }
+            Outcome::Failed(err) => {
+                if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                    || err.is_instance_of::<PySystemExit>(py)
+                {
+                    return Err(err);
+                }
+                future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+            Outcome::Retry => {}
+        }
+        Ok(())
     }
 }
 
@@ -344,6 +445,8 @@ fn recv_into(py: Python<'_>, fd: i32, buffer: &Bound<'_, PyAny>) -> PyResult<Opt
     Ok(Some((n as usize).into_pyobject(py)?.into_any().unbind()))
 }
 
+/// Send what is left of `data` until all of it is out or the socket is
+/// full (so a waiter only ever waits after a would-block).
 fn send_rest(
     py: Python<'_>,
     fd: i32,
@@ -351,67 +454,39 @@ fn send_rest(
     sent: &mut usize,
 ) -> PyResult<Option<Py<PyAny>>> {
     let view = ByteView::new(data, false)?;
-    let rest = &view.as_slice()[(*sent).min(view.len())..];
-    if !rest.is_empty() {
-        // SAFETY: `rest` is a valid slice of the view; MSG_NOSIGNAL turns a
-        // closed peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if would_block(&err) {
-                Ok(None)
-            } else {
-                Err(os_error(err))
-            };
+    while *sent < view.len() {
+        match send_some(fd, &view.as_slice()[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(err) if would_block(&err) => return Ok(None),
+            Err(err) => return Err(os_error(err)),
         }
-        *sent += n as usize;
     }
-    if *sent >= view.len() {
-        Ok(Some(py.None()))
-    } else {
-        Ok(None)
-    }
+    Ok(Some(py.None()))
 }
 
 #[pymethods]
 impl SockOp {
-    /// Run by the loop when the fd is ready (as asyncio's `_sock_recv` &c.).
+    /// Run by the loop when the fd is ready, for a call that waits through
+    /// `fd_watch` (as asyncio's `_sock_recv` &c. do).
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let future = this.future.bind(py);
-        let direction = this.call.lock().direction();
+        let direction = this.direction();
         let loop_ = this.loop_.bind(py);
-        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        if this.future_done(py)? {
             // Cancelled: the coroutine's `_sock_wait_cancelled` has not run
             // yet; the fd is free again from now on, as with asyncio.
-            let wait = loop_.get().sock_waits().lock().remove(future);
-            drop(wait);
+            this.forget_wait(py);
             LoopCore::remove_fd_native(loop_, this.fd, direction)?;
             return Ok(());
         }
-        let outcome = this.attempt(py);
+        let outcome = this.attempt_all(py);
         if matches!(outcome, Outcome::Retry) {
             return Ok(());
         }
-        let wait = loop_.get().sock_waits().lock().remove(future);
-        drop(wait); // after unlocking: the handle may be the last reference
+        this.forget_wait(py);
         LoopCore::remove_fd_native(loop_, this.fd, direction)?;
-        match outcome {
-            Outcome::Done(value) => {
-                future.call_method1(intern!(py, "set_result"), (value,))?;
-            }
-            Outcome::Failed(err) => {
-                if err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    || err.is_instance_of::<PySystemExit>(py)
-                {
-                    return Err(err);
-                }
-                future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
-            }
-            Outcome::Retry => {}
-        }
-        Ok(())
+        this.finish(py, outcome)
     }
 
     fn __repr__(&self) -> String {

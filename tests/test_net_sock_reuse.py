@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import socket
 
 import pytest
@@ -395,3 +396,42 @@ def test_blocking_socket_rejected_in_debug_mode(loop, method):
 
     loop.set_debug(True)
     assert run(loop, main()) == "the socket must be non-blocking"
+
+
+@pytest.mark.parametrize("how", ["detach", "collect"])
+def test_same_fd_new_socket_object(loop, how):
+    """The fd stays open but its socket object changes (detach and wrap
+    again), or the object is collected and the number reused."""
+
+    async def main():
+        gc.collect()  # no garbage socket may free a lower fd number later
+        a, b = nb_socketpair()
+        try:
+            waiter = asyncio.ensure_future(loop.sock_recv(a, 16))
+            await iterations(2)
+            b.send(b"one")
+            got = [await waiter]
+            fd = a.fileno()
+            if how == "detach":
+                c = socket.socket(fileno=a.detach())
+            else:
+                a.close()
+                del a
+                gc.collect()
+                c, d = nb_socketpair()
+                b.close()
+                b = d
+            c.setblocking(False)
+            try:
+                waiter = asyncio.ensure_future(loop.sock_recv(c, 16))
+                await iterations(2)
+                b.send(b"two")
+                got.append(await waiter)
+                got.append(c.fileno() == fd)
+            finally:
+                c.close()
+            return got
+        finally:
+            b.close()
+
+    assert run(loop, main()) == [b"one", b"two", True]
