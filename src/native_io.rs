@@ -1,4 +1,5 @@
-//! Readiness for the loop's native I/O objects (stream transports), which
+//! Readiness for the loop's native I/O objects (transports, and the
+//! registrations `sock_*` waits keep per socket, `sock_watch`), which
 //! do their own reads and writes instead of running Python callbacks.
 //!
 //! A native object owns one [`IoRegistration`]: a tokio `AsyncFd` for its

@@ -8,9 +8,12 @@
 //! transport owns the fd, register a Python reader/writer callback and add a
 //! done callback that removes it again. Here [`start`] does all of that for
 //! a plain `socket.socket` with no timeout: the syscall goes through libc
-//! (would-block is a return code), and the callback is a native [`SockOp`]
-//! that retries the call when the fd is ready, resolves the future and
-//! removes its own registration, with no Python frame and no done callback.
+//! (would-block is a return code), and the waiter is a native [`SockOp`]
+//! that retries the call when the fd is ready and resolves the future, with
+//! no Python frame and no done callback. It waits in the socket's
+//! `SockWatch` (a registration kept across waits, see `sock_watch`), or, if
+//! `add_reader`/`add_writer` already watch the fd, as an `fd_watch` callback
+//! that removes itself, as asyncio's reader does.
 //! Anything else (a socket subclass, a socket with a timeout, an argument
 //! Python's socket methods would reject or treat specially) is answered
 //! with `NotImplemented`, and the coroutine runs asyncio's own method, so
