@@ -439,7 +439,22 @@ impl LoopCore {
         Ok((token, registration))
     }
 
-    /// `remove_reader`/`remove_writer` by fd number, for native callers.
+    /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
+    /// or a `sock_*` call waiting in the fd's watch.
+    fn remove_fd(slf: &Bound<'_, Self>, fd: i32, direction: Direction) -> PyResult<bool> {
+        if Self::remove_fd_native(slf, fd, direction)? {
+            return Ok(true);
+        }
+        // A `sock_*` call waiting through the socket's watch is this fd's
+        // reader/writer for asyncio: removing it leaves its future pending,
+        // as there.
+        let this = slf.get();
+        Ok(!this.shared.closed.load(Ordering::Relaxed)
+            && this.drop_watch_op(slf.py(), fd, direction, None))
+    }
+
+    /// Remove the `fd_watch` callback of `fd` for `direction` (native
+    /// callers: a `SockOp` waiting through `fd_watch` removes itself).
     pub(crate) fn remove_fd_native(
         slf: &Bound<'_, Self>,
         fd: i32,
@@ -460,10 +475,7 @@ impl LoopCore {
                 old.bind(slf.py()).call_method0("cancel")?;
                 Ok(true)
             }
-            // A `sock_*` call waiting through the socket's watch is this
-            // fd's reader/writer for asyncio: removing it leaves its future
-            // pending, as there.
-            None => Ok(this.drop_watch_op(slf.py(), fd, direction, None)),
+            None => Ok(false),
         }
     }
 
@@ -685,7 +697,7 @@ impl LoopCore {
         if slf.get().shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        Self::remove_fd_native(slf, fileobj_to_fd(fd)?, direction)
+        Self::remove_fd(slf, fileobj_to_fd(fd)?, direction)
     }
 
     fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
