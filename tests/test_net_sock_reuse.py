@@ -435,3 +435,33 @@ def test_same_fd_new_socket_object(loop, how):
             b.close()
 
     assert run(loop, main()) == [b"one", b"two", True]
+
+
+@pytest.mark.parametrize("second", ["same", "wrapped"])
+def test_recv_and_sendall_wait_at_once(loop, second):
+    """A read and a write waiting on one fd together, through the same socket
+    object or a second object wrapping the same fd."""
+    payload = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+
+    async def main():
+        a, b = nb_socketpair()
+        other = a if second == "same" else socket.socket(fileno=a.fileno())
+        other.setblocking(False)
+        try:
+            reader = asyncio.ensure_future(loop.sock_recv(a, 16))
+            sender = asyncio.ensure_future(loop.sock_sendall(other, payload))
+            await iterations(3)
+            assert not reader.done() and not sender.done()
+            received = bytearray()
+            while len(received) < len(payload):
+                received += await loop.sock_recv(b, 1 << 20)
+            await sender
+            await loop.sock_sendall(b, b"reply")
+            return await reader, bytes(received) == payload
+        finally:
+            if other is not a:
+                other.detach()
+            a.close()
+            b.close()
+
+    assert run(loop, main(), timeout=30) == (b"reply", True)
