@@ -519,7 +519,8 @@ impl LoopCore {
         if stale {
             // Another socket object had this fd number (closed, or the same
             // file wrapped again): off the reactor before anything new goes
-            // on; its waiting calls go to fd_watch, where asyncio's would be.
+            // on. Its waiting calls go to fd_watch, where asyncio's would be,
+            // if that object still has the fd; otherwise they are dropped.
             Self::hand_over_sock_watch(slf, fd)?;
             if this.watchers.lock().get(fd).is_some() {
                 return Ok(None);
