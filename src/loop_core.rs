@@ -42,6 +42,7 @@ use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
 use crate::sock_ops::{self, Registered, Request, SockWait, SockWaits};
+use crate::sock_poll::SockPoller;
 use crate::sock_watch::SockWatch;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
@@ -209,6 +210,10 @@ pub struct LoopCore {
     /// Sockets' registrations kept across `sock_*` waits, by fd (see
     /// `sock_watch`); each is in `natives` too, under its token.
     sock_watches: Mutex<HashMap<i32, Py<SockWatch>>>,
+    /// The epoll instance holding them (made on first use), and the token
+    /// its reactor events carry (`u64::MAX` before).
+    sock_poller: Mutex<Option<SockPoller>>,
+    sock_poll_token: AtomicU64,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
 }
@@ -223,6 +228,7 @@ type Queued = (
     HashMap<u64, NativeIo>,
     Vec<SockWait>,
     Vec<Py<SockWatch>>,
+    Option<SockPoller>,
 );
 
 fn closed_error() -> PyErr {
@@ -381,10 +387,20 @@ impl LoopCore {
         let sock_waits = self.sock_waits.lock().take_all();
         let sock_watches: Vec<_> = self.sock_watches.lock().drain().map(|(_, w)| w).collect();
         for watch in &sock_watches {
-            // Off the reactor now, not when the last reference goes.
             drop(watch.get().release());
         }
-        (ready, timers, watchers, natives, sock_waits, sock_watches)
+        // Closing the poller's epoll fd drops every socket registration.
+        let poller = self.sock_poller.lock().take();
+        self.sock_poll_token.store(u64::MAX, Ordering::Relaxed);
+        (
+            ready,
+            timers,
+            watchers,
+            natives,
+            sock_waits,
+            sock_watches,
+            poller,
+        )
     }
 
     /// Queue the callbacks (or native objects) of fds the reactor reported
@@ -395,13 +411,32 @@ impl LoopCore {
             return;
         }
         if events.iter().any(|e| e.fd == NATIVE_FD) {
+            let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
             let natives = self.natives.lock();
             let mut ready = self.shared.ready.lock();
             events.retain(|e| {
                 if e.fd != NATIVE_FD {
                     return true;
                 }
-                if let Some(target) = natives.get(&e.token) {
+                if e.token == poll_token {
+                    // The sockets' epoll instance: queue the watches whose
+                    // waiting calls can go on now.
+                    if let Some(poller) = self.sock_poller.lock().as_ref() {
+                        poller.drain(|key, readable, writable| {
+                            let Some(NativeIo::Sock(watch)) = natives.get(&key) else {
+                                return; // released since
+                            };
+                            for (edge, direction) in
+                                [(readable, Direction::Read), (writable, Direction::Write)]
+                            {
+                                if edge && watch.get().waits_for(direction) {
+                                    let target = NativeIo::Sock(watch.clone_ref(py));
+                                    ready.push_back(Ready::Io(target, direction));
+                                }
+                            }
+                        });
+                    }
+                } else if let Some(target) = natives.get(&e.token) {
                     ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
                 }
                 false
@@ -527,15 +562,10 @@ impl LoopCore {
             }
         }
         let token = this.next_native.fetch_add(1, Ordering::Relaxed);
-        let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&this.shared) as _;
-        let registration = {
-            let _context = this.rt_handle.enter();
-            IoRegistration::new(fd, token, sink)
-        };
-        let Ok(registration) = registration else {
+        let watch = Py::new(py, SockWatch::new(sock, fd, token)?)?;
+        if this.add_to_poller(fd, token).is_err() {
             return Ok(None);
-        };
-        let watch = Py::new(py, SockWatch::new(sock, fd, token, registration)?)?;
+        }
         {
             let mut natives = this.natives.lock();
             natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
@@ -545,7 +575,24 @@ impl LoopCore {
         Ok(Some(watch))
     }
 
-    /// Take `fd`'s watch off the reactor (if there is one); returns its
+    /// Register `fd` with the sockets' epoll instance (made on first use)
+    /// under `token`.
+    fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {
+        let mut poller = self.sock_poller.lock();
+        if poller.is_none() {
+            let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
+            let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
+            let made = {
+                let _context = self.rt_handle.enter();
+                SockPoller::new(poll_token, sink)?
+            };
+            *poller = Some(made);
+            self.sock_poll_token.store(poll_token, Ordering::Relaxed);
+        }
+        poller.as_ref().expect("made above").add(fd, token)
+    }
+
+    /// Take `fd`'s watch off the poller (if there is one); returns its
     /// waiting calls, still in the waits table, and whether its socket is
     /// still open on that fd.
     fn take_sock_watch(&self, py: Python<'_>, fd: i32) -> (Vec<Py<sock_ops::SockOp>>, bool) {
@@ -556,9 +603,12 @@ impl LoopCore {
             return (Vec::new(), false);
         };
         let registered = self.unregister_native(watch.get().token);
-        let (io, ops) = watch.get().release();
-        // Deregistered here, before the caller registers anything for fd.
-        drop((io, registered));
+        let ops = watch.get().release();
+        if let Some(poller) = self.sock_poller.lock().as_ref() {
+            // Fails harmlessly if the socket was closed (see `sock_poll`).
+            poller.remove(fd);
+        }
+        drop(registered);
         let open = watch.get().socket_still_open(py);
         drop(watch);
         (ops.into_iter().flatten().collect(), open)
@@ -861,6 +911,8 @@ impl LoopCore {
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::new()),
+            sock_poller: Mutex::new(None),
+            sock_poll_token: AtomicU64::new(u64::MAX),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,

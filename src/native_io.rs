@@ -1,5 +1,5 @@
-//! Readiness for the loop's native I/O objects (transports, and the
-//! registrations `sock_*` waits keep per socket, `sock_watch`), which
+//! Readiness for the loop's native I/O objects (transports, and the epoll
+//! instance of the sockets `sock_*` waits keep registered, `sock_poll`), which
 //! do their own reads and writes instead of running Python callbacks.
 //!
 //! A native object owns one [`IoRegistration`]: a tokio `AsyncFd` for its
@@ -93,12 +93,11 @@ impl IoRegistration {
     /// Register `fd` (borrowed: the caller closes it, after dropping this).
     /// Must run inside the loop runtime's context.
     pub fn new(fd: RawFd, token: u64, sink: Weak<dyn EventSink>) -> io::Result<Self> {
-        // SAFETY: a transport that owns this registration keeps the socket
-        // open until it drops the registration (it deregisters before
-        // closing the socket). A `SockWatch` may outlive its socket's fd,
-        // but it is dropped before anything else registers that fd number
-        // (see `sock_watch`), so its deregistration can only miss (ENOENT),
-        // never hit another file; no memory depends on the fd either way.
+        // SAFETY: the native object that owns this registration keeps the
+        // fd open until it drops the registration (a transport deregisters
+        // before closing its socket; the `SockPoller` owns its epoll fd and
+        // drops the registration first), so the fd stays valid for its
+        // lifetime.
         let afd = unsafe {
             AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE | Interest::WRITABLE)
         }

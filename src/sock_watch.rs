@@ -4,24 +4,26 @@
 //! again and again. Registering the fd with epoll for each wait and
 //! deregistering it after (`fd_watch`, asyncio's reader/writer model) costs
 //! two `epoll_ctl` calls per wait. A [`SockWatch`] instead keeps one
-//! registration per socket for as long as the socket is used only with
-//! `sock_*` calls, and runs the waiting [`SockOp`] natively when the fd is
-//! ready (like a native transport: no `Handle`, no `poll(2)` re-check).
+//! registration per socket (in the loop's `SockPoller`, see `sock_poll`,
+//! which also explains why not in tokio's own epoll) for as long as the
+//! socket is used only with `sock_*` calls, and runs the waiting [`SockOp`]
+//! natively when the fd is ready (like a native transport: no `Handle`, no
+//! `poll(2)` re-check).
 //!
-//! The danger of a registration that outlives the wait is a closed socket's
-//! fd number being reused: epoll drops a closed file's registration by
-//! itself, and a later `EPOLL_CTL_DEL` by number would hit the new file. So:
+//! A registration that outlives the wait usually outlives its socket too:
+//! the program closes the socket and the fd number is reused. epoll drops a
+//! closed file's registration by itself; what must not happen is the new
+//! socket at that number being taken for the old one. So:
 //! - a watch belongs to one socket object (a weak reference) and its fd
 //!   number; a wait on that fd from any other object (or after the object
-//!   died) releases the old watch before registering anything;
-//! - every other way the loop registers an fd (`add_reader`/`add_writer`,
-//!   native transports) releases a watch on that fd number first, so a
-//!   release never runs after the new file was registered. A release hands
-//!   waiting calls over to `fd_watch` (as asyncio's readers), unless the
-//!   socket was closed or detached (they retry on the fd number, which may
-//!   now be another file) or a transport takes the fd (asyncio's transport
-//!   replaces the reader): then they are dropped and their futures stay
-//!   pending, as a replaced asyncio reader's;
+//!   died) releases the old watch and registers the new socket;
+//! - every other way the loop watches an fd (`add_reader`/`add_writer`,
+//!   native transports) releases a watch on that fd number first. A release
+//!   hands waiting calls over to `fd_watch` (as asyncio's readers), unless
+//!   the socket was closed or detached (they retry on the fd number, which
+//!   may now be another file) or a transport takes the fd (asyncio's
+//!   transport replaces the reader): then they are dropped and their
+//!   futures stay pending, as a replaced asyncio reader's;
 //! - a socket that `fd_watch` already watches never gets a watch: its waits
 //!   go through `fd_watch`, as asyncio's do.
 //!
@@ -29,8 +31,7 @@
 //! (`os.close(sock.fileno())`) and reused while that object lives on; asyncio
 //! only promises anything for sockets closed through their object.
 
-use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -38,32 +39,36 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::PyWeakrefReference;
 
 use crate::fd_watch::Direction;
-use crate::native_io::{Attempt, IoRegistration, Readiness};
 use crate::sock_ops::{Outcome, SockOp};
 
 #[pyclass(frozen, module = "tokioloop._tokioloop")]
 pub struct SockWatch {
     fd: i32,
+    /// The key its poller events carry (never reused).
     pub(crate) token: u64,
     /// `weakref.ref(sock)`: which socket object the registration is for.
     sock: Py<PyWeakrefReference>,
-    /// Taken (and dropped, which deregisters the fd) at release, even while
-    /// an event for this watch is still queued. An `Arc` so an event being
-    /// handled does not hold the lock while it calls into Python.
-    io: Mutex<Option<Arc<IoRegistration>>>,
+    /// Set at release: events still queued for this watch are ignored.
+    released: AtomicBool,
     /// The waiting call per direction (read, write).
     ops: Mutex<[Option<Py<SockOp>>; 2]>,
 }
 
 impl SockWatch {
-    pub fn new(sock: &Bound<'_, PyAny>, fd: i32, token: u64, io: IoRegistration) -> PyResult<Self> {
+    /// The watch of `sock` (on `fd`); the caller registers `fd` with the
+    /// poller under `token`.
+    pub fn new(sock: &Bound<'_, PyAny>, fd: i32, token: u64) -> PyResult<Self> {
         Ok(SockWatch {
             fd,
             token,
             sock: PyWeakrefReference::new(sock)?.unbind(),
-            io: Mutex::new(Some(Arc::new(io))),
+            released: AtomicBool::new(false),
             ops: Mutex::new([None, None]),
         })
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd
     }
 
     /// Whether this registration is `sock`'s (same live object, same fd).
@@ -88,23 +93,18 @@ impl SockWatch {
             .is_ok_and(|fd| fd == self.fd)
     }
 
-    /// Wait with `op` for `direction` (its first try just found the socket
-    /// not ready). Returns a call it replaces, as a second `add_reader`
-    /// replaces the first: that call's future never completes, as with
-    /// asyncio.
+    /// Whether a call waits for `direction`: edges nobody waits for are
+    /// dropped (a call tries the socket before it waits).
+    pub fn waits_for(&self, direction: Direction) -> bool {
+        self.ops.lock()[direction as usize].is_some()
+    }
+
+    /// Wait with `op` for `direction`. Its first try just found the socket
+    /// not ready, so the next edge is the news it waits for. Returns a call
+    /// it replaces, as a second `add_reader` replaces the first: that call's
+    /// future never completes, as with asyncio.
     pub fn start(&self, op: Py<SockOp>, direction: Direction) -> Option<Py<SockOp>> {
-        let replaced = self.ops.lock()[direction as usize].replace(op);
-        let Some(io) = self.io() else {
-            return replaced; // released: never, a released watch is not reused
-        };
-        // The try just failed with EAGAIN: drop readiness tokio may still
-        // cache from an older edge and arm the waker. No edge can be lost:
-        // the reactor only runs inside the loop's `block_on`, and clearing
-        // only drops the readiness of the edge it was read from.
-        let _ = io.attempt(direction, || {
-            Err::<((), Readiness), _>(io::Error::from(io::ErrorKind::WouldBlock))
-        });
-        replaced
+        self.ops.lock()[direction as usize].replace(op)
     }
 
     /// Take the call waiting for `direction` if it is `op` (or any, with
@@ -118,33 +118,25 @@ impl SockWatch {
         }
     }
 
-    fn io(&self) -> Option<Arc<IoRegistration>> {
-        self.io.lock().clone()
+    /// Released (the caller takes the fd off the poller): both waiting
+    /// calls, for the caller to drop or hand over after unlocking.
+    pub fn release(&self) -> [Option<Py<SockOp>>; 2] {
+        self.released.store(true, Ordering::Relaxed);
+        std::mem::take(&mut *self.ops.lock())
     }
 
-    /// Off the reactor: the registration and both waiting calls, for the
-    /// caller to drop (the registration first) after unlocking.
-    pub fn release(&self) -> (Option<Arc<IoRegistration>>, [Option<Py<SockOp>>; 2]) {
-        let io = self.io.lock().take();
-        let ops = std::mem::take(&mut *self.ops.lock());
-        (io, ops)
-    }
-
-    /// A readiness event from the loop.
+    /// The fd is ready for `direction` (an edge from the poller).
     pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let Some(io) = this.io() else {
-            return Ok(()); // released; a stale event
-        };
-        io.take_pending(direction);
+        if this.released.load(Ordering::Relaxed) {
+            return Ok(()); // a stale event
+        }
         let Some(op) = this.ops.lock()[direction as usize]
             .as_ref()
             .map(|op| op.clone_ref(py))
         else {
-            // Nobody waits: the readiness stays cached for the next wait,
-            // which tries the socket first anyway.
-            return Ok(());
+            return Ok(()); // nobody waits (any more)
         };
         let sock_op = op.get();
         if sock_op.future_done(py)? {
@@ -153,13 +145,10 @@ impl SockWatch {
             sock_op.forget_wait(py);
             return Ok(());
         }
-        let attempt = io.attempt(direction, || match sock_op.attempt_all(py) {
-            Outcome::Retry => Err(io::Error::from(io::ErrorKind::WouldBlock)),
-            outcome => Ok((outcome, Readiness::Unknown)),
-        });
-        let Attempt::Done(Ok(outcome)) = attempt else {
-            return Ok(()); // not ready after all; the waker is armed again
-        };
+        let outcome = sock_op.attempt_all(py);
+        if matches!(outcome, Outcome::Retry) {
+            return Ok(()); // not ready after all: wait for the next edge
+        }
         this.take_op(direction, Some(&op));
         sock_op.forget_wait(py);
         sock_op.finish(py, outcome)
@@ -183,8 +172,8 @@ impl SockWatch {
     }
 
     fn __clear__(&self) {
-        let released = self.release();
-        drop(released);
+        let ops = std::mem::take(&mut *self.ops.lock());
+        drop(ops);
     }
 
     fn __repr__(&self) -> String {
