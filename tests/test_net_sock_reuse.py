@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
 import socket
 
 import pytest
@@ -465,3 +466,33 @@ def test_recv_and_sendall_wait_at_once(loop, second):
             b.close()
 
     assert run(loop, main(), timeout=30) == (b"reply", True)
+
+
+def test_many_sockets_closed_after_a_wait_do_not_grow_memory(loop):
+    """Each socket waits once and is closed without telling the loop; the
+    loop's bookkeeping for it must go away (a registration kept by the
+    reactor after its socket closed once cost ~430 bytes per socket)."""
+
+    async def churn(n):
+        for _ in range(n):
+            a, b = nb_socketpair()
+            waiter = asyncio.ensure_future(loop.sock_recv(a, 16))
+            await asyncio.sleep(0)
+            b.send(b"x")
+            await waiter
+            a.close()
+            b.close()
+
+    def rss_kib():
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+    async def main():
+        await churn(5000)  # warm-up: allocator arenas, caches
+        before = rss_kib()
+        await churn(20000)
+        return rss_kib() - before
+
+    # 20,000 leaked registrations would be ~8 MiB.
+    assert run(loop, main(), timeout=60) < 3 * 1024
