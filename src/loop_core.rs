@@ -575,6 +575,18 @@ impl LoopCore {
         Ok(Some(watch))
     }
 
+    /// Run `watch`'s waiting call for `direction` next iteration, as if the
+    /// fd had reported ready.
+    pub(crate) fn queue_sock_watch(
+        &self,
+        py: Python<'_>,
+        watch: &Py<SockWatch>,
+        direction: Direction,
+    ) {
+        let target = NativeIo::Sock(watch.clone_ref(py));
+        self.shared.push_ready(Ready::Io(target, direction));
+    }
+
     /// Register `fd` with the sockets' epoll instance (made on first use)
     /// under `token`.
     fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {

@@ -67,6 +67,7 @@ pub fn start<'py>(
     let Some(fd) = plain_socket_fd(loop_, sock)? else {
         return not_implemented();
     };
+    let mut retry_soon = false;
     let call = match request {
         Request::Recv(nbytes) => {
             // socket.recv: TypeError for a non-int, ValueError below zero,
@@ -123,17 +124,21 @@ pub fn start<'py>(
                 PyErr::take(py);
                 return not_implemented();
             }
-            let sent = retry_eintr(py, || send_some(fd, view.as_slice()))?.unwrap_or(0);
-            if sent == view.len() {
+            let sent = retry_eintr(py, || send_some(fd, view.as_slice()))?;
+            if sent == Some(view.len()) {
                 return Ok(py.None().into_bound(py));
             }
+            // A short send without a would-block: asyncio waits for
+            // writability, which fires at once; the retry must run anyway,
+            // since a watch only hears of edges after a would-block.
+            retry_soon = sent.is_some();
             SockCall::SendAll {
                 data: data.clone().unbind(),
-                sent,
+                sent: sent.unwrap_or(0),
             }
         }
     };
-    wait(loop_, sock, fd, call)
+    wait(loop_, sock, fd, call, retry_soon)
 }
 
 /// The fd of an exact `socket.socket` with no timeout, after asyncio's
@@ -180,6 +185,7 @@ fn wait<'py>(
     sock: &Bound<'py, PyAny>,
     fd: i32,
     call: SockCall,
+    retry_soon: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
     ensure_fd_no_transport(loop_, fd)?;
@@ -200,6 +206,9 @@ fn wait<'py>(
         Some(watch) => {
             if let Some(replaced) = watch.get().start(op.clone_ref(py), direction) {
                 replaced.get().forget_wait(py);
+            }
+            if retry_soon {
+                loop_.get().queue_sock_watch(py, &watch, direction);
             }
             Registered::Watch(op)
         }
