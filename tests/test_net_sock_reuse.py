@@ -496,3 +496,38 @@ def test_many_sockets_closed_after_a_wait_do_not_grow_memory(loop):
 
     # 20,000 leaked registrations would be ~8 MiB.
     assert run(loop, main(), timeout=60) < 3 * 1024
+
+
+def test_add_writer_replaces_a_waiting_sock_sendall(loop):
+    """asyncio: the new writer replaces sock_sendall's, whose future then
+    never completes; reading still works on the same socket."""
+
+    async def main():
+        a, b = nb_socketpair()
+        try:
+            sender = asyncio.ensure_future(loop.sock_sendall(a, b"x" * (16 * 1024 * 1024)))
+            await iterations(3)
+            writable = loop.create_future()
+            loop.add_writer(a, lambda: writable.done() or writable.set_result(True))
+            # Make room so the writer fires.
+            b.setblocking(True)
+            b.settimeout(0.2)
+            try:
+                while b.recv(1 << 20):
+                    pass
+            except TimeoutError:
+                pass
+            fired = await asyncio.wait_for(writable, 5)
+            removed = loop.remove_writer(a)
+            await iterations(4)
+            pending = not sender.done()
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            b.setblocking(False)
+            b.send(b"back")
+            return fired, removed, pending, await loop.sock_recv(a, 16)
+        finally:
+            a.close()
+            b.close()
+
+    assert run(loop, main()) == (True, True, True, b"back")
