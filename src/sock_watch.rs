@@ -67,10 +67,6 @@ impl SockWatch {
         })
     }
 
-    pub fn fd(&self) -> i32 {
-        self.fd
-    }
-
     /// Whether this registration is `sock`'s (same live object, same fd).
     pub fn is_for(&self, py: Python<'_>, sock: &Bound<'_, PyAny>, fd: i32) -> bool {
         self.fd == fd
