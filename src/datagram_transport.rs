@@ -396,9 +396,10 @@ impl DatagramTransport {
         };
         core.set_protocol_inner(protocol);
         let core = Bound::new(py, core)?;
-        let (token, io) = loop_
-            .get()
-            .register_native(fd, NativeIo::Datagram(core.clone().unbind()))?;
+        let (token, io) =
+            loop_
+                .get()
+                .register_native(py, fd, NativeIo::Datagram(core.clone().unbind()))?;
         {
             let mut this = core.borrow_mut();
             this.base.token = token;

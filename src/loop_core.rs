@@ -43,7 +43,9 @@ use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
-use crate::sock_ops::{SockCall, SockOp};
+use crate::sock_ops::{self, Registered, Request, SockWait, SockWaits};
+use crate::sock_poll::SockPoller;
+use crate::sock_watch::SockWatch;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -223,6 +225,15 @@ pub struct LoopCore {
     /// socket (see `BUSY_POLL_EVERY_NO_IO`).
     watched_fds: AtomicUsize,
     native_ios: AtomicUsize,
+    /// Waiting `sock_*` calls by future (see `sock_ops`).
+    sock_waits: Mutex<SockWaits>,
+    /// Sockets' registrations kept across `sock_*` waits, by fd (see
+    /// `sock_watch`); each is in `natives` too, under its token.
+    sock_watches: Mutex<HashMap<i32, Py<SockWatch>>>,
+    /// The epoll instance holding them (made on first use), and the token
+    /// its reactor events carry (`u64::MAX` before).
+    sock_poller: Mutex<Option<SockPoller>>,
+    sock_poll_token: AtomicU64,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
@@ -240,6 +251,9 @@ type Queued = (
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
+    Vec<SockWait>,
+    Vec<Py<SockWatch>>,
+    Option<SockPoller>,
 );
 
 /// Ready-queue length from which new handles are hidden from the cyclic GC
@@ -249,7 +263,7 @@ const UNTRACK_BACKLOG: usize = 512;
 /// Drop what `take_queued` took out, handing queued handles back to the
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
-    let (ready, timers, watchers, natives) = queued;
+    let (ready, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
     for item in ready {
         match item {
             Ready::Native(h) => handles::release(py, h),
@@ -259,7 +273,7 @@ fn release_queued(py: Python<'_>, queued: Queued) {
     for handle in timers {
         handles::release(py, handle);
     }
-    drop((watchers, natives));
+    drop((watchers, natives, sock_waits, sock_watches, sock_poller));
 }
 
 fn closed_error() -> PyErr {
@@ -499,7 +513,23 @@ impl LoopCore {
         self.watched_fds.store(0, Ordering::Relaxed);
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
-        (ready, timers, watchers, natives)
+        let sock_waits = self.sock_waits.lock().take_all();
+        let sock_watches: Vec<_> = self.sock_watches.lock().drain().map(|(_, w)| w).collect();
+        for watch in &sock_watches {
+            drop(watch.get().release());
+        }
+        // Closing the poller's epoll fd drops every socket registration.
+        let poller = self.sock_poller.lock().take();
+        self.sock_poll_token.store(u64::MAX, Ordering::Relaxed);
+        (
+            ready,
+            timers,
+            watchers,
+            natives,
+            sock_waits,
+            sock_watches,
+            poller,
+        )
     }
 
     /// Queue the callbacks (or native objects) of fds the reactor reported
@@ -516,13 +546,32 @@ impl LoopCore {
             return false;
         }
         if events.iter().any(|e| e.fd == NATIVE_FD) {
+            let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
             let natives = self.natives.lock();
             let mut ready = self.shared.ready.lock();
             events.retain(|e| {
                 if e.fd != NATIVE_FD {
                     return true;
                 }
-                if let Some(target) = natives.get(&e.token) {
+                if e.token == poll_token {
+                    // The sockets' epoll instance: queue the watches whose
+                    // waiting calls can go on now.
+                    if let Some(poller) = self.sock_poller.lock().as_ref() {
+                        poller.drain(|key, readable, writable| {
+                            let Some(NativeIo::Sock(watch)) = natives.get(&key) else {
+                                return; // released since
+                            };
+                            for (edge, direction) in
+                                [(readable, Direction::Read), (writable, Direction::Write)]
+                            {
+                                if edge && watch.get().waits_for(direction) {
+                                    let target = NativeIo::Sock(watch.clone_ref(py));
+                                    ready.push_back(Ready::Io(target, direction));
+                                }
+                            }
+                        });
+                    }
+                } else if let Some(target) = natives.get(&e.token) {
                     ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
                 }
                 false
@@ -541,10 +590,14 @@ impl LoopCore {
     /// `StreamTransport::on_ready` through the ready queue.
     pub(crate) fn register_native(
         &self,
+        py: Python<'_>,
         fd: i32,
         target: NativeIo,
     ) -> PyResult<(u64, IoRegistration)> {
         self.check_open()?;
+        // A transport takes over the fd: calls waiting through the socket's
+        // watch are dropped, as asyncio's transport replaces their reader.
+        self.release_sock_watch(py, fd);
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
         let registration = {
@@ -557,7 +610,22 @@ impl LoopCore {
         Ok((token, registration))
     }
 
-    /// `remove_reader`/`remove_writer` by fd number, for native callers.
+    /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
+    /// or a `sock_*` call waiting in the fd's watch.
+    fn remove_fd(slf: &Bound<'_, Self>, fd: i32, direction: Direction) -> PyResult<bool> {
+        if Self::remove_fd_native(slf, fd, direction)? {
+            return Ok(true);
+        }
+        // A `sock_*` call waiting through the socket's watch is this fd's
+        // reader/writer for asyncio: removing it leaves its future pending,
+        // as there.
+        let this = slf.get();
+        Ok(!this.shared.closed.load(Ordering::Relaxed)
+            && this.drop_watch_op(slf.py(), fd, direction, None))
+    }
+
+    /// Remove the `fd_watch` callback of `fd` for `direction` (native
+    /// callers: a `SockOp` waiting through `fd_watch` removes itself).
     pub(crate) fn remove_fd_native(
         slf: &Bound<'_, Self>,
         fd: i32,
@@ -582,25 +650,173 @@ impl LoopCore {
         }
     }
 
-    /// Watch `fd` with a native `SockOp` for a waiting `sock_*` call.
-    fn start_sock_op(
+    /// Take the call waiting in `fd`'s watch for `direction` (only if it is
+    /// `op`, when given); the watch stays registered.
+    fn drop_watch_op(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        direction: Direction,
+        op: Option<&Py<sock_ops::SockOp>>,
+    ) -> bool {
+        let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
+        let Some(taken) = watch.and_then(|w| w.get().take_op(direction, op)) else {
+            return false;
+        };
+        taken.get().forget_wait(py);
+        true
+    }
+
+    /// The registration kept for `sock` across `sock_*` waits, made if
+    /// needed; `None` when the fd must wait through `fd_watch` (already
+    /// watched there, or the registration failed: `fd_watch` then raises
+    /// what it always raised).
+    pub(crate) fn sock_watch(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+    ) -> PyResult<Option<Py<SockWatch>>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.watchers.lock().get(fd).is_some() {
+            return Ok(None);
+        }
+        let stale = match this.sock_watches.lock().get(&fd) {
+            Some(w) if w.get().is_for(py, sock, fd) => return Ok(Some(w.clone_ref(py))),
+            Some(_) => true,
+            None => false,
+        };
+        if stale {
+            // Another socket object had this fd number (closed, or the same
+            // file wrapped again): off the reactor before anything new goes
+            // on. Its waiting calls go to fd_watch, where asyncio's would be,
+            // if that object still has the fd; otherwise they are dropped.
+            Self::hand_over_sock_watch(slf, fd)?;
+            if this.watchers.lock().get(fd).is_some() {
+                return Ok(None);
+            }
+        }
+        let token = this.next_native.fetch_add(1, Ordering::Relaxed);
+        let watch = Py::new(py, SockWatch::new(sock, fd, token)?)?;
+        if this.add_to_poller(fd, token).is_err() {
+            return Ok(None);
+        }
+        {
+            let mut natives = this.natives.lock();
+            natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
+            this.native_ios.store(natives.len(), Ordering::Relaxed);
+        }
+        this.sock_watches.lock().insert(fd, watch.clone_ref(py));
+        Ok(Some(watch))
+    }
+
+    /// Run `watch`'s waiting call for `direction` next iteration, as if the
+    /// fd had reported ready.
+    pub(crate) fn queue_sock_watch(
+        &self,
+        py: Python<'_>,
+        watch: &Py<SockWatch>,
+        direction: Direction,
+    ) {
+        let target = NativeIo::Sock(watch.clone_ref(py));
+        self.shared.push_ready(Ready::Io(target, direction));
+    }
+
+    /// Register `fd` with the sockets' epoll instance (made on first use)
+    /// under `token`.
+    fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {
+        let mut poller = self.sock_poller.lock();
+        if poller.is_none() {
+            let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
+            let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
+            let made = {
+                let _context = self.rt_handle.enter();
+                SockPoller::new(poll_token, sink)?
+            };
+            *poller = Some(made);
+            self.sock_poll_token.store(poll_token, Ordering::Relaxed);
+        }
+        poller.as_ref().expect("made above").add(fd, token)
+    }
+
+    /// Take `fd`'s watch off the poller (if there is one); returns its
+    /// waiting calls, still in the waits table, and whether its socket is
+    /// still open on that fd.
+    fn take_sock_watch(&self, py: Python<'_>, fd: i32) -> (Vec<Py<sock_ops::SockOp>>, bool) {
+        if self.native_ios.load(Ordering::Relaxed) == 0 {
+            return (Vec::new(), false); // no watch at all: the common case
+        }
+        let Some(watch) = self.sock_watches.lock().remove(&fd) else {
+            return (Vec::new(), false);
+        };
+        let registered = self.unregister_native(watch.get().token);
+        let ops = watch.get().release();
+        if let Some(poller) = self.sock_poller.lock().as_ref() {
+            // Fails harmlessly if the socket was closed (see `sock_poll`).
+            poller.remove(fd);
+        }
+        drop(registered);
+        let open = watch.get().socket_still_open(py);
+        drop(watch);
+        (ops.into_iter().flatten().collect(), open)
+    }
+
+    /// For a transport taking over `fd`: its watch released, waiting calls
+    /// dropped (their futures stay pending, as with asyncio).
+    fn release_sock_watch(&self, py: Python<'_>, fd: i32) {
+        for op in self.take_sock_watch(py, fd).0 {
+            op.get().forget_wait(py);
+        }
+    }
+
+    /// For `add_reader`/`add_writer` on `fd`: its watch released, waiting
+    /// calls moved to `fd_watch` callbacks, where asyncio keeps them (and
+    /// where the new callback then replaces one of the same direction), or
+    /// dropped if their socket no longer has this fd.
+    fn hand_over_sock_watch(slf: &Bound<'_, Self>, fd: i32) -> PyResult<()> {
+        let py = slf.py();
+        let (ops, open) = slf.get().take_sock_watch(py, fd);
+        for op in ops {
+            let sock_op = op.get();
+            if !open || sock_op.future_done(py)? {
+                sock_op.forget_wait(py);
+                continue;
+            }
+            let direction = sock_op.direction();
+            let future = sock_op.future().clone_ref(py);
+            let handle = Self::watch_sock_op(slf, fd, op.into_any(), direction)?;
+            let old = slf
+                .get()
+                .sock_waits
+                .lock()
+                .moved_to_handle(future.bind(py), handle);
+            drop(old);
+        }
+        Ok(())
+    }
+
+    /// Watch `fd` through `fd_watch` with a native `SockOp` (the callback)
+    /// for a waiting `sock_*` call; returns the handle registered.
+    pub(crate) fn watch_sock_op(
         slf: &Bound<'_, Self>,
         fd: i32,
-        future: Py<PyAny>,
-        call: SockCall,
-    ) -> PyResult<()> {
+        op: Py<PyAny>,
+        direction: Direction,
+    ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let direction = call.direction();
-        let op = Bound::new(py, SockOp::new(slf.clone().unbind(), fd, future, call))?;
         let fd_obj = fd.into_pyobject(py)?;
         Self::add_fd_callback(
             slf,
             fd_obj.as_any(),
             direction,
-            op.into_any(),
+            op.into_bound(py),
             PyTuple::empty(py),
-        )?;
-        Ok(())
+        )
+    }
+
+    pub(crate) fn sock_waits(&self) -> &Mutex<SockWaits> {
+        &self.sock_waits
     }
 
     pub(crate) fn debug_flag(&self) -> bool {
@@ -653,6 +869,9 @@ impl LoopCore {
         let this = slf.get();
         this.check_open()?;
         let fd = fileobj_to_fd(fd)?;
+        // A socket's watch kept across sock_* waits goes first (before the
+        // new registration; see `sock_watch`).
+        Self::hand_over_sock_watch(slf, fd)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
             let _context = this.rt_handle.enter();
@@ -677,7 +896,7 @@ impl LoopCore {
         if slf.get().shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        Self::remove_fd_native(slf, fileobj_to_fd(fd)?, direction)
+        Self::remove_fd(slf, fileobj_to_fd(fd)?, direction)
     }
 
     fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
@@ -840,6 +1059,10 @@ impl LoopCore {
             next_native: AtomicU64::new(0),
             watched_fds: AtomicUsize::new(0),
             native_ios: AtomicUsize::new(0),
+            sock_waits: Mutex::new(SockWaits::default()),
+            sock_watches: Mutex::new(HashMap::new()),
+            sock_poller: Mutex::new(None),
+            sock_poll_token: AtomicU64::new(u64::MAX),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
@@ -870,7 +1093,7 @@ impl LoopCore {
         self.shared.wake();
     }
 
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let r = refs(py);
         if r.running_loop_lookup_is_free && slf.get().runs_here() {
@@ -997,43 +1220,73 @@ impl LoopCore {
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
     }
 
-    /// The waiting half of `sock_recv` (see `sock_ops`).
-    fn _sock_recv_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        nbytes: usize,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::Recv { nbytes })
+    /// `sock_recv` up to its `await` (see `sock_ops::start`): the data,
+    /// a future to await, or `NotImplemented` for asyncio's own method.
+    fn _sock_recv_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        nbytes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::Recv(nbytes))
     }
 
-    fn _sock_recv_into_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        buffer: Py<PyAny>,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::RecvInto { buffer })
+    fn _sock_recv_into_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        buffer: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::RecvInto(buffer))
     }
 
-    fn _sock_sendall_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        future: Py<PyAny>,
-        data: Py<PyAny>,
-        sent: usize,
-    ) -> PyResult<()> {
-        Self::start_sock_op(slf, fd, future, SockCall::SendAll { data, sent })
+    fn _sock_sendall_start<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::start(slf, sock, Request::SendAll(data))
     }
 
-    /// A waiting `sock_*` future was cancelled: stop watching its fd now.
-    fn _sock_op_cancel(slf: &Bound<'_, Self>, fd: i32, write: bool) -> PyResult<bool> {
-        let direction = if write {
-            Direction::Write
-        } else {
-            Direction::Read
+    /// The task awaiting a `sock_*` future was cancelled: stop watching the
+    /// fd if this call's callback is still the one registered there.
+    fn _sock_wait_cancelled(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(wait) = this.sock_waits.lock().remove(future) else {
+            return Ok(false);
         };
-        Self::remove_fd_native(slf, fd, direction)
+        let handle = match &wait.registered {
+            Registered::Watch(op) => {
+                let dropped = this.drop_watch_op(py, wait.fd, wait.direction, Some(op));
+                drop(wait);
+                return Ok(dropped);
+            }
+            Registered::Handle(handle) => handle,
+        };
+        let removed = {
+            let mut watchers = this.watchers.lock();
+            let ours = watchers.get(wait.fd).is_some_and(|(reader, writer)| {
+                let current = match wait.direction {
+                    Direction::Read => reader,
+                    Direction::Write => writer,
+                };
+                current.is_some_and(|h| h.is(handle))
+            });
+            let removed = if ours {
+                watchers.remove(wait.fd, wait.direction)
+            } else {
+                None
+            };
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
+        drop(wait);
+        match removed {
+            Some(old) => {
+                old.bind(py).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -1109,6 +1362,14 @@ impl LoopCore {
         }
         if let Some(kwargs) = self.loop_kwargs.get() {
             visit.call(kwargs)?;
+        }
+        if let Some(waits) = self.sock_waits.try_lock() {
+            waits.traverse(&visit)?;
+        }
+        if let Some(watches) = self.sock_watches.try_lock() {
+            for w in watches.values() {
+                visit.call(w)?;
+            }
         }
         if let Some(factory) = self.task_factory.try_lock() {
             if let Some(f) = factory.as_ref() {

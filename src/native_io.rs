@@ -1,4 +1,5 @@
-//! Readiness for the loop's native I/O objects (stream transports), which
+//! Readiness for the loop's native I/O objects (transports, and the epoll
+//! instance of the sockets `sock_*` waits keep registered, `sock_poll`), which
 //! do their own reads and writes instead of running Python callbacks.
 //!
 //! A native object owns one [`IoRegistration`]: a tokio `AsyncFd` for its
@@ -28,6 +29,7 @@ use tokio::io::Interest;
 
 use crate::datagram_transport::DatagramTransport;
 use crate::fd_watch::{BorrowedFd, Direction, EventSink, FdEvent, NATIVE_FD};
+use crate::sock_watch::SockWatch;
 use crate::stream_transport::StreamTransport;
 
 struct IoWaker {
@@ -92,8 +94,10 @@ impl IoRegistration {
     /// Must run inside the loop runtime's context.
     pub fn new(fd: RawFd, token: u64, sink: Weak<dyn EventSink>) -> io::Result<Self> {
         // SAFETY: the native object that owns this registration keeps the
-        // socket open until it drops the registration (it deregisters before
-        // closing the socket), so the fd stays valid for its lifetime.
+        // fd open until it drops the registration (a transport deregisters
+        // before closing its socket; the `SockPoller` owns its epoll fd and
+        // drops the registration first), so the fd stays valid for its
+        // lifetime.
         let afd = unsafe {
             AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE | Interest::WRITABLE)
         }
@@ -222,6 +226,8 @@ impl IoRegistration {
 pub enum NativeIo {
     Stream(Py<StreamTransport>),
     Datagram(Py<DatagramTransport>),
+    /// A socket's registration kept across `sock_*` waits.
+    Sock(Py<SockWatch>),
 }
 
 impl NativeIo {
@@ -229,6 +235,7 @@ impl NativeIo {
         match self {
             NativeIo::Stream(t) => NativeIo::Stream(t.clone_ref(py)),
             NativeIo::Datagram(t) => NativeIo::Datagram(t.clone_ref(py)),
+            NativeIo::Sock(w) => NativeIo::Sock(w.clone_ref(py)),
         }
     }
 
@@ -238,6 +245,7 @@ impl NativeIo {
         match self {
             NativeIo::Stream(t) => StreamTransport::on_ready(t.bind(py), direction),
             NativeIo::Datagram(t) => DatagramTransport::on_ready(t.bind(py), direction),
+            NativeIo::Sock(w) => SockWatch::on_ready(w.bind(py), direction),
         }
     }
 
@@ -245,6 +253,7 @@ impl NativeIo {
         match self {
             NativeIo::Stream(t) => visit.call(t),
             NativeIo::Datagram(t) => visit.call(t),
+            NativeIo::Sock(w) => visit.call(w),
         }
     }
 }

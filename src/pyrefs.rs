@@ -22,6 +22,10 @@ pub struct PyRefs {
     pub buffered_protocol_type: Py<PyAny>,
     /// `asyncio.log.logger`, for the warnings asyncio's transports log.
     pub asyncio_logger: Py<PyAny>,
+    /// `socket.socket`: exact instances take the native `sock_*` path.
+    pub socket_type: Py<PyAny>,
+    /// `weakref.WeakValueDictionary`, the type of `loop._transports`.
+    pub weak_value_dict_type: Py<PyAny>,
     pub kw_loop_name: Py<PyTuple>,
     pub kw_loop_context: Py<PyTuple>,
     pub kw_loop_name_context: Py<PyTuple>,
@@ -57,6 +61,11 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         run_handle_debug: support.getattr("run_handle_debug")?.unbind(),
         buffered_protocol_type: asyncio.getattr("BufferedProtocol")?.unbind(),
         asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
+        socket_type: py.import("socket")?.getattr("socket")?.unbind(),
+        weak_value_dict_type: py
+            .import("weakref")?
+            .getattr("WeakValueDictionary")?
+            .unbind(),
         kw_loop_name: names(&["loop", "name"])?,
         kw_loop_context: names(&["loop", "context"])?,
         kw_loop_name_context: names(&["loop", "name", "context"])?,

@@ -1,25 +1,317 @@
-//! The waiting half of `sock_recv`, `sock_recv_into` and `sock_sendall`.
+//! `sock_recv`, `sock_recv_into` and `sock_sendall` below the Python
+//! coroutine: the whole of asyncio's prologue in one native call, and the
+//! waiting half.
 //!
-//! asyncio tries the socket call at once and, if it would block, registers
-//! a Python reader/writer callback plus a done callback on the future that
-//! removes it again. Here the callback is a native [`SockOp`]: it retries the
-//! call when the fd is ready, resolves the future, and removes its own
-//! registration, with no Python frame and no done callback. Cancellation
-//! goes through the future's `cancel()` (tokioloop's `_SockFuture`), which
-//! removes the registration at once, before the task that awaited it can go
-//! on to close the socket, as asyncio's done callback does.
+//! asyncio's methods check the socket (`_check_ssl_socket`, non-blocking in
+//! debug mode), try the call at once (a would-block is a `BlockingIOError`
+//! raised and caught), and otherwise create a future, check that no
+//! transport owns the fd, register a Python reader/writer callback and add a
+//! done callback that removes it again. Here [`start`] does all of that for
+//! a plain `socket.socket` with no timeout: the syscall goes through libc
+//! (would-block is a return code), and the waiter is a native [`SockOp`]
+//! that retries the call when the fd is ready and resolves the future, with
+//! no Python frame and no done callback. It waits in the socket's
+//! `SockWatch` (a registration kept across waits, see `sock_watch`), or, if
+//! `add_reader`/`add_writer` already watch the fd, as an `fd_watch` callback
+//! that removes itself, as asyncio's reader does.
+//! Anything else (a socket subclass, a socket with a timeout, an argument
+//! Python's socket methods would reject or treat specially) is answered
+//! with `NotImplemented`, and the coroutine runs asyncio's own method, so
+//! results and exceptions stay exactly asyncio's.
+//!
+//! Cancellation: the coroutine catches `CancelledError` around its `await`
+//! and calls `_sock_wait_cancelled(future)`, which removes the registration
+//! if it is still this call's (the fd is found in [`SockWaits`], by future).
+//! That runs when the cancelled task resumes, right where asyncio's done
+//! callback (queued just before the task's wake-up) would have run.
 
+use std::collections::HashMap;
 use std::io;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::types::{PyDict, PyFloat, PyInt};
 
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
+use crate::handles::Handle;
 use crate::loop_core::LoopCore;
-use crate::sock_io::{recv_new_bytes, ByteView};
+use crate::pyrefs::refs;
+use crate::sock_io::{recv_new_bytes, send_some, ByteView};
+
+/// Largest `sock_recv` size read into a fresh `bytes` here; larger ones
+/// take asyncio's path (the allocation, and its `MemoryError`, are then
+/// exactly `socket.recv`'s).
+const MAX_FAST_RECV: isize = 64 * 1024 * 1024;
+
+/// What a `sock_*` call asks for, as passed to [`start`].
+pub enum Request<'a, 'py> {
+    Recv(&'a Bound<'py, PyAny>),
+    RecvInto(&'a Bound<'py, PyAny>),
+    SendAll(&'a Bound<'py, PyAny>),
+}
+
+/// The one native call behind `sock_recv`/`sock_recv_into`/`sock_sendall`:
+/// the result if the call completed at once, an `asyncio.Future` to await
+/// if it has to wait, or `NotImplemented` for asyncio's own method.
+pub fn start<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    request: Request<'_, 'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    let not_implemented = || Ok(py.NotImplemented().into_bound(py));
+    let Some(fd) = plain_socket_fd(loop_, sock)? else {
+        return not_implemented();
+    };
+    let mut retry_soon = false;
+    let call = match request {
+        Request::Recv(nbytes) => {
+            // socket.recv: TypeError for a non-int, ValueError below zero,
+            // and b"" with no syscall for 0; let Python do those.
+            let Ok(n) = nbytes.cast_exact::<PyInt>() else {
+                return not_implemented();
+            };
+            let n: isize = match n.extract() {
+                Ok(n) if n > 0 && n <= MAX_FAST_RECV => n,
+                _ => return not_implemented(),
+            };
+            match retry_eintr(py, || recv_new_bytes(py, fd, n as usize))? {
+                Some(bytes) => return Ok(bytes.into_bound(py).into_any()),
+                None => SockCall::Recv { nbytes: n as usize },
+            }
+        }
+        Request::RecvInto(buffer) => {
+            let Ok(view) = ByteView::new(buffer, true) else {
+                // Not a writable contiguous buffer: socket.recv_into raises
+                // its own TypeError.
+                PyErr::take(py);
+                return not_implemented();
+            };
+            let (ptr, len) = view.raw_parts();
+            if len == 0 {
+                return not_implemented(); // 0 with no syscall, as Python does
+            }
+            let received = retry_eintr(py, || {
+                // SAFETY: the view keeps `len` writable bytes at `ptr` alive
+                // until it is dropped, after the call.
+                let n = unsafe { libc::recv(fd, ptr, len, 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            })?;
+            drop(view);
+            match received {
+                Some(n) => return Ok(n.into_pyobject(py)?.into_any()),
+                None => SockCall::RecvInto {
+                    buffer: buffer.clone().unbind(),
+                },
+            }
+        }
+        Request::SendAll(data) => {
+            let Ok(view) = ByteView::new(data, false) else {
+                PyErr::take(py);
+                return not_implemented();
+            };
+            // asyncio compares what send() returned with len(data), which
+            // counts items, not bytes, for a memoryview of wider items.
+            if data.len().ok() != Some(view.len()) {
+                PyErr::take(py);
+                return not_implemented();
+            }
+            let sent = retry_eintr(py, || send_some(fd, view.as_slice()))?;
+            if sent == Some(view.len()) {
+                return Ok(py.None().into_bound(py));
+            }
+            // A short send without a would-block: asyncio waits for
+            // writability, which fires at once; the retry must run anyway,
+            // since a watch only hears of edges after a would-block.
+            retry_soon = sent.is_some();
+            SockCall::SendAll {
+                data: data.clone().unbind(),
+                sent: sent.unwrap_or(0),
+            }
+        }
+    };
+    wait(loop_, sock, fd, call, retry_soon)
+}
+
+/// The fd of an exact `socket.socket` with no timeout, after asyncio's
+/// debug-mode check; `None` for anything the fast path leaves to asyncio
+/// (`_check_ssl_socket` only rejects subclasses, which go there too).
+fn plain_socket_fd(loop_: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
+    let py = sock.py();
+    if !sock.get_type().is(refs(py).socket_type.bind(py)) {
+        return Ok(None);
+    }
+    let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
+    let non_blocking = timeout
+        .cast_exact::<PyFloat>()
+        .is_ok_and(|t| t.value() == 0.0);
+    if !non_blocking {
+        if loop_.get().debug_flag() {
+            return Err(PyValueError::new_err("the socket must be non-blocking"));
+        }
+        // socket.recv &c. would block or wait for the timeout.
+        return Ok(None);
+    }
+    let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    Ok((fd >= 0).then_some(fd))
+}
+
+/// Run a non-blocking syscall as Python's socket methods do: retried on
+/// `EINTR` after the signal handlers ran; `None` if it would block.
+fn retry_eintr<T>(py: Python<'_>, mut op: impl FnMut() -> io::Result<T>) -> PyResult<Option<T>> {
+    loop {
+        match op() {
+            Ok(value) => return Ok(Some(value)),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => py.check_signals()?,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(err) => return Err(os_error(err)),
+        }
+    }
+}
+
+/// asyncio's waiting half: the transport check, a future, and a waiter on
+/// the fd: the socket's `SockWatch` (kept across waits), or an `fd_watch`
+/// callback when `add_reader`/`add_writer` already watch the fd.
+fn wait<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    fd: i32,
+    call: SockCall,
+    retry_soon: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = loop_.py();
+    ensure_fd_no_transport(loop_, fd)?;
+    let future = LoopCore::create_future(loop_)?;
+    let direction = call.direction();
+    let op = Py::new(
+        py,
+        SockOp::new(loop_.clone().unbind(), fd, future.clone().unbind(), call),
+    )?;
+    let registered = match LoopCore::sock_watch(loop_, sock, fd)? {
+        Some(watch) => {
+            if let Some(replaced) = watch.get().start(op.clone_ref(py), direction) {
+                replaced.get().forget_wait(py);
+            }
+            if retry_soon {
+                loop_.get().queue_sock_watch(py, &watch, direction);
+            }
+            Registered::Watch(op)
+        }
+        None => Registered::Handle(LoopCore::watch_sock_op(
+            loop_,
+            fd,
+            op.into_any(),
+            direction,
+        )?),
+    };
+    loop_.get().sock_waits().lock().insert(
+        &future,
+        SockWait {
+            fd,
+            direction,
+            registered,
+        },
+    );
+    Ok(future)
+}
+
+/// `_ensure_fd_no_transport(fd)`, asyncio's own, called only when the
+/// transports map has an entry for `fd` at all (a plain dict lookup).
+fn ensure_fd_no_transport(loop_: &Bound<'_, LoopCore>, fd: i32) -> PyResult<()> {
+    let py = loop_.py();
+    let transports = loop_.getattr(intern!(py, "_transports"))?;
+    let maybe_used = if transports
+        .get_type()
+        .is(refs(py).weak_value_dict_type.bind(py))
+    {
+        let data = transports.getattr(intern!(py, "data"))?;
+        match data.cast::<PyDict>() {
+            Ok(data) => data.contains(fd)?,
+            Err(_) => true,
+        }
+    } else {
+        true
+    };
+    if maybe_used {
+        loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+    }
+    Ok(())
+}
+
+/// Where a waiting call is registered.
+pub enum Registered {
+    /// An `fd_watch` callback running the `SockOp`.
+    Handle(Py<Handle>),
+    /// The waiting call of the fd's `SockWatch`.
+    Watch(Py<SockOp>),
+}
+
+/// A waiting call's registration, found by its future.
+pub struct SockWait {
+    pub fd: i32,
+    pub direction: Direction,
+    pub registered: Registered,
+}
+
+/// The waiting `sock_*` calls, by future (identity), so a cancelled one
+/// can find its fd even after the socket was closed.
+#[derive(Default)]
+pub struct SockWaits {
+    by_future: HashMap<usize, SockWait>,
+}
+
+impl SockWaits {
+    fn key(future: &Bound<'_, PyAny>) -> usize {
+        future.as_ptr() as usize
+    }
+
+    pub fn insert(&mut self, future: &Bound<'_, PyAny>, wait: SockWait) {
+        // The entry holds the handle, which holds the future: its address
+        // cannot be reused while the entry exists.
+        self.by_future.insert(Self::key(future), wait);
+    }
+
+    pub fn remove(&mut self, future: &Bound<'_, PyAny>) -> Option<SockWait> {
+        self.by_future.remove(&Self::key(future))
+    }
+
+    /// The call now waits through `fd_watch` (its `SockWatch` was released).
+    pub fn moved_to_handle(
+        &mut self,
+        future: &Bound<'_, PyAny>,
+        handle: Py<Handle>,
+    ) -> Option<SockWait> {
+        let wait = self.by_future.get_mut(&Self::key(future))?;
+        let old = std::mem::replace(&mut wait.registered, Registered::Handle(handle));
+        Some(SockWait {
+            fd: wait.fd,
+            direction: wait.direction,
+            registered: old,
+        })
+    }
+
+    pub fn take_all(&mut self) -> Vec<SockWait> {
+        self.by_future.drain().map(|(_, w)| w).collect()
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for wait in self.by_future.values() {
+            match &wait.registered {
+                Registered::Handle(h) => visit.call(h)?,
+                Registered::Watch(op) => visit.call(op)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 pub enum SockCall {
     Recv { nbytes: usize },
@@ -37,12 +329,13 @@ impl SockCall {
 }
 
 /// What one attempt produced.
-enum Outcome {
+pub enum Outcome {
     Retry,
     Done(Py<PyAny>),
     Failed(PyErr),
 }
 
+/// One waiting `sock_*` call: the future, the call, and where to retry it.
 #[pyclass(frozen, module = "tokioloop._tokioloop")]
 pub struct SockOp {
     loop_: Py<LoopCore>,
@@ -61,7 +354,23 @@ impl SockOp {
         }
     }
 
-    fn attempt(&self, py: Python<'_>) -> Outcome {
+    pub fn direction(&self) -> Direction {
+        self.call.lock().direction()
+    }
+
+    pub fn future(&self) -> &Py<PyAny> {
+        &self.future
+    }
+
+    pub fn future_done(&self, py: Python<'_>) -> PyResult<bool> {
+        self.future
+            .bind(py)
+            .call_method0(intern!(py, "done"))?
+            .is_truthy()
+    }
+
+    /// Retry the call (a `sock_sendall` sends until done or would-block).
+    pub fn attempt_all(&self, py: Python<'_>) -> Outcome {
         let mut call = self.call.lock();
         let result: PyResult<Option<Py<PyAny>>> = match &mut *call {
             SockCall::Recv { nbytes } => recv(py, self.fd, *nbytes),
@@ -73,6 +382,38 @@ impl SockOp {
             Ok(None) => Outcome::Retry,
             Err(err) => Outcome::Failed(err),
         }
+    }
+
+    /// This call no longer waits: drop its entry in the loop's table.
+    pub fn forget_wait(&self, py: Python<'_>) {
+        let wait = self
+            .loop_
+            .get()
+            .sock_waits()
+            .lock()
+            .remove(self.future.bind(py));
+        drop(wait); // after unlocking: it may hold the last reference
+    }
+
+    /// Resolve the future with what the call produced. Only
+    /// `KeyboardInterrupt`/`SystemExit` escape, to stop the loop.
+    pub fn finish(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
+        let future = self.future.bind(py);
+        match outcome {
+            Outcome::Done(value) => {
+                future.call_method1(intern!(py, "set_result"), (value,))?;
+            }
+            Outcome::Failed(err) => {
+                if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                    || err.is_instance_of::<PySystemExit>(py)
+                {
+                    return Err(err);
+                }
+                future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+            Outcome::Retry => {}
+        }
+        Ok(())
     }
 }
 
@@ -109,6 +450,8 @@ fn recv_into(py: Python<'_>, fd: i32, buffer: &Bound<'_, PyAny>) -> PyResult<Opt
     Ok(Some((n as usize).into_pyobject(py)?.into_any().unbind()))
 }
 
+/// Send what is left of `data` until all of it is out or the socket is
+/// full (so a waiter only ever waits after a would-block).
 fn send_rest(
     py: Python<'_>,
     fd: i32,
@@ -116,60 +459,39 @@ fn send_rest(
     sent: &mut usize,
 ) -> PyResult<Option<Py<PyAny>>> {
     let view = ByteView::new(data, false)?;
-    let rest = &view.as_slice()[(*sent).min(view.len())..];
-    if !rest.is_empty() {
-        // SAFETY: `rest` is a valid slice of the view; MSG_NOSIGNAL turns a
-        // closed peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if would_block(&err) {
-                Ok(None)
-            } else {
-                Err(os_error(err))
-            };
+    while *sent < view.len() {
+        match send_some(fd, &view.as_slice()[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(err) if would_block(&err) => return Ok(None),
+            Err(err) => return Err(os_error(err)),
         }
-        *sent += n as usize;
     }
-    if *sent >= view.len() {
-        Ok(Some(py.None()))
-    } else {
-        Ok(None)
-    }
+    Ok(Some(py.None()))
 }
 
 #[pymethods]
 impl SockOp {
-    /// Run by the loop when the fd is ready (as asyncio's `_sock_recv` &c.).
+    /// Run by the loop when the fd is ready, for a call that waits through
+    /// `fd_watch` (as asyncio's `_sock_recv` &c. do).
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let future = this.future.bind(py);
-        let direction = this.call.lock().direction();
-        if future.call_method0("done")?.is_truthy()? {
-            LoopCore::remove_fd_native(this.loop_.bind(py), this.fd, direction)?;
+        let direction = this.direction();
+        let loop_ = this.loop_.bind(py);
+        if this.future_done(py)? {
+            // Cancelled: the coroutine's `_sock_wait_cancelled` has not run
+            // yet; the fd is free again from now on, as with asyncio.
+            this.forget_wait(py);
+            LoopCore::remove_fd_native(loop_, this.fd, direction)?;
             return Ok(());
         }
-        let outcome = this.attempt(py);
+        let outcome = this.attempt_all(py);
         if matches!(outcome, Outcome::Retry) {
             return Ok(());
         }
-        LoopCore::remove_fd_native(this.loop_.bind(py), this.fd, direction)?;
-        match outcome {
-            Outcome::Done(value) => {
-                future.call_method1("set_result", (value,))?;
-            }
-            Outcome::Failed(err) => {
-                if err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    || err.is_instance_of::<PySystemExit>(py)
-                {
-                    return Err(err);
-                }
-                future.call_method1("set_exception", (err.into_value(py),))?;
-            }
-            Outcome::Retry => {}
-        }
-        Ok(())
+        this.forget_wait(py);
+        LoopCore::remove_fd_native(loop_, this.fd, direction)?;
+        this.finish(py, outcome)
     }
 
     fn __repr__(&self) -> String {

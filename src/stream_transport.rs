@@ -537,9 +537,10 @@ impl StreamTransport {
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;
-        let (token, io) = loop_
-            .get()
-            .register_native(fd, NativeIo::Stream(core.clone().unbind()))?;
+        let (token, io) =
+            loop_
+                .get()
+                .register_native(py, fd, NativeIo::Stream(core.clone().unbind()))?;
         {
             let mut this = core.borrow_mut();
             this.base.token = token;
@@ -778,9 +779,10 @@ impl StreamTransport {
             }
             (this.base.loop_.clone_ref(py), this.base.fd)
         };
-        let (token, io) = loop_
-            .get()
-            .register_native(fd, NativeIo::Stream(slf.clone().unbind()))?;
+        let (token, io) =
+            loop_
+                .get()
+                .register_native(py, fd, NativeIo::Stream(slf.clone().unbind()))?;
         let mut this = slf.borrow_mut();
         this.base.token = token;
         this.base.io = Some(io);

@@ -25,7 +25,8 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, events, futures, unix_events
+from asyncio import base_events, events, futures, selector_events, unix_events
+from asyncio.exceptions import CancelledError
 
 try:
     import ssl
@@ -34,6 +35,9 @@ except ImportError:  # pragma: no cover
 
 from . import _child_watch, _transports
 from ._tokioloop import LoopCore
+
+_Future = futures.Future
+_SelectorLoop = selector_events.BaseSelectorEventLoop
 
 
 class _WakeupSocket:
@@ -91,20 +95,6 @@ class _KeyMap:
 
     def __contains__(self, fileobj):
         return self.get(fileobj) is not None
-
-
-class _SockFuture(futures.Future):
-    """The future a waiting ``sock_recv``/``sock_recv_into``/``sock_sendall``
-    awaits. Cancelling it takes the native waiter off the fd at once, as
-    asyncio's done callback does, so the socket is free again (to use or to
-    close) as soon as the cancelled task resumes."""
-
-    __slots__ = ("_tl_fd", "_tl_write")
-
-    def cancel(self, msg=None):
-        if not self.done():
-            self._loop._sock_op_cancel(self._tl_fd, self._tl_write)
-        return super().cancel(msg)
 
 
 def _is_numeric_host(host):
@@ -368,54 +358,47 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             self._transports[transp._sock_fd] = transp
 
     # -- sock_* ----------------------------------------------------------
-    # asyncio's, with the waiting half native (src/sock_ops.rs): no Python
-    # reader callback, no done callback, no functools.partial per call.
+    # One native call does asyncio's prologue and, if the socket is not
+    # ready, registers a native waiter (src/sock_ops.rs); it answers
+    # NotImplemented for what only asyncio's own method handles exactly
+    # (socket subclasses, sockets with a timeout, odd arguments). The
+    # cancellation clean-up runs where asyncio's done callback would.
 
     async def sock_recv(self, sock, n):
-        base_events._check_ssl_socket(sock)
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
-        try:
-            return sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self._sock_future(sock, False)
-        self._sock_recv_native(fut._tl_fd, fut, n)
-        return await fut
+        fut = self._sock_recv_start(sock, n)
+        if fut.__class__ is _Future:
+            try:
+                return await fut
+            except CancelledError:
+                self._sock_wait_cancelled(fut)
+                raise
+        if fut is NotImplemented:
+            return await _SelectorLoop.sock_recv(self, sock, n)
+        return fut
 
     async def sock_recv_into(self, sock, buf):
-        base_events._check_ssl_socket(sock)
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self._sock_future(sock, False)
-        self._sock_recv_into_native(fut._tl_fd, fut, buf)
-        return await fut
+        fut = self._sock_recv_into_start(sock, buf)
+        if fut.__class__ is _Future:
+            try:
+                return await fut
+            except CancelledError:
+                self._sock_wait_cancelled(fut)
+                raise
+        if fut is NotImplemented:
+            return await _SelectorLoop.sock_recv_into(self, sock, buf)
+        return fut
 
     async def sock_sendall(self, sock, data):
-        base_events._check_ssl_socket(sock)
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
+        fut = self._sock_sendall_start(sock, data)
+        if fut is None:
+            return None
+        if fut is NotImplemented:
+            return await _SelectorLoop.sock_sendall(self, sock, data)
         try:
-            n = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        if n == len(data):
-            return
-        fut = self._sock_future(sock, True)
-        self._sock_sendall_native(fut._tl_fd, fut, data, n)
-        return await fut
-
-    def _sock_future(self, sock, write):
-        fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)
-        fut = _SockFuture(loop=self)
-        fut._tl_fd = fd
-        fut._tl_write = write
-        return fut
+            return await fut
+        except CancelledError:
+            self._sock_wait_cancelled(fut)
+            raise
 
     # -- DNS -------------------------------------------------------------
 
