@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -147,6 +148,22 @@ def nb_socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM):
     a.setblocking(False)
     b.setblocking(False)
     return a, b
+
+
+def close_then_new_pair(*old):
+    """Close ``old`` and make a new non-blocking socketpair, with the cyclic GC
+    held off in between: a collection there could close some other leftover
+    socket with a lower fd number, which the new pair would then take instead
+    of the number just freed (the fd-reuse tests need that same number)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for sock in old:
+            sock.close()
+        return nb_socketpair()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def set_linger_zero(sock):

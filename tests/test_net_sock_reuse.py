@@ -13,7 +13,14 @@ import os
 import socket
 
 import pytest
-from net_support import iterations, nb_socketpair, run, set_linger_zero, tcp_listener
+from net_support import (
+    close_then_new_pair,
+    iterations,
+    nb_socketpair,
+    run,
+    set_linger_zero,
+    tcp_listener,
+)
 
 
 class _Collect(asyncio.Protocol):
@@ -76,9 +83,7 @@ def test_closed_after_wait_fd_reused_by_new_socket(loop, then):
         await iterations(2)
         b.send(b"one")
         first = await waiter
-        a.close()
-        b.close()
-        c, d = nb_socketpair()
+        c, d = close_then_new_pair(a, b)
         try:
             reused = c.fileno() == fd
             if then == "sock_recv":

@@ -10,7 +10,7 @@ import hashlib
 import os
 
 import pytest
-from net_support import iterations, nb_socketpair, run
+from net_support import close_then_new_pair, iterations, nb_socketpair, run
 
 
 @pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into"])
@@ -24,11 +24,9 @@ def test_cancelled_wait_then_close_then_fd_reused(loop, method):
         await iterations(2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        a.close()
-        b.close()
-        # The next socket very likely gets the same fd number: it must not
-        # inherit a stale registration.
-        c, d = nb_socketpair()
+        # The next socket gets the same fd number: it must not inherit a
+        # stale registration.
+        c, d = close_then_new_pair(a, b)
         try:
             reused = c.fileno() == fd
             later = asyncio.ensure_future(loop.sock_recv(c, 16))
