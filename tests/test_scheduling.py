@@ -106,7 +106,8 @@ def test_timer_argument_forms(loop, method):
         lambda: schedule(callback=seen.append),
         lambda: schedule(at(1), seen.append, **{lead: 1}),
         lambda: schedule(at(1), seen.append, nope=1),
-        lambda: schedule(None, seen.append),
+        # (3.10's asyncio has no None check: TypeError or AssertionError.)
+        *([lambda: schedule(None, seen.append)] if PY311 else []),
     ):
         with pytest.raises(TypeError) as info:
             call()
@@ -117,7 +118,7 @@ def test_timer_argument_forms(loop, method):
         f") missing 1 required positional argument: '{lead}'",
         f") got multiple values for argument '{lead}'",
         ") got an unexpected keyword argument 'nope'",
-        "delay must not be None" if lead == "delay" else "when cannot be None",
+        *(["delay must not be None" if lead == "delay" else "when cannot be None"] if PY311 else []),
     ]
 
 
