@@ -151,19 +151,37 @@ def nb_socketpair(family=socket.AF_UNIX, type=socket.SOCK_STREAM):
 
 
 def close_then_new_pair(*old):
-    """Close ``old`` and make a new non-blocking socketpair, with the cyclic GC
-    held off in between: a collection there could close some other leftover
-    socket with a lower fd number, which the new pair would then take instead
-    of the number just freed (the fd-reuse tests need that same number)."""
+    """Close ``old`` and make a new non-blocking socketpair whose first socket
+    has the fd number the first of ``old`` had (the fd-reuse tests need that
+    number). The kernel hands out the lowest free number, but another fd
+    freed meanwhile (an earlier test's leftover socket collected by the GC)
+    could be lower; then the new socket is moved onto the old number with
+    dup2, which is only done while that number is free."""
+    fd = old[0].fileno()
     enabled = gc.isenabled()
     gc.disable()
     try:
         for sock in old:
             sock.close()
-        return nb_socketpair()
+        c, d = nb_socketpair()
+        if c.fileno() != fd and not _fd_in_use(fd):
+            os.dup2(c.fileno(), fd)
+            moved = socket.socket(fileno=fd)
+            moved.setblocking(False)
+            c.close()
+            c = moved
+        return c, d
     finally:
         if enabled:
             gc.enable()
+
+
+def _fd_in_use(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def set_linger_zero(sock):
