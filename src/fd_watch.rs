@@ -22,7 +22,7 @@
 //! also arms the write waker, and a write edge carrying write-closed with no
 //! writer registered runs the reader.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
@@ -269,7 +269,11 @@ impl FdWatchers {
     }
 
     /// Turn reactor events into the callbacks to run this iteration.
-    pub fn dispatch(&mut self, events: Vec<FdEvent>, mut run: impl FnMut(&Py<Handle>)) {
+    pub fn dispatch(
+        &mut self,
+        events: impl IntoIterator<Item = FdEvent>,
+        mut run: impl FnMut(&Py<Handle>),
+    ) {
         for event in events {
             let Some(entry) = self.entries.get_mut(&event.fd) else {
                 continue;

@@ -16,11 +16,10 @@
 //! a signal); move due timers to the ready queue; run the callbacks that
 //! were ready at that point, and no others.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::{poll_fn, Future};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::Waker;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -29,9 +28,8 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
+use rustc_hash::FxHashMap as HashMap;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::clock;
 use crate::counted_mutex::CountedMutex;
@@ -41,11 +39,13 @@ use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
+use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
 use crate::sock_ops::{self, Registered, Request, SockWait, SockWaits};
 use crate::sock_poll::SockPoller;
 use crate::sock_watch::SockWatch;
+use crate::timer_fd::TimerFd;
 use crate::timers::{TimerHeap, TimerPayload};
 use crate::wakeup::SignalSocket;
 
@@ -97,10 +97,7 @@ pub struct Shared {
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
-    /// Set while the loop thread is (about to be) parked, so only wake-ups
-    /// that are needed pay for a cross-thread notification.
-    parked: AtomicBool,
-    notify: Notify,
+    wakeup: Arc<Wakeup>,
     /// Readiness edges reported by the reactor, not yet dispatched.
     fd_events: CountedMutex<Vec<FdEvent>>,
 }
@@ -120,8 +117,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            parked: AtomicBool::new(false),
-            notify: Notify::new(),
+            wakeup: Arc::default(),
             fd_events: CountedMutex::new(Vec::new()),
         }
     }
@@ -151,11 +147,7 @@ impl Shared {
 
     /// Wake the loop thread if it is parked (or about to park).
     fn wake(&self) {
-        // swap: of a burst of wake-ups while the loop is parked, only the
-        // first pays for the notification (the loop clears the flag too).
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            self.notify.notify_one();
-        }
+        self.wakeup.wake();
     }
 
     fn drop_cancelled_timers(&self, py: Python<'_>) {
@@ -188,6 +180,10 @@ impl Shared {
 /// loop while `_run` drives it, dropped on close.
 struct Driver {
     signals: SignalSocket,
+    timer: TimerFd,
+    /// Raised by the signal socket's readiness (see `park`).
+    signal_flag: Arc<WakeFlag>,
+    signal_waker: Waker,
     runtime: Option<Runtime>,
 }
 
@@ -535,13 +531,15 @@ impl LoopCore {
     /// Queue the callbacks (or native objects) of fds the reactor reported
     /// ready.
     /// Returns whether any fd watcher fired (and so needs re-arming).
-    fn dispatch_fd_events(&self, py: Python<'_>) -> bool {
+    /// `events` is the caller's buffer, reused so that neither it nor the
+    /// shared list is reallocated per iteration.
+    fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
         // Events are pushed by the reactor on this thread, so the hint is
         // exact here.
         if self.shared.fd_events.len_hint() == 0 {
             return false;
         }
-        let mut events = std::mem::take(&mut *self.shared.fd_events.lock());
+        events.extend(self.shared.fd_events.lock().drain(..));
         if events.is_empty() {
             return false;
         }
@@ -582,7 +580,9 @@ impl LoopCore {
         }
         let mut watchers = self.watchers.lock();
         let mut ready = self.shared.ready.lock();
-        watchers.dispatch(events, |h| ready.push_back(Ready::Native(h.clone_ref(py))));
+        watchers.dispatch(events.drain(..), |h| {
+            ready.push_back(Ready::Native(h.clone_ref(py)))
+        });
         true
     }
 
@@ -899,9 +899,13 @@ impl LoopCore {
         Self::remove_fd(slf, fileobj_to_fd(fd)?, direction)
     }
 
-    fn handle_signals(slf: &Bound<'_, Self>, signals: &SignalSocket) -> PyResult<()> {
+    fn handle_signals(slf: &Bound<'_, Self>, driver: &Driver) -> PyResult<()> {
         let py = slf.py();
-        let data = signals.drain();
+        let data = driver.signals.drain();
+        // Drained: arm the flag's waker for the next signal.
+        if driver.signals.arm(&driver.signal_waker) {
+            driver.signal_flag.raise();
+        }
         // Run Python-level signal handlers now (SIGINT's raises
         // KeyboardInterrupt here, out of run_forever).
         py.check_signals()?;
@@ -949,38 +953,6 @@ fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool
     Ok(())
 }
 
-/// Park until a timer is due, another thread wakes us, or a signal arrives.
-/// Returns whether the signal socket is readable.
-async fn park(shared: &Shared, signals: &SignalSocket) -> bool {
-    let notified = shared.notify.notified();
-    tokio::pin!(notified);
-    let deadline = shared.timers.lock().next_deadline();
-    let mut sleep = deadline.map(|when| {
-        let wait = clock::until(when, clock::monotonic());
-        Box::pin(tokio::time::sleep_until(Instant::now() + wait))
-    });
-    poll_fn(|cx| {
-        let signalled = signals.poll_ready(cx);
-        let woken = notified.as_mut().poll(cx).is_ready();
-        let timer_due = sleep
-            .as_mut()
-            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if signalled || woken || timer_due {
-            Poll::Ready(signalled)
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Let the driver poll I/O once without blocking. Returns whether the signal
-/// socket is readable.
-async fn poll_once(signals: &SignalSocket) -> bool {
-    tokio::task::yield_now().await;
-    poll_fn(|cx| Poll::Ready(signals.poll_ready(cx))).await
-}
-
 /// The body of `run_forever`: iterate until `stop()`.
 ///
 /// Each I/O poll is its own `block_on`, and callbacks run between them,
@@ -990,13 +962,14 @@ async fn poll_once(signals: &SignalSocket) -> bool {
 fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     let shared = &*slf.get().shared;
     let mut batch = VecDeque::new();
+    let mut fd_events = Vec::new();
     // The first iteration of every run polls, as the stock loop would.
     let mut last_poll = f64::NEG_INFINITY;
     let mut skipped = 0;
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
-        let signalled = if shared.has_ready_hint() || stopping {
+        if shared.has_ready_hint() || stopping {
             let now = clock::monotonic();
             let (every, interval) = if slf.get().has_io_sources() {
                 (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
@@ -1005,30 +978,32 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
             };
             if !stopping && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
-                false
             } else {
                 last_poll = now;
                 skipped = 0;
-                driver.runtime().block_on(poll_once(&driver.signals))
+                driver.runtime().block_on(park::poll_once());
             }
         } else {
-            shared.parked.store(true, Ordering::SeqCst);
+            shared.wakeup.about_to_park();
             // Re-check after publishing `parked`: a thread that queued a
-            // callback before seeing the flag did not notify us.
-            let signalled = if shared.has_ready() {
-                false
-            } else {
-                driver.runtime().block_on(park(shared, &driver.signals))
-            };
-            shared.parked.store(false, Ordering::SeqCst);
+            // callback before seeing the flag did not wake us.
+            if !shared.has_ready() {
+                let deadline = shared.timers.lock().next_deadline();
+                if let Some(when) = deadline {
+                    driver.timer.expire_by(when, clock::monotonic())?;
+                }
+                driver.runtime().block_on(park::park(&shared.wakeup));
+            }
+            shared.wakeup.unparked();
             last_poll = clock::monotonic();
             skipped = 0;
-            signalled
-        };
-        if signalled {
-            LoopCore::handle_signals(slf, &driver.signals)?;
         }
-        let watchers_fired = slf.get().dispatch_fd_events(slf.py());
+        // Due timers are found by the clock below; this only re-arms it.
+        driver.timer.take_expired();
+        if driver.signal_flag.take() {
+            LoopCore::handle_signals(slf, driver)?;
+        }
+        let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
         shared.move_due_timers();
         let ran = LoopCore::run_ready(slf, &mut batch);
         if watchers_fired {
@@ -1047,25 +1022,34 @@ impl LoopCore {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let runtime = runtime::build()?;
-        let signals = {
+        let shared = Arc::new(Shared::new());
+        let (signals, timer) = {
             let _context = runtime.enter();
-            SignalSocket::new()?
+            (SignalSocket::new()?, TimerFd::new(shared.wakeup.clone())?)
         };
+        let signal_flag = WakeFlag::new(shared.wakeup.clone());
+        let signal_waker = Waker::from(signal_flag.clone());
+        if signals.arm(&signal_waker) {
+            signal_flag.raise();
+        }
         Ok(LoopCore {
-            shared: Arc::new(Shared::new()),
+            shared,
             rt_handle: runtime.handle().clone(),
             watchers: Mutex::new(FdWatchers::default()),
-            natives: Mutex::new(HashMap::new()),
+            natives: Mutex::new(HashMap::default()),
             next_native: AtomicU64::new(0),
             watched_fds: AtomicUsize::new(0),
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
-            sock_watches: Mutex::new(HashMap::new()),
+            sock_watches: Mutex::new(HashMap::default()),
             sock_poller: Mutex::new(None),
             sock_poll_token: AtomicU64::new(u64::MAX),
             signal_fd: signals.write_fd(),
             driver: Mutex::new(Some(Driver {
                 signals,
+                timer,
+                signal_flag,
+                signal_waker,
                 runtime: Some(runtime),
             })),
             task_factory: Mutex::new(None),

@@ -25,7 +25,7 @@
 //! That runs when the cancelled task resumes, right where asyncio's done
 //! callback (queued just before the task's wake-up) would have run.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io;
 
 use parking_lot::Mutex;

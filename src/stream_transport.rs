@@ -35,7 +35,7 @@ use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
-use crate::sock_io::{recv_big, recv_bytes, send_chunks, send_some, ByteView, Chunk, READ_SIZE};
+use crate::sock_io::{recv_stream, send_chunks, send_some, ByteView, Chunk, ReadSizer};
 use crate::ssl_protocol::SslProtocolCore;
 use crate::transport_support::{
     in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
@@ -66,13 +66,14 @@ pub struct StreamTransport {
     paused: bool,
     eof: bool,
     empty_waiter: Option<Py<PyAny>>,
-    /// The last read filled `READ_SIZE`: read the rest through the scratch
-    /// buffer. Not kept on for later messages: 100 KiB+ `bytes` objects
-    /// make glibc grow and trim the heap (`brk`) over and over when a
-    /// consumer such as asyncio's `StreamReader` copies them again (streams
-    /// 100 KiB echo: 68 -> 111 us of CPU per request), which costs more
-    /// than the second `recv` it saves for plain protocols (30 -> 26 us).
-    big_reads: bool,
+    /// How the next read gets its `bytes`. After a read fills `READ_SIZE`
+    /// the rest goes through the scratch buffer, but large reads are not
+    /// kept on for later messages: 100 KiB+ `bytes` objects make glibc
+    /// grow and trim the heap (`brk`) over and over when a consumer such as
+    /// asyncio's `StreamReader` copies them again (streams 100 KiB echo:
+    /// 68 -> 111 us of CPU per request), which costs more than the second
+    /// `recv` it saves for plain protocols (30 -> 26 us).
+    sizer: ReadSizer,
 }
 
 /// What a read produced, handled after the borrow is released.
@@ -129,13 +130,9 @@ impl StreamTransport {
         let Some(io) = &this.base.io else {
             return ReadOutcome::Nothing;
         };
-        let (fd, big) = (this.base.fd, this.big_reads);
+        let (fd, mode) = (this.base.fd, this.sizer.mode());
         let attempt = io.attempt(Direction::Read, || {
-            let (bytes, drained) = if big {
-                recv_big(py, fd)?
-            } else {
-                recv_bytes(py, fd)?
-            };
+            let (bytes, drained) = recv_stream(py, fd, mode)?;
             // EOF: nothing more will come; leave readiness as it is.
             let readiness = if bytes.bind(py).as_bytes().is_empty() {
                 Readiness::Unknown
@@ -153,7 +150,7 @@ impl StreamTransport {
                 if n == 0 {
                     return ReadOutcome::Eof;
                 }
-                this.big_reads = n >= READ_SIZE;
+                this.sizer.record(mode, n);
                 ReadOutcome::Data(bytes)
             }
             Attempt::Done(Err(e)) => Self::read_error(e),
@@ -526,7 +523,7 @@ impl StreamTransport {
             paused: false,
             eof: false,
             empty_waiter: None,
-            big_reads: false,
+            sizer: ReadSizer::default(),
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;

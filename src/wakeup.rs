@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::net::UnixStream;
 
@@ -36,8 +36,11 @@ impl SignalSocket {
         self.write.as_raw_fd()
     }
 
-    pub fn poll_ready(&self, cx: &mut Context<'_>) -> bool {
-        matches!(self.read.poll_read_ready(cx), Poll::Ready(_))
+    /// Arm `waker` for the next time the socket turns readable; true if it
+    /// already is (the waker is then not armed).
+    pub fn arm(&self, waker: &Waker) -> bool {
+        let mut cx = Context::from_waker(waker);
+        matches!(self.read.poll_read_ready(&mut cx), Poll::Ready(_))
     }
 
     /// Everything written so far: one byte per delivered signal.

@@ -1,0 +1,105 @@
+//! How the loop thread waits: the wake-up cell other code pokes, and the
+//! futures the loop hands to `block_on` to park or to poll I/O once.
+//!
+//! Everything that should end a park (a readiness edge for a native
+//! transport or an fd watcher, a `call_soon_threadsafe` from another
+//! thread, a signal) calls [`Wakeup::wake`]. It costs one atomic load unless
+//! the loop is parked, and then one `AtomicWaker` wake of the `block_on`
+//! task. The park future itself only checks the cell and the timer: no
+//! `Notify` waiter list. The signal socket and the timer fd are not polled
+//! on every park either: their readiness raises a [`WakeFlag`] through a
+//! waker of their own, which also ends the park.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Wake};
+
+use atomic_waker::AtomicWaker;
+
+/// The loop thread's wake-up cell.
+#[derive(Default)]
+pub struct Wakeup {
+    /// Set while the loop thread is (about to be) parked, so only wake-ups
+    /// that are needed pay for waking the `block_on` task.
+    parked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Wakeup {
+    /// Wake the loop thread if it is parked (or about to park).
+    pub fn wake(&self) {
+        // swap: of a burst of wake-ups while the loop is parked, only the
+        // first pays for the wake (the loop clears the flag too).
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Publish that the loop is about to park. The caller then re-checks
+    /// for work under its locks: anything queued before the flag was seen
+    /// did not wake us.
+    pub fn about_to_park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+    }
+
+    pub fn unparked(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Park until woken (timers wake us through the timer fd's `WakeFlag`).
+pub async fn park(wakeup: &Wakeup) {
+    poll_fn(|cx| {
+        // Register first, then check: a wake that lands in between finds
+        // the waker and polls us again.
+        wakeup.waker.register(cx.waker());
+        if wakeup.parked.load(Ordering::SeqCst) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
+}
+
+/// Let the driver poll I/O once without blocking: the yield makes the
+/// current-thread scheduler turn the driver with a zero timeout.
+pub async fn poll_once() {
+    tokio::task::yield_now().await;
+}
+
+/// Raised by a waker when its fd (the signal socket, the timer fd) turns
+/// readable; the loop takes it after each `block_on`.
+pub struct WakeFlag {
+    raised: AtomicBool,
+    wakeup: Arc<Wakeup>,
+}
+
+impl WakeFlag {
+    pub fn new(wakeup: Arc<Wakeup>) -> Arc<Self> {
+        Arc::new(WakeFlag {
+            raised: AtomicBool::new(false),
+            wakeup,
+        })
+    }
+
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.wakeup.wake();
+    }
+
+    /// Whether it was raised since the last call.
+    pub fn take(&self) -> bool {
+        self.raised.load(Ordering::Relaxed) && self.raised.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.raise();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raise();
+    }
+}
