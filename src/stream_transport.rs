@@ -66,13 +66,7 @@ pub struct StreamTransport {
     paused: bool,
     eof: bool,
     empty_waiter: Option<Py<PyAny>>,
-    /// How the next read gets its `bytes`. After a read fills `READ_SIZE`
-    /// the rest goes through the scratch buffer, but large reads are not
-    /// kept on for later messages: 100 KiB+ `bytes` objects make glibc
-    /// grow and trim the heap (`brk`) over and over when a consumer such as
-    /// asyncio's `StreamReader` copies them again (streams 100 KiB echo:
-    /// 68 -> 111 us of CPU per request), which costs more than the second
-    /// `recv` it saves for plain protocols (30 -> 26 us).
+    /// How the next read gets its `bytes` (see `ReadSizer`).
     sizer: ReadSizer,
 }
 
@@ -466,6 +460,8 @@ impl StreamTransport {
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered = protocol.is_instance(refs(py).buffered_protocol_type.bind(py))?;
+        let streams = protocol.is_instance(refs(py).stream_reader_protocol_type.bind(py))?;
+        self.sizer.set_consumer_copies(streams);
         // A protocol without the method fails when data arrives, as on
         // asyncio (through `_fatal_error`), not here.
         let lookup = |name: &str| {

@@ -77,7 +77,12 @@ _EXPECTED_STDOUT = {
 
 
 def _child_source(kind, mode):
-    prelude = child_prelude(kind)
+    # A shell starts background jobs (CI) with SIGINT ignored, which the
+    # child inherits; at a terminal, Ctrl+C finds Python's default handler.
+    prelude = (
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n" + child_prelude(kind)
+    )
     run_expr = "asyncio.run" if kind == "asyncio" else "tokioloop.run"
     return prelude + f"run = {run_expr}\n" + textwrap.dedent(_CHILD_BODY[mode])
 

@@ -24,6 +24,7 @@ import argparse
 import faulthandler
 import importlib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -178,6 +179,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     faulthandler.enable()
+    # A shell starts background jobs with SIGINT ignored, and Python then
+    # leaves it so; test_runners' interrupt tests (on any loop) assume the
+    # default handler and would spin until the per-test timeout.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     recorder = Recorder(args.results)
     module_name = f"test.test_asyncio.{args.module}"
     excluded = exclusions.load(Path(args.exclusions))
