@@ -493,6 +493,103 @@ impl StreamTransport {
     }
 }
 
+impl StreamTransport {
+    /// `transport.write(data)`; called through `transport_write::write`, a
+    /// plain `METH_O` method (see there).
+    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let is_bytes = data.is_instance_of::<PyBytes>();
+        // SAFETY: type checks on a live object.
+        let bytes_like = is_bytes
+            || unsafe {
+                ffi::PyByteArray_Check(data.as_ptr()) != 0
+                    || ffi::PyMemoryView_Check(data.as_ptr()) != 0
+            };
+        if !bytes_like {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not '{}'",
+                data.get_type().name()?
+            )));
+        }
+        {
+            let this = slf.borrow();
+            if this.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if this.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+        }
+        // A `bytes` is read in place; other bytes-like objects through the
+        // buffer protocol.
+        let view;
+        let bytes = if is_bytes {
+            // SAFETY: checked above to be a bytes instance.
+            unsafe { data.cast_unchecked::<PyBytes>() }.as_bytes()
+        } else {
+            view = ByteView::new(data, false)?;
+            view.as_slice()
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut this = slf.borrow_mut();
+        if this.base.conn_lost > 0 {
+            if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                warn_write_after_loss(py)?;
+            }
+            this.base.conn_lost += 1;
+            return Ok(());
+        }
+        let mut sent = 0;
+        if this.buffer.is_empty() {
+            match send_some(this.base.fd, bytes) {
+                Ok(n) => sent = n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    drop(this);
+                    return Self::fatal_error(
+                        slf,
+                        os_error(e),
+                        "Fatal write error on socket transport",
+                    );
+                }
+            }
+            if sent == bytes.len() {
+                return Ok(());
+            }
+            this.base.watch(Direction::Write);
+        }
+        let chunk = if is_bytes {
+            Chunk {
+                data: data.cast::<PyBytes>()?.clone().unbind(),
+                start: sent,
+                len: bytes.len(),
+            }
+        } else {
+            // A bytearray or memoryview may change after write() returns;
+            // asyncio's buffer holds what it was at the call.
+            Chunk {
+                data: PyBytes::new(py, &bytes[sent..]).unbind(),
+                start: 0,
+                len: bytes.len() - sent,
+            }
+        };
+        this.buffered += bytes.len() - sent;
+        this.buffer.push_back(chunk);
+        drop(this);
+        Self::maybe_pause_protocol(slf)
+    }
+}
+
 #[pymethods]
 impl StreamTransport {
     /// Create the engine for `owner` (the Python transport) over the
@@ -540,93 +637,6 @@ impl StreamTransport {
         if self.is_reading() {
             self.base.watch(Direction::Read);
         }
-    }
-
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let is_bytes = data.is_instance_of::<PyBytes>();
-        // SAFETY: type checks on a live object.
-        let bytes_like = is_bytes
-            || unsafe {
-                ffi::PyByteArray_Check(data.as_ptr()) != 0
-                    || ffi::PyMemoryView_Check(data.as_ptr()) != 0
-            };
-        if !bytes_like {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not '{}'",
-                data.get_type().name()?
-            )));
-        }
-        {
-            let this = slf.borrow();
-            if this.eof {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call write() after write_eof()",
-                ));
-            }
-            if this.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(
-                    "unable to write; sendfile is in progress",
-                ));
-            }
-        }
-        let view = ByteView::new(data, false)?;
-        let bytes = view.as_slice();
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let mut this = slf.borrow_mut();
-        if this.base.conn_lost > 0 {
-            if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                warn_write_after_loss(py)?;
-            }
-            this.base.conn_lost += 1;
-            return Ok(());
-        }
-        let mut sent = 0;
-        if this.buffer.is_empty() {
-            match send_some(this.base.fd, bytes) {
-                Ok(n) => sent = n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => {
-                    drop(this);
-                    drop(view);
-                    return Self::fatal_error(
-                        slf,
-                        os_error(e),
-                        "Fatal write error on socket transport",
-                    );
-                }
-            }
-            if sent == bytes.len() {
-                return Ok(());
-            }
-            this.base.watch(Direction::Write);
-        }
-        let chunk = if is_bytes {
-            Chunk {
-                data: data.cast::<PyBytes>()?.clone().unbind(),
-                start: sent,
-                len: bytes.len(),
-            }
-        } else {
-            // A bytearray or memoryview may change after write() returns;
-            // asyncio's buffer holds what it was at the call.
-            Chunk {
-                data: PyBytes::new(py, &bytes[sent..]).unbind(),
-                start: 0,
-                len: bytes.len() - sent,
-            }
-        };
-        this.buffered += bytes.len() - sent;
-        this.buffer.push_back(chunk);
-        drop(this);
-        drop(view);
-        Self::maybe_pause_protocol(slf)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -170,6 +170,23 @@ def test_write_accepts_any_contiguous_buffer(loop):
     assert sp.data() == expected
 
 
+def test_write_takes_data_by_keyword_and_exactly_one_argument(loop):
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        tr.write(data=b"kw")
+        errors = []
+        for args, kwargs in [((), {}), ((b"x", b"y"), {}), ((), {"buf": b"x"})]:
+            with pytest.raises(TypeError):
+                tr.write(*args, **kwargs)
+            errors.append(args)
+        await sp.wait_for_data(2)
+        await _teardown(server, tr)
+        return sp, len(errors)
+
+    sp, errors = run(loop, main())
+    assert (sp.data(), errors) == (b"kw", 3)
+
+
 @pytest.mark.parametrize("bad", ["text", 42, None, [b"x"]])
 def test_write_rejects_non_bytes(loop, bad):
     async def main():

@@ -1,0 +1,82 @@
+//! `StreamTransportCore.write` as a hand-parsed `METH_FASTCALL` C method.
+//!
+//! `transport.write(data)` runs once per response in every protocol
+//! server (the Python transport binds `core.write` as its own `write`).
+//! A PyO3 method goes through the generic fastcall argument extraction and
+//! trampoline, about 100 instructions a call; the one argument is taken
+//! here directly (by position, or as `data=` as asyncio's method allows).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::stream_transport::StreamTransport;
+
+/// # Safety
+/// Called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method: the GIL
+/// is held, `slf` is live and `args` holds `nargs` positional then
+/// `len(kwnames)` keyword argument values, all live.
+unsafe extern "C" fn write(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_attached();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<()> {
+        let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            ffi::PyTuple_GET_SIZE(kwnames)
+        };
+        let by_keyword = nkw == 1
+            && nargs == 0
+            && Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0))
+                .eq(intern!(py, "data"))?;
+        if nargs + nkw != 1 || (nkw == 1 && !by_keyword) {
+            return Err(PyTypeError::new_err(
+                "write() takes exactly one argument: data",
+            ));
+        }
+        StreamTransport::write(&slf, &Bound::from_borrowed_ptr(py, *args))
+    }));
+    match outcome {
+        Ok(Ok(())) => py.None().into_ptr(),
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            PanicException::new_err("panic in write").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Add `write` to the `StreamTransportCore` type.
+pub fn install(py: Python<'_>, transport_type: &Bound<'_, PyType>) -> PyResult<()> {
+    // The definition must outlive the type: leaked once per import.
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"write".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: write,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"write(data): send data, buffering what the socket does not take.".as_ptr(),
+    }));
+    // SAFETY: the GIL is held; `transport_type` is a live type object and
+    // `def` lives forever; a NULL result has an exception set.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyDescr_NewMethod(transport_type.as_ptr().cast(), def),
+        )?
+    };
+    transport_type.setattr("write", descr)
+}
