@@ -21,18 +21,23 @@
 //!
 //! All protocol state stays in the Python object's attributes, where
 //! asyncio's code reads and writes it; this code reads the same attributes.
+//! The ones used on every record are `__slots__` of the Python subclass
+//! (`Slot`, `SLOT_NAMES`), read here at their offsets in the object.
 //! Whenever the state is not `WRAPPED`, or anything unusual is going on
 //! (reading paused, a `BufferedProtocol` app, a write backlog, a custom
 //! `SSLContext.sslobject_class`, a flow-control mark crossed), the call goes
 //! to asyncio's Python method instead, so behaviour is asyncio's by
 //! construction. The TLS work itself is the user's `ssl.SSLContext` through
 //! `ssl.SSLObject`: this file calls the C methods of `SSLObject._sslobj`
-//! directly (skipping `SSLObject`'s one-line Python wrappers), reads the
-//! plaintext into asyncio's own 256 KiB `_ssl_buffer` instead of a fresh
-//! 256 KiB `bytes` per record, and stops reading when neither the incoming
-//! BIO nor OpenSSL holds any more bytes (where asyncio reads once more to
-//! get an `SSLWantReadError` raised).
+//! directly (skipping `SSLObject`'s one-line Python wrappers) and
+//! `MemoryBIO.pending`'s C getter, decrypts the plaintext straight into the
+//! `bytes` object handed to `data_received` (sized from the incoming BIO,
+//! shrunk to fit), and stops reading when neither the incoming BIO nor
+//! OpenSSL holds any more bytes (where asyncio reads once more to get an
+//! `SSLWantReadError` raised).
 
+use std::ffi::CStr;
+use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyException, PyTypeError};
@@ -43,11 +48,81 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PySlice, PyString, PyTuple};
 
+extern "C" {
+    // CPython's own resize for a fresh, unshared bytes object (what
+    // `socket.recv` uses); pyo3-ffi keeps its declaration private.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+    // The MRO lookup behind attribute access (borrowed result, no exception
+    // on a miss); exported by every CPython, declared privately by pyo3-ffi.
+    fn _PyType_Lookup(tp: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
 /// asyncio's message for errors in the data paths of `SSLProtocol`.
 const FATAL_MESSAGE: &str = "Fatal error on SSL protocol";
-/// Read at an offset into `_ssl_buffer` only while this much room is left
-/// (more than one TLS record); otherwise spill what was read into a `Vec`.
-const MIN_ROOM: usize = 32 * 1024;
+/// The most plaintext one TLS record carries: what OpenSSL may hold from a
+/// record whose start it already took out of the incoming BIO.
+const MAX_RECORD: usize = 16 * 1024;
+/// The smallest plaintext `bytes` allocated (at least 2: sizes 0 and 1 are
+/// shared singletons, which `_PyBytes_Resize` must not touch).
+const MIN_PLAINTEXT: usize = 1024;
+
+/// The attributes of asyncio's `SSLProtocol` that its hot paths (Python and
+/// native) read and write, kept in `__slots__` of our subclass
+/// (`SSLProtocolCore._tl_slots`, python/tokioloop/_sslproto.py) instead of
+/// the instance dict. The native code reads them at their offsets in the
+/// object; Python code gets CPython's member descriptors (`LOAD_ATTR_SLOT`).
+///
+/// `AppTransport`, `Incoming`, `Outgoing` and `SslObj` are slots for the
+/// sake of asyncio's Python code; the native paths use the objects cached
+/// in `Fast`.
+#[derive(Clone, Copy)]
+#[allow(dead_code)]
+enum Slot {
+    State,
+    AppTransport,
+    SslBuffer,
+    SslBufferView,
+    Incoming,
+    Outgoing,
+    SslObj,
+    Transport,
+    AppProtocol,
+    AppReadingPaused,
+    AppProtocolIsBuffer,
+    WriteBacklog,
+    WriteBufferSize,
+    SslWritingPaused,
+    AppWritingPaused,
+    SslReadingPaused,
+    OutgoingHighWater,
+    OutgoingLowWater,
+    IncomingHighWater,
+    IncomingLowWater,
+}
+
+/// The names of the `Slot`s, in order.
+const SLOT_NAMES: [&str; 20] = [
+    "_state",
+    "_app_transport",
+    "_ssl_buffer",
+    "_ssl_buffer_view",
+    "_incoming",
+    "_outgoing",
+    "_sslobj",
+    "_transport",
+    "_app_protocol",
+    "_app_reading_paused",
+    "_app_protocol_is_buffer",
+    "_write_backlog",
+    "_write_buffer_size",
+    "_ssl_writing_paused",
+    "_app_writing_paused",
+    "_ssl_reading_paused",
+    "_outgoing_high_water",
+    "_outgoing_low_water",
+    "_incoming_high_water",
+    "_incoming_low_water",
+];
 
 /// asyncio's objects the native paths compare with or fall back to.
 struct SslRefs {
@@ -84,12 +159,11 @@ fn ssl_refs(py: Python<'_>) -> PyResult<&SslRefs> {
 }
 
 /// What `_tl_init` caches: objects asyncio's `SSLProtocol` creates once in
-/// `__init__` and never replaces.
+/// `__init__` and never replaces, and where the slots are.
 struct Fast {
-    /// The instance `__dict__`, where asyncio's code keeps every attribute
-    /// read here (none of them is a descriptor on the class), looked up
-    /// directly instead of through `getattr`.
-    dict: Py<PyDict>,
+    /// Byte offset of each `Slot` in the instance (a `T_OBJECT_EX` member
+    /// of its type: a `PyObject *`, NULL while unset).
+    offsets: [isize; SLOT_NAMES.len()],
     /// `self.max_size` (a class attribute asyncio never changes).
     max_size: i64,
     /// `self._incoming.write`, and the BIO itself for `.pending`.
@@ -97,6 +171,9 @@ struct Fast {
     incoming_write: Py<PyAny>,
     outgoing: Py<PyAny>,
     outgoing_read: Py<PyAny>,
+    /// The C getter of `ssl.MemoryBIO.pending` (both BIOs are exactly
+    /// `ssl.MemoryBIO`, checked in `_tl_init`).
+    bio_pending: BioPending,
     /// The C methods of `self._sslobj._sslobj`.
     read: Py<PyAny>,
     write: Py<PyAny>,
@@ -111,35 +188,117 @@ struct Fast {
 )]
 pub struct SslProtocolCore {
     /// Unset (every call goes to asyncio's code) until `_tl_init` ran, and
-    /// for good when the `SSLObject` class overrides its data methods.
+    /// for good when the `SSLObject` class overrides its data methods or a
+    /// subclass replaces a slot.
     fast: OnceLock<Fast>,
 }
 
-impl Fast {
-    /// `getattr(self, name)` for an attribute asyncio keeps in the
-    /// instance dict; `getattr` itself when it is not there (its error).
-    fn attr<'py>(
-        &self,
-        me: &Bound<'py, PyAny>,
-        name: &Bound<'py, PyString>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        match self.dict.bind(me.py()).get_item(name)? {
-            Some(value) => Ok(value),
-            None => me.getattr(name),
+/// A C getter of a built-in type's attribute, and its closure.
+struct BioPending {
+    get: ffi::getter,
+    /// `PyGetSetDef.closure`, kept as an address (it is static data of the
+    /// `_ssl` module, or NULL).
+    closure: usize,
+}
+
+impl BioPending {
+    /// The getter named `name` in `tp_getset` of `tp`.
+    ///
+    /// # Safety
+    /// `tp` must be a live, ready type object.
+    unsafe fn find(tp: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        // SAFETY: a ready type's `tp_getset` is NULL or an array ended by an
+        // entry with a NULL name, all static data of the type's module.
+        unsafe {
+            let mut def = (*tp).tp_getset;
+            while !def.is_null() && !(*def).name.is_null() {
+                if CStr::from_ptr((*def).name) == name {
+                    let get = (*def).get?;
+                    return Some(BioPending {
+                        get,
+                        closure: (*def).closure as usize,
+                    });
+                }
+                def = def.add(1);
+            }
+            None
         }
     }
 
-    fn flag(&self, me: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
-        self.attr(me, name)?.is_truthy()
-    }
-
-    fn int_attr(&self, me: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> Option<i64> {
-        self.attr(me, name).ok()?.extract::<i64>().ok()
+    /// `bio.pending` for a `MemoryBIO`.
+    fn call(&self, bio: &Bound<'_, PyAny>) -> PyResult<i64> {
+        let py = bio.py();
+        // SAFETY: `bio` is an `ssl.MemoryBIO` (checked when `Fast` was
+        // made), the type this getter belongs to; the getter returns a new
+        // reference or NULL with an exception set.
+        let value = unsafe {
+            let raw = (self.get)(bio.as_ptr(), self.closure as *mut std::ffi::c_void);
+            Bound::from_owned_ptr_or_err(py, raw)?
+        };
+        value.extract()
     }
 }
 
-fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<i64> {
-    bio.getattr(intern!(bio.py(), "pending"))?.extract()
+impl Fast {
+    /// `getattr(self, name)` for one of the slots: read at its offset, or,
+    /// when unset, `getattr` itself (for its `AttributeError`).
+    fn attr<'py>(&self, me: &Bound<'py, PyAny>, slot: Slot) -> PyResult<Bound<'py, PyAny>> {
+        let index = slot as usize;
+        // SAFETY: `me` is the instance `_tl_init` found these offsets on: each
+        // is a `T_OBJECT_EX` member of its type (a `__class__` assignment can
+        // only switch to a type with the same slots), so the address holds a
+        // `PyObject *` that is NULL or a strong reference the object owns.
+        let raw = unsafe {
+            *me.as_ptr()
+                .cast::<u8>()
+                .offset(self.offsets[index])
+                .cast::<*mut ffi::PyObject>()
+        };
+        if raw.is_null() {
+            return me.getattr(SLOT_NAMES[index]);
+        }
+        // SAFETY: a live object (see above); we take a new reference.
+        Ok(unsafe { Bound::from_borrowed_ptr(me.py(), raw) })
+    }
+
+    fn flag(&self, me: &Bound<'_, PyAny>, slot: Slot) -> PyResult<bool> {
+        self.attr(me, slot)?.is_truthy()
+    }
+
+    fn int_attr(&self, me: &Bound<'_, PyAny>, slot: Slot) -> Option<i64> {
+        self.attr(me, slot).ok()?.extract::<i64>().ok()
+    }
+
+    fn incoming_pending(&self, py: Python<'_>) -> PyResult<i64> {
+        self.bio_pending.call(self.incoming.bind(py))
+    }
+
+    fn outgoing_pending(&self, py: Python<'_>) -> PyResult<i64> {
+        self.bio_pending.call(self.outgoing.bind(py))
+    }
+}
+
+/// The offset of the `T_OBJECT_EX` member `name` of `tp` (found along its
+/// MRO), if that is what the attribute is.
+fn member_offset(tp: &Bound<'_, pyo3::types::PyType>, name: &str) -> PyResult<Option<isize>> {
+    let py = tp.py();
+    let name = PyString::new(py, name);
+    // SAFETY: `_PyType_Lookup` returns a borrowed reference (or NULL, with no
+    // exception set) that the type's MRO keeps alive while we look at it; a
+    // member descriptor's `d_member` points at the type's static or
+    // heap-allocated member table, alive as long as the type.
+    unsafe {
+        let descr = _PyType_Lookup(tp.as_type_ptr(), name.as_ptr());
+        if descr.is_null() || ffi::Py_TYPE(descr) != std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type)
+        {
+            return Ok(None);
+        }
+        let member = (*descr.cast::<ffi::PyMemberDescrObject>()).d_member;
+        if (*member).type_code != ffi::Py_T_OBJECT_EX || (*member).flags & ffi::Py_READONLY != 0 {
+            return Ok(None);
+        }
+        Ok(Some((*member).offset))
+    }
 }
 
 /// A `memoryview` over `len` bytes at `ptr`, lent to a C method for one
@@ -188,7 +347,7 @@ impl SslProtocolCore {
         let Some(fast) = slf.get().fast.get() else {
             return Ok(None);
         };
-        let state = fast.attr(slf.as_any(), intern!(py, "_state"))?;
+        let state = fast.attr(slf.as_any(), Slot::State)?;
         if state.is(ssl_refs(py)?.wrapped.bind(py)) {
             Ok(Some(fast))
         } else {
@@ -200,9 +359,7 @@ impl SslProtocolCore {
     fn do_read(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        if fast.flag(me, intern!(py, "_app_reading_paused"))?
-            || fast.flag(me, intern!(py, "_app_protocol_is_buffer"))?
-        {
+        if fast.flag(me, Slot::AppReadingPaused)? || fast.flag(me, Slot::AppProtocolIsBuffer)? {
             me.call_method0(intern!(py, "_do_read"))?;
             return Ok(());
         }
@@ -217,9 +374,9 @@ impl SslProtocolCore {
     fn read_and_flush(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let (data, eof) = Self::read_copied(slf, fast)?;
+        let (data, eof) = Self::read_plaintext(py, fast)?;
         if let Some(data) = data {
-            fast.attr(me, intern!(py, "_app_protocol"))?
+            fast.attr(me, Slot::AppProtocol)?
                 .call_method1(intern!(py, "data_received"), (data,))?;
         }
         if eof {
@@ -227,7 +384,7 @@ impl SslProtocolCore {
             me.call_method0(intern!(py, "_call_eof_received"))?;
             me.call_method0(intern!(py, "_start_shutdown"))?;
         }
-        if fast.flag(me, intern!(py, "_write_backlog"))? {
+        if fast.flag(me, Slot::WriteBacklog)? {
             me.call_method0(intern!(py, "_do_write"))?;
         } else {
             Self::process_outgoing(slf, fast)?;
@@ -236,95 +393,76 @@ impl SslProtocolCore {
     }
 
     /// `_do_read__copied` up to the `data_received` call: all the plaintext
-    /// there is, and whether the peer sent close_notify.
-    fn read_copied(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<(Option<Py<PyBytes>>, bool)> {
-        let py = slf.py();
-        let me = slf.as_any();
-        let buffer = fast.attr(me, intern!(py, "_ssl_buffer"))?;
-        let buffer = buffer.cast::<PyByteArray>()?;
-        let view = fast.attr(me, intern!(py, "_ssl_buffer_view"))?;
-        let capacity = buffer.len();
+    /// there is, decrypted straight into the `bytes` object handed to
+    /// `data_received`, and whether the peer sent close_notify.
+    ///
+    /// The object is sized for what the incoming BIO holds (plaintext is
+    /// never longer than its ciphertext) and shrunk to fit at the end; it
+    /// grows when OpenSSL turns out to hold more (a record whose start an
+    /// earlier call took out of the BIO).
+    fn read_plaintext<'py>(
+        py: Python<'py>,
+        fast: &Fast,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
         let again = ssl_refs(py)?.again_errors.bind(py);
-        let incoming = fast.incoming.bind(py);
         let (read, pending) = (fast.read.bind(py), fast.pending.bind(py));
-        let mut filled = 0usize;
-        let mut spill: Option<Vec<u8>> = None;
-        let mut any = false;
+        let mut out = Plaintext::new(py, fast.incoming_pending(py)?.max(0) as usize)?;
         let mut eof = false;
         // The last read filled all the room it was given, so OpenSSL may
         // still hold plaintext of that record (otherwise the record was
         // used up: SSL_read returns data from one record per call).
         let mut filled_room = false;
         loop {
-            if any {
+            if out.filled > 0 {
                 // Nothing left in the BIO nor inside OpenSSL: the next read
                 // could only raise SSLWantReadError, which ends asyncio's loop.
-                if bio_pending(incoming)? == 0
-                    && (!filled_room || pending.call0()?.extract::<i64>()? == 0)
-                {
+                let in_bio = fast.incoming_pending(py)?.max(0) as usize;
+                let in_ssl = if filled_room {
+                    pending.call0()?.extract::<i64>()?.max(0) as usize
+                } else {
+                    0
+                };
+                if in_bio == 0 && in_ssl == 0 {
                     break;
                 }
-                if capacity - filled < MIN_ROOM {
-                    // SAFETY: no Python code runs between this borrow of the
-                    // bytearray's storage and the copy out of it.
-                    let head = unsafe { &buffer.as_bytes()[..filled] };
-                    spill.get_or_insert_with(Vec::new).extend_from_slice(head);
-                    filled = 0;
+                if out.room() == 0 {
+                    out.grow(py, in_bio + in_ssl.max(MAX_RECORD))?;
                 }
             }
-            let room = capacity - filled;
-            let result = if filled == 0 {
-                read.call1((room, &view))
-            } else {
-                // SAFETY: `filled < capacity`, so the range is inside the
-                // bytearray, which `buffer` keeps alive and which cannot be
-                // resized while `_ssl_buffer_view` exports it; the view is
-                // only lent to `_sslobj.read`, which keeps no reference.
-                let rest = unsafe { raw_view(py, buffer.data().add(filled), room, true)? };
-                read.call1((room, rest))
-            };
-            match result {
+            let room = out.room();
+            // SAFETY: the range is the unwritten tail of `out`'s unshared
+            // bytes object, which stays alive and is not resized while the
+            // view exists; the view is only lent to `_sslobj.read`, which
+            // keeps no reference to it.
+            let view = unsafe { raw_view(py, out.tail(), room, true)? };
+            match read.call1((room, view)) {
                 Ok(count) => {
                     let count: usize = count.extract()?;
                     if count == 0 {
                         eof = true;
                         break;
                     }
-                    filled += count;
+                    out.filled += count.min(room);
                     filled_room = count >= room;
-                    any = true;
                 }
                 Err(err) if err.is_instance(py, again) => break,
                 Err(err) => return Err(err),
             }
         }
-        if !any {
-            return Ok((None, eof));
-        }
-        // SAFETY: as above, the storage is read before any Python code runs.
-        let head = unsafe { &buffer.as_bytes()[..filled] };
-        let data = match spill {
-            None => PyBytes::new(py, head),
-            Some(mut all) => {
-                all.extend_from_slice(head);
-                PyBytes::new(py, &all)
-            }
-        };
-        Ok((Some(data.unbind()), eof))
+        Ok((out.finish(py)?, eof))
     }
 
     /// `_process_outgoing`.
     fn process_outgoing(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let outgoing = fast.outgoing.bind(py);
-        let mut pending = bio_pending(outgoing)?;
-        if pending > 0 && !fast.flag(me, intern!(py, "_ssl_writing_paused"))? {
+        let mut pending = fast.outgoing_pending(py)?;
+        if pending > 0 && !fast.flag(me, Slot::SslWritingPaused)? {
             let data = fast.outgoing_read.bind(py).call0()?;
-            fast.attr(me, intern!(py, "_transport"))?
+            fast.attr(me, Slot::Transport)?
                 .call_method1(intern!(py, "write"), (data,))?;
             // transport.write() ran other code: ask again.
-            pending = bio_pending(outgoing)?;
+            pending = fast.outgoing_pending(py)?;
         }
         Self::control_app_writing(slf, fast, pending)
     }
@@ -335,16 +473,16 @@ impl SslProtocolCore {
     fn control_app_writing(slf: &Bound<'_, Self>, fast: &Fast, outgoing: i64) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let paused = fast.flag(me, intern!(py, "_app_writing_paused"))?;
-        let call = match fast.int_attr(me, intern!(py, "_write_buffer_size")) {
+        let paused = fast.flag(me, Slot::AppWritingPaused)?;
+        let call = match fast.int_attr(me, Slot::WriteBufferSize) {
             None => true,
             Some(buffered) => {
                 let size = outgoing + buffered;
                 if paused {
-                    fast.int_attr(me, intern!(py, "_outgoing_low_water"))
+                    fast.int_attr(me, Slot::OutgoingLowWater)
                         .is_none_or(|low| size <= low)
                 } else {
-                    fast.int_attr(me, intern!(py, "_outgoing_high_water"))
+                    fast.int_attr(me, Slot::OutgoingHighWater)
                         .is_none_or(|high| size >= high)
                 }
             }
@@ -359,13 +497,13 @@ impl SslProtocolCore {
     fn control_ssl_reading(slf: &Bound<'_, Self>, fast: &Fast) -> PyResult<()> {
         let py = slf.py();
         let me = slf.as_any();
-        let paused = fast.flag(me, intern!(py, "_ssl_reading_paused"))?;
-        let size = bio_pending(fast.incoming.bind(py))?;
+        let paused = fast.flag(me, Slot::SslReadingPaused)?;
+        let size = fast.incoming_pending(py)?;
         let call = if paused {
-            fast.int_attr(me, intern!(py, "_incoming_low_water"))
+            fast.int_attr(me, Slot::IncomingLowWater)
                 .is_none_or(|low| size <= low)
         } else {
-            fast.int_attr(me, intern!(py, "_incoming_high_water"))
+            fast.int_attr(me, Slot::IncomingHighWater)
                 .is_none_or(|high| size >= high)
         };
         if call {
@@ -382,11 +520,9 @@ impl SslProtocolCore {
         let me = slf.as_any();
         let len = data.len()?;
         let backlog_add = |item: &Bound<'_, PyAny>, size: usize| -> PyResult<()> {
-            fast.attr(me, intern!(py, "_write_backlog"))?
+            fast.attr(me, Slot::WriteBacklog)?
                 .call_method1(intern!(py, "append"), (item,))?;
-            let total = fast
-                .attr(me, intern!(py, "_write_buffer_size"))?
-                .add(size)?;
+            let total = fast.attr(me, Slot::WriteBufferSize)?.add(size)?;
             me.setattr(intern!(py, "_write_buffer_size"), total)
         };
         match fast.write.bind(py).call1((data,)) {
@@ -407,6 +543,91 @@ impl SslProtocolCore {
         match Self::process_outgoing(slf, fast) {
             Ok(()) => Ok(()),
             Err(err) => fatal_or_raise(me, err),
+        }
+    }
+}
+
+/// The `bytes` object plaintext is decrypted into: fresh and unshared until
+/// `finish` hands it out, so it may be written and resized in place.
+struct Plaintext {
+    /// An owned reference (never NULL).
+    obj: *mut ffi::PyObject,
+    size: usize,
+    filled: usize,
+}
+
+impl Plaintext {
+    fn new(py: Python<'_>, size: usize) -> PyResult<Self> {
+        let size = size.max(MIN_PLAINTEXT);
+        // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, unshared,
+        // uninitialised bytes object for n >= 2, or NULL with an exception.
+        let obj =
+            unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t) };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Plaintext {
+            obj,
+            size,
+            filled: 0,
+        })
+    }
+
+    fn room(&self) -> usize {
+        self.size - self.filled
+    }
+
+    /// The first unwritten byte.
+    fn tail(&self) -> *mut u8 {
+        // SAFETY: `obj` is a live bytes object of `size` bytes and
+        // `filled <= size`.
+        unsafe {
+            ffi::PyBytes_AS_STRING(self.obj)
+                .cast_mut()
+                .cast::<u8>()
+                .add(self.filled)
+        }
+    }
+
+    /// Make room for `more` bytes after what is filled.
+    fn grow(&mut self, py: Python<'_>, more: usize) -> PyResult<()> {
+        self.resize(py, self.filled + more.max(MIN_PLAINTEXT))
+    }
+
+    fn resize(&mut self, py: Python<'_>, size: usize) -> PyResult<()> {
+        // SAFETY: `obj` is unshared (no other reference was ever made), which
+        // is what `_PyBytes_Resize` requires; on failure it releases the
+        // object and sets `obj` to NULL, which `Drop` then skips.
+        if unsafe { _PyBytes_Resize(&mut self.obj, size as ffi::Py_ssize_t) } != 0 {
+            self.obj = std::ptr::null_mut();
+            return Err(PyErr::fetch(py));
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// The plaintext, shrunk to fit, or `None` if there is none.
+    fn finish(mut self, py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
+        if self.filled == 0 {
+            return Ok(None);
+        }
+        if self.filled != self.size {
+            self.resize(py, self.filled)?;
+        }
+        let obj = std::mem::replace(&mut self.obj, std::ptr::null_mut());
+        // SAFETY: `obj` is our owned reference to a bytes object, handed over.
+        Ok(Some(unsafe {
+            Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>()
+        }))
+    }
+}
+
+impl Drop for Plaintext {
+    fn drop(&mut self) {
+        if !self.obj.is_null() {
+            // SAFETY: an owned reference, released once; a `Plaintext` only
+            // lives inside a call holding the GIL.
+            unsafe { ffi::Py_DECREF(self.obj) };
         }
     }
 }
@@ -460,12 +681,29 @@ impl SslProtocolCore {
         }
     }
 
+    /// The names asyncio's `SSLProtocol` attributes our subclass keeps in
+    /// `__slots__` (python/tokioloop/_sslproto.py).
+    #[classattr]
+    fn _tl_slots(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        PyTuple::new(py, SLOT_NAMES)
+    }
+
     /// Cache the BIOs and the `SSLObject`'s C methods once asyncio's
-    /// `__init__` has made them. Returns whether the native paths are on.
+    /// `__init__` has made them, and find the slots. Returns whether the
+    /// native paths are on.
     fn _tl_init(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let refs = ssl_refs(py)?;
         let me = slf.as_any();
+        let mut offsets = [0isize; SLOT_NAMES.len()];
+        let tp = me.get_type();
+        for (offset, name) in offsets.iter_mut().zip(SLOT_NAMES) {
+            match member_offset(&tp, name)? {
+                Some(found) => *offset = found,
+                // A subclass made it something else: asyncio's paths only.
+                None => return Ok(false),
+            }
+        }
         let sslobj = me.getattr("_sslobj")?;
         let cls = sslobj.get_type();
         for (name, own) in ["read", "write", "pending"]
@@ -479,13 +717,24 @@ impl SslProtocolCore {
         let inner = sslobj.getattr("_sslobj")?;
         let incoming = me.getattr("_incoming")?;
         let outgoing = me.getattr("_outgoing")?;
+        let bio_type = py.import("ssl")?.getattr("MemoryBIO")?;
+        if !incoming.get_type().is(&bio_type) || !outgoing.get_type().is(&bio_type) {
+            return Ok(false);
+        }
+        let bio_type = bio_type.cast_into::<pyo3::types::PyType>()?;
+        // SAFETY: a live, ready type object.
+        let Some(bio_pending) = (unsafe { BioPending::find(bio_type.as_type_ptr(), c"pending") })
+        else {
+            return Ok(false);
+        };
         let fast = Fast {
-            dict: me.getattr("__dict__")?.cast_into::<PyDict>()?.unbind(),
+            offsets,
             max_size: me.getattr("max_size")?.extract()?,
             incoming_write: incoming.getattr("write")?.unbind(),
             incoming: incoming.unbind(),
             outgoing_read: outgoing.getattr("read")?.unbind(),
             outgoing: outgoing.unbind(),
+            bio_pending,
             read: inner.getattr("read")?.unbind(),
             write: inner.getattr("write")?.unbind(),
             pending: inner.getattr("pending")?.unbind(),
@@ -503,9 +752,9 @@ impl SslProtocolCore {
             } else {
                 n
             };
-            let have = fast.attr(me, intern!(py, "_ssl_buffer"))?.len()?;
+            let have = fast.attr(me, Slot::SslBuffer)?.len()?;
             if have as i64 >= want {
-                return Ok(fast.attr(me, intern!(py, "_ssl_buffer_view"))?.unbind());
+                return Ok(fast.attr(me, Slot::SslBufferView)?.unbind());
             }
         }
         Ok(ssl_refs(py)?
@@ -533,7 +782,7 @@ impl SslProtocolCore {
         let (fast, n) = fast;
         // `self._incoming.write(self._ssl_buffer_view[:nbytes])`, the view
         // made straight over the bytearray `_ssl_buffer_view` shows.
-        let buffer = fast.attr(me, intern!(py, "_ssl_buffer"))?;
+        let buffer = fast.attr(me, Slot::SslBuffer)?;
         let buffer = buffer.cast::<PyByteArray>()?;
         let n = (n as usize).min(buffer.len());
         // SAFETY: `n` is within the bytearray, which `buffer` keeps alive and
@@ -571,7 +820,7 @@ impl SslProtocolCore {
         let me = slf.as_any();
         if !is_view {
             if let Some(fast) = Self::fast_state(slf)? {
-                if !fast.flag(me, intern!(py, "_write_backlog"))? {
+                if !fast.flag(me, Slot::WriteBacklog)? {
                     return Self::write_wrapped(slf, fast, data);
                 }
             }
@@ -582,7 +831,6 @@ impl SslProtocolCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(fast) = self.fast.get() {
-            visit.call(&fast.dict)?;
             for obj in [
                 &fast.incoming,
                 &fast.incoming_write,

@@ -1422,3 +1422,218 @@ def test_set_protocol_mid_stream(loop, tls):
         return first.data(), bytes(second.data), third.data()
 
     assert run(loop, main()) == (b"one", b"two" * 1000, b"three")
+
+
+# --------------------------------------------------------------------------
+# ciphertext cut at arbitrary byte boundaries
+# --------------------------------------------------------------------------
+
+# Cut sizes: single bytes (inside a record header), odd sizes, one byte more
+# than a full TLS record (16 KiB of plaintext plus overhead), and more.
+_CUTS = (1, 2, 3, 5, 13, 100, 517, 1500, 4096, 16384 + 22, 16384 + 23, 20000)
+
+
+async def _cutting_pump(reader, writer, rng):
+    """Forward everything from ``reader`` to ``writer`` in pieces of
+    ``_CUTS`` sizes, often pausing so that the peer reads each piece on its
+    own."""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            while data:
+                n = rng.choice(_CUTS)
+                writer.write(data[:n])
+                data = data[n:]
+                await writer.drain()
+                await asyncio.sleep(0.001 if rng.random() < 0.6 else 0)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("app", ["protocol", "buffered", "streams"])
+def test_ciphertext_cut_at_arbitrary_boundaries(loop, tls, app):
+    """Records split anywhere (in the header, in the body, one byte into the
+    next record) reach both TLS ends through a plain TCP proxy that forwards
+    the ciphertext in pieces of arbitrary sizes; every echo comes back
+    whole, for a plain, a buffered and a streams app protocol."""
+    messages = [
+        _payload(20 + i, size) for i, size in enumerate((1, 1000, 16384, 16385, 40_000, 100_000))
+    ]
+
+    async def main():
+        rng = random.Random(1234)
+        servers = []
+        if app == "streams":
+            upstream = await asyncio.start_server(
+                _echo_handler, "127.0.0.1", 0, ssl=tls.server_context()
+            )
+        else:
+
+            def factory():
+                if app == "buffered":
+                    servers.append(_BufferedEcho(loop, 4096))
+                else:
+                    servers.append(EchoServerProtocol(loop, []))
+                return servers[-1]
+
+            upstream = await loop.create_server(factory, "127.0.0.1", 0, ssl=tls.server_context())
+        up_port = upstream.sockets[0].getsockname()[1]
+        pumps = []
+
+        async def proxy(reader, writer):
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", up_port)
+            pumps.append(asyncio.ensure_future(_cutting_pump(reader, up_writer, rng)))
+            pumps.append(asyncio.ensure_future(_cutting_pump(up_reader, writer, rng)))
+
+        proxy_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        try:
+            tr, proto = await loop.create_connection(
+                lambda: RecordingProtocol(loop),
+                "127.0.0.1",
+                proxy_server.sockets[0].getsockname()[1],
+                ssl=tls.client_context(),
+                server_hostname=SERVER_HOSTNAME,
+            )
+            expected = 0
+            for message in messages:
+                tr.write(message)
+                expected += len(message)
+                await proto.wait_for_data(expected)
+            tr.close()
+            lost = await proto.lost
+            await asyncio.wait_for(asyncio.gather(*pumps), 10)
+        finally:
+            await _close_server(proxy_server)
+            await _close_server(upstream)
+        return proto.data(), lost
+
+    data, lost = run(loop, main(), timeout=30)
+    assert hashlib.sha256(data).digest() == hashlib.sha256(b"".join(messages)).digest()
+    assert lost is None
+
+
+# --------------------------------------------------------------------------
+# the protocol's attributes (slots on tokioloop, 3.11+) behave as plain ones
+# --------------------------------------------------------------------------
+
+
+def _tls_protocol_class(loop, tls):
+    """The ``SSLProtocol`` class ``loop`` runs TLS connections with."""
+
+    async def main():
+        server = await loop.create_server(
+            lambda: EchoServerProtocol(loop, []), "127.0.0.1", 0, ssl=tls.server_context()
+        )
+        try:
+            tr, proto = await loop.create_connection(
+                lambda: RecordingProtocol(loop),
+                "127.0.0.1",
+                server.sockets[0].getsockname()[1],
+                ssl=tls.client_context(),
+                server_hostname=SERVER_HOSTNAME,
+            )
+            cls = type(tr._ssl_protocol)
+            tr.close()
+            await proto.lost
+        finally:
+            await _close_server(server)
+        return cls
+
+    return run(loop, main())
+
+
+# asyncio's SSLProtocol attributes that tokioloop keeps in __slots__ (3.11+).
+_SLOT_NAMES = (
+    "_state",
+    "_app_transport",
+    "_ssl_buffer",
+    "_ssl_buffer_view",
+    "_incoming",
+    "_outgoing",
+    "_sslobj",
+    "_transport",
+    "_app_protocol",
+    "_app_reading_paused",
+    "_app_protocol_is_buffer",
+    "_write_backlog",
+    "_write_buffer_size",
+    "_ssl_writing_paused",
+    "_app_writing_paused",
+    "_ssl_reading_paused",
+    "_outgoing_high_water",
+    "_outgoing_low_water",
+    "_incoming_high_water",
+    "_incoming_low_water",
+)
+
+
+def test_protocol_attributes_get_set_delete(loop, loop_kind, tls):
+    cls = _tls_protocol_class(loop, tls)
+    if loop_kind == "tokioloop" and PY311:
+        from tokioloop._tokioloop import SSLProtocolCore
+
+        assert tuple(SSLProtocolCore._tl_slots) == _SLOT_NAMES
+        assert set(_SLOT_NAMES) <= set(cls.__slots__)
+    proto = cls(
+        loop, asyncio.Protocol(), tls.client_context(), None, server_hostname=SERVER_HOSTNAME
+    )
+    outcomes = []
+    for name in (*_SLOT_NAMES, "_loop", "_tl_test_extra"):
+        had = hasattr(proto, name)
+        before = getattr(proto, name, None)
+        marker = object()
+        setattr(proto, name, marker)
+        assert getattr(proto, name) is marker
+        delattr(proto, name)
+        assert not hasattr(proto, name)
+        with pytest.raises(AttributeError) as info:
+            getattr(proto, name)
+        assert name in str(info.value)
+        with pytest.raises(AttributeError):
+            delattr(proto, name)
+        setattr(proto, name, before)
+        assert getattr(proto, name) is before
+        outcomes.append((name, had))
+    # Set in __init__ exactly where asyncio sets them (all but the extra name).
+    assert [name for name, had in outcomes if not had] == ["_tl_test_extra"]
+    proto._transport = None
+    proto._app_transport = None
+
+
+def test_protocol_attribute_changes_reach_native_paths(loop, loop_kind, tls):
+    """Pausing the app's reading through the attribute asyncio uses for it
+    (now a slot on tokioloop) holds the data back until it is resumed."""
+
+    async def main():
+        server = await loop.create_server(
+            lambda: EchoServerProtocol(loop, []), "127.0.0.1", 0, ssl=tls.server_context()
+        )
+        try:
+            tr, proto = await loop.create_connection(
+                lambda: RecordingProtocol(loop),
+                "127.0.0.1",
+                server.sockets[0].getsockname()[1],
+                ssl=tls.client_context(),
+                server_hostname=SERVER_HOSTNAME,
+            )
+            tr.write(b"first")
+            await proto.wait_for_data(5)
+            tr.pause_reading()
+            tr.write(b"second")
+            await asyncio.sleep(0.2)
+            held = proto.data()
+            tr.resume_reading()
+            await proto.wait_for_data(11)
+            tr.close()
+            await proto.lost
+        finally:
+            await _close_server(server)
+        return held, proto.data()
+
+    held, data = run(loop, main())
+    assert held == b"first"
+    assert data == b"firstsecond"

@@ -44,7 +44,17 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 
 class SSLProtocol(SSLProtocolCore, sslproto.SSLProtocol):
     """``asyncio.sslproto.SSLProtocol`` with native ``WRAPPED``-state data
-    paths."""
+    paths.
+
+    The attributes both halves use on every record (``_state``,
+    ``_sslobj``, the BIOs, the buffers, the flow-control flags and marks, ...)
+    are ``__slots__`` rather than instance-dict entries: reading, setting and
+    deleting them behaves as for plain attributes (``AttributeError`` while
+    unset), but the native core reads them at their offsets in the object
+    and Python code through CPython's member descriptors. Every other
+    attribute still lives in ``__dict__``."""
+
+    __slots__ = SSLProtocolCore._tl_slots
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
