@@ -78,6 +78,28 @@ unsafe fn parse<'py>(
 ) -> PyResult<CallArgs<'py>> {
     let arg = |i: usize| Bound::from_borrowed_ptr(py, *args.add(i));
     let leading = usize::from(lead_name.is_some());
+    // The usual call: everything positional, plus `context=` when given
+    // (asyncio's C Future passes it by keyword). Keyword names are interned,
+    // so a pointer comparison finds it.
+    if nargs > leading {
+        let context = if kwnames.is_null() {
+            Some(None)
+        } else if ffi::PyTuple_GET_SIZE(kwnames) == 1
+            && ffi::PyTuple_GET_ITEM(kwnames, 0) == intern!(py, "context").as_ptr()
+        {
+            Some(Some(arg(nargs)))
+        } else {
+            None
+        };
+        if let Some(context) = context {
+            return Ok(CallArgs {
+                lead: (leading == 1).then(|| arg(0)),
+                callback: arg(leading),
+                args: positional_tuple(py, args, nargs, leading + 1)?,
+                context,
+            });
+        }
+    }
     let mut lead = (leading == 1 && nargs > 0).then(|| arg(0));
     let mut callback = (nargs > leading).then(|| arg(leading));
     let rest = positional_tuple(py, args, nargs, leading + 1)?;

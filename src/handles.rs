@@ -11,13 +11,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::types::PyTuple;
 
+use crate::gil_cell::GilCell;
 use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 
@@ -59,7 +59,8 @@ struct State {
 
 #[pyclass(frozen, subclass, weakref, module = "tokioloop", name = "Handle")]
 pub struct Handle {
-    state: Mutex<State>,
+    /// Only touched with the GIL held (see `gil_cell`).
+    state: GilCell<State>,
     cancelled: AtomicBool,
     loop_: Py<PyAny>,
     source_traceback: Option<Py<PyAny>>,
@@ -82,7 +83,7 @@ impl Handle {
         when: Option<f64>,
     ) -> Self {
         Handle {
-            state: Mutex::new(State {
+            state: GilCell::new(State {
                 call: Some(call),
                 repr: None,
             }),
@@ -117,7 +118,7 @@ impl Handle {
             return Ok(());
         }
         let (func, args, context) = {
-            let state = this.state.lock();
+            let state = this.state.borrow_mut(py);
             match &state.call {
                 Some(c) => (
                     c.func.clone_ref(py),
@@ -150,7 +151,7 @@ pub fn untrack_owned(handle: &Bound<'_, Handle>) {
     let context = handle
         .get()
         .state
-        .lock()
+        .borrow_mut(handle.py())
         .call
         .as_ref()
         .map(|c| c.context.as_ptr());
@@ -188,12 +189,12 @@ pub fn traverse_owned(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), Py
 /// The loop drops its reference to a handle it owned: if the handle lives
 /// on elsewhere, make it visible to the cyclic GC again (see
 /// [`untrack_owned`]); if ours was the last reference it is freed now.
-pub fn release(_py: Python<'_>, handle: Py<Handle>) {
+pub fn release(py: Python<'_>, handle: Py<Handle>) {
     let ptr = handle.as_ptr();
-    // SAFETY: the GIL is held (`_py`) and `ptr` is a live object we own a
+    // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
     // reference to.
     if unsafe { ffi::Py_REFCNT(ptr) } > 1 {
-        if let Some(c) = handle.get().state.lock().call.as_ref() {
+        if let Some(c) = handle.get().state.borrow_mut(py).call.as_ref() {
             // SAFETY: as above; the context is live while the handle holds it.
             unsafe { track_if_untracked(c.context.as_ptr()) }
         }
@@ -277,11 +278,11 @@ impl Handle {
             None
         };
         let dropped = {
-            let mut state = this.state.lock();
-            state.repr = frozen_repr;
-            state.call.take()
+            let mut state = this.state.borrow_mut(py);
+            let old_repr = std::mem::replace(&mut state.repr, frozen_repr);
+            (state.call.take(), old_repr)
         };
-        drop(dropped); // outside the lock: dropping may run Python code
+        drop(dropped); // outside the borrow: dropping may run Python code
         if this.is_timer && this.scheduled.load(Ordering::Relaxed) {
             if let Some(core) = core {
                 core.get().note_timer_cancelled();
@@ -295,7 +296,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state.lock().call.as_ref().map(|c| {
+        self.state.borrow_mut(py).call.as_ref().map(|c| {
             // Handed out: it may now end up in a cycle the GC must see.
             // SAFETY: the GIL is held (`py`); the context is live.
             unsafe { track_if_untracked(c.context.as_ptr()) };
@@ -309,8 +310,15 @@ impl Handle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(frozen) = &slf.get().state.lock().repr {
-            return Ok(frozen.clone_ref(py));
+        let frozen = slf
+            .get()
+            .state
+            .borrow_mut(py)
+            .repr
+            .as_ref()
+            .map(|r| r.clone_ref(py));
+        if let Some(frozen) = frozen {
+            return Ok(frozen);
         }
         Ok(refs(py).handle_repr.bind(py).call1((slf,))?.unbind())
     }
@@ -318,7 +326,7 @@ impl Handle {
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
-            .lock()
+            .borrow_mut(py)
             .call
             .as_ref()
             .map(|c| c.func.clone_ref(py))
@@ -327,7 +335,7 @@ impl Handle {
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
         self.state
-            .lock()
+            .borrow_mut(py)
             .call
             .as_ref()
             .map(|c| c.args.clone_ref(py))
@@ -358,11 +366,14 @@ impl Handle {
     }
 
     fn __clear__(&self) {
-        let dropped = {
-            let mut state = self.state.lock();
-            (state.call.take(), state.repr.take())
-        };
-        drop(dropped);
+        // SAFETY: tp_clear is only called by the cyclic GC, which runs with
+        // the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        let dropped = self
+            .state
+            .try_borrow_mut(py)
+            .map(|mut state| (state.call.take(), state.repr.take()));
+        drop(dropped); // after the borrow ends: dropping may run Python code
     }
 }
 
@@ -372,9 +383,12 @@ impl Handle {
         if let Some(tb) = &self.source_traceback {
             visit.call(tb)?;
         }
-        // Never block inside the GC: if another thread holds the lock, it is
-        // about to run or drop the callback anyway.
-        if let Some(state) = self.state.try_lock() {
+        // SAFETY: tp_traverse is only called by the cyclic GC, which runs
+        // with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        // A borrow is open only if the GC runs from inside one (an
+        // allocation while we look at the state): its contents are live.
+        if let Some(state) = self.state.try_borrow_mut(py) {
             if let Some(c) = &state.call {
                 visit.call(&c.func)?;
                 visit.call(&c.args)?;
@@ -445,14 +459,14 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
         return Ok(false);
     }
     let (fa, aa) = {
-        let s = a.state.lock();
+        let s = a.state.borrow_mut(py);
         match &s.call {
             Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
             None => (None, None),
         }
     };
     let (fb, ab) = {
-        let s = b.state.lock();
+        let s = b.state.borrow_mut(py);
         match &s.call {
             Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
             None => (None, None),

@@ -35,6 +35,7 @@ pub mod datagram_transport;
 pub mod errors;
 pub mod fastcall;
 pub mod fd_watch;
+pub mod gil_cell;
 pub mod gil_park;
 pub mod handles;
 pub mod loop_core;
