@@ -204,6 +204,75 @@ pub fn release(py: Python<'_>, handle: Py<Handle>) {
     drop(handle);
 }
 
+/// The loop has run `handle` and is letting go of it: if nothing else can
+/// ever see it again, reset it and give it back (`Ok`) for `call_soon` to
+/// reuse, instead of freeing it and allocating the next one; otherwise give
+/// it back unchanged (`Err`) for [`release`].
+///
+/// "Nothing else" means: ours is the only reference, no weak reference
+/// exists (a weakref would see the reused handle come back to life), it is
+/// exactly a `Handle` (not a `TimerHandle` or a Python subclass) of `loop_`,
+/// made without a debug traceback. The reset handle holds no callback, is
+/// not cancelled, and is hidden from the cyclic GC while unused (the loop's
+/// traversal visits what it holds, see [`traverse_owned`]).
+pub fn recycle(
+    py: Python<'_>,
+    handle: Py<Handle>,
+    loop_: *mut ffi::PyObject,
+) -> Result<Py<Handle>, Py<Handle>> {
+    let ptr = handle.as_ptr();
+    let this = handle.get();
+    // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
+    // reference to; `has_weakrefs` reads its type's layout.
+    let sole = unsafe {
+        ffi::Py_REFCNT(ptr) == 1
+            && ffi::Py_TYPE(ptr) == <Handle as pyo3::PyTypeInfo>::type_object_raw(py)
+            && !has_weakrefs(ptr)
+    };
+    if !sole || this.loop_.as_ptr() != loop_ || this.source_traceback.is_some() {
+        return Err(handle);
+    }
+    // Hidden before the callback goes, so that a collection triggered by
+    // dropping it cannot list the handle either.
+    // SAFETY: as above; untracking is a no-op for an untracked object.
+    unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
+    this.cancelled.store(false, Ordering::Relaxed);
+    let dropped = {
+        let mut state = this.state.borrow_mut(py);
+        (state.call.take(), state.repr.take())
+    };
+    // Outside the borrow: dropping may run Python code, which cannot reach
+    // this handle (no reference, no weakref, not tracked).
+    drop(dropped);
+    Ok(handle)
+}
+
+/// Give a handle from [`recycle`] its new callback; it is visible to the
+/// cyclic GC again, as a new one would be.
+pub fn reuse(py: Python<'_>, handle: &Py<Handle>, call: Callback) {
+    let old = handle.get().state.borrow_mut(py).call.replace(call);
+    debug_assert!(old.is_none(), "a recycled handle holds no callback");
+    // SAFETY: the GIL is held (`py`); the handle is a live GC object.
+    unsafe { track_if_untracked(handle.as_ptr()) }
+    drop(old);
+}
+
+/// Whether the object has weak references (or might: a layout we do not
+/// know counts as yes).
+///
+/// # Safety
+/// The GIL must be held and `ptr` must be a live object.
+unsafe fn has_weakrefs(ptr: *mut ffi::PyObject) -> bool {
+    let offset = (*ffi::Py_TYPE(ptr)).tp_weaklistoffset;
+    if offset <= 0 {
+        return true;
+    }
+    // `tp_weaklistoffset` is where the object keeps its list of weak
+    // references, NULL when there are none.
+    let list = ptr.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>();
+    !(*list).is_null()
+}
+
 /// `context.run(func, *args)` without a Python frame.
 fn call_in_context(
     py: Python<'_>,

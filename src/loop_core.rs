@@ -36,6 +36,7 @@ use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
 use crate::fastcall::CallArgs;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
+use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
@@ -237,13 +238,29 @@ pub struct LoopCore {
     /// `{"loop": self}`, made once: `Future(loop=self)` through a vectorcall
     /// would build this dict for every future (the C type has no vectorcall).
     loop_kwargs: std::sync::OnceLock<Py<PyDict>>,
+    /// Handles the loop has run that nothing else referred to, reset and
+    /// kept for `call_soon` to reuse (see `handles::recycle`).
+    spare: GilCell<SpareHandles>,
 }
+
+/// The pool of reusable handles and its current size limit.
+#[derive(Default)]
+struct SpareHandles {
+    handles: Vec<Py<Handle>>,
+    /// The last iteration's callback count, within
+    /// `SPARE_MIN..=SPARE_MAX`: about what the next one will make.
+    cap: usize,
+}
+
+const SPARE_MIN: usize = 256;
+const SPARE_MAX: usize = 16384;
 
 type OwnedHandle = Option<Py<Handle>>;
 
 /// Everything a loop holds on to, taken out at close or GC clear.
 type Queued = (
     VecDeque<Ready>,
+    Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
@@ -259,7 +276,9 @@ const UNTRACK_BACKLOG: usize = 512;
 /// Drop what `take_queued` took out, handing queued handles back to the
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
-    let (ready, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
+    let (ready, spare, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
+    // Spare handles hold no callback and nothing else refers to them.
+    drop(spare);
     for item in ready {
         match item {
             Ready::Native(h) => handles::release(py, h),
@@ -426,10 +445,28 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, args, context, None)?,
-        )?;
+        let py = slf.py();
+        let this = slf.get();
+        // A spare handle (see `handles::recycle`) unless in debug mode,
+        // where each handle records its own traceback.
+        let spare = if this.shared.debug() {
+            None
+        } else {
+            this.spare.borrow_mut(py).handles.pop()
+        };
+        let handle = match spare {
+            Some(handle) => match Self::make_callback(py, callback, args, context) {
+                Ok(call) => {
+                    handles::reuse(py, &handle, call);
+                    handle
+                }
+                Err(err) => {
+                    this.spare.borrow_mut(py).handles.push(handle);
+                    return Err(err);
+                }
+            },
+            None => Py::new(py, Self::new_handle(slf, callback, args, context, None)?)?,
+        };
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
         // untracking and re-tracking it costs about 100 instructions.
@@ -472,11 +509,23 @@ impl LoopCore {
     /// order, ahead of anything scheduled meanwhile.
     fn run_ready(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
         let py = slf.py();
-        let shared = &slf.get().shared;
+        let this = slf.get();
+        let shared = &this.shared;
         std::mem::swap(&mut *shared.ready.lock(), batch);
         if batch.is_empty() {
             return Ok(());
         }
+        let surplus = {
+            let mut spare = this.spare.borrow_mut(py);
+            spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
+            if spare.handles.len() > spare.cap {
+                let cap = spare.cap;
+                spare.handles.split_off(cap)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(surplus); // outside the borrow
         let debug = shared.debug();
         while let Some(item) = batch.pop_front() {
             let result = match &item {
@@ -486,7 +535,7 @@ impl LoopCore {
                 Ready::Io(t, direction) => t.on_ready(py, *direction),
             };
             match item {
-                Ready::Native(h) => handles::release(py, h),
+                Ready::Native(h) => this.retire(py, slf.as_ptr(), h),
                 other => drop(other),
             }
             if let Err(err) = result {
@@ -500,10 +549,31 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Let go of a handle that has run: into the spare pool if nothing else
+    /// refers to it and the pool has room, otherwise released.
+    fn retire(&self, py: Python<'_>, this_loop: *mut ffi::PyObject, handle: Py<Handle>) {
+        let room = {
+            let spare = self.spare.borrow_mut(py);
+            spare.handles.len() < spare.cap
+        };
+        if room {
+            match handles::recycle(py, handle, this_loop) {
+                Ok(handle) => self.spare.borrow_mut(py).handles.push(handle),
+                Err(handle) => handles::release(py, handle),
+            }
+        } else {
+            handles::release(py, handle);
+        }
+    }
+
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
     fn take_queued(&self) -> Queued {
         let ready = std::mem::take(&mut *self.shared.ready.lock());
+        // SAFETY: `take_queued` runs from `_close_native` and the GC's
+        // `__clear__`, both with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        let spare = std::mem::take(&mut self.spare.borrow_mut(py).handles);
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
         self.watched_fds.store(0, Ordering::Relaxed);
@@ -519,6 +589,7 @@ impl LoopCore {
         self.sock_poll_token.store(u64::MAX, Ordering::Relaxed);
         (
             ready,
+            spare,
             timers,
             watchers,
             natives,
@@ -1055,6 +1126,10 @@ impl LoopCore {
             task_factory: Mutex::new(None),
             running_on: AtomicUsize::new(0),
             loop_kwargs: std::sync::OnceLock::new(),
+            spare: GilCell::new(SpareHandles {
+                handles: Vec::new(),
+                cap: SPARE_MIN,
+            }),
         })
     }
 
@@ -1331,6 +1406,13 @@ impl LoopCore {
         }
         if let Some(timers) = self.shared.timers.try_lock() {
             for h in timers.payloads() {
+                handles::traverse_owned(h, &visit)?;
+            }
+        }
+        // SAFETY: the GC calls tp_traverse with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        if let Some(spare) = self.spare.try_borrow_mut(py) {
+            for h in &spare.handles {
                 handles::traverse_owned(h, &visit)?;
             }
         }
