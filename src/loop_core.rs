@@ -93,7 +93,11 @@ impl TimerPayload for Py<Handle> {
 /// State shared with handles and with other threads
 /// (`call_soon_threadsafe`).
 pub struct Shared {
-    ready: CountedMutex<VecDeque<Ready>>,
+    /// Touched only with the GIL held: by the loop thread, and by other
+    /// threads only inside Python calls (`call_soon_threadsafe`), which
+    /// hold it too (see `gil_cell`). Reactor wakers, which run without the
+    /// GIL, push to `fd_events` instead.
+    ready: GilCell<VecDeque<Ready>>,
     timers: CountedMutex<TimerHeap<Py<Handle>>>,
     stopping: AtomicBool,
     closed: AtomicBool,
@@ -113,7 +117,7 @@ impl EventSink for Shared {
 impl Shared {
     fn new() -> Self {
         Shared {
-            ready: CountedMutex::new(VecDeque::new()),
+            ready: GilCell::new(VecDeque::new()),
             timers: CountedMutex::new(TimerHeap::new()),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -131,19 +135,24 @@ impl Shared {
         self.timers.lock().note_cancelled();
     }
 
-    fn push_ready(&self, item: Ready) {
-        self.ready.lock().push_back(item);
+    fn push_ready(&self, py: Python<'_>, item: Ready) {
+        self.ready.borrow_mut(py).push_back(item);
     }
 
-    /// Exact, under the locks: for the decision to park.
-    fn has_ready(&self) -> bool {
-        !self.ready.lock().is_empty() || !self.fd_events.lock().is_empty()
+    fn ready_len(&self, py: Python<'_>) -> usize {
+        self.ready.borrow_mut(py).len()
     }
 
-    /// Without locking; may miss a push another thread has just made (see
-    /// `counted_mutex`), which the exact check before parking catches.
-    fn has_ready_hint(&self) -> bool {
-        self.ready.len_hint() > 0 || self.fd_events.len_hint() > 0
+    /// Exact, under the lock: for the decision to park. (The ready queue is
+    /// exact anyway: every push holds the GIL, as we do.)
+    fn has_ready(&self, py: Python<'_>) -> bool {
+        self.ready_len(py) > 0 || !self.fd_events.lock().is_empty()
+    }
+
+    /// Without locking; may miss an fd event the reactor has just pushed
+    /// (see `counted_mutex`), which the exact check before parking catches.
+    fn has_ready_hint(&self, py: Python<'_>) -> bool {
+        self.ready_len(py) > 0 || self.fd_events.len_hint() > 0
     }
 
     /// Wake the loop thread if it is parked (or about to park).
@@ -163,7 +172,7 @@ impl Shared {
         }
     }
 
-    fn move_due_timers(&self) {
+    fn move_due_timers(&self, py: Python<'_>) {
         if self.timers.len_hint() == 0 {
             return;
         }
@@ -172,7 +181,7 @@ impl Shared {
             return;
         }
         let end_time = clock::monotonic() + CLOCK_RESOLUTION;
-        let mut ready = self.ready.lock();
+        let mut ready = self.ready.borrow_mut(py);
         timers.pop_due(end_time, |h| ready.push_back(Ready::Native(h)));
     }
 }
@@ -470,12 +479,12 @@ impl LoopCore {
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
         // untracking and re-tracking it costs about 100 instructions.
-        if slf.get().shared.ready.len_hint() >= UNTRACK_BACKLOG {
+        if this.shared.ready_len(py) >= UNTRACK_BACKLOG {
             handles::untrack_owned(handle.bind(slf.py()));
         }
         slf.get()
             .shared
-            .push_ready(Ready::Native(handle.clone_ref(slf.py())));
+            .push_ready(py, Ready::Native(handle.clone_ref(py)));
         Ok(handle)
     }
 
@@ -511,7 +520,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let shared = &this.shared;
-        std::mem::swap(&mut *shared.ready.lock(), batch);
+        std::mem::swap(&mut *shared.ready.borrow_mut(py), batch);
         if batch.is_empty() {
             return Ok(());
         }
@@ -539,7 +548,7 @@ impl LoopCore {
                 other => drop(other),
             }
             if let Err(err) = result {
-                let mut ready = shared.ready.lock();
+                let mut ready = shared.ready.borrow_mut(py);
                 while let Some(rest) = batch.pop_back() {
                     ready.push_front(rest);
                 }
@@ -569,10 +578,10 @@ impl LoopCore {
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
     fn take_queued(&self) -> Queued {
-        let ready = std::mem::take(&mut *self.shared.ready.lock());
         // SAFETY: `take_queued` runs from `_close_native` and the GC's
         // `__clear__`, both with the GIL held.
         let py = unsafe { Python::assume_attached() };
+        let ready = std::mem::take(&mut *self.shared.ready.borrow_mut(py));
         let spare = std::mem::take(&mut self.spare.borrow_mut(py).handles);
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
@@ -617,7 +626,7 @@ impl LoopCore {
         if events.iter().any(|e| e.fd == NATIVE_FD) {
             let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
             let natives = self.natives.lock();
-            let mut ready = self.shared.ready.lock();
+            let mut ready = self.shared.ready.borrow_mut(py);
             events.retain(|e| {
                 if e.fd != NATIVE_FD {
                     return true;
@@ -650,7 +659,7 @@ impl LoopCore {
             return false;
         }
         let mut watchers = self.watchers.lock();
-        let mut ready = self.shared.ready.lock();
+        let mut ready = self.shared.ready.borrow_mut(py);
         watchers.dispatch(events.drain(..), |h| {
             ready.push_back(Ready::Native(h.clone_ref(py)))
         });
@@ -791,7 +800,7 @@ impl LoopCore {
         direction: Direction,
     ) {
         let target = NativeIo::Sock(watch.clone_ref(py));
-        self.shared.push_ready(Ready::Io(target, direction));
+        self.shared.push_ready(py, Ready::Io(target, direction));
     }
 
     /// Register `fd` with the sockets' epoll instance (made on first use)
@@ -1040,7 +1049,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
-        if shared.has_ready_hint() || stopping {
+        if shared.has_ready_hint(slf.py()) || stopping {
             let now = clock::monotonic();
             let (every, interval) = if slf.get().has_io_sources() {
                 (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
@@ -1058,7 +1067,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
             shared.wakeup.about_to_park();
             // Re-check after publishing `parked`: a thread that queued a
             // callback before seeing the flag did not wake us.
-            if !shared.has_ready() {
+            if !shared.has_ready(slf.py()) {
                 let deadline = shared.timers.lock().next_deadline();
                 if let Some(when) = deadline {
                     driver.timer.expire_by(when, clock::monotonic())?;
@@ -1075,7 +1084,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
             LoopCore::handle_signals(slf, driver)?;
         }
         let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
-        shared.move_due_timers();
+        shared.move_due_timers(slf.py());
         let ran = LoopCore::run_ready(slf, &mut batch);
         if watchers_fired {
             slf.get().rearm_fd_watchers();
@@ -1235,11 +1244,11 @@ impl LoopCore {
         if let Ok(native) = handle.cast::<Handle>() {
             if !native.get().is_cancelled() {
                 self.shared
-                    .push_ready(Ready::Native(native.clone().unbind()));
+                    .push_ready(handle.py(), Ready::Native(native.clone().unbind()));
             }
         } else if !handle.getattr("_cancelled")?.is_truthy()? {
             self.shared
-                .push_ready(Ready::Foreign(handle.clone().unbind()));
+                .push_ready(handle.py(), Ready::Foreign(handle.clone().unbind()));
         }
         Ok(())
     }
@@ -1385,17 +1394,18 @@ impl LoopCore {
     }
 
     /// Number of queued callbacks and timers (for tests and debugging).
-    fn _native_counts(&self) -> (usize, usize) {
-        (
-            self.shared.ready.lock().len(),
-            self.shared.timers.lock().len(),
-        )
+    fn _native_counts(&self, py: Python<'_>) -> (usize, usize) {
+        (self.shared.ready_len(py), self.shared.timers.lock().len())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // try_lock: the collector must never block; a queue that is locked
         // right now belongs to a running loop, which is not garbage anyway.
-        if let Some(ready) = self.shared.ready.try_lock() {
+        // SAFETY: the GC calls tp_traverse with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        // A borrow is open only if the GC runs inside one (an allocation
+        // while the queue is borrowed); its handles are alive then anyway.
+        if let Some(ready) = self.shared.ready.try_borrow_mut(py) {
             for item in ready.iter() {
                 match item {
                     Ready::Native(h) => handles::traverse_owned(h, &visit)?,
@@ -1409,8 +1419,6 @@ impl LoopCore {
                 handles::traverse_owned(h, &visit)?;
             }
         }
-        // SAFETY: the GC calls tp_traverse with the GIL held.
-        let py = unsafe { Python::assume_attached() };
         if let Some(spare) = self.spare.try_borrow_mut(py) {
             for h in &spare.handles {
                 handles::traverse_owned(h, &visit)?;
