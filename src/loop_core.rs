@@ -321,6 +321,20 @@ fn current_thread() -> usize {
 impl LoopCore {
     // The scheduling methods; their Python entry points are in `fastcall`.
 
+    /// Python entry point in `fastcall` (asyncio's C `Future` calls
+    /// `get_debug` per future; this is per operation too).
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let r = refs(py);
+        if r.running_loop_lookup_is_free && slf.get().runs_here() {
+            // `Future()` finds this loop as the running one: no kwargs at all.
+            return vectorcall(py, r.future_type.bind(py), &[], &[], None);
+        }
+        r.future_type
+            .bind(py)
+            .call((), Some(Self::loop_kwargs(slf)?.bind(py)))
+    }
+
     pub(crate) fn call_soon_impl(slf: &Bound<'_, Self>, call: CallArgs<'_>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         this.check_open()?;
@@ -1142,12 +1156,6 @@ impl LoopCore {
         })
     }
 
-    /// Native because asyncio's C `Future` calls it for every future and
-    /// task it creates (to decide whether to record a traceback).
-    fn get_debug(&self) -> bool {
-        self.shared.debug()
-    }
-
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }
@@ -1161,20 +1169,10 @@ impl LoopCore {
         self.shared.wake();
     }
 
-    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let r = refs(py);
-        if r.running_loop_lookup_is_free && slf.get().runs_here() {
-            // `Future()` finds this loop as the running one: no kwargs at all.
-            return vectorcall(py, r.future_type.bind(py), &[], &[], None);
-        }
-        r.future_type
-            .bind(py)
-            .call((), Some(Self::loop_kwargs(slf)?.bind(py)))
-    }
-
+    /// Also reached from `fastcall`'s entry point, which replaces this
+    /// method on the type and falls back to it for unusual calls.
     #[pyo3(signature = (coro, *, name=None, context=None))]
-    fn create_task<'py>(
+    pub(crate) fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
