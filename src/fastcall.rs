@@ -32,6 +32,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+use crate::handles::Args;
 use crate::loop_core::LoopCore;
 
 /// `[lead,] callback, *args, context=None`, as asyncio's methods take them.
@@ -39,7 +40,7 @@ pub(crate) struct CallArgs<'py> {
     /// `delay` of `call_later`, `when` of `call_at`; None for the others.
     pub lead: Option<Bound<'py, PyAny>>,
     pub callback: Bound<'py, PyAny>,
-    pub args: Bound<'py, PyTuple>,
+    pub args: Args,
     pub context: Option<Bound<'py, PyAny>>,
 }
 
@@ -225,17 +226,23 @@ unsafe fn kw_is(py: Python<'_>, kw: *mut ffi::PyObject, name: &KwName) -> bool {
     true
 }
 
-/// `args[skip..nargs]` as a tuple (the callback's own arguments).
+/// `args[skip..nargs]`, the callback's own arguments: one object as is (no
+/// tuple until someone asks for `_args`), otherwise a tuple.
 ///
 /// # Safety
 /// As for `entry`: the GIL is held and `args` holds `nargs` live objects.
-unsafe fn positional_tuple<'py>(
-    py: Python<'py>,
+unsafe fn positional_tuple(
+    py: Python<'_>,
     args: *const *mut ffi::PyObject,
     nargs: usize,
     skip: usize,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Args> {
     let len = nargs.saturating_sub(skip);
+    if len == 1 {
+        return Ok(Args::One(
+            Bound::from_borrowed_ptr(py, *args.add(skip)).unbind(),
+        ));
+    }
     // PyTuple_New(0) is the shared empty tuple; otherwise a new tuple whose
     // slots we fill with new references, as PyTuple_SET_ITEM expects.
     let tuple = ffi::PyTuple_New(len as ffi::Py_ssize_t);
@@ -245,7 +252,7 @@ unsafe fn positional_tuple<'py>(
         ffi::Py_INCREF(item);
         ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item);
     }
-    Ok(tuple.cast_into_unchecked::<PyTuple>())
+    Ok(Args::Tuple(tuple.cast_into_unchecked::<PyTuple>().unbind()))
 }
 
 macro_rules! fastcall_method {

@@ -24,8 +24,41 @@ use crate::pyrefs::refs;
 /// The call a handle makes; dropped when the handle is cancelled.
 pub struct Callback {
     pub func: Py<PyAny>,
-    pub args: Py<PyTuple>,
+    pub args: Args,
     pub context: Py<PyAny>,
+}
+
+/// A callback's positional arguments. One argument is kept as is, without
+/// a tuple: asyncio's C `Future` schedules `callback(future)` for every
+/// completion, and the tuple would be built and freed for nothing. `_args`
+/// (and error reporting) build the tuple when asked, once.
+pub enum Args {
+    Tuple(Py<PyTuple>),
+    One(Py<PyAny>),
+}
+
+impl Args {
+    pub fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
+            Args::One(o) => Args::One(o.clone_ref(py)),
+        }
+    }
+
+    /// The arguments as a tuple (a new one for `One`).
+    pub fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        match self {
+            Args::Tuple(t) => Ok(t.clone_ref(py)),
+            Args::One(o) => Ok(PyTuple::new(py, [o.bind(py)])?.unbind()),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Tuple(t) => visit.call(t),
+            Args::One(o) => visit.call(o),
+        }
+    }
 }
 
 impl Drop for Callback {
@@ -130,7 +163,10 @@ impl Handle {
         };
         match call_in_context(py, &context, &func, &args) {
             Ok(()) => Ok(()),
-            Err(err) => report_error(slf, func, args, err),
+            Err(err) => {
+                let args = this.args_tuple(py, args)?;
+                report_error(slf, func, args, err)
+            }
         }
     }
 }
@@ -278,7 +314,7 @@ fn call_in_context(
     py: Python<'_>,
     context: &Py<PyAny>,
     func: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
 ) -> PyResult<()> {
     // SAFETY: all pointers are live references owned by the caller for the
     // duration of the call; PyContext_Enter/Exit are paired on this thread and
@@ -287,11 +323,15 @@ fn call_in_context(
         if ffi::PyContext_Enter(context.as_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
-        let nargs = ffi::PyTuple_GET_SIZE(args.as_ptr());
-        let result = match nargs {
-            0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
-            1 => ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0)),
-            _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+        let result = match args {
+            Args::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
+            Args::Tuple(args) => match ffi::PyTuple_GET_SIZE(args.as_ptr()) {
+                0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
+                1 => {
+                    ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0))
+                }
+                _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+            },
         };
         let result = Bound::from_owned_ptr_or_err(py, result);
         // Exit even on error; an exit failure (context switched inside the
@@ -402,12 +442,17 @@ impl Handle {
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.state
+    fn _args(&self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
+        let args = self
+            .state
             .borrow_mut(py)
             .call
             .as_ref()
-            .map(|c| c.args.clone_ref(py))
+            .map(|c| c.args.clone_ref(py));
+        match args {
+            Some(args) => Ok(Some(self.args_tuple(py, args)?)),
+            None => Ok(None),
+        }
     }
 
     #[getter]
@@ -447,6 +492,29 @@ impl Handle {
 }
 
 impl Handle {
+    /// `args` (this handle's arguments) as a tuple; a single argument's
+    /// tuple is built once and kept, so `_args` is the same object each
+    /// time, as in asyncio.
+    fn args_tuple(&self, py: Python<'_>, args: Args) -> PyResult<Py<PyTuple>> {
+        let Args::One(_) = &args else {
+            return args.to_tuple(py);
+        };
+        // Built outside the borrow: allocating may run the GC.
+        let tuple = args.to_tuple(py)?;
+        let replaced = {
+            let mut state = self.state.borrow_mut(py);
+            match state.call.as_mut() {
+                Some(c) if matches!(c.args, Args::One(_)) => Some(std::mem::replace(
+                    &mut c.args,
+                    Args::Tuple(tuple.clone_ref(py)),
+                )),
+                _ => None,
+            }
+        };
+        drop((replaced, args)); // outside the borrow
+        Ok(tuple)
+    }
+
     fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         if let Some(tb) = &self.source_traceback {
@@ -460,7 +528,7 @@ impl Handle {
         if let Some(state) = self.state.try_borrow_mut(py) {
             if let Some(c) = &state.call {
                 visit.call(&c.func)?;
-                visit.call(&c.args)?;
+                c.args.traverse(visit)?;
                 visit.call(&c.context)?;
             }
             if let Some(r) = &state.repr {
@@ -534,6 +602,7 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
             None => (None, None),
         }
     };
+    let aa = aa.map(|args| a.args_tuple(py, args)).transpose()?;
     let (fb, ab) = {
         let s = b.state.borrow_mut(py);
         match &s.call {
@@ -541,6 +610,7 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
             None => (None, None),
         }
     };
+    let ab = ab.map(|args| b.args_tuple(py, args)).transpose()?;
     let same = |x: Option<Py<PyAny>>, y: Option<Py<PyAny>>| -> PyResult<bool> {
         match (x, y) {
             (None, None) => Ok(true),

@@ -38,7 +38,7 @@ use crate::fastcall::CallArgs;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
-use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
+use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::{refs, vectorcall};
@@ -426,7 +426,7 @@ impl LoopCore {
     fn make_callback(
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Callback> {
         let context = match context {
@@ -435,7 +435,7 @@ impl LoopCore {
         };
         Ok(Callback {
             func: callback.unbind(),
-            args: args.unbind(),
+            args,
             context,
         })
     }
@@ -443,7 +443,7 @@ impl LoopCore {
     fn new_handle(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
         when: Option<f64>,
     ) -> PyResult<Handle> {
@@ -465,7 +465,7 @@ impl LoopCore {
     fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
@@ -506,7 +506,7 @@ impl LoopCore {
         slf: &Bound<'py, Self>,
         when: f64,
         callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
+        args: Args,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let this = slf.get();
@@ -942,7 +942,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_open()?;
-        Self::schedule_soon(slf, callback, args, None).map(drop)
+        Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None).map(drop)
     }
 
     fn rearm_fd_watchers(&self) {
@@ -966,6 +966,7 @@ impl LoopCore {
         // A socket's watch kept across sock_* waits goes first (before the
         // new registration; see `sock_watch`).
         Self::hand_over_sock_watch(slf, fd)?;
+        let args = Args::Tuple(args.unbind());
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
             let _context = this.rt_handle.enter();

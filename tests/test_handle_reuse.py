@@ -255,3 +255,39 @@ def test_call_soon_threadsafe_and_from_callbacks_reuse_safely(loop):
     loop.run_forever()
     assert out == list(range(3 * BURST + 1))
     assert [h._args for h in kept] == [(i + 1,) for i in range(0, 3 * BURST, 7)]
+
+
+def test_single_argument_args_tuple(loop):
+    # One argument is the common case (future callbacks); `_args` is still
+    # a tuple, the same object every time.
+    marker = object()
+    h = loop.call_soon(first_callback, marker)
+    args = h._args
+    assert args == (marker,)
+    assert h._args is args
+    assert "first_callback" in repr(h)
+    t1 = loop.call_at(loop.time() + 100, first_callback, 1)
+    t2 = loop.call_at(t1.when(), first_callback, 1)
+    t3 = loop.call_at(t1.when(), first_callback, 2)
+    assert t1 == t2
+    assert t1 != t3
+    for t in (t1, t2, t3):
+        t.cancel()
+    run_once(loop)
+
+
+def test_single_argument_callback_error_reports_args(loop):
+    reports = []
+
+    def handler(lp, context):
+        reports.append((context["handle"]._args, repr(context["handle"])))
+
+    def fail(arg):
+        raise ValueError(arg)
+
+    loop.set_exception_handler(handler)
+    loop.call_soon(fail, "only")
+    run_once(loop)
+    assert len(reports) == 1
+    assert reports[0][0] == ("only",)
+    assert "fail('only')" in reports[0][1]
