@@ -226,8 +226,8 @@ unsafe fn kw_is(py: Python<'_>, kw: *mut ffi::PyObject, name: &KwName) -> bool {
     true
 }
 
-/// `args[skip..nargs]`, the callback's own arguments: one object as is (no
-/// tuple until someone asks for `_args`), otherwise a tuple.
+/// `args[skip..nargs]`, the callback's own arguments: nothing, or one object
+/// as is (no tuple until someone asks for `_args`), otherwise a tuple.
 ///
 /// # Safety
 /// As for `entry`: the GIL is held and `args` holds `nargs` live objects.
@@ -238,13 +238,16 @@ unsafe fn positional_tuple(
     skip: usize,
 ) -> PyResult<Args> {
     let len = nargs.saturating_sub(skip);
+    if len == 0 {
+        return Ok(Args::Empty);
+    }
     if len == 1 {
         return Ok(Args::One(
             Bound::from_borrowed_ptr(py, *args.add(skip)).unbind(),
         ));
     }
-    // PyTuple_New(0) is the shared empty tuple; otherwise a new tuple whose
-    // slots we fill with new references, as PyTuple_SET_ITEM expects.
+    // A new tuple whose slots we fill with new references, as
+    // PyTuple_SET_ITEM expects.
     let tuple = ffi::PyTuple_New(len as ffi::Py_ssize_t);
     let tuple = Bound::from_owned_ptr_or_err(py, tuple)?;
     for i in 0..len {

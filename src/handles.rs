@@ -28,11 +28,14 @@ pub struct Callback {
     pub context: Py<PyAny>,
 }
 
-/// A callback's positional arguments. One argument is kept as is, without
+/// A callback's positional arguments. None or one argument are kept without
 /// a tuple: asyncio's C `Future` schedules `callback(future)` for every
-/// completion, and the tuple would be built and freed for nothing. `_args`
+/// completion and a task `step()` for every step, and the tuple would be
+/// built (or the empty one referenced) and dropped for nothing. `_args`
 /// (and error reporting) build the tuple when asked, once.
 pub enum Args {
+    /// No arguments (`call_soon(cb)`, a task's step): no object at all.
+    Empty,
     Tuple(Py<PyTuple>),
     One(Py<PyAny>),
 }
@@ -40,6 +43,7 @@ pub enum Args {
 impl Args {
     pub fn clone_ref(&self, py: Python<'_>) -> Args {
         match self {
+            Args::Empty => Args::Empty,
             Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
             Args::One(o) => Args::One(o.clone_ref(py)),
         }
@@ -48,6 +52,7 @@ impl Args {
     /// The arguments as a tuple (a new one for `One`).
     pub fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
         match self {
+            Args::Empty => Ok(PyTuple::empty(py).unbind()),
             Args::Tuple(t) => Ok(t.clone_ref(py)),
             Args::One(o) => Ok(PyTuple::new(py, [o.bind(py)])?.unbind()),
         }
@@ -55,6 +60,7 @@ impl Args {
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
+            Args::Empty => Ok(()),
             Args::Tuple(t) => visit.call(t),
             Args::One(o) => visit.call(o),
         }
@@ -324,6 +330,7 @@ fn call_in_context(
             return Err(PyErr::fetch(py));
         }
         let result = match args {
+            Args::Empty => ffi::PyObject_CallNoArgs(func.as_ptr()),
             Args::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
             Args::Tuple(args) => match ffi::PyTuple_GET_SIZE(args.as_ptr()) {
                 0 => ffi::PyObject_CallNoArgs(func.as_ptr()),

@@ -266,6 +266,12 @@ def test_single_argument_args_tuple(loop):
     assert args == (marker,)
     assert h._args is args
     assert "first_callback" in repr(h)
+    h0 = loop.call_soon(first_callback)
+    assert h0._args == ()
+    assert h0._args is h0._args
+    t0 = loop.call_at(loop.time() + 100, first_callback)
+    assert t0._args == ()
+    assert t0 == loop.call_at(t0.when(), first_callback)
     t1 = loop.call_at(loop.time() + 100, first_callback, 1)
     t2 = loop.call_at(t1.when(), first_callback, 1)
     t3 = loop.call_at(t1.when(), first_callback, 2)
