@@ -9,9 +9,9 @@
 //!
 //! Soundness rests on two things:
 //! - every access takes a `Python<'_>` token, which proves the calling
-//!   thread holds the GIL (this module is not declared free-threading safe,
-//!   so importing it on a free-threaded build turns the GIL back on), so
-//!   two threads never run this code at the same time, and a GIL hand-off
+//!   thread holds the GIL (the module is declared `gil_used = true`, so
+//!   importing it on a free-threaded build turns the GIL back on), so two
+//!   threads never run this code at the same time, and a GIL hand-off
 //!   orders one thread's writes before the next one's reads;
 //! - a borrow flag, because the GIL can change hands *inside* a borrow: if
 //!   Python code runs while the borrow is open (a decref that frees an

@@ -54,7 +54,9 @@ pub mod timers;
 pub mod transport_support;
 pub mod wakeup;
 
-#[pymodule]
+// `gil_used = true`: the loop's GIL-guarded state (`gil_cell`) relies on the
+// GIL; on a free-threaded build, importing the module turns it back on.
+#[pymodule(gil_used = true)]
 fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     fastcall::install(m.py(), &m.py().get_type::<loop_core::LoopCore>())?;
