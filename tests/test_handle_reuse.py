@@ -297,3 +297,81 @@ def test_single_argument_callback_error_reports_args(loop):
     assert len(reports) == 1
     assert reports[0][0] == ("only",)
     assert "fail('only')" in reports[0][1]
+
+
+def fire_timers(loop, count=BURST, delay=0.0):
+    """Let `count` short timers fire and be dropped (what a loop that reuses
+    timer handles would reuse; tokioloop reuses plain handles only, these
+    pin down the behaviour for timers too)."""
+    for i in range(count):
+        loop.call_later(delay, noop, i)
+    loop.call_later(delay + 0.001, loop.stop)
+    loop.run_forever()
+
+
+def test_timer_kept_after_it_fired_stays_itself(loop):
+    out = []
+    kept = [loop.call_later(0, out.append, i) for i in range(BURST)]
+    whens = [t.when() for t in kept]
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert sorted(out) == list(range(BURST))
+    fire_timers(loop)
+    fresh = [loop.call_later(50, second_callback, "x") for _ in range(BURST)]
+    ids = {id(t) for t in kept}
+    assert not any(id(t) in ids for t in fresh)
+    for i, t in enumerate(kept):
+        assert t.when() == whens[i]
+        assert t._args == (i,)
+        assert t.cancelled() is False
+        assert "append" in repr(t)
+    for t in fresh:
+        t.cancel()
+    kept[0].cancel()
+    assert kept[0].cancelled() is True
+    run_once(loop)
+
+
+def test_later_timers_are_new(loop):
+    fire_timers(loop)
+    out = []
+    start = loop.time()
+    timers = [loop.call_at(start + 0.002 + i * 1e-5, out.append, i) for i in range(BURST)]
+    assert all(t.cancelled() is False for t in timers)
+    assert [t.when() for t in timers] == [start + 0.002 + i * 1e-5 for i in range(BURST)]
+    assert all("second_callback" not in repr(t) for t in timers[:5])
+    assert timers[0] < timers[1]
+    assert timers[3] == timers[3]
+    assert len({hash(t) for t in timers[:2]}) >= 1
+    timers[5].cancel()
+    del timers
+    loop.call_at(start + 0.02, loop.stop)
+    loop.run_forever()
+    assert out == [i for i in range(BURST) if i != 5]
+
+
+def test_dropped_fired_timers_release_their_arguments(loop):
+    fire_timers(loop)
+    targets = [Target() for _ in range(BURST)]
+    refs = [weakref.ref(t) for t in targets]
+    for t in targets:
+        loop.call_later(0, t.method)
+    del targets, t
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert [r() for r in refs] == [None] * BURST
+
+
+def test_timer_cycle_after_firing_is_collected(loop, collect_garbage):
+    fire_timers(loop)
+    refs = []
+    for _ in range(50):
+        holder = Target()
+        holder.timer = loop.call_later(0, noop, holder)
+        refs.append(weakref.ref(holder))
+    del holder
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    fire_timers(loop)
+    collect_garbage()
+    assert [r() for r in refs] == [None] * 50
