@@ -1,5 +1,8 @@
 //! Hand-written `METH_FASTCALL` entry points for the scheduling methods:
-//! `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`.
+//! `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`; and
+//! plain C entry points for `get_debug`, `create_future` (`METH_NOARGS`)
+//! and `create_task` (`METH_FASTCALL`, with PyO3's generic method behind it
+//! for unusual calls).
 //!
 //! These are the hottest methods of the loop: besides user code, asyncio's C
 //! `Future` calls `loop.call_soon(callback, future, context=ctx)` for every
@@ -8,6 +11,15 @@
 //! call; the signatures here are fixed and simple (`[lead,] callback, *args,
 //! context=None`), so they are parsed by hand. `LoopCore` has no
 //! `#[pymethods]` of these names: `install` adds these to the type.
+//!
+//! asyncio's C `Future` also calls `loop.get_debug()` for every future and
+//! task it makes, and `create_future`/`create_task` are per-operation too;
+//! PyO3's trampoline (GIL-count bookkeeping, a subtype check of `self`
+//! that walks `Loop`'s MRO) costs more than these methods' own work.
+//!
+//! All of these are method descriptors of `LoopCore`: CPython checks that
+//! `self` is a `LoopCore` instance before calling them (`descr_check`), so
+//! they take it unchecked.
 
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,8 +29,10 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+use crate::handles::Args;
 use crate::loop_core::LoopCore;
 
 /// `[lead,] callback, *args, context=None`, as asyncio's methods take them.
@@ -26,7 +40,7 @@ pub(crate) struct CallArgs<'py> {
     /// `delay` of `call_later`, `when` of `call_at`; None for the others.
     pub lead: Option<Bound<'py, PyAny>>,
     pub callback: Bound<'py, PyAny>,
-    pub args: Bound<'py, PyTuple>,
+    pub args: Args,
     pub context: Option<Bound<'py, PyAny>>,
 }
 
@@ -49,10 +63,21 @@ unsafe fn entry(
 ) -> *mut ffi::PyObject {
     let py = Python::assume_attached();
     let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
-        let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<LoopCore>()?;
+        // The method descriptor has checked the type of `self`.
+        let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
         let call = parse(py, name, lead, args, nargs as usize, kwnames)?;
         method(&slf, call)
     }));
+    finish(py, name, outcome)
+}
+
+/// A method's outcome as CPython wants it: a new reference, or NULL with
+/// the exception set (a panic becomes a `PanicException`).
+fn finish(
+    py: Python<'_>,
+    name: &str,
+    outcome: std::thread::Result<PyResult<Py<PyAny>>>,
+) -> *mut ffi::PyObject {
     match outcome {
         Ok(Ok(result)) => result.into_ptr(),
         Ok(Err(err)) => {
@@ -78,6 +103,28 @@ unsafe fn parse<'py>(
 ) -> PyResult<CallArgs<'py>> {
     let arg = |i: usize| Bound::from_borrowed_ptr(py, *args.add(i));
     let leading = usize::from(lead_name.is_some());
+    // The usual call: everything positional, plus `context=` when given
+    // (asyncio's C Future passes it by keyword). Keyword names are interned,
+    // so a pointer comparison finds it.
+    if nargs > leading {
+        let context = if kwnames.is_null() {
+            Some(None)
+        } else if ffi::PyTuple_GET_SIZE(kwnames) == 1
+            && kw_is(py, ffi::PyTuple_GET_ITEM(kwnames, 0), &KW_CONTEXT)
+        {
+            Some(Some(arg(nargs)))
+        } else {
+            None
+        };
+        if let Some(context) = context {
+            return Ok(CallArgs {
+                lead: (leading == 1).then(|| arg(0)),
+                callback: arg(leading),
+                args: positional_tuple(py, args, nargs, leading + 1)?,
+                context,
+            });
+        }
+    }
     let mut lead = (leading == 1 && nargs > 0).then(|| arg(0));
     let mut callback = (nargs > leading).then(|| arg(leading));
     let rest = positional_tuple(py, args, nargs, leading + 1)?;
@@ -133,19 +180,74 @@ unsafe fn parse<'py>(
     }
 }
 
-/// `args[skip..nargs]` as a tuple (the callback's own arguments).
+/// A keyword name the fast paths look for, and the string objects it is
+/// recognised by without comparing text.
+struct KwName {
+    text: &'static CStr,
+    /// Our interned copy.
+    interned: PyOnceLock<Py<PyString>>,
+    /// The first other string object seen with this text: callers pass their
+    /// own (on 3.11 asyncio's C `Future` passes a static string that is not
+    /// the interned one), held here so its address stays its own.
+    seen: PyOnceLock<Py<PyString>>,
+}
+
+static KW_CONTEXT: KwName = KwName {
+    text: c"context",
+    interned: PyOnceLock::new(),
+    seen: PyOnceLock::new(),
+};
+static KW_NAME: KwName = KwName {
+    text: c"name",
+    interned: PyOnceLock::new(),
+    seen: PyOnceLock::new(),
+};
+
+/// Whether `kw`, a keyword name from a fastcall frame, is `name.text`: by
+/// pointer with the strings known for it, else by text.
+///
+/// # Safety
+/// The GIL is held and `kw` is a live object.
+unsafe fn kw_is(py: Python<'_>, kw: *mut ffi::PyObject, name: &KwName) -> bool {
+    let interned = name.interned.get_or_init(py, || {
+        let text = name.text.to_str().expect("ASCII keyword name");
+        PyString::intern(py, text).unbind()
+    });
+    if kw == interned.as_ptr() || name.seen.get(py).is_some_and(|s| kw == s.as_ptr()) {
+        return true;
+    }
+    if ffi::PyUnicode_Check(kw) == 0
+        || ffi::PyUnicode_CompareWithASCIIString(kw, name.text.as_ptr()) != 0
+    {
+        return false;
+    }
+    let string = Bound::from_borrowed_ptr(py, kw).cast_into_unchecked::<PyString>();
+    let _ = name.seen.set(py, string.unbind());
+    true
+}
+
+/// `args[skip..nargs]`, the callback's own arguments: nothing, or one object
+/// as is (no tuple until someone asks for `_args`), otherwise a tuple.
 ///
 /// # Safety
 /// As for `entry`: the GIL is held and `args` holds `nargs` live objects.
-unsafe fn positional_tuple<'py>(
-    py: Python<'py>,
+unsafe fn positional_tuple(
+    py: Python<'_>,
     args: *const *mut ffi::PyObject,
     nargs: usize,
     skip: usize,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Args> {
     let len = nargs.saturating_sub(skip);
-    // PyTuple_New(0) is the shared empty tuple; otherwise a new tuple whose
-    // slots we fill with new references, as PyTuple_SET_ITEM expects.
+    if len == 0 {
+        return Ok(Args::Empty);
+    }
+    if len == 1 {
+        return Ok(Args::One(
+            Bound::from_borrowed_ptr(py, *args.add(skip)).unbind(),
+        ));
+    }
+    // A new tuple whose slots we fill with new references, as
+    // PyTuple_SET_ITEM expects.
     let tuple = ffi::PyTuple_New(len as ffi::Py_ssize_t);
     let tuple = Bound::from_owned_ptr_or_err(py, tuple)?;
     for i in 0..len {
@@ -153,7 +255,7 @@ unsafe fn positional_tuple<'py>(
         ffi::Py_INCREF(item);
         ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item);
     }
-    Ok(tuple.cast_into_unchecked::<PyTuple>())
+    Ok(Args::Tuple(tuple.cast_into_unchecked::<PyTuple>().unbind()))
 }
 
 macro_rules! fastcall_method {
@@ -185,13 +287,141 @@ fastcall_method!(
 );
 fastcall_method!(call_at, "call_at", Some("when"), LoopCore::call_at_impl);
 
+/// `get_debug()` (`METH_NOARGS`).
+unsafe extern "C" fn get_debug(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: called by CPython with the GIL held and a live `self` whose
+    // type the method descriptor has checked; the result is a new reference.
+    unsafe {
+        let py = Python::assume_attached();
+        let core = pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+        let result = if core.get().debug_flag() {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        };
+        ffi::Py_INCREF(result);
+        result
+    }
+}
+
+/// `create_future()` (`METH_NOARGS`).
+unsafe extern "C" fn create_future(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as for `get_debug`.
+    unsafe {
+        let py = Python::assume_attached();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let core = pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+            LoopCore::create_future(&core).map(Bound::unbind)
+        }));
+        finish(py, "create_future", outcome)
+    }
+}
+
+/// PyO3's own `create_task` method (the `#[pymethods]` one this entry point
+/// replaces on the type), for calls the fast path does not take.
+static CREATE_TASK_GENERIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `create_task(coro, *, name=None, context=None)` (`METH_FASTCALL |
+/// METH_KEYWORDS`): the coroutine by position, and `name=`/`context=` by
+/// keyword, are taken here; anything else (`coro=`, errors) goes to PyO3's
+/// generic method, so its messages stay those of the Python signature.
+unsafe extern "C" fn create_task(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: called by CPython with the fastcall convention: the GIL is
+    // held, `self` is a live `LoopCore` (checked by the descriptor), `args`
+    // holds `nargs` positional then `len(kwnames)` keyword values.
+    unsafe {
+        let py = Python::assume_attached();
+        let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            ffi::PyTuple_GET_SIZE(kwnames)
+        };
+        let mut name = None;
+        let mut context = None;
+        let mut simple = nargs == 1;
+        for i in 0..nkw {
+            if !simple {
+                break;
+            }
+            let kw = ffi::PyTuple_GET_ITEM(kwnames, i);
+            let value = Bound::from_borrowed_ptr(py, *args.offset(nargs + i));
+            // Interned names: pointer comparisons; anything else is unusual.
+            let slot = if kw_is(py, kw, &KW_NAME) {
+                &mut name
+            } else if kw_is(py, kw, &KW_CONTEXT) {
+                &mut context
+            } else {
+                simple = false;
+                break;
+            };
+            simple = slot.replace(value).is_none();
+        }
+        if simple {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let core = pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>();
+                let coro = Bound::from_borrowed_ptr(py, *args);
+                LoopCore::create_task(&core, coro, name, context).map(Bound::unbind)
+            }));
+            return finish(py, "create_task", outcome);
+        }
+        let Some(generic) = CREATE_TASK_GENERIC.get(py) else {
+            PyTypeError::new_err("create_task is not initialised").restore(py);
+            return std::ptr::null_mut();
+        };
+        // `generic(self, *args, **kwargs)`: self in front of the same frame.
+        let total = (nargs + nkw) as usize;
+        let mut frame = Vec::with_capacity(total + 1);
+        frame.push(slf);
+        frame.extend_from_slice(std::slice::from_raw_parts(args, total));
+        ffi::PyObject_Vectorcall(
+            generic.as_ptr(),
+            frame.as_ptr(),
+            (nargs + 1) as usize,
+            kwnames,
+        )
+    }
+}
+
 type MethodSpec = (
     &'static CStr,
     ffi::PyCFunctionFastWithKeywords,
     &'static CStr,
 );
 
-const METHODS: [MethodSpec; 4] = [
+type NoArgsSpec = (&'static CStr, ffi::PyCFunction, &'static CStr);
+
+const NOARGS_METHODS: [NoArgsSpec; 2] = [
+    (
+        c"get_debug",
+        get_debug,
+        c"get_debug($self, /)\n--\n\nThe loop's debug flag.",
+    ),
+    (
+        c"create_future",
+        create_future,
+        c"create_future($self, /)\n--\n\nCreate a Future object attached to the loop.",
+    ),
+];
+
+const METHODS: [MethodSpec; 5] = [
+    (
+        c"create_task",
+        create_task,
+        c"create_task($self, coro, *, name=None, context=None)\n--\n\n\
+          Schedule a coroutine object.",
+    ),
     (
         c"call_soon",
         call_soon,
@@ -218,16 +448,38 @@ const METHODS: [MethodSpec; 4] = [
     ),
 ];
 
-/// Add the scheduling methods to the `LoopCore` type.
+/// Add the methods above to the `LoopCore` type.
 pub fn install(py: Python<'_>, loop_type: &Bound<'_, PyType>) -> PyResult<()> {
-    for (name, function, doc) in METHODS {
+    let generic = loop_type.getattr("create_task")?.unbind();
+    let _ = CREATE_TASK_GENERIC.set(py, generic);
+    let defs = METHODS
+        .into_iter()
+        .map(|(name, function, doc)| {
+            (
+                name,
+                ffi::PyMethodDefPointer {
+                    PyCFunctionFastWithKeywords: function,
+                },
+                ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+                doc,
+            )
+        })
+        .chain(NOARGS_METHODS.into_iter().map(|(name, function, doc)| {
+            (
+                name,
+                ffi::PyMethodDefPointer {
+                    PyCFunction: function,
+                },
+                ffi::METH_NOARGS,
+                doc,
+            )
+        }));
+    for (name, meth, flags, doc) in defs {
         // The definition must outlive the type: leaked once per import.
         let def = Box::leak(Box::new(ffi::PyMethodDef {
             ml_name: name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFastWithKeywords: function,
-            },
-            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_meth: meth,
+            ml_flags: flags,
             ml_doc: doc.as_ptr(),
         }));
         // SAFETY: the GIL is held; `loop_type` is a live type object and

@@ -11,21 +11,60 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::types::PyTuple;
 
+use crate::gil_cell::GilCell;
 use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 
 /// The call a handle makes; dropped when the handle is cancelled.
 pub struct Callback {
     pub func: Py<PyAny>,
-    pub args: Py<PyTuple>,
+    pub args: Args,
     pub context: Py<PyAny>,
+}
+
+/// A callback's positional arguments. None or one argument are kept without
+/// a tuple: asyncio's C `Future` schedules `callback(future)` for every
+/// completion and a task `step()` for every step, and the tuple would be
+/// built (or the empty one referenced) and dropped for nothing. `_args`
+/// (and error reporting) build the tuple when asked, once.
+pub enum Args {
+    /// No arguments (`call_soon(cb)`, a task's step): no object at all.
+    Empty,
+    Tuple(Py<PyTuple>),
+    One(Py<PyAny>),
+}
+
+impl Args {
+    pub fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Empty => Args::Empty,
+            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
+            Args::One(o) => Args::One(o.clone_ref(py)),
+        }
+    }
+
+    /// The arguments as a tuple (a new one for `One`).
+    pub fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        match self {
+            Args::Empty => Ok(PyTuple::empty(py).unbind()),
+            Args::Tuple(t) => Ok(t.clone_ref(py)),
+            Args::One(o) => Ok(PyTuple::new(py, [o.bind(py)])?.unbind()),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Empty => Ok(()),
+            Args::Tuple(t) => visit.call(t),
+            Args::One(o) => visit.call(o),
+        }
+    }
 }
 
 impl Drop for Callback {
@@ -59,7 +98,8 @@ struct State {
 
 #[pyclass(frozen, subclass, weakref, module = "tokioloop", name = "Handle")]
 pub struct Handle {
-    state: Mutex<State>,
+    /// Only touched with the GIL held (see `gil_cell`).
+    state: GilCell<State>,
     cancelled: AtomicBool,
     loop_: Py<PyAny>,
     source_traceback: Option<Py<PyAny>>,
@@ -82,7 +122,7 @@ impl Handle {
         when: Option<f64>,
     ) -> Self {
         Handle {
-            state: Mutex::new(State {
+            state: GilCell::new(State {
                 call: Some(call),
                 repr: None,
             }),
@@ -117,7 +157,7 @@ impl Handle {
             return Ok(());
         }
         let (func, args, context) = {
-            let state = this.state.lock();
+            let state = this.state.borrow_mut(py);
             match &state.call {
                 Some(c) => (
                     c.func.clone_ref(py),
@@ -129,7 +169,10 @@ impl Handle {
         };
         match call_in_context(py, &context, &func, &args) {
             Ok(()) => Ok(()),
-            Err(err) => report_error(slf, func, args, err),
+            Err(err) => {
+                let args = this.args_tuple(py, args)?;
+                report_error(slf, func, args, err)
+            }
         }
     }
 }
@@ -150,7 +193,7 @@ pub fn untrack_owned(handle: &Bound<'_, Handle>) {
     let context = handle
         .get()
         .state
-        .lock()
+        .borrow_mut(handle.py())
         .call
         .as_ref()
         .map(|c| c.context.as_ptr());
@@ -188,12 +231,12 @@ pub fn traverse_owned(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), Py
 /// The loop drops its reference to a handle it owned: if the handle lives
 /// on elsewhere, make it visible to the cyclic GC again (see
 /// [`untrack_owned`]); if ours was the last reference it is freed now.
-pub fn release(_py: Python<'_>, handle: Py<Handle>) {
+pub fn release(py: Python<'_>, handle: Py<Handle>) {
     let ptr = handle.as_ptr();
-    // SAFETY: the GIL is held (`_py`) and `ptr` is a live object we own a
+    // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
     // reference to.
     if unsafe { ffi::Py_REFCNT(ptr) } > 1 {
-        if let Some(c) = handle.get().state.lock().call.as_ref() {
+        if let Some(c) = handle.get().state.borrow_mut(py).call.as_ref() {
             // SAFETY: as above; the context is live while the handle holds it.
             unsafe { track_if_untracked(c.context.as_ptr()) }
         }
@@ -203,12 +246,81 @@ pub fn release(_py: Python<'_>, handle: Py<Handle>) {
     drop(handle);
 }
 
+/// The loop has run `handle` and is letting go of it: if nothing else can
+/// ever see it again, reset it and give it back (`Ok`) for `call_soon` to
+/// reuse, instead of freeing it and allocating the next one; otherwise give
+/// it back unchanged (`Err`) for [`release`].
+///
+/// "Nothing else" means: ours is the only reference, no weak reference
+/// exists (a weakref would see the reused handle come back to life), it is
+/// exactly a `Handle` (not a `TimerHandle` or a Python subclass) of `loop_`,
+/// made without a debug traceback. The reset handle holds no callback, is
+/// not cancelled, and is hidden from the cyclic GC while unused (the loop's
+/// traversal visits what it holds, see [`traverse_owned`]).
+pub fn recycle(
+    py: Python<'_>,
+    handle: Py<Handle>,
+    loop_: *mut ffi::PyObject,
+) -> Result<Py<Handle>, Py<Handle>> {
+    let ptr = handle.as_ptr();
+    let this = handle.get();
+    // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
+    // reference to; `has_weakrefs` reads its type's layout.
+    let sole = unsafe {
+        ffi::Py_REFCNT(ptr) == 1
+            && ffi::Py_TYPE(ptr) == <Handle as pyo3::PyTypeInfo>::type_object_raw(py)
+            && !has_weakrefs(ptr)
+    };
+    if !sole || this.loop_.as_ptr() != loop_ || this.source_traceback.is_some() {
+        return Err(handle);
+    }
+    // Hidden before the callback goes, so that a collection triggered by
+    // dropping it cannot list the handle either.
+    // SAFETY: as above; untracking is a no-op for an untracked object.
+    unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
+    this.cancelled.store(false, Ordering::Relaxed);
+    let dropped = {
+        let mut state = this.state.borrow_mut(py);
+        (state.call.take(), state.repr.take())
+    };
+    // Outside the borrow: dropping may run Python code, which cannot reach
+    // this handle (no reference, no weakref, not tracked).
+    drop(dropped);
+    Ok(handle)
+}
+
+/// Give a handle from [`recycle`] its new callback; it is visible to the
+/// cyclic GC again, as a new one would be.
+pub fn reuse(py: Python<'_>, handle: &Py<Handle>, call: Callback) {
+    let old = handle.get().state.borrow_mut(py).call.replace(call);
+    debug_assert!(old.is_none(), "a recycled handle holds no callback");
+    // SAFETY: the GIL is held (`py`); the handle is a live GC object.
+    unsafe { track_if_untracked(handle.as_ptr()) }
+    drop(old);
+}
+
+/// Whether the object has weak references (or might: a layout we do not
+/// know counts as yes).
+///
+/// # Safety
+/// The GIL must be held and `ptr` must be a live object.
+unsafe fn has_weakrefs(ptr: *mut ffi::PyObject) -> bool {
+    let offset = (*ffi::Py_TYPE(ptr)).tp_weaklistoffset;
+    if offset <= 0 {
+        return true;
+    }
+    // `tp_weaklistoffset` is where the object keeps its list of weak
+    // references, NULL when there are none.
+    let list = ptr.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>();
+    !(*list).is_null()
+}
+
 /// `context.run(func, *args)` without a Python frame.
 fn call_in_context(
     py: Python<'_>,
     context: &Py<PyAny>,
     func: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
 ) -> PyResult<()> {
     // SAFETY: all pointers are live references owned by the caller for the
     // duration of the call; PyContext_Enter/Exit are paired on this thread and
@@ -217,11 +329,16 @@ fn call_in_context(
         if ffi::PyContext_Enter(context.as_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
-        let nargs = ffi::PyTuple_GET_SIZE(args.as_ptr());
-        let result = match nargs {
-            0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
-            1 => ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0)),
-            _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+        let result = match args {
+            Args::Empty => ffi::PyObject_CallNoArgs(func.as_ptr()),
+            Args::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
+            Args::Tuple(args) => match ffi::PyTuple_GET_SIZE(args.as_ptr()) {
+                0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
+                1 => {
+                    ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0))
+                }
+                _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+            },
         };
         let result = Bound::from_owned_ptr_or_err(py, result);
         // Exit even on error; an exit failure (context switched inside the
@@ -277,11 +394,11 @@ impl Handle {
             None
         };
         let dropped = {
-            let mut state = this.state.lock();
-            state.repr = frozen_repr;
-            state.call.take()
+            let mut state = this.state.borrow_mut(py);
+            let old_repr = std::mem::replace(&mut state.repr, frozen_repr);
+            (state.call.take(), old_repr)
         };
-        drop(dropped); // outside the lock: dropping may run Python code
+        drop(dropped); // outside the borrow: dropping may run Python code
         if this.is_timer && this.scheduled.load(Ordering::Relaxed) {
             if let Some(core) = core {
                 core.get().note_timer_cancelled();
@@ -295,7 +412,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state.lock().call.as_ref().map(|c| {
+        self.state.borrow_mut(py).call.as_ref().map(|c| {
             // Handed out: it may now end up in a cycle the GC must see.
             // SAFETY: the GIL is held (`py`); the context is live.
             unsafe { track_if_untracked(c.context.as_ptr()) };
@@ -309,8 +426,15 @@ impl Handle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(frozen) = &slf.get().state.lock().repr {
-            return Ok(frozen.clone_ref(py));
+        let frozen = slf
+            .get()
+            .state
+            .borrow_mut(py)
+            .repr
+            .as_ref()
+            .map(|r| r.clone_ref(py));
+        if let Some(frozen) = frozen {
+            return Ok(frozen);
         }
         Ok(refs(py).handle_repr.bind(py).call1((slf,))?.unbind())
     }
@@ -318,19 +442,24 @@ impl Handle {
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
-            .lock()
+            .borrow_mut(py)
             .call
             .as_ref()
             .map(|c| c.func.clone_ref(py))
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.state
-            .lock()
+    fn _args(&self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
+        let args = self
+            .state
+            .borrow_mut(py)
             .call
             .as_ref()
-            .map(|c| c.args.clone_ref(py))
+            .map(|c| c.args.clone_ref(py));
+        match args {
+            Some(args) => Ok(Some(self.args_tuple(py, args)?)),
+            None => Ok(None),
+        }
     }
 
     #[getter]
@@ -358,26 +487,55 @@ impl Handle {
     }
 
     fn __clear__(&self) {
-        let dropped = {
-            let mut state = self.state.lock();
-            (state.call.take(), state.repr.take())
-        };
-        drop(dropped);
+        // SAFETY: tp_clear is only called by the cyclic GC, which runs with
+        // the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        let dropped = self
+            .state
+            .try_borrow_mut(py)
+            .map(|mut state| (state.call.take(), state.repr.take()));
+        drop(dropped); // after the borrow ends: dropping may run Python code
     }
 }
 
 impl Handle {
+    /// `args` (this handle's arguments) as a tuple; a single argument's
+    /// tuple is built once and kept, so `_args` is the same object each
+    /// time, as in asyncio.
+    fn args_tuple(&self, py: Python<'_>, args: Args) -> PyResult<Py<PyTuple>> {
+        let Args::One(_) = &args else {
+            return args.to_tuple(py);
+        };
+        // Built outside the borrow: allocating may run the GC.
+        let tuple = args.to_tuple(py)?;
+        let replaced = {
+            let mut state = self.state.borrow_mut(py);
+            match state.call.as_mut() {
+                Some(c) if matches!(c.args, Args::One(_)) => Some(std::mem::replace(
+                    &mut c.args,
+                    Args::Tuple(tuple.clone_ref(py)),
+                )),
+                _ => None,
+            }
+        };
+        drop((replaced, args)); // outside the borrow
+        Ok(tuple)
+    }
+
     fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         if let Some(tb) = &self.source_traceback {
             visit.call(tb)?;
         }
-        // Never block inside the GC: if another thread holds the lock, it is
-        // about to run or drop the callback anyway.
-        if let Some(state) = self.state.try_lock() {
+        // SAFETY: tp_traverse is only called by the cyclic GC, which runs
+        // with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        // A borrow is open only if the GC runs from inside one (an
+        // allocation while we look at the state): its contents are live.
+        if let Some(state) = self.state.try_borrow_mut(py) {
             if let Some(c) = &state.call {
                 visit.call(&c.func)?;
-                visit.call(&c.args)?;
+                c.args.traverse(visit)?;
                 visit.call(&c.context)?;
             }
             if let Some(r) = &state.repr {
@@ -445,19 +603,21 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
         return Ok(false);
     }
     let (fa, aa) = {
-        let s = a.state.lock();
+        let s = a.state.borrow_mut(py);
         match &s.call {
             Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
             None => (None, None),
         }
     };
+    let aa = aa.map(|args| a.args_tuple(py, args)).transpose()?;
     let (fb, ab) = {
-        let s = b.state.lock();
+        let s = b.state.borrow_mut(py);
         match &s.call {
             Some(c) => (Some(c.func.clone_ref(py)), Some(c.args.clone_ref(py))),
             None => (None, None),
         }
     };
+    let ab = ab.map(|args| b.args_tuple(py, args)).transpose()?;
     let same = |x: Option<Py<PyAny>>, y: Option<Py<PyAny>>| -> PyResult<bool> {
         match (x, y) {
             (None, None) => Ok(true),

@@ -35,6 +35,7 @@ pub mod datagram_transport;
 pub mod errors;
 pub mod fastcall;
 pub mod fd_watch;
+pub mod gil_cell;
 pub mod gil_park;
 pub mod handles;
 pub mod loop_core;
@@ -54,7 +55,9 @@ pub mod transport_support;
 pub mod transport_write;
 pub mod wakeup;
 
-#[pymodule]
+// `gil_used = true`: the loop's GIL-guarded state (`gil_cell`) relies on the
+// GIL; on a free-threaded build, importing the module turns it back on.
+#[pymodule(gil_used = true)]
 fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     fastcall::install(m.py(), &m.py().get_type::<loop_core::LoopCore>())?;

@@ -36,8 +36,9 @@ use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
 use crate::fastcall::CallArgs;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
+use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
-use crate::handles::{self, source_traceback, Callback, Handle, TimerHandle};
+use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::{refs, vectorcall};
@@ -92,7 +93,11 @@ impl TimerPayload for Py<Handle> {
 /// State shared with handles and with other threads
 /// (`call_soon_threadsafe`).
 pub struct Shared {
-    ready: CountedMutex<VecDeque<Ready>>,
+    /// Touched only with the GIL held: by the loop thread, and by other
+    /// threads only inside Python calls (`call_soon_threadsafe`), which
+    /// hold it too (see `gil_cell`). Reactor wakers, which run without the
+    /// GIL, push to `fd_events` instead.
+    ready: GilCell<VecDeque<Ready>>,
     timers: CountedMutex<TimerHeap<Py<Handle>>>,
     stopping: AtomicBool,
     closed: AtomicBool,
@@ -112,7 +117,7 @@ impl EventSink for Shared {
 impl Shared {
     fn new() -> Self {
         Shared {
-            ready: CountedMutex::new(VecDeque::new()),
+            ready: GilCell::new(VecDeque::new()),
             timers: CountedMutex::new(TimerHeap::new()),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -130,19 +135,24 @@ impl Shared {
         self.timers.lock().note_cancelled();
     }
 
-    fn push_ready(&self, item: Ready) {
-        self.ready.lock().push_back(item);
+    fn push_ready(&self, py: Python<'_>, item: Ready) {
+        self.ready.borrow_mut(py).push_back(item);
     }
 
-    /// Exact, under the locks: for the decision to park.
-    fn has_ready(&self) -> bool {
-        !self.ready.lock().is_empty() || !self.fd_events.lock().is_empty()
+    fn ready_len(&self, py: Python<'_>) -> usize {
+        self.ready.borrow_mut(py).len()
     }
 
-    /// Without locking; may miss a push another thread has just made (see
-    /// `counted_mutex`), which the exact check before parking catches.
-    fn has_ready_hint(&self) -> bool {
-        self.ready.len_hint() > 0 || self.fd_events.len_hint() > 0
+    /// Exact, under the lock: for the decision to park. (The ready queue is
+    /// exact anyway: every push holds the GIL, as we do.)
+    fn has_ready(&self, py: Python<'_>) -> bool {
+        self.ready_len(py) > 0 || !self.fd_events.lock().is_empty()
+    }
+
+    /// Without locking; may miss an fd event the reactor has just pushed
+    /// (see `counted_mutex`), which the exact check before parking catches.
+    fn has_ready_hint(&self, py: Python<'_>) -> bool {
+        self.ready_len(py) > 0 || self.fd_events.len_hint() > 0
     }
 
     /// Wake the loop thread if it is parked (or about to park).
@@ -162,7 +172,7 @@ impl Shared {
         }
     }
 
-    fn move_due_timers(&self) {
+    fn move_due_timers(&self, py: Python<'_>) {
         if self.timers.len_hint() == 0 {
             return;
         }
@@ -171,7 +181,7 @@ impl Shared {
             return;
         }
         let end_time = clock::monotonic() + CLOCK_RESOLUTION;
-        let mut ready = self.ready.lock();
+        let mut ready = self.ready.borrow_mut(py);
         timers.pop_due(end_time, |h| ready.push_back(Ready::Native(h)));
     }
 }
@@ -237,13 +247,29 @@ pub struct LoopCore {
     /// `{"loop": self}`, made once: `Future(loop=self)` through a vectorcall
     /// would build this dict for every future (the C type has no vectorcall).
     loop_kwargs: std::sync::OnceLock<Py<PyDict>>,
+    /// Handles the loop has run that nothing else referred to, reset and
+    /// kept for `call_soon` to reuse (see `handles::recycle`).
+    spare: GilCell<SpareHandles>,
 }
+
+/// The pool of reusable handles and its current size limit.
+#[derive(Default)]
+struct SpareHandles {
+    handles: Vec<Py<Handle>>,
+    /// The last iteration's callback count, within
+    /// `SPARE_MIN..=SPARE_MAX`: about what the next one will make.
+    cap: usize,
+}
+
+const SPARE_MIN: usize = 256;
+const SPARE_MAX: usize = 16384;
 
 type OwnedHandle = Option<Py<Handle>>;
 
 /// Everything a loop holds on to, taken out at close or GC clear.
 type Queued = (
     VecDeque<Ready>,
+    Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
     HashMap<u64, NativeIo>,
@@ -259,7 +285,9 @@ const UNTRACK_BACKLOG: usize = 512;
 /// Drop what `take_queued` took out, handing queued handles back to the
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
-    let (ready, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
+    let (ready, spare, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
+    // Spare handles hold no callback and nothing else refers to them.
+    drop(spare);
     for item in ready {
         match item {
             Ready::Native(h) => handles::release(py, h),
@@ -292,6 +320,20 @@ fn current_thread() -> usize {
 
 impl LoopCore {
     // The scheduling methods; their Python entry points are in `fastcall`.
+
+    /// Python entry point in `fastcall` (asyncio's C `Future` calls
+    /// `get_debug` per future; this is per operation too).
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let r = refs(py);
+        if r.running_loop_lookup_is_free && slf.get().runs_here() {
+            // `Future()` finds this loop as the running one: no kwargs at all.
+            return vectorcall(py, r.future_type.bind(py), &[], &[], None);
+        }
+        r.future_type
+            .bind(py)
+            .call((), Some(Self::loop_kwargs(slf)?.bind(py)))
+    }
 
     pub(crate) fn call_soon_impl(slf: &Bound<'_, Self>, call: CallArgs<'_>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
@@ -384,7 +426,7 @@ impl LoopCore {
     fn make_callback(
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Callback> {
         let context = match context {
@@ -393,7 +435,7 @@ impl LoopCore {
         };
         Ok(Callback {
             func: callback.unbind(),
-            args: args.unbind(),
+            args,
             context,
         })
     }
@@ -401,7 +443,7 @@ impl LoopCore {
     fn new_handle(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
         when: Option<f64>,
     ) -> PyResult<Handle> {
@@ -423,22 +465,40 @@ impl LoopCore {
     fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, args, context, None)?,
-        )?;
+        let py = slf.py();
+        let this = slf.get();
+        // A spare handle (see `handles::recycle`) unless in debug mode,
+        // where each handle records its own traceback.
+        let spare = if this.shared.debug() {
+            None
+        } else {
+            this.spare.borrow_mut(py).handles.pop()
+        };
+        let handle = match spare {
+            Some(handle) => match Self::make_callback(py, callback, args, context) {
+                Ok(call) => {
+                    handles::reuse(py, &handle, call);
+                    handle
+                }
+                Err(err) => {
+                    this.spare.borrow_mut(py).handles.push(handle);
+                    return Err(err);
+                }
+            },
+            None => Py::new(py, Self::new_handle(slf, callback, args, context, None)?)?,
+        };
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
         // untracking and re-tracking it costs about 100 instructions.
-        if slf.get().shared.ready.len_hint() >= UNTRACK_BACKLOG {
+        if this.shared.ready_len(py) >= UNTRACK_BACKLOG {
             handles::untrack_owned(handle.bind(slf.py()));
         }
         slf.get()
             .shared
-            .push_ready(Ready::Native(handle.clone_ref(slf.py())));
+            .push_ready(py, Ready::Native(handle.clone_ref(py)));
         Ok(handle)
     }
 
@@ -446,7 +506,7 @@ impl LoopCore {
         slf: &Bound<'py, Self>,
         when: f64,
         callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
+        args: Args,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let this = slf.get();
@@ -472,11 +532,23 @@ impl LoopCore {
     /// order, ahead of anything scheduled meanwhile.
     fn run_ready(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
         let py = slf.py();
-        let shared = &slf.get().shared;
-        std::mem::swap(&mut *shared.ready.lock(), batch);
+        let this = slf.get();
+        let shared = &this.shared;
+        std::mem::swap(&mut *shared.ready.borrow_mut(py), batch);
         if batch.is_empty() {
             return Ok(());
         }
+        let surplus = {
+            let mut spare = this.spare.borrow_mut(py);
+            spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
+            if spare.handles.len() > spare.cap {
+                let cap = spare.cap;
+                spare.handles.split_off(cap)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(surplus); // outside the borrow
         let debug = shared.debug();
         while let Some(item) = batch.pop_front() {
             let result = match &item {
@@ -486,11 +558,11 @@ impl LoopCore {
                 Ready::Io(t, direction) => t.on_ready(py, *direction),
             };
             match item {
-                Ready::Native(h) => handles::release(py, h),
+                Ready::Native(h) => this.retire(py, slf.as_ptr(), h),
                 other => drop(other),
             }
             if let Err(err) = result {
-                let mut ready = shared.ready.lock();
+                let mut ready = shared.ready.borrow_mut(py);
                 while let Some(rest) = batch.pop_back() {
                     ready.push_front(rest);
                 }
@@ -500,10 +572,31 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Let go of a handle that has run: into the spare pool if nothing else
+    /// refers to it and the pool has room, otherwise released.
+    fn retire(&self, py: Python<'_>, this_loop: *mut ffi::PyObject, handle: Py<Handle>) {
+        let room = {
+            let spare = self.spare.borrow_mut(py);
+            spare.handles.len() < spare.cap
+        };
+        if room {
+            match handles::recycle(py, handle, this_loop) {
+                Ok(handle) => self.spare.borrow_mut(py).handles.push(handle),
+                Err(handle) => handles::release(py, handle),
+            }
+        } else {
+            handles::release(py, handle);
+        }
+    }
+
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
     fn take_queued(&self) -> Queued {
-        let ready = std::mem::take(&mut *self.shared.ready.lock());
+        // SAFETY: `take_queued` runs from `_close_native` and the GC's
+        // `__clear__`, both with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        let ready = std::mem::take(&mut *self.shared.ready.borrow_mut(py));
+        let spare = std::mem::take(&mut self.spare.borrow_mut(py).handles);
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
         self.watched_fds.store(0, Ordering::Relaxed);
@@ -519,6 +612,7 @@ impl LoopCore {
         self.sock_poll_token.store(u64::MAX, Ordering::Relaxed);
         (
             ready,
+            spare,
             timers,
             watchers,
             natives,
@@ -546,7 +640,7 @@ impl LoopCore {
         if events.iter().any(|e| e.fd == NATIVE_FD) {
             let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
             let natives = self.natives.lock();
-            let mut ready = self.shared.ready.lock();
+            let mut ready = self.shared.ready.borrow_mut(py);
             events.retain(|e| {
                 if e.fd != NATIVE_FD {
                     return true;
@@ -579,7 +673,7 @@ impl LoopCore {
             return false;
         }
         let mut watchers = self.watchers.lock();
-        let mut ready = self.shared.ready.lock();
+        let mut ready = self.shared.ready.borrow_mut(py);
         watchers.dispatch(events.drain(..), |h| {
             ready.push_back(Ready::Native(h.clone_ref(py)))
         });
@@ -720,7 +814,7 @@ impl LoopCore {
         direction: Direction,
     ) {
         let target = NativeIo::Sock(watch.clone_ref(py));
-        self.shared.push_ready(Ready::Io(target, direction));
+        self.shared.push_ready(py, Ready::Io(target, direction));
     }
 
     /// Register `fd` with the sockets' epoll instance (made on first use)
@@ -848,7 +942,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_open()?;
-        Self::schedule_soon(slf, callback, args, None).map(drop)
+        Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None).map(drop)
     }
 
     fn rearm_fd_watchers(&self) {
@@ -872,6 +966,7 @@ impl LoopCore {
         // A socket's watch kept across sock_* waits goes first (before the
         // new registration; see `sock_watch`).
         Self::hand_over_sock_watch(slf, fd)?;
+        let args = Args::Tuple(args.unbind());
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
             let _context = this.rt_handle.enter();
@@ -969,7 +1064,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
-        if shared.has_ready_hint() || stopping {
+        if shared.has_ready_hint(slf.py()) || stopping {
             let now = clock::monotonic();
             let (every, interval) = if slf.get().has_io_sources() {
                 (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
@@ -987,7 +1082,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
             shared.wakeup.about_to_park();
             // Re-check after publishing `parked`: a thread that queued a
             // callback before seeing the flag did not wake us.
-            if !shared.has_ready() {
+            if !shared.has_ready(slf.py()) {
                 let deadline = shared.timers.lock().next_deadline();
                 if let Some(when) = deadline {
                     driver.timer.expire_by(when, clock::monotonic())?;
@@ -1004,7 +1099,7 @@ fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
             LoopCore::handle_signals(slf, driver)?;
         }
         let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
-        shared.move_due_timers();
+        shared.move_due_timers(slf.py());
         let ran = LoopCore::run_ready(slf, &mut batch);
         if watchers_fired {
             slf.get().rearm_fd_watchers();
@@ -1055,13 +1150,11 @@ impl LoopCore {
             task_factory: Mutex::new(None),
             running_on: AtomicUsize::new(0),
             loop_kwargs: std::sync::OnceLock::new(),
+            spare: GilCell::new(SpareHandles {
+                handles: Vec::new(),
+                cap: SPARE_MIN,
+            }),
         })
-    }
-
-    /// Native because asyncio's C `Future` calls it for every future and
-    /// task it creates (to decide whether to record a traceback).
-    fn get_debug(&self) -> bool {
-        self.shared.debug()
     }
 
     fn is_closed(&self) -> bool {
@@ -1077,20 +1170,10 @@ impl LoopCore {
         self.shared.wake();
     }
 
-    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let r = refs(py);
-        if r.running_loop_lookup_is_free && slf.get().runs_here() {
-            // `Future()` finds this loop as the running one: no kwargs at all.
-            return vectorcall(py, r.future_type.bind(py), &[], &[], None);
-        }
-        r.future_type
-            .bind(py)
-            .call((), Some(Self::loop_kwargs(slf)?.bind(py)))
-    }
-
+    /// Also reached from `fastcall`'s entry point, which replaces this
+    /// method on the type and falls back to it for unusual calls.
     #[pyo3(signature = (coro, *, name=None, context=None))]
-    fn create_task<'py>(
+    pub(crate) fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
@@ -1160,11 +1243,11 @@ impl LoopCore {
         if let Ok(native) = handle.cast::<Handle>() {
             if !native.get().is_cancelled() {
                 self.shared
-                    .push_ready(Ready::Native(native.clone().unbind()));
+                    .push_ready(handle.py(), Ready::Native(native.clone().unbind()));
             }
         } else if !handle.getattr("_cancelled")?.is_truthy()? {
             self.shared
-                .push_ready(Ready::Foreign(handle.clone().unbind()));
+                .push_ready(handle.py(), Ready::Foreign(handle.clone().unbind()));
         }
         Ok(())
     }
@@ -1310,17 +1393,18 @@ impl LoopCore {
     }
 
     /// Number of queued callbacks and timers (for tests and debugging).
-    fn _native_counts(&self) -> (usize, usize) {
-        (
-            self.shared.ready.lock().len(),
-            self.shared.timers.lock().len(),
-        )
+    fn _native_counts(&self, py: Python<'_>) -> (usize, usize) {
+        (self.shared.ready_len(py), self.shared.timers.lock().len())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // try_lock: the collector must never block; a queue that is locked
         // right now belongs to a running loop, which is not garbage anyway.
-        if let Some(ready) = self.shared.ready.try_lock() {
+        // SAFETY: the GC calls tp_traverse with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        // A borrow is open only if the GC runs inside one (an allocation
+        // while the queue is borrowed); its handles are alive then anyway.
+        if let Some(ready) = self.shared.ready.try_borrow_mut(py) {
             for item in ready.iter() {
                 match item {
                     Ready::Native(h) => handles::traverse_owned(h, &visit)?,
@@ -1331,6 +1415,11 @@ impl LoopCore {
         }
         if let Some(timers) = self.shared.timers.try_lock() {
             for h in timers.payloads() {
+                handles::traverse_owned(h, &visit)?;
+            }
+        }
+        if let Some(spare) = self.spare.try_borrow_mut(py) {
+            for h in &spare.handles {
                 handles::traverse_owned(h, &visit)?;
             }
         }
