@@ -73,7 +73,7 @@ unsafe fn entry(
 
 /// A method's outcome as CPython wants it: a new reference, or NULL with
 /// the exception set (a panic becomes a `PanicException`).
-fn finish(
+pub(crate) fn finish(
     py: Python<'_>,
     name: &str,
     outcome: std::thread::Result<PyResult<Py<PyAny>>>,

@@ -11,10 +11,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::intern;
-use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use crate::fastcall::finish;
 use crate::stream_transport::StreamTransport;
 
 /// # Safety
@@ -28,7 +28,7 @@ unsafe extern "C" fn write(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     let py = Python::assume_attached();
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<()> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
         let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
         let nkw = if kwnames.is_null() {
             0
@@ -44,19 +44,10 @@ unsafe extern "C" fn write(
                 "write() takes exactly one argument: data",
             ));
         }
-        StreamTransport::write(&slf, &Bound::from_borrowed_ptr(py, *args))
+        StreamTransport::write(&slf, &Bound::from_borrowed_ptr(py, *args))?;
+        Ok(py.None())
     }));
-    match outcome {
-        Ok(Ok(())) => py.None().into_ptr(),
-        Ok(Err(err)) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            PanicException::new_err("panic in write").restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    finish(py, "write", outcome)
 }
 
 /// Add `write` to the `StreamTransportCore` type.
