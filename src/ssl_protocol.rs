@@ -293,7 +293,11 @@ fn member_offset(tp: &Bound<'_, pyo3::types::PyType>, name: &str) -> PyResult<Op
         {
             return Ok(None);
         }
-        let member = (*descr.cast::<ffi::PyMemberDescrObject>()).d_member;
+        // pyo3-ffi declares `d_member` with the wrong pointee type before
+        // 3.11; it is a `PyMemberDef *` on every version.
+        let member = (*descr.cast::<ffi::PyMemberDescrObject>())
+            .d_member
+            .cast::<ffi::PyMemberDef>();
         if (*member).type_code != ffi::Py_T_OBJECT_EX || (*member).flags & ffi::Py_READONLY != 0 {
             return Ok(None);
         }

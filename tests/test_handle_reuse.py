@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import sys
 import weakref
 
 import pytest
@@ -296,7 +297,9 @@ def test_single_argument_callback_error_reports_args(loop):
     run_once(loop)
     assert len(reports) == 1
     assert reports[0][0] == ("only",)
-    assert "fail('only')" in reports[0][1]
+    # 3.13's asyncio shows a callback's arguments in reprs in debug mode only.
+    shown = "fail()" if sys.version_info >= (3, 13) else "fail('only')"
+    assert shown in reports[0][1]
 
 
 def fire_timers(loop, count=BURST, delay=0.0):
