@@ -1571,6 +1571,7 @@ _SLOT_NAMES = (
 )
 
 
+@pytest.mark.skipif(not PY311, reason="3.10's asyncio SSLProtocol has other attributes")
 def test_protocol_attributes_get_set_delete(loop, loop_kind, tls):
     cls = _tls_protocol_class(loop, tls)
     if loop_kind == "tokioloop" and PY311:
