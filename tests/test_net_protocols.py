@@ -1238,3 +1238,79 @@ def test_loop_sendfile_no_fallback_bytesio(loop):
                 await loop.sendfile(tr, io.BytesIO(b"abc"), fallback=False)
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("family", ["tcp4", "tcp6", "unix"])
+def test_tcp_nodelay_on_accepted_and_connected(loop, family, tmp_path):
+    # tokioloop sets TCP_NODELAY through the C socket type's getters for a
+    # plain socket.socket: same sockets as asyncio's _set_nodelay.
+    if family == "tcp6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    got = {}
+
+    def nodelay(sock):
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        except OSError:
+            return "error"
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            got["server"] = nodelay(transport.get_extra_info("socket"))
+            transport.close()
+
+    async def main():
+        if family == "unix":
+            path = str(tmp_path / "s.sock")
+            srv = await loop.create_unix_server(Server, path)
+            tr, _ = await loop.create_unix_connection(asyncio.Protocol, path)
+        else:
+            host = "127.0.0.1" if family == "tcp4" else "::1"
+            try:
+                srv = await loop.create_server(Server, host, 0)
+            except OSError:
+                pytest.skip("no IPv6 loopback")
+            port = srv.sockets[0].getsockname()[1]
+            tr, _ = await loop.create_connection(asyncio.Protocol, host, port)
+        for _ in range(100):
+            if "server" in got:
+                break
+            await asyncio.sleep(0.001)
+        expected = "error" if family == "unix" else True
+        assert got["server"] == expected
+        assert nodelay(tr.get_extra_info("socket")) == expected
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+
+
+def test_set_nodelay_matches_asyncio():
+    from asyncio import base_events
+
+    from tokioloop._transports import _set_nodelay
+
+    class Sub(socket.socket):
+        pass
+
+    kinds = [
+        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, 0),
+        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+        (socket.socket, socket.AF_INET, socket.SOCK_DGRAM, 0),
+        (socket.socket, socket.AF_UNIX, socket.SOCK_STREAM, 0),
+        (Sub, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+    ]
+    if socket.has_ipv6:
+        kinds.append((socket.socket, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP))
+    for cls, fam, typ, proto in kinds:
+        results = []
+        for setter in (base_events._set_nodelay, _set_nodelay):
+            with cls(fam, typ, proto) as s:
+                s.setblocking(False)
+                setter(s)
+                if fam == socket.AF_UNIX or typ != socket.SOCK_STREAM:
+                    results.append(None)
+                else:
+                    results.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        assert results[0] == results[1], (cls, fam, typ, proto)
