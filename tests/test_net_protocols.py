@@ -1314,3 +1314,79 @@ def test_set_nodelay_matches_asyncio():
                 else:
                     results.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         assert results[0] == results[1], (cls, fam, typ, proto)
+
+
+@pytest.mark.parametrize("listener", ["plain", "subclass", "timeout"])
+def test_accepted_socket_state(loop, listener):
+    # tokioloop accepts from a plain socket.socket through the C type's
+    # _accept; the accepted socket must look exactly like asyncio's.
+    class Sub(socket.socket):
+        pass
+
+    cls = Sub if listener == "subclass" else socket.socket
+    lsock = cls(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    if listener == "timeout":
+        lsock.settimeout(5.0)
+    seen = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            s = transport.get_extra_info("socket")
+            seen.append(
+                (
+                    type(s._sock).__name__,
+                    s.family,
+                    s.type,
+                    s.proto,
+                    s.gettimeout(),
+                    s._sock.getblocking(),
+                    transport.get_extra_info("peername") == s.getpeername(),
+                    transport.get_extra_info("sockname") == s.getsockname(),
+                )
+            )
+            transport.close()
+
+    async def main():
+        srv = await loop.create_server(Server, sock=lsock)
+        port = lsock.getsockname()[1]
+        for n in range(1, 4):
+            tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            for _ in range(200):
+                if len(seen) == n:
+                    break
+                await asyncio.sleep(0.001)
+            tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+    assert len(seen) == 3
+    assert set(seen) == {
+        # The accepted socket takes the listener's proto (0 here).
+        ("socket", socket.AF_INET, socket.SOCK_STREAM, 0, 0.0, False, True, True)
+    }
+
+
+def test_accept_debug_log(loop, caplog):
+    # asyncio logs every accepted connection in debug mode.
+    import logging
+
+    loop.set_debug(True)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        run(loop, main())
+    msgs = [r.getMessage() for r in caplog.records if "got a new connection from" in r.getMessage()]
+    assert len(msgs) == 1
+    # (Formatted now, after the socket closed: only its kind is left.)
+    assert "<socket.socket " in msgs[0] and "family=2, type=1, proto=6>" in msgs[0]
