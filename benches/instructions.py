@@ -20,7 +20,8 @@ and wake-ups are not weighed, so read this beside net.py's CPU columns.
 With ``--http APP`` the server is APP's hello-world from
 benches/http_servers.py (uvicorn+FastAPI with httptools, or aiohttp) and the
 load is ``wrk -t1 -cCONNS`` (2 s of warm-up, then DURATION seconds counted),
-as net.py --http runs them.
+as net.py --http runs them. ``--close`` makes wrk send ``Connection: close``,
+so every request also pays for accepting and closing its connection.
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ def measure_http(loop: str, args: argparse.Namespace, outdir: Path) -> float:
         loop_class = server.ready_words[1] if len(server.ready_words) > 1 else "?"
         if loop_class.split(".")[0] != loop:
             raise proc.CellError(f"server runs on {loop_class}, not {loop}")
-        proc.run_wrk(url, args.conns, 2.0, latency=False)
+        headers = ("Connection: close",) if args.close else ()
+        proc.run_wrk(url, args.conns, 2.0, latency=False, headers=headers)
         subprocess.run(
             ["callgrind_control", "-z", str(server.pid)], check=True, capture_output=True
         )
-        report = proc.run_wrk(url, args.conns, args.duration, latency=False)
+        report = proc.run_wrk(url, args.conns, args.duration, latency=False, headers=headers)
         subprocess.run(
             ["callgrind_control", "-d", str(server.pid)], check=True, capture_output=True
         )
@@ -153,6 +155,11 @@ def main() -> int:
         choices=("aiohttp", "fastapi"),
         help="measure this hello-world HTTP server under wrk instead of an echo server",
     )
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="with --http: wrk sends 'Connection: close', so each request is a new connection",
+    )
     args = parser.parse_args()
     if args.conns is None:
         args.conns = 16 if args.http else 1
@@ -162,7 +169,8 @@ def main() -> int:
     proc.READY_TIMEOUT = 180.0
     if args.http:
         measure_one = measure_http
-        print(f"{args.http} under wrk, {args.conns} conns: instructions/request")
+        close = ", Connection: close" if args.close else ""
+        print(f"{args.http} under wrk, {args.conns} conns{close}: instructions/request")
     else:
         proc.ensure_client()
         measure_one = measure
