@@ -1182,9 +1182,7 @@ impl LoopCore {
         self.shared.closed.load(Ordering::Relaxed)
     }
 
-    fn time(&self) -> f64 {
-        clock::monotonic()
-    }
+    // `time()` is a `METH_NOARGS` C method (`fastcall::install`).
 
     fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);

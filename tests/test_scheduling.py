@@ -704,3 +704,16 @@ def test_call_at_int_deadlines(loop):
     loop.call_later(0.001, loop.stop)
     loop.run_forever()
     assert seen == ["past", "int", "float"]
+
+
+def test_time_is_monotonic_float(loop):
+    # tokioloop's time() is a METH_NOARGS C method.
+    a = time.monotonic()
+    b = loop.time()
+    c = time.monotonic()
+    assert type(b) is float
+    assert a <= b <= c
+    with pytest.raises(TypeError):
+        loop.time(1)
+    loop.close()
+    assert loop.time() >= c
