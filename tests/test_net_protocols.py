@@ -1390,3 +1390,20 @@ def test_accept_debug_log(loop, caplog):
     assert len(msgs) == 1
     # (Formatted now, after the socket closed: only its kind is left.)
     assert "<socket.socket " in msgs[0] and "family=2, type=1, proto=6>" in msgs[0]
+
+
+def test_is_closing_states_and_arity(loop):
+    # tokioloop's is_closing is a METH_NOARGS C method on the core.
+    async def main():
+        async with _connected(loop) as (tr, cp, sp):
+            assert tr.is_closing() is False
+            with pytest.raises(TypeError):
+                tr.is_closing(1)
+            with pytest.raises(TypeError):
+                tr.is_closing(x=1)
+            sp.transport.abort()
+            assert sp.transport.is_closing() is True
+            await cp.lost
+            assert tr.is_closing() is True
+
+    run(loop, main())
