@@ -278,11 +278,16 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def run_wrk(url: str, conns: int, duration: float, latency: bool = True) -> dict:
+def run_wrk(
+    url: str, conns: int, duration: float, latency: bool = True, headers: tuple[str, ...] = ()
+) -> dict:
     """One wrk run with a single thread (the server needs the other core)."""
     # wrk only takes whole seconds.
     duration = max(1, math.ceil(duration))
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", *(["--latency"] if latency else []), url]
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", *(["--latency"] if latency else [])]
+    for header in headers:
+        cmd += ["-H", header]
+    cmd.append(url)
     try:
         proc = subprocess.run(
             cmd, check=False, capture_output=True, text=True, timeout=duration + CLIENT_SLACK

@@ -1,6 +1,6 @@
 //! Hand-written `METH_FASTCALL` entry points for the scheduling methods:
 //! `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`; and
-//! plain C entry points for `get_debug`, `create_future` (`METH_NOARGS`)
+//! plain C entry points for `time`, `get_debug`, `create_future` (`METH_NOARGS`)
 //! and `create_task` (`METH_FASTCALL`, with PyO3's generic method behind it
 //! for unusual calls).
 //!
@@ -307,6 +307,18 @@ unsafe extern "C" fn get_debug(
     }
 }
 
+/// `time()` (`METH_NOARGS`): aiohttp reads the loop's clock for every
+/// request, and PyO3's trampoline cost more than the clock read.
+unsafe extern "C" fn time(
+    _slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: called by CPython with the GIL held; `PyFloat_FromDouble`
+    // returns a new reference, or NULL with MemoryError set, which is what
+    // a C method returns either way.
+    unsafe { ffi::PyFloat_FromDouble(crate::clock::monotonic()) }
+}
+
 /// `create_future()` (`METH_NOARGS`).
 unsafe extern "C" fn create_future(
     slf: *mut ffi::PyObject,
@@ -402,7 +414,12 @@ type MethodSpec = (
 
 type NoArgsSpec = (&'static CStr, ffi::PyCFunction, &'static CStr);
 
-const NOARGS_METHODS: [NoArgsSpec; 2] = [
+const NOARGS_METHODS: [NoArgsSpec; 3] = [
+    (
+        c"time",
+        time,
+        c"time($self, /)\n--\n\nThe loop's clock: time.monotonic().",
+    ),
     (
         c"get_debug",
         get_debug,

@@ -366,7 +366,7 @@ impl LoopCore {
             .lead
             .filter(|d| !d.is_none())
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("delay must not be None"))?;
-        let when = clock::monotonic() + delay.extract::<f64>()?;
+        let when = clock::monotonic() + seconds(&delay)?;
         let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
         Ok(timer.into_any().unbind())
     }
@@ -376,7 +376,7 @@ impl LoopCore {
             .lead
             .filter(|w| !w.is_none())
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("when cannot be None"))?;
-        let when = when.extract::<f64>()?;
+        let when = seconds(&when)?;
         let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
         Ok(timer.into_any().unbind())
     }
@@ -1048,6 +1048,27 @@ fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool
     Ok(())
 }
 
+/// A delay or deadline as a float. An exact `int` (uvicorn's keep-alive
+/// `call_later(5, ...)` on every response) is converted directly, as
+/// `float(n)` would (same rounding, same `OverflowError`), instead of
+/// through `PyFloat_AsDouble`, which makes and frees a `float` object on
+/// the way; everything else takes `PyFloat_AsDouble` as before.
+fn seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    // SAFETY: `value` is a live object (borrowed for the call) and the GIL
+    // is held (`Bound`); `PyLong_CheckExact` only reads its type.
+    if unsafe { ffi::PyLong_CheckExact(value.as_ptr()) } != 0 {
+        // SAFETY: as above, and `value` is an exact `int`.
+        let x = unsafe { ffi::PyLong_AsDouble(value.as_ptr()) };
+        if x == -1.0 {
+            if let Some(err) = PyErr::take(value.py()) {
+                return Err(err);
+            }
+        }
+        return Ok(x);
+    }
+    value.extract::<f64>()
+}
+
 /// The body of `run_forever`: iterate until `stop()`.
 ///
 /// Each I/O poll is its own `block_on`, and callbacks run between them,
@@ -1161,9 +1182,7 @@ impl LoopCore {
         self.shared.closed.load(Ordering::Relaxed)
     }
 
-    fn time(&self) -> f64 {
-        clock::monotonic()
-    }
+    // `time()` is a `METH_NOARGS` C method (`fastcall::install`).
 
     fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);

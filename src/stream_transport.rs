@@ -80,6 +80,11 @@ enum ReadOutcome {
 }
 
 impl StreamTransport {
+    /// What `is_closing()` returns (`transport_write::is_closing`).
+    pub(crate) fn closing(&self) -> bool {
+        self.base.closing
+    }
+
     /// Called by the loop for a readiness event.
     pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
         match direction {
@@ -676,9 +681,7 @@ impl StreamTransport {
         true
     }
 
-    fn is_closing(&self) -> bool {
-        self.base.closing
-    }
+    // `is_closing()` is a `METH_NOARGS` C method (`transport_write::install`).
 
     fn is_reading(&self) -> bool {
         !self.base.closing && !self.paused

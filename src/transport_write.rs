@@ -5,6 +5,9 @@
 //! A PyO3 method goes through the generic fastcall argument extraction and
 //! trampoline, about 100 instructions a call; the one argument is taken
 //! here directly (by position, or as `data=` as asyncio's method allows).
+//!
+//! `is_closing()` is a `METH_NOARGS` C method for the same reason: uvicorn
+//! and aiohttp ask it once per request.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -50,8 +53,58 @@ unsafe extern "C" fn write(
     finish(py, "write", outcome)
 }
 
-/// Add `write` to the `StreamTransportCore` type.
+/// # Safety
+/// Called by CPython as a `METH_NOARGS` method: the GIL is held and `slf`
+/// is live.
+unsafe extern "C" fn is_closing(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_attached();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<bool> {
+        let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
+        let closing = slf.try_borrow()?.closing();
+        Ok(closing)
+    }));
+    match outcome {
+        Ok(Ok(closing)) => {
+            let result = if closing {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            };
+            ffi::Py_INCREF(result);
+            result
+        }
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            PanicException::new_err("panic in is_closing").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Add `write` and `is_closing` to the `StreamTransportCore` type.
 pub fn install(py: Python<'_>, transport_type: &Bound<'_, PyType>) -> PyResult<()> {
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"is_closing".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunction: is_closing,
+        },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"is_closing(): True once the transport is closing or closed.".as_ptr(),
+    }));
+    // SAFETY: as for `write` below.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyDescr_NewMethod(transport_type.as_ptr().cast(), def),
+        )?
+    };
+    transport_type.setattr("is_closing", descr)?;
     // The definition must outlive the type: leaked once per import.
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: c"write".as_ptr(),

@@ -1238,3 +1238,172 @@ def test_loop_sendfile_no_fallback_bytesio(loop):
                 await loop.sendfile(tr, io.BytesIO(b"abc"), fallback=False)
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("family", ["tcp4", "tcp6", "unix"])
+def test_tcp_nodelay_on_accepted_and_connected(loop, family, tmp_path):
+    # tokioloop sets TCP_NODELAY through the C socket type's getters for a
+    # plain socket.socket: same sockets as asyncio's _set_nodelay.
+    if family == "tcp6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    got = {}
+
+    def nodelay(sock):
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        except OSError:
+            return "error"
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            got["server"] = nodelay(transport.get_extra_info("socket"))
+            transport.close()
+
+    async def main():
+        if family == "unix":
+            path = str(tmp_path / "s.sock")
+            srv = await loop.create_unix_server(Server, path)
+            tr, _ = await loop.create_unix_connection(asyncio.Protocol, path)
+        else:
+            host = "127.0.0.1" if family == "tcp4" else "::1"
+            try:
+                srv = await loop.create_server(Server, host, 0)
+            except OSError:
+                pytest.skip("no IPv6 loopback")
+            port = srv.sockets[0].getsockname()[1]
+            tr, _ = await loop.create_connection(asyncio.Protocol, host, port)
+        for _ in range(100):
+            if "server" in got:
+                break
+            await asyncio.sleep(0.001)
+        expected = "error" if family == "unix" else True
+        assert got["server"] == expected
+        assert nodelay(tr.get_extra_info("socket")) == expected
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+
+
+def test_set_nodelay_matches_asyncio():
+    from asyncio import base_events
+
+    from tokioloop._transports import _set_nodelay
+
+    class Sub(socket.socket):
+        pass
+
+    kinds = [
+        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, 0),
+        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+        (socket.socket, socket.AF_INET, socket.SOCK_DGRAM, 0),
+        (socket.socket, socket.AF_UNIX, socket.SOCK_STREAM, 0),
+        (Sub, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+    ]
+    if socket.has_ipv6:
+        kinds.append((socket.socket, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP))
+    for cls, fam, typ, proto in kinds:
+        results = []
+        for setter in (base_events._set_nodelay, _set_nodelay):
+            with cls(fam, typ, proto) as s:
+                s.setblocking(False)
+                setter(s)
+                if fam == socket.AF_UNIX or typ != socket.SOCK_STREAM:
+                    results.append(None)
+                else:
+                    results.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        assert results[0] == results[1], (cls, fam, typ, proto)
+
+
+@pytest.mark.parametrize("listener", ["plain", "subclass", "timeout"])
+def test_accepted_socket_state(loop, listener):
+    # tokioloop accepts from a plain socket.socket through the C type's
+    # _accept; the accepted socket must look exactly like asyncio's.
+    class Sub(socket.socket):
+        pass
+
+    cls = Sub if listener == "subclass" else socket.socket
+    lsock = cls(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    if listener == "timeout":
+        lsock.settimeout(5.0)
+    seen = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            s = transport.get_extra_info("socket")
+            seen.append(
+                (
+                    type(s._sock).__name__,
+                    s.family,
+                    s.type,
+                    s.proto,
+                    s.gettimeout(),
+                    s._sock.getblocking(),
+                    transport.get_extra_info("peername") == s.getpeername(),
+                    transport.get_extra_info("sockname") == s.getsockname(),
+                )
+            )
+            transport.close()
+
+    async def main():
+        srv = await loop.create_server(Server, sock=lsock)
+        port = lsock.getsockname()[1]
+        for n in range(1, 4):
+            tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            for _ in range(200):
+                if len(seen) == n:
+                    break
+                await asyncio.sleep(0.001)
+            tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+    assert len(seen) == 3
+    assert set(seen) == {
+        # The accepted socket takes the listener's proto (0 here).
+        ("socket", socket.AF_INET, socket.SOCK_STREAM, 0, 0.0, False, True, True)
+    }
+
+
+def test_accept_debug_log(loop, caplog):
+    # asyncio logs every accepted connection in debug mode.
+    import logging
+
+    loop.set_debug(True)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        run(loop, main())
+    msgs = [r.getMessage() for r in caplog.records if "got a new connection from" in r.getMessage()]
+    assert len(msgs) == 1
+    # (Formatted now, after the socket closed: only its kind is left.)
+    assert "<socket.socket " in msgs[0] and "family=2, type=1, proto=6>" in msgs[0]
+
+
+def test_is_closing_states_and_arity(loop):
+    # tokioloop's is_closing is a METH_NOARGS C method on the core.
+    async def main():
+        async with _connected(loop) as (tr, cp, sp):
+            assert tr.is_closing() is False
+            with pytest.raises(TypeError):
+                tr.is_closing(1)
+            with pytest.raises(TypeError):
+                tr.is_closing(x=1)
+            sp.transport.abort()
+            assert sp.transport.is_closing() is True
+            await cp.lost
+            assert tr.is_closing() is True
+
+    run(loop, main())

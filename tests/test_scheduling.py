@@ -662,3 +662,58 @@ def test_partial_and_callable_object_callbacks(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == ["partial", ("obj", 1), "timer-partial"]
+
+
+class _Int(int):
+    pass
+
+
+def test_call_later_int_delays(loop):
+    # Exact ints take a direct int-to-float conversion: same deadlines, same
+    # order, same errors as floats and int subclasses.
+    seen = []
+    t0 = loop.time()
+    handles = [
+        loop.call_later(0, seen.append, "int 0"),
+        loop.call_later(0.0, seen.append, "float 0"),
+        loop.call_later(-3, seen.append, "int -3"),
+        loop.call_later(False, seen.append, "bool"),
+        loop.call_later(_Int(0), seen.append, "subclass"),
+        loop.call_later(2**53 + 1, seen.append, "never"),
+    ]
+    assert handles[0].when() >= t0
+    assert handles[-1].when() - loop.time() > 2**52
+    assert isinstance(handles[0].when(), float)
+    handles[-1].cancel()
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert seen == ["int -3", "int 0", "float 0", "bool", "subclass"]
+    with pytest.raises(OverflowError, match="int too large to convert to float"):
+        loop.call_later(2**1100, seen.append)
+    with pytest.raises(OverflowError, match="int too large to convert to float"):
+        loop.call_later(-(2**1100), seen.append)
+
+
+def test_call_at_int_deadlines(loop):
+    seen = []
+    now = int(loop.time())
+    h = loop.call_at(now, seen.append, "int")
+    loop.call_at(float(now), seen.append, "float")
+    loop.call_at(now - 10, seen.append, "past")
+    assert h.when() == now
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert seen == ["past", "int", "float"]
+
+
+def test_time_is_monotonic_float(loop):
+    # tokioloop's time() is a METH_NOARGS C method.
+    a = time.monotonic()
+    b = loop.time()
+    c = time.monotonic()
+    assert type(b) is float
+    assert a <= b <= c
+    with pytest.raises(TypeError):
+        loop.time(1)
+    loop.close()
+    assert loop.time() >= c

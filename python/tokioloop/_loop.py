@@ -17,6 +17,7 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import selectors
 import signal
@@ -25,8 +26,9 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, events, futures, selector_events, unix_events
+from asyncio import base_events, constants, events, futures, selector_events, trsock, unix_events
 from asyncio.exceptions import CancelledError
+from asyncio.log import logger
 
 try:
     import ssl
@@ -37,6 +39,10 @@ from . import _child_watch, _transports
 from ._tokioloop import LoopCore
 
 _Future = futures.Future
+# The C socket type's getters (plain ints, no enum per read), see
+# _accept_connection.
+_raw_family = socket.socket.__mro__[1].family.__get__
+_raw_type = socket.socket.__mro__[1].type.__get__
 _SelectorLoop = selector_events.BaseSelectorEventLoop
 
 
@@ -235,6 +241,68 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         raise RuntimeError("tokioloop dispatches fd events natively")
 
     # -- transports ------------------------------------------------------
+
+    def _accept_connection(
+        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
+    ):
+        """asyncio's accept loop (selector_events, 3.10-3.13), with the
+        accept itself made cheaper for a plain ``socket.socket`` listener:
+        ``socket.accept()`` builds the new socket from ``self.family`` and
+        ``self.type``, two enum conversions per connection, and checks the
+        default timeout only for ``setblocking(False)`` to override it right
+        after. Here the C type's ``_accept`` and getters give the same
+        socket (same family, type, proto, fd; non-blocking). Errors, debug
+        logging, the retry after EMFILE & co. and the ``_accept_connection2``
+        task per connection are asyncio's. Socket subclasses (their
+        ``accept`` may be overridden) take asyncio's method."""
+        if type(sock) is not socket.socket:
+            return _SelectorLoop._accept_connection(
+                self, protocol_factory, sock, sslcontext, server, backlog, *timeouts
+            )
+        family = _raw_family(sock)
+        kind = _raw_type(sock)
+        proto = sock.proto
+        for _ in range(backlog):
+            try:
+                fd, addr = sock._accept()
+                conn = socket.socket(family, kind, proto, fd)
+                if self._debug:
+                    logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                # Early exit because the socket accept buffer is empty.
+                return None
+            except OSError as exc:
+                # There's nowhere to send the error, so just log it.
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Linux keeps reporting the fd as ready: remove the
+                    # reader for a while, as asyncio does.
+                    self.call_exception_handler(
+                        {
+                            "message": "socket.accept() out of system resource",
+                            "exception": exc,
+                            "socket": trsock.TransportSocket(sock),
+                        }
+                    )
+                    self._remove_reader(sock.fileno())
+                    self.call_later(
+                        constants.ACCEPT_RETRY_DELAY,
+                        self._start_serving,
+                        protocol_factory,
+                        sock,
+                        sslcontext,
+                        server,
+                        backlog,
+                        *timeouts,
+                    )
+                else:
+                    raise  # The event loop will catch, log and ignore it.
+            else:
+                extra = {"peername": addr}
+                accept = self._accept_connection2(
+                    protocol_factory, conn, extra, sslcontext, server, *timeouts
+                )
+                self.create_task(accept)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)

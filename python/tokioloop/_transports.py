@@ -33,6 +33,24 @@ _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 # 3.11 rewrote asyncio's SSLProtocol (the design _sslproto builds on).
 _NATIVE_SSL = sys.version_info >= (3, 11)
+# The C socket type's own getters: plain ints, where socket.socket's
+# `family`/`type` properties build an enum member on every read.
+_raw_family = socket.socket.__mro__[1].family.__get__
+_raw_type = socket.socket.__mro__[1].type.__get__
+
+
+def _set_nodelay(sock):
+    """asyncio's base_events._set_nodelay, without the two enum
+    conversions when ``sock`` is a plain socket.socket (every accepted
+    connection)."""
+    if type(sock) is not socket.socket or not hasattr(socket, "TCP_NODELAY"):
+        base_events._set_nodelay(sock)
+    elif (
+        _raw_family(sock) in _INET_FAMILIES
+        and _raw_type(sock) == socket.SOCK_STREAM
+        and sock.proto == socket.IPPROTO_TCP
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _server_attach(server, transport):
@@ -237,7 +255,7 @@ class SocketTransport(_NativeTransport, transports.Transport):
         self._server = server
         if server is not None:
             _server_attach(server, self)
-        base_events._set_nodelay(sock)
+        _set_nodelay(sock)
         self._start(loop, core, protocol, waiter)
 
     @property
