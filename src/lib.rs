@@ -64,10 +64,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
-    transport_write::install(
-        m.py(),
-        &m.py().get_type::<stream_transport::StreamTransport>(),
-    )?;
+    transport_write::install(&m.py().get_type::<stream_transport::StreamTransport>())?;
     m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

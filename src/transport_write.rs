@@ -9,13 +9,14 @@
 //! `is_closing()` is a `METH_NOARGS` C method for the same reason: uvicorn
 //! and aiohttp ask it once per request.
 
+use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+use pyo3::types::{PyBool, PyType};
 
 use crate::fastcall::finish;
 use crate::stream_transport::StreamTransport;
@@ -61,66 +62,55 @@ unsafe extern "C" fn is_closing(
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     let py = Python::assume_attached();
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<bool> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
         let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
         let closing = slf.try_borrow()?.closing();
-        Ok(closing)
+        Ok(PyBool::new(py, closing).to_owned().into_any().unbind())
     }));
-    match outcome {
-        Ok(Ok(closing)) => {
-            let result = if closing {
-                ffi::Py_True()
-            } else {
-                ffi::Py_False()
-            };
-            ffi::Py_INCREF(result);
-            result
-        }
-        Ok(Err(err)) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            PanicException::new_err("panic in is_closing").restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    finish(py, "is_closing", outcome)
+}
+
+/// Add one C method to `tp`.
+fn add_method(
+    tp: &Bound<'_, PyType>,
+    name: &'static CStr,
+    meth: ffi::PyMethodDefPointer,
+    flags: std::os::raw::c_int,
+    doc: &'static CStr,
+) -> PyResult<()> {
+    // The definition must outlive the type: leaked once per import.
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: meth,
+        ml_flags: flags,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: the GIL is held; `tp` is a live type object and `def` lives
+    // forever; a NULL result has an exception set.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(tp.py(), ffi::PyDescr_NewMethod(tp.as_type_ptr(), def))?
+    };
+    tp.setattr(name.to_str().expect("ASCII method name"), descr)
 }
 
 /// Add `write` and `is_closing` to the `StreamTransportCore` type.
-pub fn install(py: Python<'_>, transport_type: &Bound<'_, PyType>) -> PyResult<()> {
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"is_closing".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
+pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
+    add_method(
+        transport_type,
+        c"is_closing",
+        ffi::PyMethodDefPointer {
             PyCFunction: is_closing,
         },
-        ml_flags: ffi::METH_NOARGS,
-        ml_doc: c"is_closing(): True once the transport is closing or closed.".as_ptr(),
-    }));
-    // SAFETY: as for `write` below.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyDescr_NewMethod(transport_type.as_ptr().cast(), def),
-        )?
-    };
-    transport_type.setattr("is_closing", descr)?;
-    // The definition must outlive the type: leaked once per import.
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"write".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
+        ffi::METH_NOARGS,
+        c"is_closing(): True once the transport is closing or closed.",
+    )?;
+    add_method(
+        transport_type,
+        c"write",
+        ffi::PyMethodDefPointer {
             PyCFunctionFastWithKeywords: write,
         },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"write(data): send data, buffering what the socket does not take.".as_ptr(),
-    }));
-    // SAFETY: the GIL is held; `transport_type` is a live type object and
-    // `def` lives forever; a NULL result has an exception set.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyDescr_NewMethod(transport_type.as_ptr().cast(), def),
-        )?
-    };
-    transport_type.setattr("write", descr)
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        c"write(data): send data, buffering what the socket does not take.",
+    )
 }
