@@ -492,25 +492,33 @@ pub fn install(py: Python<'_>, loop_type: &Bound<'_, PyType>) -> PyResult<()> {
             )
         }));
     for (name, meth, flags, doc) in defs {
-        // The definition must outlive the type: leaked once per import.
-        let def = Box::leak(Box::new(ffi::PyMethodDef {
-            ml_name: name.as_ptr(),
-            ml_meth: meth,
-            ml_flags: flags,
-            ml_doc: doc.as_ptr(),
-        }));
-        // SAFETY: the GIL is held; `loop_type` is a live type object and
-        // `def` lives forever; a NULL result has an exception set.
-        let descr = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                ffi::PyDescr_NewMethod(loop_type.as_ptr().cast(), def),
-            )?
-        };
-        let name = name
-            .to_str()
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        loop_type.setattr(name, descr)?;
+        add_method(loop_type, name, meth, flags, doc)?;
     }
     Ok(())
+}
+
+/// Add one C method to the type `tp`.
+pub(crate) fn add_method(
+    tp: &Bound<'_, PyType>,
+    name: &'static CStr,
+    meth: ffi::PyMethodDefPointer,
+    flags: std::os::raw::c_int,
+    doc: &'static CStr,
+) -> PyResult<()> {
+    // The definition must outlive the type: leaked once per import.
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: meth,
+        ml_flags: flags,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: the GIL is held; `tp` is a live type object and `def` lives
+    // forever; a NULL result has an exception set.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(tp.py(), ffi::PyDescr_NewMethod(tp.as_type_ptr(), def))?
+    };
+    let name = name
+        .to_str()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    tp.setattr(name, descr)
 }

@@ -9,7 +9,6 @@
 //! `is_closing()` is a `METH_NOARGS` C method for the same reason: uvicorn
 //! and aiohttp ask it once per request.
 
-use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyTypeError;
@@ -18,7 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyType};
 
-use crate::fastcall::finish;
+use crate::fastcall::{add_method, finish};
 use crate::stream_transport::StreamTransport;
 
 /// # Safety
@@ -68,29 +67,6 @@ unsafe extern "C" fn is_closing(
         Ok(PyBool::new(py, closing).to_owned().into_any().unbind())
     }));
     finish(py, "is_closing", outcome)
-}
-
-/// Add one C method to `tp`.
-fn add_method(
-    tp: &Bound<'_, PyType>,
-    name: &'static CStr,
-    meth: ffi::PyMethodDefPointer,
-    flags: std::os::raw::c_int,
-    doc: &'static CStr,
-) -> PyResult<()> {
-    // The definition must outlive the type: leaked once per import.
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: name.as_ptr(),
-        ml_meth: meth,
-        ml_flags: flags,
-        ml_doc: doc.as_ptr(),
-    }));
-    // SAFETY: the GIL is held; `tp` is a live type object and `def` lives
-    // forever; a NULL result has an exception set.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(tp.py(), ffi::PyDescr_NewMethod(tp.as_type_ptr(), def))?
-    };
-    tp.setattr(name.to_str().expect("ASCII method name"), descr)
 }
 
 /// Add `write` and `is_closing` to the `StreamTransportCore` type.
