@@ -19,6 +19,7 @@ benches/micro.py loads it by path from a checkout.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import gc
 import importlib
@@ -183,7 +184,9 @@ def bench_future_chain(loop_factory: LoopFactory, n: int) -> float:
         loop.close()
 
 
-def bench_call_soon_threadsafe(loop_factory: LoopFactory, n: int) -> float:
+def bench_call_soon_threadsafe(
+    loop_factory: LoopFactory, n: int, context: contextvars.Context | None = None
+) -> float:
     """Another thread makes n call_soon_threadsafe calls; the loop counts them all in."""
     loop = loop_factory()
     arrived = 0
@@ -198,8 +201,12 @@ def bench_call_soon_threadsafe(loop_factory: LoopFactory, n: int) -> float:
 
     def producer():
         call_soon_threadsafe = loop.call_soon_threadsafe
-        for _ in range(n):
-            call_soon_threadsafe(on_call)
+        if context is None:
+            for _ in range(n):
+                call_soon_threadsafe(on_call)
+        else:
+            for _ in range(n):
+                call_soon_threadsafe(on_call, context=context)
 
     # Daemon so that a loop which loses calls shows up as a timeout in the
     # parent instead of an interpreter that never exits.
@@ -216,6 +223,18 @@ def bench_call_soon_threadsafe(loop_factory: LoopFactory, n: int) -> float:
     finally:
         loop.close()
     return t[1] - t[0]
+
+
+def bench_call_soon_threadsafe_ctx(loop_factory: LoopFactory, n: int) -> float:
+    """call_soon_threadsafe with one given context: no per-call context copy.
+
+    asyncio (and uvloop and tokioloop) run a callback scheduled without
+    `context=` in a copy of the caller's context, made per call; rloop's
+    call_soon_threadsafe skips that copy (its callbacks share one context,
+    so a variable set by one is seen by the next). Passing a context makes
+    every loop do the same work.
+    """
+    return bench_call_soon_threadsafe(loop_factory, n, contextvars.copy_context())
 
 
 def bench_run_in_executor(loop_factory: LoopFactory, n: int) -> float:
@@ -314,6 +333,7 @@ WORKLOADS: dict[str, Callable[[LoopFactory, int], float]] = {
     "gather_sleep0": bench_gather_sleep0,
     "future_chain": bench_future_chain,
     "call_soon_threadsafe": bench_call_soon_threadsafe,
+    "call_soon_threadsafe_ctx": bench_call_soon_threadsafe_ctx,
     "run_in_executor": bench_run_in_executor,
     "tcp_echo": bench_tcp_echo,
 }
@@ -326,12 +346,13 @@ FULL_SIZES = {
     "gather_sleep0": 10_000,
     "future_chain": 100_000,
     "call_soon_threadsafe": 100_000,
+    "call_soon_threadsafe_ctx": 100_000,
     "run_in_executor": 10_000,
     "tcp_echo": 80_000,
 }
 
 # Used by `python -m tokioloop` and `micro.py --quick`; sized so that four
-# loops x seven workloads x three rounds stay well under a minute on 2 cores.
+# loops x nine workloads x three rounds stay well under a minute on 2 cores.
 QUICK_SIZES = {
     "call_soon": 400_000,
     # Timers need enough volume that the 10 ms spread of delays is not the
@@ -341,6 +362,7 @@ QUICK_SIZES = {
     "gather_sleep0": 10_000,
     "future_chain": 40_000,
     "call_soon_threadsafe": 40_000,
+    "call_soon_threadsafe_ctx": 40_000,
     "run_in_executor": 4_000,
     "tcp_echo": 24_000,
 }
