@@ -282,9 +282,7 @@ def test_subprocesses_under_the_installed_policy(impl, restore_policy, how):
                 sys.executable, "-c", "print('hi')", stdout=asyncio.subprocess.PIPE
             )
         else:
-            proc = await asyncio.create_subprocess_shell(
-                "echo hi", stdout=asyncio.subprocess.PIPE
-            )
+            proc = await asyncio.create_subprocess_shell("echo hi", stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         return out, proc.returncode, type(asyncio.get_running_loop())
 

@@ -157,7 +157,9 @@ def test_run_until_complete_cancelled_future(loop):
 
 
 def test_run_until_complete_non_awaitable(loop):
-    with pytest.raises(TypeError, match="An asyncio.Future, a coroutine or an awaitable is required"):
+    with pytest.raises(
+        TypeError, match="An asyncio.Future, a coroutine or an awaitable is required"
+    ):
         loop.run_until_complete(42)
     with pytest.raises(TypeError):
         loop.run_until_complete(None)
@@ -772,8 +774,9 @@ _SCHEDULERS = {
     "call_at": lambda lp, cb: lp.call_at(lp.time(), cb),
     "call_soon_threadsafe": lambda lp, cb: lp.call_soon_threadsafe(cb),
     # Behind a backlog of queued callbacks (tokioloop hides those from the GC).
-    "call_soon_backlog": lambda lp, cb: [lp.call_soon(int) for _ in range(2000)][-1]
-    and lp.call_soon(cb),
+    "call_soon_backlog": lambda lp, cb: (
+        [lp.call_soon(int) for _ in range(2000)][-1] and lp.call_soon(cb)
+    ),
 }
 
 

@@ -226,9 +226,7 @@ def test_numeric_hosts_skip_the_executor_on_tokioloop():
     executor = CountingExecutor(max_workers=1)
     loop.set_default_executor(executor)
     try:
-        got = loop.run_until_complete(
-            loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
-        )
+        got = loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
         assert got == socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
         assert CountingExecutor.calls == 0
         loop.run_until_complete(loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM))

@@ -43,7 +43,9 @@ async def _pair(loop, client_factory=None, server_factory=None):
 
     server = await loop.create_server(make_server, "127.0.0.1", 0)
     addr = server.sockets[0].getsockname()
-    tr, cp = await loop.create_connection(client_factory or (lambda: RecordingProtocol(loop)), *addr)
+    tr, cp = await loop.create_connection(
+        client_factory or (lambda: RecordingProtocol(loop)), *addr
+    )
     sp = await accepted
     await sp.made
     return server, tr, cp, sp
@@ -368,7 +370,9 @@ def test_loop_closed_with_open_transport_warns_and_closes_socket(loop_factory):
         async def main():
             server, tr, _cp, sp = await _pair(lp)
             server.close()
-            return tr.get_extra_info("socket").fileno(), sp.transport.get_extra_info("socket").fileno()
+            return tr.get_extra_info("socket").fileno(), sp.transport.get_extra_info(
+                "socket"
+            ).fileno()
 
         fds = lp.run_until_complete(main())
     finally:
@@ -377,7 +381,11 @@ def test_loop_closed_with_open_transport_warns_and_closes_socket(loop_factory):
         warnings.simplefilter("always")
         for _ in range(3):
             gc.collect()
-    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)]
+    unclosed = [
+        w
+        for w in caught
+        if issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)
+    ]
     assert len(unclosed) >= 2
     for fd in fds:
         with pytest.raises(OSError):

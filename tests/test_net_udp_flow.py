@@ -80,9 +80,13 @@ def test_unix_datagram_full_buffer_pauses_then_flushes_in_order(loop, loop_kind,
         tx_t.close()
         rx_t.close()
         await asyncio.sleep(0)
-        return buffered > 0, left, tx.events[:1], tx.events[-1][0], [
-            int.from_bytes(d[:4], "big") for d in rx.got
-        ]
+        return (
+            buffered > 0,
+            left,
+            tx.events[:1],
+            tx.events[-1][0],
+            [int.from_bytes(d[:4], "big") for d in rx.got],
+        )
 
     buffered, left, first, last, order = run(loop, main())
     assert buffered

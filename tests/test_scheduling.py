@@ -118,7 +118,11 @@ def test_timer_argument_forms(loop, method):
         f") missing 1 required positional argument: '{lead}'",
         f") got multiple values for argument '{lead}'",
         ") got an unexpected keyword argument 'nope'",
-        *(["delay must not be None" if lead == "delay" else "when cannot be None"] if PY311 else []),
+        *(
+            ["delay must not be None" if lead == "delay" else "when cannot be None"]
+            if PY311
+            else []
+        ),
     ]
 
 

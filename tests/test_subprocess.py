@@ -763,6 +763,7 @@ def test_child_reaped_elsewhere_reports_255(loop, caplog):
 
 def test_application_child_watcher_is_used(loop_factory):
     """A child watcher the application installed is the one that waits."""
+
     class RecordingWatcher(unix_events.ThreadedChildWatcher):
         def __init__(self):
             super().__init__()

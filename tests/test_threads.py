@@ -172,7 +172,10 @@ def test_run_in_executor_explicit_executor(loop):
 
         async def main():
             return await asyncio.gather(
-                *(loop.run_in_executor(ex, lambda: threading.current_thread().name) for _ in range(4))
+                *(
+                    loop.run_in_executor(ex, lambda: threading.current_thread().name)
+                    for _ in range(4)
+                )
             )
 
         names = loop.run_until_complete(main())
@@ -302,6 +305,7 @@ def test_loop_created_and_run_in_worker_thread(loop_factory):
     def work():
         lp = loop_factory()
         try:
+
             async def main():
                 await asyncio.sleep(0.005)
                 fut = lp.create_future()
@@ -335,6 +339,7 @@ def test_two_loops_in_two_threads_concurrently(loop_factory):
     def work(tag):
         lp = loop_factory()
         try:
+
             async def main():
                 out = []
                 for i in range(20):

@@ -70,7 +70,9 @@ class PidfdWaits:
         except ChildProcessError:
             # Reaped elsewhere (someone called waitpid): as asyncio reports it.
             returncode = 255
-            logger.warning("child process pid %d exit status already read:  will report returncode 255", pid)
+            logger.warning(
+                "child process pid %d exit status already read:  will report returncode 255", pid
+            )
         else:
             returncode = os.waitstatus_to_exitcode(status)
         callback(pid, returncode, *args)

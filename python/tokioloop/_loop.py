@@ -322,7 +322,17 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
             )
         return await _child_watch.make_subprocess_transport(
-            self, self._child_waits, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+            self,
+            self._child_waits,
+            protocol,
+            args,
+            shell,
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            extra,
+            **kwargs,
         )
 
     def _make_ssl_transport(
@@ -340,8 +350,16 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     ):
         # **timeouts: ssl_handshake_timeout, and ssl_shutdown_timeout on 3.11+.
         return _transports.make_ssl_transport(
-            self, rawsock, protocol, sslcontext, waiter, server_side, server_hostname,
-            extra, server, timeouts,
+            self,
+            rawsock,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            extra,
+            server,
+            timeouts,
         )
 
     if _transports._NATIVE_SSL:

@@ -306,7 +306,9 @@ def bench_tcp_echo(loop_factory: LoopFactory, n: int) -> float:
         clients = []
         for _ in range(conns):
             done = loop.create_future()
-            _, proto = await loop.create_connection(lambda d=done: Client(n // conns, d), host, port)
+            _, proto = await loop.create_connection(
+                lambda d=done: Client(n // conns, d), host, port
+            )
             clients.append(proto)
         t0 = _now()
         for c in clients:

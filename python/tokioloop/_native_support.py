@@ -74,9 +74,7 @@ def run_handle_debug(loop, handle):
         handle._run()
         dt = loop.time() - t0
         if dt >= loop.slow_callback_duration:
-            logger.warning(
-                "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
-            )
+            logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), dt)
     finally:
         loop._current_handle = None
         # A coroutine frame that outlives this call keeps this frame as its

@@ -349,7 +349,16 @@ def ssl_protocol_class():
 
 
 def make_ssl_transport(
-    loop, rawsock, protocol, sslcontext, waiter, server_side, server_hostname, extra, server, timeouts
+    loop,
+    rawsock,
+    protocol,
+    sslcontext,
+    waiter,
+    server_side,
+    server_hostname,
+    extra,
+    server,
+    timeouts,
 ):
     """asyncio's ``_make_ssl_transport`` with our socket transport under
     the TLS protocol (``ssl_protocol_class()``)."""
