@@ -105,7 +105,8 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
     /// Deadline for timers; NaN for plain handles.
     when: f64,
-    /// True while the timer sits in the loop's heap.
+    /// True while the timer sits in the loop's heap, and after the heap
+    /// handed it to the ready queue until the loop takes it up to run it.
     scheduled: AtomicBool,
     is_timer: bool,
 }
@@ -137,6 +138,10 @@ impl Handle {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn is_scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
     }
 
     pub fn set_scheduled(&self, scheduled: bool) {

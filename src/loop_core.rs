@@ -172,6 +172,19 @@ impl Shared {
         }
     }
 
+    /// A handle is about to run: if it is a timer `pop_due` moved here, it
+    /// leaves the heap's books now (the heap does not touch the handles it
+    /// pops, see `TimerHeap::pop_due`), as asyncio's `_run_once` does when
+    /// it pops one.
+    fn take_up(&self, handle: &Handle) {
+        if handle.is_scheduled() {
+            handle.set_scheduled(false);
+            if handle.is_cancelled() {
+                self.timers.lock().cancelled_left_heap();
+            }
+        }
+    }
+
     fn move_due_timers(&self, py: Python<'_>) {
         if self.timers.len_hint() == 0 {
             return;
@@ -290,7 +303,11 @@ fn release_queued(py: Python<'_>, queued: Queued) {
     drop(spare);
     for item in ready {
         match item {
-            Ready::Native(h) => handles::release(py, h),
+            Ready::Native(h) => {
+                // A due timer popped but not run: no longer in any heap.
+                h.get().set_scheduled(false);
+                handles::release(py, h)
+            }
             other => drop(other),
         }
     }
@@ -551,6 +568,9 @@ impl LoopCore {
         drop(surplus); // outside the borrow
         let debug = shared.debug();
         while let Some(item) = batch.pop_front() {
+            if let Ready::Native(h) = &item {
+                shared.take_up(h.get());
+            }
             let result = match &item {
                 Ready::Native(h) if !debug => Handle::run(h.bind(py)),
                 Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),

@@ -602,6 +602,36 @@ def test_cancel_due_timer_in_same_iteration(loop):
     assert victim.cancelled()
 
 
+def test_due_timers_cancelled_in_their_batch_leave_the_heap(loop):
+    # 1,000 timers already due; the first cancels the other 999 while they
+    # wait in the ready queue. None of them is scheduled any more after the
+    # iteration (asyncio's TimerHandle._scheduled), and later timers, live
+    # and cancelled, still behave (tokioloop counts the cancellations for
+    # heap compaction and must take them back).
+    out = []
+    now = loop.time()
+    due = []
+
+    def killer():
+        out.append("killer")
+        for h in due[1:]:
+            h.cancel()
+
+    due.append(loop.call_at(now - 1.0, killer))
+    due.extend(loop.call_at(now - 0.5 + i * 1e-6, out.append, i) for i in range(999))
+    later = [loop.call_at(now + 0.1 + 1e-4 * ((i * 7) % 300), out.append, i) for i in range(300)]
+    for h in later[::2]:
+        h.cancel()
+    run_once(loop)
+    assert out == ["killer"]
+    assert [h._scheduled for h in due] == [False] * 1000
+    loop.call_at(now + 0.3, loop.stop)
+    loop.run_forever()
+    want = sorted(range(1, 300, 2), key=lambda i: (i * 7) % 300)
+    assert out == ["killer", *want]
+    assert not any(h._scheduled for h in later)
+
+
 def test_timers_scheduled_by_callback_run_after_its_call_soons(loop):
     out = []
 
