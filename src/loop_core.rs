@@ -358,7 +358,7 @@ impl LoopCore {
         if this.shared.debug() {
             Self::debug_checks(slf, &call.callback, "call_soon", true)?;
         }
-        Ok(Self::schedule_soon(slf, call.callback, call.args, call.context)?.into_any())
+        Ok(Self::schedule_soon(slf, call.callback, call.args, call.context, false)?.into_any())
     }
 
     pub(crate) fn call_soon_threadsafe_impl(
@@ -370,7 +370,10 @@ impl LoopCore {
         if this.shared.debug() {
             Self::debug_checks(slf, &call.callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Self::schedule_soon(slf, call.callback, call.args, call.context)?;
+        // From another thread, the handle waits for the loop thread to take
+        // the GIL: treat it as a backlog.
+        let waits = !this.runs_here();
+        let handle = Self::schedule_soon(slf, call.callback, call.args, call.context, waits)?;
         this.shared.wake();
         Ok(handle.into_any())
     }
@@ -484,6 +487,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Args,
         context: Option<Bound<'_, PyAny>>,
+        waits: bool,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
@@ -510,7 +514,7 @@ impl LoopCore {
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
         // untracking and re-tracking it costs about 100 instructions.
-        if this.shared.ready_len(py) >= UNTRACK_BACKLOG {
+        if waits || this.shared.ready_len(py) >= UNTRACK_BACKLOG {
             handles::untrack_owned(handle.bind(slf.py()));
         }
         slf.get()
@@ -962,7 +966,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_open()?;
-        Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None).map(drop)
+        Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
     }
 
     fn rearm_fd_watchers(&self) {

@@ -768,11 +768,21 @@ class _KeepsOwnHandle:
         self.ran = True
 
 
+def _from_thread(func, *args):
+    result = []
+    thread = threading.Thread(target=lambda: result.append(func(*args)))
+    thread.start()
+    thread.join(10)
+    return result[0]
+
+
 _SCHEDULERS = {
     "call_soon": lambda lp, cb: lp.call_soon(cb),
     "call_later": lambda lp, cb: lp.call_later(0.001, cb),
     "call_at": lambda lp, cb: lp.call_at(lp.time(), cb),
     "call_soon_threadsafe": lambda lp, cb: lp.call_soon_threadsafe(cb),
+    # From another thread (tokioloop hides those from the GC while queued).
+    "call_soon_threadsafe_thread": lambda lp, cb: _from_thread(lp.call_soon_threadsafe, cb),
     # Behind a backlog of queued callbacks (tokioloop hides those from the GC).
     "call_soon_backlog": lambda lp, cb: (
         [lp.call_soon(int) for _ in range(2000)][-1] and lp.call_soon(cb)
