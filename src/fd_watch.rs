@@ -168,6 +168,15 @@ fn ready_now(fd: RawFd, direction: Direction) -> bool {
     n > 0 && pfd.revents & (events | libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// `_readable(fd)`: whether `fd` would report readable right now (one
+/// zero-timeout `poll(2)`). The accept loop asks before each accept after
+/// the first: an accept that finds the queue empty raises
+/// `BlockingIOError`, which costs about ten times this check.
+#[pyfunction]
+pub fn _readable(fd: RawFd) -> bool {
+    ready_now(fd, Direction::Read)
+}
+
 /// The reader and writer handles of one watched fd.
 pub type Registered<'a> = (Option<&'a Py<Handle>>, Option<&'a Py<Handle>>);
 

@@ -67,6 +67,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     transport_write::install(&m.py().get_type::<stream_transport::StreamTransport>())?;
     m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
+    m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ import io
 import os
 import socket
 import sys
+import time
 
 import pytest
 from loop_support import PY312, PY313
@@ -1369,6 +1370,52 @@ def test_accepted_socket_state(loop, listener):
     }
 
 
+def test_accept_burst_of_pending_connections(loop):
+    # Connections queued before the loop looks are all accepted, several per
+    # readiness event (asyncio accepts up to `backlog` per round; tokioloop
+    # asks poll(2) before each accept after the first instead of relying on
+    # a BlockingIOError to end the round).
+    clients = []
+    made = []
+
+    async def main():
+        srv = await loop.create_server(lambda: _Recorder(made), "127.0.0.1", 0, start_serving=False)
+        port = srv.sockets[0].getsockname()[1]
+        await srv.start_serving()
+        # All queued before the loop runs its accept callback.
+        for _ in range(25):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            clients.append(c)
+        for _ in range(500):
+            if len(made) == 25:
+                break
+            await asyncio.sleep(0.002)
+        srv.close()
+        await srv.wait_closed()
+
+    try:
+        run(loop, main())
+    finally:
+        for c in clients:
+            c.close()
+    assert len(made) == 25
+    assert len({tr.get_extra_info("peername") for tr in made}) == 25
+
+
+class _Recorder(asyncio.Protocol):
+    def __init__(self, made):
+        self.made = made
+
+    def connection_made(self, transport):
+        self.made.append(transport)
+        transport.close()
+
+
 def test_accept_debug_log(loop, caplog):
     # asyncio logs every accepted connection in debug mode.
     import logging
@@ -1409,3 +1456,30 @@ def test_is_closing_states_and_arity(loop):
             assert tr.is_closing() is True
 
     run(loop, main())
+
+
+def test_native_readable_check():
+    # The poll(2) the accept loop asks before each accept after the first.
+    from tokioloop._tokioloop import _readable
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    try:
+        assert _readable(lsock.fileno()) is False
+        c = socket.create_connection(lsock.getsockname())
+        try:
+            for _ in range(100):
+                if _readable(lsock.fileno()):
+                    break
+                time.sleep(0.001)
+            assert _readable(lsock.fileno()) is True
+            conn, _ = lsock.accept()
+            conn.close()
+            assert _readable(lsock.fileno()) is False
+        finally:
+            c.close()
+    finally:
+        lsock.close()
+    with pytest.raises(TypeError):
+        _readable("3")

@@ -11,6 +11,9 @@ _T = TypeVar("_T")
 
 __version__: str
 
+def _readable(fd: int, /) -> bool:
+    """Whether ``fd`` would report readable now (a zero-timeout poll)."""
+
 class Handle:
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
