@@ -1,0 +1,132 @@
+"""Server instructions per *connection*: accept, a 100-byte echo, close.
+
+Each loop's echo server (an `asyncio.Protocol`) runs under valgrind's
+callgrind twice, once for `--small` and once for `--large` connections made
+one after another by a plain blocking client in this process; the difference
+of the two totals divided by the difference of the counts is the cost of one
+connection, without interpreter start-up. Instructions, not time: syscalls
+and cache misses are not weighed (see benches/README.md).
+
+    .venv/bin/python benches/churn.py [--loops tokioloop,uvloop,rloop,asyncio]
+        [--small 500] [--large 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MESSAGE = b"x" * 100
+
+
+def serve(loop_name: str, conns: int) -> None:
+    """Echo server that exits after `conns` connections; prints its port."""
+    if loop_name == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        loop = __import__(loop_name).new_event_loop()
+
+    async def main():
+        done = loop.create_future()
+        lost = 0
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.transport.write(data)
+
+            def connection_lost(self, exc):
+                nonlocal lost
+                lost += 1
+                if lost == conns:
+                    done.set_result(None)
+
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await done
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    loop.close()
+
+
+def connect_many(port: int, conns: int) -> None:
+    for _ in range(conns):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(MESSAGE)
+            got = b""
+            while len(got) < len(MESSAGE):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("server closed early")
+                got += chunk
+
+
+def instructions(loop_name: str, conns: int, tmp: str) -> int:
+    out = os.path.join(tmp, f"cg.{loop_name}.{conns}")
+    server = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            os.path.abspath(__file__),
+            "--serve",
+            loop_name,
+            str(conns),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        port = int(server.stdout.readline())
+        connect_many(port, conns)
+        server.wait(timeout=300)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"(?:summary|totals): (\d+)", line)
+            if m:
+                return int(m.group(1))
+    raise RuntimeError(f"no totals in {out}")
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loops", default="tokioloop,uvloop,rloop,asyncio")
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--large", type=int, default=2500)
+    args = parser.parse_args()
+    print(
+        f"protocol echo, one 100-byte request per connection: instructions/connection "
+        f"({args.large} - {args.small} connections)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.loops.split(","):
+            t = time.monotonic()
+            small = instructions(name, args.small, tmp)
+            large = instructions(name, args.large, tmp)
+            per = (large - small) / (args.large - args.small)
+            print(f"  {name:10s} {per:10,.0f}   ({time.monotonic() - t:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
