@@ -51,6 +51,7 @@ pub mod ssl_protocol;
 pub mod stream_transport;
 pub mod timer_fd;
 pub mod timers;
+pub mod transport_map;
 pub mod transport_support;
 pub mod transport_write;
 pub mod wakeup;
@@ -67,6 +68,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     transport_write::install(&m.py().get_type::<stream_transport::StreamTransport>())?;
     m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
+    m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import socket
 
@@ -408,3 +409,74 @@ def test_writer_fires_on_failed_connect(loop):
         assert got == [errno.ECONNREFUSED, True]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_fd_of_closed_transport_is_free_again(loop, keep):
+    # Once the transport is closed (kept alive or not), its fd number may be
+    # watched again: asyncio's map of transports holds them weakly and skips
+    # closing ones; tokioloop's drops the entry when the connection is lost.
+    lsock = tcp_listener()
+    fired = []
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, sock=lsock)
+        async with server:
+            tr, proto = await loop.create_connection(
+                lambda: RecordingProtocol(loop), *lsock.getsockname()
+            )
+            sock = tr.get_extra_info("socket")
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+            fd = sock.fileno()
+            tr.close()
+            await proto.lost
+            held = tr if keep else None
+            del tr, sock
+            gc.collect()
+            # The transport closed its socket, so fd may now be reused:
+            # register the duplicate at that number if it is free.
+            try:
+                os.dup2(dup.fileno(), fd)
+                loop.add_reader(fd, fired.append, fd)
+                loop.remove_reader(fd)
+            finally:
+                os.close(fd)
+                dup.close()
+            assert (held is not None) == keep
+
+    run(loop, main())
+    assert fired == []
+
+
+def test_transport_map_behaves_like_a_weak_value_dict():
+    # tokioloop's native stand-in for asyncio's WeakValueDictionary.
+    from tokioloop._tokioloop import TransportMap
+
+    class T:
+        pass
+
+    m = TransportMap()
+    a, b = T(), T()
+    m[3] = a
+    m[4] = b
+    assert m[3] is a and m.get(4) is b and 3 in m and len(m) == 2
+    assert sorted(m) == [3, 4] and sorted(m.keys()) == [3, 4]
+    assert {id(v) for v in m.values()} == {id(a), id(b)}
+    assert m.get(5) is None and m.get(5, "x") == "x" and 5 not in m
+    with pytest.raises(KeyError):
+        m[5]
+    del b
+    gc.collect()
+    # A dead transport reads as missing, as in a WeakValueDictionary.
+    assert 4 not in m and m.get(4) is None and len(m) == 1
+    with pytest.raises(KeyError):
+        del m[4]
+    m.discard(3, T())  # not the owner: left alone
+    assert m[3] is a
+    m.discard(3, a)
+    assert 3 not in m
+    m[3] = a
+    del m[3]
+    assert len(m) == 0 and m.items() == []
+    with pytest.raises(TypeError):
+        m["x"] = a

@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
     ssl = None
 
 from . import _child_watch, _transports
-from ._tokioloop import LoopCore, _readable
+from ._tokioloop import LoopCore, TransportMap, _readable
 
 _Future = futures.Future
 # The C socket type's getters (plain ints, no enum per read), see
@@ -134,7 +134,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         # self-pipe, and the native core replaces both.
         base_events.BaseEventLoop.__init__(self)
         self._selector = _SelectorView(self)
-        self._transports = weakref.WeakValueDictionary()
+        # asyncio's WeakValueDictionary, natively (src/transport_map.rs).
+        self._transports = TransportMap()
         self._signal_handlers = {}
         self._unix_server_sockets = {}
         self._ssock = None

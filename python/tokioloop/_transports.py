@@ -204,6 +204,7 @@ class _NativeTransport(transports._FlowControlMixin):
     def _connection_lost_cleanup(self):
         # Off the reactor before the fd number can be reused.
         self._core._detach()
+        self._loop._transports.discard(self._sock_fd, self)
         self._sock.close()
         self._sock = None
         self._loop = None
