@@ -313,6 +313,20 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 )
                 self.create_task(accept)
 
+    def _ensure_fd_no_transport(self, fd):
+        """asyncio's check, with a lookup that answers None instead of
+        raising KeyError for a free fd (every new transport asks)."""
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                # This code matches selectors._fileobj_to_fd function.
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        transport = self._transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
