@@ -31,10 +31,14 @@ impl TransportMap {
         let weak = self.entries.borrow_mut(py).get(&fd)?.clone_ref(py);
         let live = weak.bind(py).upgrade();
         if live.is_none() {
-            let removed = self.entries.borrow_mut(py).remove(&fd);
-            drop(removed); // after the borrow
+            self.remove(py, fd);
         }
         live
+    }
+
+    fn remove(&self, py: Python<'_>, fd: i64) {
+        let removed = self.entries.borrow_mut(py).remove(&fd);
+        drop(removed); // after the borrow: dropping may run Python code
     }
 
     /// Every live (fd, transport), in no particular order.
@@ -76,8 +80,7 @@ impl TransportMap {
         if self.live(py, fd).is_none() {
             return Err(PyKeyError::new_err(fd));
         }
-        let removed = self.entries.borrow_mut(py).remove(&fd);
-        drop(removed);
+        self.remove(py, fd);
         Ok(())
     }
 
@@ -121,8 +124,7 @@ impl TransportMap {
     /// connection is lost; the fd number may already be someone else's).
     fn discard(&self, py: Python<'_>, fd: i64, transport: &Bound<'_, PyAny>) {
         if self.live(py, fd).is_some_and(|t| t.is(transport)) {
-            let removed = self.entries.borrow_mut(py).remove(&fd);
-            drop(removed);
+            self.remove(py, fd);
         }
     }
 }
