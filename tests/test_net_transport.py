@@ -646,3 +646,85 @@ def test_failing_protocol_factory_on_accept(loop, debug):
     assert calls_made == 2
     expected = ["Error on transport creation for incoming connection"] if debug else []
     assert reported == expected
+
+
+def test_protocol_factory_on_accept_in_a_task_or_a_callback(loop, loop_kind):
+    """The protocol of an accepted plain connection is made, then
+    connection_made runs, then connection_lost. asyncio makes the protocol
+    inside an ``_accept_connection2`` task per connection;
+    tokioloop (like uvloop) makes it in a plain callback, so
+    ``asyncio.current_task()`` in the factory is that task on asyncio and
+    None on tokioloop. Documented in docs/architecture.md."""
+    events = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            events.append("made")
+            self.transport = transport
+
+        def connection_lost(self, exc):
+            events.append("lost")
+
+    def factory():
+        events.append(("factory", asyncio.current_task() is not None))
+        return Proto()
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        tr, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        for _ in range(50):
+            if "made" in events:
+                break
+            await asyncio.sleep(0.01)
+        tr.close()
+        for _ in range(50):
+            if "lost" in events:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    in_task = loop_kind == "asyncio"
+    assert events == [("factory", in_task), "made", "lost"]
+
+
+def test_transport_closes_its_socket_once_the_connection_is_lost(loop):
+    """After connection_lost the transport's socket is closed (fileno -1),
+    for a plain socket.socket and through a subclass's own close()."""
+    import socket as socket_mod
+
+    closes = []
+
+    class MySocket(socket_mod.socket):
+        def close(self):
+            closes.append(self.fileno())
+            super().close()
+
+    async def main():
+        accepted = loop.create_future()
+
+        class Server(RecordingProtocol):
+            def connection_made(self, transport):
+                super().connection_made(transport)
+                if not accepted.done():
+                    accepted.set_result(self)
+
+        server = await loop.create_server(lambda: Server(loop), "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        raw = socket_mod.create_connection(addr)
+        sock = MySocket(fileno=raw.detach())
+        tr, cp = await loop.create_connection(lambda: RecordingProtocol(loop), sock=sock)
+        sp = await accepted
+        server_sock = sp.transport.get_extra_info("socket")
+        assert server_sock.fileno() != -1
+        fd = sock.fileno()
+        tr.close()
+        await cp.lost
+        await sp.lost
+        server.close()
+        await server.wait_closed()
+        return server_sock.fileno(), sock.fileno(), closes == [fd]
+
+    assert run(loop, main()) == (-1, -1, True)

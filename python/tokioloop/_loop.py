@@ -332,7 +332,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             self._make_socket_transport(conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 (asyncio catches everything here)
             if self._debug:
                 context = {
                     "message": "Error on transport creation for incoming connection",

@@ -55,6 +55,17 @@ def _set_nodelay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _close_socket(sock, _close=socket.socket.__mro__[1].close):
+    """``sock.close()``: for a plain socket.socket, its two Python frames
+    (``close``, ``_real_close``) done here in one."""
+    if type(sock) is not socket.socket:
+        sock.close()
+        return
+    sock._closed = True
+    if sock._io_refs <= 0:
+        _close(sock)
+
+
 def _server_attach(server, transport):
     if _SERVER_TRACKS_TRANSPORTS:
         server._attach(transport)
@@ -195,26 +206,30 @@ class _NativeTransport(transports._FlowControlMixin):
         self._force_close(exc)
 
     def _call_connection_lost(self, exc):
-        if self._sock is None:
+        sock = self._sock
+        if sock is None:
             return
         core = self._core
         try:
             if core._protocol_connected:
                 core.get_protocol().connection_lost(exc)
         finally:
-            self._connection_lost_cleanup()
+            # The clean-up is inline (one frame per connection less): off
+            # the reactor before the fd number can be reused, then the
+            # socket, the loop's map and the server let go.
+            core._detach()
+            self._loop._transports.discard(self._sock_fd, self)
+            _close_socket(sock)
+            self._sock = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                _server_detach(server, self)
+                self._server = None
+            self._connection_lost_done()
 
-    def _connection_lost_cleanup(self):
-        # Off the reactor before the fd number can be reused.
-        self._core._detach()
-        self._loop._transports.discard(self._sock_fd, self)
-        self._sock.close()
-        self._sock = None
-        self._loop = None
-        server = self._server
-        if server is not None:
-            _server_detach(server, self)
-            self._server = None
+    def _connection_lost_done(self):
+        """Subclasses' own clean-up after connection loss."""
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -295,9 +310,8 @@ class SocketTransport(_NativeTransport, transports.Transport):
     def can_write_eof(self):
         return True
 
-    def _connection_lost_cleanup(self):
+    def _connection_lost_done(self):
         waiter = self._core._empty_waiter
-        super()._connection_lost_cleanup()
         if waiter is not None:
             waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
