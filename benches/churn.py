@@ -9,6 +9,13 @@ and cache misses are not weighed (see benches/README.md).
 
     .venv/bin/python benches/churn.py [--loops tokioloop,uvloop,rloop,asyncio]
         [--small 500] [--large 2500]
+
+With ``--cpu`` the servers run without valgrind and the figure is server
+CPU time per connection (utime+stime from /proc, syscalls included) over
+``--large`` connections after ``--small`` of warm-up, loops interleaved
+over ``--rounds`` rounds, median shown:
+
+    .venv/bin/python benches/churn.py --cpu [--rounds 5]
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import asyncio
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _netproc import cpu_us
 
 MESSAGE = b"x" * 100
 
@@ -105,6 +115,41 @@ def instructions(loop_name: str, conns: int, tmp: str) -> int:
     raise RuntimeError(f"no totals in {out}")
 
 
+def cpu_per_connection(loop_name: str, warm: int, conns: int) -> float:
+    """Server CPU µs per connection over `conns` connections, after `warm`."""
+    server = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", loop_name, str(warm + conns)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(server.stdout.readline())
+        connect_many(port, warm)
+        before = cpu_us(server.pid)
+        connect_many(port, conns)
+        after = cpu_us(server.pid)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    return (after - before) / conns
+
+
+def main_cpu(loops: list[str], warm: int, conns: int, rounds: int) -> None:
+    print(
+        f"protocol echo, one 100-byte request per connection: server CPU µs/connection "
+        f"(median of {rounds} rounds of {conns} connections, loops interleaved)"
+    )
+    results = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name in loops:
+            results[name].append(cpu_per_connection(name, warm, conns))
+    for name in loops:
+        runs = ", ".join(f"{v:.1f}" for v in results[name])
+        print(f"  {name:10s} {statistics.median(results[name]):7.1f}   ({runs})", flush=True)
+
+
 def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve(sys.argv[2], int(sys.argv[3]))
@@ -113,7 +158,12 @@ def main() -> int:
     parser.add_argument("--loops", default="tokioloop,uvloop,rloop,asyncio")
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
+    parser.add_argument("--cpu", action="store_true", help="CPU time, not instructions")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.cpu:
+        main_cpu(args.loops.split(","), args.small, args.large, args.rounds)
+        return 0
     print(
         f"protocol echo, one 100-byte request per connection: instructions/connection "
         f"({args.large} - {args.small} connections)"
