@@ -16,6 +16,8 @@
 //!   error reporting, flow-control callbacks).
 //! - `ssl_protocol`: the native `WRAPPED`-state data paths of the TLS
 //!   protocol (Python 3.11+).
+//! - `accept`: one non-blocking `accept4` on a TCP listener, for the
+//!   accept loop.
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
@@ -29,6 +31,7 @@
 
 use pyo3::prelude::*;
 
+pub mod accept;
 pub mod clock;
 pub mod counted_mutex;
 pub mod datagram_transport;
@@ -70,6 +73,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_accept_inet, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

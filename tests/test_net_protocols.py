@@ -1483,3 +1483,105 @@ def test_native_readable_check():
         lsock.close()
     with pytest.raises(TypeError):
         _readable("3")
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_native_accept_matches_python_accept(family, host):
+    # The accept the loop uses for TCP listeners: the same peer address
+    # tuple Python's accept gives, a non-blocking close-on-exec fd, None for
+    # an empty queue, and Python's OSError (with errno) for a bad fd.
+    from tokioloop._tokioloop import _accept_inet
+
+    if family == socket.AF_INET6 and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    lsock = socket.socket(family)
+    lsock.bind((host, 0))
+    lsock.listen()
+    lsock.setblocking(False)
+    clients = []
+    try:
+        assert _accept_inet(lsock.fileno()) is None
+        for _ in range(2):
+            clients.append(socket.create_connection(lsock.getsockname()[:2]))
+        time.sleep(0.05)
+        fd, addr = _accept_inet(lsock.fileno())
+        with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fd) as conn:
+            assert addr == clients[0].getsockname()
+            assert conn.getpeername() == addr
+            assert os.get_blocking(fd) is False
+            assert os.get_inheritable(fd) is False
+            assert conn.gettimeout() == 0.0
+            assert conn.type == socket.SOCK_STREAM
+        conn2, addr2 = lsock.accept()  # Python's own, for the second client
+        conn2.close()
+        assert addr2 == clients[1].getsockname()
+        assert type(addr2) is type(addr) and len(addr2) == len(addr)
+        assert _accept_inet(lsock.fileno()) is None
+    finally:
+        for c in clients:
+            c.close()
+        lsock.close()
+    with pytest.raises(OSError) as bad:
+        _accept_inet(lsock.fileno())  # -1 after close
+    assert bad.value.errno == errno.EBADF
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError) as not_sock:
+            _accept_inet(r)
+        assert not_sock.value.errno == errno.ENOTSOCK
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_server_peername_and_socket_state_on_accepted_connections(loop):
+    # Accepted TCP connections (IPv4 and, where available, IPv6): the
+    # transport's peername is the client's address and its socket is a
+    # non-blocking SOCK_STREAM socket, on both loops.
+    families = [("127.0.0.1", socket.AF_INET)]
+    if _has_ipv6_loopback():
+        families.append(("::1", socket.AF_INET6))
+
+    async def main():
+        seen = []
+        for host, family in families:
+            made = loop.create_future()
+
+            class Server(asyncio.Protocol):
+                def __init__(self, made=made):
+                    self.made = made
+
+                def connection_made(self, transport):
+                    self.made.set_result(transport)
+
+            server = await loop.create_server(Server, host, 0)
+            port = server.sockets[0].getsockname()[1]
+            tr, _ = await loop.create_connection(asyncio.Protocol, host, port)
+            st = await asyncio.wait_for(made, 5)
+            sock = st.get_extra_info("socket")
+            seen.append(
+                (
+                    st.get_extra_info("peername") == tr.get_extra_info("sockname"),
+                    st.get_extra_info("sockname") == tr.get_extra_info("peername"),
+                    sock.family == family,
+                    sock.type == socket.SOCK_STREAM,
+                    sock.gettimeout() == 0.0,
+                    os.get_blocking(sock.fileno()),
+                )
+            )
+            tr.close()
+            st.close()
+            server.close()
+            await server.wait_closed()
+        return seen
+
+    assert run(loop, main()) == [(True, True, True, True, True, False)] * len(families)

@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
     ssl = None
 
 from . import _child_watch, _transports
-from ._tokioloop import LoopCore, TransportMap, _readable
+from ._tokioloop import LoopCore, TransportMap, _accept_inet, _readable
 
 _Future = futures.Future
 # The C socket type's getters (plain ints, no enum per read), see
@@ -44,6 +44,8 @@ _Future = futures.Future
 _raw_family = socket.socket.__mro__[1].family.__get__
 _raw_type = socket.socket.__mro__[1].type.__get__
 _SelectorLoop = selector_events.BaseSelectorEventLoop
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 class _WakeupSocket:
@@ -251,14 +253,16 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         ``socket.accept()`` builds the new socket from ``self.family`` and
         ``self.type``, two enum conversions per connection, and checks the
         default timeout only for ``setblocking(False)`` to override it right
-        after. Here the C type's ``_accept`` and getters give the same
-        socket (same family, type, proto, fd; non-blocking), and after the
-        first accept of a round a poll(2) says whether another is waiting
-        (asyncio finds out from a failed accept's BlockingIOError). Errors, debug
-        logging and the retry after EMFILE & co. are asyncio's; TLS connections
-        get asyncio's ``_accept_connection2`` task, plain ones
-        ``_accept_plain``. Socket subclasses (their
-        ``accept`` may be overridden) take asyncio's method."""
+        after. Here the socket is the same (family, type, proto, fd;
+        non-blocking) but made from the C type's getters; a TCP connection is
+        accepted natively, non-blocking (``_accept_inet``, no ``ioctl``), and
+        an empty queue ends the round without a ``BlockingIOError``; for
+        other families the C type's ``_accept`` is used, with a poll(2)
+        before each accept after the first. Errors, debug logging and the
+        retry after EMFILE & co. are asyncio's; TLS connections get
+        asyncio's ``_accept_connection2`` task, plain ones
+        ``_accept_plain``. Socket subclasses (their ``accept`` may be
+        overridden) take asyncio's method."""
         if type(sock) is not socket.socket:
             return _SelectorLoop._accept_connection(
                 self, protocol_factory, sock, sslcontext, server, backlog, *timeouts
@@ -267,18 +271,30 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         kind = _raw_type(sock)
         proto = sock.proto
         fileno = sock.fileno()
+        inet = family in _INET_FAMILIES
         for i in range(backlog):
-            # After the first, look before accepting: an accept that finds
-            # the queue empty raises BlockingIOError, and making that
-            # exception (strerror, formatting) costs ~10x a poll(2).
-            if i and not _readable(fileno):
-                return None
             try:
-                fd, addr = sock._accept()
-                conn = socket.socket(family, kind, proto, fd)
+                if inet:
+                    # Accepted non-blocking (no ioctl), None when the queue
+                    # is empty (no BlockingIOError), see src/accept.rs.
+                    # SOCK_NONBLOCK in the type tells the socket object it
+                    # is non-blocking; its `type` does not keep the flag.
+                    accepted = _accept_inet(fileno)
+                    if accepted is None:
+                        return None
+                    fd, addr = accepted
+                    conn = socket.socket(family, kind | _SOCK_NONBLOCK, proto, fd)
+                else:
+                    # After the first, look before accepting: an accept that
+                    # finds the queue empty raises BlockingIOError, and
+                    # making that exception costs ~10x a poll(2).
+                    if i and not _readable(fileno):
+                        return None
+                    fd, addr = sock._accept()
+                    conn = socket.socket(family, kind, proto, fd)
+                    conn.setblocking(False)
                 if self._debug:
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
-                conn.setblocking(False)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 # Early exit because the socket accept buffer is empty.
                 return None
