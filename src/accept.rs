@@ -1,5 +1,5 @@
-//! `_accept_inet(fd)`: one `accept4` on a TCP listener, for the loop's
-//! accept loop (`Loop._accept_connection`).
+//! One `accept4` on a TCP listener, for the loop's accept loop
+//! (`Loop._accept_connection` calls it as `loop._accept_inet(fd)`).
 //!
 //! Python's `socket._accept()` accepts a blocking socket (the loop then pays
 //! an `ioctl(FIONBIO)` in `setblocking(False)`) and reports an empty queue
@@ -86,11 +86,20 @@ fn peer_address<'py>(
     }
 }
 
+/// What one accept found.
+pub enum Accepted<'py> {
+    /// `(conn_fd, peer_address)`; the caller owns the fd.
+    Conn(Bound<'py, PyTuple>),
+    /// The queue is empty: the listener is drained.
+    Empty,
+    /// A signal interrupted the call (asyncio ends the round, as for an
+    /// empty queue, but the listener may still be readable).
+    Interrupted,
+}
+
 /// Accept one connection on the non-blocking AF_INET/AF_INET6 listener
-/// `fd`: `(conn_fd, peer_address)`, or `None` when none is waiting. The
-/// new fd is non-blocking and close-on-exec; the caller owns it.
-#[pyfunction]
-pub fn _accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Option<Bound<'_, PyTuple>>> {
+/// `fd`. The new fd is non-blocking and close-on-exec.
+pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` is a writable sockaddr_storage of `len` bytes; an
@@ -106,14 +115,18 @@ pub fn _accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Option<Bound<'_, PyTu
     if conn < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            Some(libc::EAGAIN) => Ok(Accepted::Empty),
+            Some(libc::EINTR) => Ok(Accepted::Interrupted),
             _ => Err(os_error(err)),
         };
     }
     // SAFETY: zero-initialised, and the kernel filled in the peer address.
     let storage = unsafe { storage.assume_init() };
     match peer_address(py, &storage) {
-        Ok(addr) => Ok(Some(PyTuple::new(py, [conn.into_bound_py_any(py)?, addr])?)),
+        Ok(addr) => Ok(Accepted::Conn(PyTuple::new(
+            py,
+            [conn.into_bound_py_any(py)?, addr],
+        )?)),
         Err(err) => {
             // SAFETY: `conn` is the fd accept4 just gave us, owned by no one
             // else; without an address nobody will take it.

@@ -90,6 +90,9 @@ struct Entry {
     wakers: [Waker; 2],
     /// Callback already queued this iteration, per direction.
     fired: [bool; 2],
+    /// The callback found the fd drained (see [`FdWatchers::mark_drained`]):
+    /// the re-check after it can skip its `poll(2)`.
+    drained: [bool; 2],
 }
 
 impl Entry {
@@ -236,6 +239,7 @@ impl FdWatchers {
                     writer: None,
                     wakers,
                     fired: [false; 2],
+                    drained: [false; 2],
                 },
             );
         }
@@ -321,13 +325,36 @@ impl FdWatchers {
             if entry.token != event.token {
                 continue;
             }
-            entry.fired[event.direction as usize] = false;
+            let d = event.direction as usize;
+            entry.fired[d] = false;
+            let drained = std::mem::take(&mut entry.drained[d]);
             if entry.slot(event.direction).is_none() {
                 continue;
             }
-            entry.poll_ready(event.direction, true);
-            if ready_now(event.fd, event.direction) {
+            // Clearing the cached readiness keeps any edge that arrived
+            // after it was set, so a drained fd needs no poll(2): a new
+            // connection or datagram since the drain wakes us as usual.
+            let still = entry.poll_ready(event.direction, true);
+            let ready = if drained {
+                still
+            } else {
+                ready_now(event.fd, event.direction)
+            };
+            if ready {
                 sink.push_fd_event(event);
+            }
+        }
+    }
+
+    /// The callback running for `fd`'s `direction` event this iteration saw
+    /// it would block (the accept loop's `accept4` found the queue empty):
+    /// skip the level-triggered re-check after it. No-op unless an event
+    /// for that direction is being handled.
+    pub fn mark_drained(&mut self, fd: RawFd, direction: Direction) {
+        if let Some(entry) = self.entries.get_mut(&fd) {
+            let d = direction as usize;
+            if entry.fired[d] {
+                entry.drained[d] = true;
             }
         }
     }

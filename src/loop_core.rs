@@ -31,6 +31,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use rustc_hash::FxHashMap as HashMap;
 use tokio::runtime::Runtime;
 
+use crate::accept;
 use crate::clock;
 use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
@@ -1308,6 +1309,25 @@ impl LoopCore {
         this.running_on.store(0, Ordering::Relaxed);
         *this.driver.lock() = Some(driver);
         result
+    }
+
+    /// One non-blocking accept on the TCP listener `fd` (see `accept`):
+    /// `(conn_fd, peer_address)`, or None when no connection is waiting.
+    /// An empty queue also tells the listener's watcher that it is drained,
+    /// which spares the level-triggered re-check after the accept loop.
+    fn _accept_inet<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        Ok(match accept::accept_inet(py, fd)? {
+            accept::Accepted::Conn(conn) => Some(conn),
+            accept::Accepted::Empty => {
+                self.watchers.lock().mark_drained(fd, Direction::Read);
+                None
+            }
+            accept::Accepted::Interrupted => None,
+        })
     }
 
     #[pyo3(signature = (fd, callback, *args))]

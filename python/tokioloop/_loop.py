@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
     ssl = None
 
 from . import _child_watch, _transports
-from ._tokioloop import LoopCore, TransportMap, _accept_inet, _readable
+from ._tokioloop import LoopCore, TransportMap, _readable
 
 _Future = futures.Future
 # The C socket type's getters (plain ints, no enum per read), see
@@ -256,7 +256,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         after. Here the socket is the same (family, type, proto, fd;
         non-blocking) but made from the C type's getters; a TCP connection is
         accepted natively, non-blocking (``_accept_inet``, no ``ioctl``), and
-        an empty queue ends the round without a ``BlockingIOError``; for
+        an empty queue ends the round without a ``BlockingIOError`` (and
+        without the reader's level-triggered re-check); for
         other families the C type's ``_accept`` is used, with a poll(2)
         before each accept after the first. Errors, debug logging and the
         retry after EMFILE & co. are asyncio's; TLS connections get
@@ -279,7 +280,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     # is empty (no BlockingIOError), see src/accept.rs.
                     # SOCK_NONBLOCK in the type tells the socket object it
                     # is non-blocking; its `type` does not keep the flag.
-                    accepted = _accept_inet(fileno)
+                    accepted = self._accept_inet(fileno)
                     if accepted is None:
                         return None
                     fd, addr = accepted

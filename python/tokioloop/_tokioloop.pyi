@@ -48,6 +48,8 @@ class LoopCore:
     _task_factory: Callable[..., Any] | None
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def time(self) -> float: ...
+    def _accept_inet(self, fd: int, /) -> tuple[int, tuple[Any, ...]] | None:
+        """One non-blocking accept on a TCP listener: (fd, peer) or None."""
     def call_soon(
         self,
         callback: Callable[..., object],
