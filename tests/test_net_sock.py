@@ -118,6 +118,29 @@ def test_sock_connect_resolves_hostname(loop):
     run(loop, main())
 
 
+def test_sock_connect_socket_subclass_and_hostname(loop):
+    # A socket.socket subclass takes asyncio's own sock_connect on tokioloop
+    # (its family/type properties may be overridden); the family it reports
+    # is what the hostname is resolved for.
+    class MySocket(socket.socket):
+        pass
+
+    async def main():
+        with contextlib.closing(tcp_listener()) as lsock:
+            port = lsock.getsockname()[1]
+            client = MySocket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                assert await loop.sock_connect(client, ("localhost", port)) is None
+                conn, _ = lsock.accept()
+                conn.close()
+                return client.getpeername()
+            finally:
+                client.close()
+
+    assert run(loop, main())[0] == "127.0.0.1"
+
+
 @nobody_listening
 def test_sock_connect_nobody_listening(loop, unix_path, kind, error):
     family, _ = _STREAM_KINDS[kind]

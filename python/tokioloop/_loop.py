@@ -555,6 +555,32 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             self._sock_wait_cancelled(fut)
             raise
 
+    async def sock_connect(self, sock, address):
+        """asyncio's ``sock_connect``, reading a plain socket's family and
+        type as ints: the ``socket.socket`` properties build an enum member
+        on every read, three per call (~8k instructions of a client
+        connection). Socket subclasses (their properties may be
+        overridden) take asyncio's method."""
+        if type(sock) is not socket.socket:
+            return await _SelectorLoop.sock_connect(self, sock, address)
+        # An exact socket.socket is no ssl.SSLSocket: asyncio's
+        # _check_ssl_socket has nothing to reject.
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        family = _raw_family(sock)
+        if family == socket.AF_INET or (base_events._HAS_IPv6 and family == socket.AF_INET6):
+            resolved = await self._ensure_resolved(
+                address, family=family, type=_raw_type(sock), proto=sock.proto, loop=self
+            )
+            _, _, _, _, address = resolved[0]
+        fut = self.create_future()
+        self._sock_connect(fut, sock, address)
+        try:
+            return await fut
+        finally:
+            # Needed to break cycles when an exception occurs (asyncio's).
+            fut = None
+
     # -- DNS -------------------------------------------------------------
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
