@@ -10,12 +10,18 @@ and cache misses are not weighed (see benches/README.md).
     .venv/bin/python benches/churn.py [--loops tokioloop,uvloop,rloop,asyncio]
         [--small 500] [--large 2500]
 
+With ``--client`` the loop under test is the *client* instead: it makes
+the connections one after another (``create_connection`` to 127.0.0.1, a
+100-byte echo, ``close()``) against a plain blocking echo server in this
+process, and the figure is the client's instructions per connection.
+
 With ``--cpu`` the servers run without valgrind and the figure is server
 CPU time per connection (utime+stime from /proc, syscalls included) over
 ``--large`` connections after ``--small`` of warm-up, loops interleaved
 over ``--rounds`` rounds, median shown:
 
     .venv/bin/python benches/churn.py --cpu [--rounds 5]
+    .venv/bin/python benches/churn.py --client [--loops ...]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from _netproc import cpu_us
@@ -82,31 +89,81 @@ def connect_many(port: int, conns: int) -> None:
                 got += chunk
 
 
-def instructions(loop_name: str, conns: int, tmp: str) -> int:
+def connect_loop(loop_name: str, port: int, conns: int) -> None:
+    """Client on `loop_name`: `conns` connections one after another, each a
+    create_connection, a 100-byte echo and close()."""
+    if loop_name == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        loop = __import__(loop_name).new_event_loop()
+
+    class Client(asyncio.Protocol):
+        def __init__(self, done):
+            self.done = done
+            self.got = 0
+
+        def connection_made(self, transport):
+            transport.write(MESSAGE)
+
+        def data_received(self, data):
+            self.got += len(data)
+            if self.got >= len(MESSAGE):
+                self.done.set_result(None)
+
+    async def main():
+        for _ in range(conns):
+            done = loop.create_future()
+            transport, _ = await loop.create_connection(
+                lambda done=done: Client(done), "127.0.0.1", port
+            )
+            await done
+            transport.close()
+
+    loop.run_until_complete(main())
+    loop.close()
+
+
+def blocking_echo_server() -> int:
+    """A thread echoing one message per connection until the peer closes;
+    returns the port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+
+    def serve_forever():
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    threading.Thread(target=serve_forever, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def instructions(loop_name: str, conns: int, tmp: str, client: bool = False) -> int:
     out = os.path.join(tmp, f"cg.{loop_name}.{conns}")
-    server = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            os.path.abspath(__file__),
-            "--serve",
-            loop_name,
-            str(conns),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        port = int(server.stdout.readline())
-        connect_many(port, conns)
-        server.wait(timeout=300)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    script = [sys.executable, os.path.abspath(__file__)]
+    if client:
+        port = blocking_echo_server()
+        command = [*valgrind, *script, "--connect", loop_name, str(port), str(conns)]
+        subprocess.run(command, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    else:
+        server = subprocess.Popen(
+            [*valgrind, *script, "--serve", loop_name, str(conns)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            port = int(server.stdout.readline())
+            connect_many(port, conns)
+            server.wait(timeout=300)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
     with open(out) as f:
         for line in f:
             m = re.match(r"(?:summary|totals): (\d+)", line)
@@ -154,25 +211,30 @@ def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve(sys.argv[2], int(sys.argv[3]))
         return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "--connect":
+        connect_loop(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loops", default="tokioloop,uvloop,rloop,asyncio")
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
     parser.add_argument("--cpu", action="store_true", help="CPU time, not instructions")
+    parser.add_argument("--client", action="store_true", help="measure the client side")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.cpu:
         main_cpu(args.loops.split(","), args.small, args.large, args.rounds)
         return 0
+    side = "client" if args.client else "server"
     print(
-        f"protocol echo, one 100-byte request per connection: instructions/connection "
+        f"protocol echo, one 100-byte request per connection: {side} instructions/connection "
         f"({args.large} - {args.small} connections)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.loops.split(","):
             t = time.monotonic()
-            small = instructions(name, args.small, tmp)
-            large = instructions(name, args.large, tmp)
+            small = instructions(name, args.small, tmp, args.client)
+            large = instructions(name, args.large, tmp, args.client)
             per = (large - small) / (args.large - args.small)
             print(f"  {name:10s} {per:10,.0f}   ({time.monotonic() - t:.0f} s)", flush=True)
     return 0
