@@ -141,6 +141,23 @@ def test_sock_connect_socket_subclass_and_hostname(loop):
     assert run(loop, main())[0] == "127.0.0.1"
 
 
+@pytest.mark.parametrize("address", [42, None, ("a", "b", "c")])
+def test_sock_connect_bad_unix_address_raises_like_asyncio(loop, address):
+    # The address goes to the socket's connect as given (no resolution for
+    # AF_UNIX), so its errors are the socket module's: TypeError here.
+    async def main():
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setblocking(False)
+        try:
+            with pytest.raises(TypeError):
+                await loop.sock_connect(client, address)
+            return client.fileno() != -1
+        finally:
+            client.close()
+
+    assert run(loop, main()) is True
+
+
 @nobody_listening
 def test_sock_connect_nobody_listening(loop, unix_path, kind, error):
     family, _ = _STREAM_KINDS[kind]

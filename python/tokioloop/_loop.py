@@ -18,7 +18,9 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
+import os
 import selectors
 import signal
 import socket
@@ -45,6 +47,10 @@ _raw_family = socket.socket.__mro__[1].family.__get__
 _raw_type = socket.socket.__mro__[1].type.__get__
 _SelectorLoop = selector_events.BaseSelectorEventLoop
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# connect() errnos that mean "in progress": BlockingIOError's, and EINTR.
+_CONNECT_PENDING = frozenset(
+    (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
+)
 _SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
@@ -580,6 +586,34 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         finally:
             # Needed to break cycles when an exception occurs (asyncio's).
             fut = None
+
+    def _sock_connect(self, fut, sock, address):
+        """asyncio's ``_sock_connect`` with ``connect_ex`` for a plain
+        ``socket.socket``: a connect still in progress is an errno, not a
+        ``BlockingIOError`` to build and catch (~5k instructions). An error
+        is raised as ``connect`` raises it: ``OSError(errno, strerror)``,
+        which picks the same subclass. The wait for writability is
+        asyncio's."""
+        if type(sock) is not socket.socket:
+            return _SelectorLoop._sock_connect(self, fut, sock, address)
+        try:
+            err = sock.connect_ex(address)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001 (asyncio's: into the future)
+            fut.set_exception(exc)
+            return
+        if err == 0:
+            fut.set_result(None)
+        elif err in _CONNECT_PENDING:
+            # Still connecting (EINTR too, issue #23618): wait until the
+            # socket is writable, as asyncio does.
+            fd = sock.fileno()
+            self._ensure_fd_no_transport(fd)
+            handle = self._add_writer(fd, self._sock_connect_cb, fut, sock, address)
+            fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
+        else:
+            fut.set_exception(OSError(err, os.strerror(err)))
 
     # -- DNS -------------------------------------------------------------
 
