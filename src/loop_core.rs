@@ -1376,6 +1376,16 @@ impl LoopCore {
         sock_ops::start(slf, sock, Request::SendAll(data))
     }
 
+    /// `sock_connect` after `connect_ex` reported a connect in progress
+    /// (see `sock_ops::connect_wait`).
+    fn _sock_connect_wait<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        address: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        sock_ops::connect_wait(slf, sock, address)
+    }
+
     /// The task awaiting a `sock_*` future was cancelled: stop watching the
     /// fd if this call's callback is still the one registered there.
     fn _sock_wait_cancelled(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<bool> {

@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -139,6 +139,24 @@ pub fn start<'py>(
         }
     };
     wait(loop_, sock, fd, call, retry_soon)
+}
+
+/// `sock_connect`'s waiting half, after `connect_ex` said the connect is
+/// in progress: a future resolved when the socket turns writable (None, or
+/// asyncio's `OSError(err, "Connect call failed ...")` from `SO_ERROR`),
+/// or `NotImplemented` for asyncio's own method.
+pub fn connect_wait<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    address: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some(fd) = plain_socket_fd(loop_, sock)? else {
+        return Ok(sock.py().NotImplemented().into_bound(sock.py()));
+    };
+    let call = SockCall::Connect {
+        address: address.clone().unbind(),
+    };
+    wait(loop_, sock, fd, call, false)
 }
 
 /// The fd of an exact `socket.socket` with no timeout, after asyncio's
@@ -314,15 +332,26 @@ impl SockWaits {
 }
 
 pub enum SockCall {
-    Recv { nbytes: usize },
-    RecvInto { buffer: Py<PyAny> },
-    SendAll { data: Py<PyAny>, sent: usize },
+    Recv {
+        nbytes: usize,
+    },
+    RecvInto {
+        buffer: Py<PyAny>,
+    },
+    SendAll {
+        data: Py<PyAny>,
+        sent: usize,
+    },
+    /// A non-blocking connect in progress, to `address` (for the message).
+    Connect {
+        address: Py<PyAny>,
+    },
 }
 
 impl SockCall {
     pub fn direction(&self) -> Direction {
         match self {
-            SockCall::SendAll { .. } => Direction::Write,
+            SockCall::SendAll { .. } | SockCall::Connect { .. } => Direction::Write,
             _ => Direction::Read,
         }
     }
@@ -376,6 +405,7 @@ impl SockOp {
             SockCall::Recv { nbytes } => recv(py, self.fd, *nbytes),
             SockCall::RecvInto { buffer } => recv_into(py, self.fd, buffer.bind(py)),
             SockCall::SendAll { data, sent } => send_rest(py, self.fd, data.bind(py), sent),
+            SockCall::Connect { address } => connect_result(py, self.fd, address.bind(py)),
         };
         match result {
             Ok(Some(value)) => Outcome::Done(value),
@@ -469,6 +499,41 @@ fn send_rest(
     Ok(Some(py.None()))
 }
 
+/// asyncio's `_sock_connect_cb` once the socket is writable: the pending
+/// error from `SO_ERROR`, raised as asyncio raises it.
+fn connect_result(
+    py: Python<'_>,
+    fd: i32,
+    address: &Bound<'_, PyAny>,
+) -> PyResult<Option<Py<PyAny>>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a c_int out-parameter of the stated size; a bad fd is an
+    // error return.
+    let got = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if got < 0 {
+        let error = io::Error::last_os_error();
+        return if would_block(&error) {
+            Ok(None)
+        } else {
+            Err(os_error(error))
+        };
+    }
+    if err == 0 {
+        return Ok(Some(py.None()));
+    }
+    let message = format!("Connect call failed {}", address.str()?);
+    Err(PyOSError::new_err((err, message)))
+}
+
 #[pymethods]
 impl SockOp {
     /// Run by the loop when the fd is ready, for a call that waits through
@@ -499,6 +564,7 @@ impl SockOp {
             SockCall::Recv { .. } => "sock_recv",
             SockCall::RecvInto { .. } => "sock_recv_into",
             SockCall::SendAll { .. } => "sock_sendall",
+            SockCall::Connect { .. } => "sock_connect",
         };
         format!("<{what} fd={}>", self.fd)
     }
@@ -510,6 +576,7 @@ impl SockOp {
             match &*call {
                 SockCall::RecvInto { buffer } => visit.call(buffer)?,
                 SockCall::SendAll { data, .. } => visit.call(data)?,
+                SockCall::Connect { address } => visit.call(address)?,
                 SockCall::Recv { .. } => {}
             }
         }

@@ -158,6 +158,70 @@ def test_sock_connect_bad_unix_address_raises_like_asyncio(loop, address):
     assert run(loop, main()) is True
 
 
+def test_sock_connect_refused_error_matches_asyncio(loop_factory):
+    # The exception a refused TCP connect raises (type, errno, message),
+    # compared with stock asyncio's: asyncio's reads SO_ERROR in its
+    # writer callback ("Connect call failed (host, port)"), tokioloop's in
+    # its native waiter.
+    def outcome(factory):
+        lp = factory()
+        address = unused_address("tcp", None)
+
+        async def main():
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                await lp.sock_connect(client, address)
+            except OSError as exc:
+                return type(exc), exc.errno, str(exc).replace(str(address[1]), "PORT")
+            finally:
+                client.close()
+
+        try:
+            return run(lp, main())
+        finally:
+            lp.close()
+
+    got = outcome(loop_factory)
+    assert got == outcome(asyncio.new_event_loop)
+    assert got[0] is ConnectionRefusedError
+
+
+def test_sock_connect_cancelled_leaves_the_socket_usable(loop):
+    # Cancelling a sock_connect that is waiting stops the wait; the
+    # connection completes anyway (as on asyncio), and the fd is free for
+    # the next call.
+    async def main():
+        with contextlib.closing(tcp_listener()) as lsock:
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                task = loop.create_task(loop.sock_connect(client, lsock.getsockname()))
+                await asyncio.sleep(0)  # the task now waits for writability
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    cancelled = True
+                else:
+                    cancelled = False  # it finished before the cancel
+                # No writer is left registered for the fd by the cancelled wait.
+                still_watched = loop.remove_writer(client.fileno())
+                conn, _ = lsock.accept()
+                with conn:
+                    await loop.sock_sendall(client, b"after")
+                    conn.settimeout(5)
+                    got = conn.recv(10)
+                    conn.sendall(b"back")
+                    reply = await asyncio.wait_for(loop.sock_recv(client, 10), 5)
+                    return cancelled, still_watched, got, reply
+            finally:
+                client.close()
+
+    _, still_watched, got, reply = run(loop, main())
+    assert (still_watched, got, reply) == (False, b"after", b"back")
+
+
 @nobody_listening
 def test_sock_connect_nobody_listening(loop, unix_path, kind, error):
     family, _ = _STREAM_KINDS[kind]

@@ -562,11 +562,16 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             raise
 
     async def sock_connect(self, sock, address):
-        """asyncio's ``sock_connect``, reading a plain socket's family and
-        type as ints: the ``socket.socket`` properties build an enum member
-        on every read, three per call (~8k instructions of a client
-        connection). Socket subclasses (their properties may be
-        overridden) take asyncio's method."""
+        """asyncio's ``sock_connect`` with, for a plain ``socket.socket``:
+        the family and type read as ints (the ``socket.socket`` properties
+        build an enum member on every read, three per call); the connect
+        made with ``connect_ex``, so a connect in progress is an errno, not
+        a ``BlockingIOError`` to build and catch; and the wait for
+        writability a native waiter (``_sock_connect_wait``,
+        src/sock_ops.rs) that reads ``SO_ERROR`` and resolves the future as
+        asyncio's ``_sock_connect_cb`` would. Errors are raised as
+        ``connect`` raises them: ``OSError(errno, strerror)`` picks the
+        same subclass. Socket subclasses take asyncio's method."""
         if type(sock) is not socket.socket:
             return await _SelectorLoop.sock_connect(self, sock, address)
         # An exact socket.socket is no ssl.SSLSocket: asyncio's
@@ -579,41 +584,28 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 address, family=family, type=_raw_type(sock), proto=sock.proto, loop=self
             )
             _, _, _, _, address = resolved[0]
-        fut = self.create_future()
-        self._sock_connect(fut, sock, address)
-        try:
-            return await fut
-        finally:
-            # Needed to break cycles when an exception occurs (asyncio's).
-            fut = None
-
-    def _sock_connect(self, fut, sock, address):
-        """asyncio's ``_sock_connect`` with ``connect_ex`` for a plain
-        ``socket.socket``: a connect still in progress is an errno, not a
-        ``BlockingIOError`` to build and catch (~5k instructions). An error
-        is raised as ``connect`` raises it: ``OSError(errno, strerror)``,
-        which picks the same subclass. The wait for writability is
-        asyncio's."""
-        if type(sock) is not socket.socket:
-            return _SelectorLoop._sock_connect(self, fut, sock, address)
-        try:
-            err = sock.connect_ex(address)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:  # noqa: BLE001 (asyncio's: into the future)
-            fut.set_exception(exc)
-            return
+        err = sock.connect_ex(address)
         if err == 0:
-            fut.set_result(None)
-        elif err in _CONNECT_PENDING:
-            # Still connecting (EINTR too, issue #23618): wait until the
-            # socket is writable, as asyncio does.
+            return None
+        if err not in _CONNECT_PENDING:
+            raise OSError(err, os.strerror(err))
+        fut = self._sock_connect_wait(sock, address)
+        if fut is NotImplemented:
+            # A socket with a timeout: asyncio's wait (an add_writer callback).
+            fut = self.create_future()
             fd = sock.fileno()
             self._ensure_fd_no_transport(fd)
             handle = self._add_writer(fd, self._sock_connect_cb, fut, sock, address)
             fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
-        else:
-            fut.set_exception(OSError(err, os.strerror(err)))
+            try:
+                return await fut
+            finally:
+                fut = None
+        try:
+            return await fut
+        except CancelledError:
+            self._sock_wait_cancelled(fut)
+            raise
 
     # -- DNS -------------------------------------------------------------
 
