@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -185,6 +186,31 @@ def test_sock_connect_refused_error_matches_asyncio(loop_factory):
     got = outcome(loop_factory)
     assert got == outcome(asyncio.new_event_loop)
     assert got[0] is ConnectionRefusedError
+
+
+def test_sock_connect_with_a_timeout_socket_outside_debug(loop):
+    # Not in debug mode, a socket with a timeout is connected as asyncio
+    # connects it (a blocking connect within the timeout), and a refused
+    # one raises connect's own error.
+    async def main():
+        with contextlib.closing(tcp_listener()) as lsock:
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.settimeout(5)
+            try:
+                await loop.sock_connect(client, lsock.getsockname())
+                connected = client.getpeername() == lsock.getsockname()
+            finally:
+                client.close()
+        refused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        refused.settimeout(5)
+        try:
+            await loop.sock_connect(refused, unused_address("tcp", None))
+        except OSError as exc:
+            return connected, type(exc), exc.errno
+        finally:
+            refused.close()
+
+    assert run(loop, main()) == (True, ConnectionRefusedError, errno.ECONNREFUSED)
 
 
 def test_sock_connect_cancelled_leaves_the_socket_usable(loop):

@@ -18,7 +18,6 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 from __future__ import annotations
 
 import errno
-import functools
 import ipaddress
 import os
 import selectors
@@ -571,13 +570,13 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         src/sock_ops.rs) that reads ``SO_ERROR`` and resolves the future as
         asyncio's ``_sock_connect_cb`` would. Errors are raised as
         ``connect`` raises them: ``OSError(errno, strerror)`` picks the
-        same subclass. Socket subclasses take asyncio's method."""
-        if type(sock) is not socket.socket:
+        same subclass. Socket subclasses, and sockets that are not
+        non-blocking (asyncio's debug-mode error, or a connect that blocks
+        or times out as ``connect`` does), take asyncio's method."""
+        if type(sock) is not socket.socket or sock.gettimeout() != 0:
             return await _SelectorLoop.sock_connect(self, sock, address)
         # An exact socket.socket is no ssl.SSLSocket: asyncio's
         # _check_ssl_socket has nothing to reject.
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
         family = _raw_family(sock)
         if family == socket.AF_INET or (base_events._HAS_IPv6 and family == socket.AF_INET6):
             resolved = await self._ensure_resolved(
@@ -589,18 +588,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             return None
         if err not in _CONNECT_PENDING:
             raise OSError(err, os.strerror(err))
+        # A plain non-blocking socket with an open fd: always a future here.
         fut = self._sock_connect_wait(sock, address)
-        if fut is NotImplemented:
-            # A socket with a timeout: asyncio's wait (an add_writer callback).
-            fut = self.create_future()
-            fd = sock.fileno()
-            self._ensure_fd_no_transport(fd)
-            handle = self._add_writer(fd, self._sock_connect_cb, fut, sock, address)
-            fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
-            try:
-                return await fut
-            finally:
-                fut = None
         try:
             return await fut
         except CancelledError:
