@@ -454,11 +454,20 @@ fn would_block(err: &io::Error) -> bool {
     )
 }
 
+/// A waiting call's syscall failed: wait again (`None`) if it would block
+/// or was interrupted, else raise the error as Python's socket does.
+fn wait_again_or_raise<T>(err: io::Error) -> PyResult<Option<T>> {
+    if would_block(&err) {
+        Ok(None)
+    } else {
+        Err(os_error(err))
+    }
+}
+
 fn recv(py: Python<'_>, fd: i32, nbytes: usize) -> PyResult<Option<Py<PyAny>>> {
     match recv_new_bytes(py, fd, nbytes) {
         Ok(bytes) => Ok(Some(bytes.into_any())),
-        Err(err) if would_block(&err) => Ok(None),
-        Err(err) => Err(os_error(err)),
+        Err(err) => wait_again_or_raise(err),
     }
 }
 
@@ -470,12 +479,7 @@ fn recv_into(py: Python<'_>, fd: i32, buffer: &Bound<'_, PyAny>) -> PyResult<Opt
     let n = unsafe { libc::recv(fd, ptr, len, 0) };
     drop(view);
     if n < 0 {
-        let err = io::Error::last_os_error();
-        return if would_block(&err) {
-            Ok(None)
-        } else {
-            Err(os_error(err))
-        };
+        return wait_again_or_raise(io::Error::last_os_error());
     }
     Ok(Some((n as usize).into_pyobject(py)?.into_any().unbind()))
 }
@@ -492,8 +496,7 @@ fn send_rest(
     while *sent < view.len() {
         match send_some(fd, &view.as_slice()[*sent..]) {
             Ok(n) => *sent += n,
-            Err(err) if would_block(&err) => return Ok(None),
-            Err(err) => return Err(os_error(err)),
+            Err(err) => return wait_again_or_raise(err),
         }
     }
     Ok(Some(py.None()))
@@ -520,12 +523,7 @@ fn connect_result(
         )
     };
     if got < 0 {
-        let error = io::Error::last_os_error();
-        return if would_block(&error) {
-            Ok(None)
-        } else {
-            Err(os_error(error))
-        };
+        return wait_again_or_raise(io::Error::last_os_error());
     }
     if err == 0 {
         return Ok(Some(py.None()));
