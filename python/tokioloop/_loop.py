@@ -18,6 +18,7 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 from __future__ import annotations
 
 import errno
+import inspect
 import ipaddress
 import os
 import selectors
@@ -51,6 +52,28 @@ _CONNECT_PENDING = frozenset(
     (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
 )
 _SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_CREATE_CONNECTION_PARAMS = inspect.signature(_SelectorLoop.create_connection).parameters
+# create_connection's keywords past local_addr on the running Python (all
+# default to None); any other value takes asyncio's method.
+_CONNECTION_OPTIONS = frozenset(
+    name
+    for name, param in _CREATE_CONNECTION_PARAMS.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+    and name not in ("ssl", "family", "proto", "flags", "sock", "local_addr", "all_errors")
+)
+_HAS_ALL_ERRORS = "all_errors" in _CREATE_CONNECTION_PARAMS
+
+
+def _only_default_options(options):
+    """True when create_connection's other keywords are all at their
+    defaults (``all_errors`` may be either: it only shapes the error). An
+    unknown keyword is not, so asyncio's method raises its TypeError."""
+    for name, value in options.items():
+        if name == "all_errors" and _HAS_ALL_ERRORS:
+            continue
+        if name not in _CONNECTION_OPTIONS or value is not None:
+            return False
+    return True
 
 
 class _WakeupSocket:
@@ -559,6 +582,112 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         except CancelledError:
             self._sock_wait_cancelled(fut)
             raise
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        **options,
+    ):
+        """asyncio's ``create_connection``; a plain TCP connection to a
+        numeric host (``"127.0.0.1"``, ``"::1"``: one address, no lookup)
+        takes ``_connect_numeric``, which does the same steps in one frame.
+        Everything else, and debug mode, is asyncio's method."""
+        if (
+            (ssl is None or ssl is False)
+            and sock is None
+            and local_addr is None
+            and isinstance(host, str)
+            and not self._debug
+            and _only_default_options(options)
+        ):
+            # asyncio's own check for "already an IP address" (with the
+            # same port, family and proto rules); flags only matter to
+            # getaddrinfo, which a numeric host never reaches.
+            info = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
+            if info is not None:
+                return await self._connect_numeric(
+                    protocol_factory, info, options.get("all_errors", False)
+                )
+        return await _SelectorLoop.create_connection(
+            self,
+            protocol_factory,
+            host,
+            port,
+            ssl=ssl,
+            family=family,
+            proto=proto,
+            flags=flags,
+            sock=sock,
+            local_addr=local_addr,
+            **options,
+        )
+
+    create_connection.__signature__ = inspect.signature(_SelectorLoop.create_connection)
+
+    async def _connect_numeric(self, protocol_factory, info, all_errors):
+        """What asyncio's ``create_connection``, ``_connect_sock``,
+        ``sock_connect`` and ``_create_connection_transport`` do for one
+        resolved address, without their frames, the two re-resolutions of
+        the address and the error-list bookkeeping: a non-blocking socket
+        made as such (no ``ioctl``), ``connect_ex``, the native wait for a
+        connect in progress, then the transport and its waiter. A failure
+        raises what asyncio raises for a single address: the ``OSError``
+        itself, or with ``all_errors`` an ``ExceptionGroup`` of it. As in
+        asyncio, the socket is closed when the connect fails or is
+        cancelled, and the transport when the waiter is cancelled."""
+        family, kind, proto, _, address = info
+        failure = None
+        try:
+            sock = socket.socket(family, kind | _SOCK_NONBLOCK, proto)
+        except OSError as exc:
+            failure = exc
+        else:
+            try:
+                if not _SOCK_NONBLOCK:
+                    sock.setblocking(False)
+                err = sock.connect_ex(address)
+                if err:
+                    if err not in _CONNECT_PENDING:
+                        raise OSError(err, os.strerror(err))
+                    fut = self._sock_connect_wait(sock, address)
+                    try:
+                        await fut
+                    except CancelledError:
+                        self._sock_wait_cancelled(fut)
+                        raise
+            except OSError as exc:
+                sock.close()
+                failure = exc
+            except BaseException:
+                sock.close()
+                raise
+        if failure is not None:
+            # Raised outside the handlers, as asyncio raises it after its
+            # loop over addresses (no implicit __context__ on the group).
+            if all_errors:
+                failure = ExceptionGroup("create_connection failed", [failure])  # noqa: F821 (3.11+, where all_errors exists)
+            try:
+                raise failure
+            finally:
+                failure = None
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = self._make_socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
 
     async def sock_connect(self, sock, address):
         """asyncio's ``sock_connect`` with, for a plain ``socket.socket``:

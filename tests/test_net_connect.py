@@ -1,0 +1,295 @@
+"""create_connection to a numeric host (tokioloop's one-frame path,
+``Loop._connect_numeric``), differential against stock asyncio: the socket
+it makes, the errors it raises, cancellation, and the keyword cases that
+must still take asyncio's own method."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import gc
+import os
+import socket
+import warnings
+
+import pytest
+from loop_support import PY312
+from net_support import (
+    HAS_IPV6,
+    RecordingProtocol,
+    closed_port,
+    iterations,
+    run,
+    run_reference,
+    tcp_listener,
+)
+
+_HOSTS = [
+    pytest.param("127.0.0.1", socket.AF_INET, id="ipv4"),
+    pytest.param(
+        "::1",
+        socket.AF_INET6,
+        id="ipv6",
+        marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback"),
+    ),
+]
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _socket_state(sock, listener_port):
+    peer = sock.getpeername()
+    return {
+        "family": sock.family,
+        "type": sock.type,
+        "proto": sock.proto,
+        "timeout": sock.gettimeout(),
+        "blocking": os.get_blocking(sock.fileno()),
+        "inheritable": sock.get_inheritable(),
+        "nodelay": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+        "peer": (peer[0], peer[1] == listener_port, *peer[2:]),
+    }
+
+
+@pytest.mark.parametrize("port_type", [int, str])
+@pytest.mark.parametrize("host,family", _HOSTS)
+def test_numeric_host_socket_matches_asyncio(loop, host, family, port_type):
+    listener = tcp_listener(host, family)
+    port = listener.getsockname()[1]
+
+    async def scenario(lp):
+        tr, proto = await lp.create_connection(lambda: RecordingProtocol(lp), host, port_type(port))
+        try:
+            sock = tr.get_extra_info("socket")
+            state = _socket_state(sock, port)
+            state["sockname"] = tr.get_extra_info("sockname") == sock.getsockname()
+            state["peername"] = tr.get_extra_info("peername") == sock.getpeername()
+            # connection_made ran before create_connection returned.
+            state["made"] = proto.transport is tr
+            return state
+        finally:
+            tr.close()
+            await proto.lost
+
+    try:
+        got = run(loop, scenario(loop))
+        assert got == run_reference(scenario)
+        assert got["proto"] == socket.IPPROTO_TCP
+        assert got["family"] == family
+        assert not got["blocking"]
+    finally:
+        listener.close()
+
+
+def _error_outcome(factory, **kw):
+    """create_connection to a closed port: the exception's shape, the port
+    replaced, and whether the socket was closed (no fd left, no warning)."""
+    lp = factory()
+    port = closed_port()
+
+    async def main():
+        # One failed connect first: a loop may make its helpers (tokioloop's
+        # epoll for socket waits) on first use.
+        with contextlib.suppress(Exception):
+            await lp.create_connection(asyncio.Protocol, "127.0.0.1", port, **kw)
+        gc.collect()
+        before = _open_fds()
+        try:
+            await lp.create_connection(asyncio.Protocol, "127.0.0.1", port, **kw)
+        except Exception as exc:  # noqa: BLE001 (the shape is compared)
+            error = exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+        inner = error.exceptions if hasattr(error, "exceptions") else [error]
+        return (
+            type(error).__name__,
+            str(error).replace(str(port), "PORT") if not hasattr(error, "exceptions") else None,
+            [(type(e).__name__, e.errno, str(e).replace(str(port), "PORT")) for e in inner],
+            error.__context__ is None,
+            _open_fds() - before,
+            len(leaked),
+        )
+
+    try:
+        return run(lp, main())
+    finally:
+        lp.close()
+
+
+def test_refused_error_matches_asyncio(loop_factory):
+    got = _error_outcome(loop_factory)
+    assert got == _error_outcome(asyncio.new_event_loop)
+    assert got[0] == "ConnectionRefusedError"
+    assert got[2][0][1] == errno.ECONNREFUSED
+    assert got[4:] == (0, 0)
+
+
+@pytest.mark.skipif(not PY312, reason="all_errors= is 3.12+")
+def test_refused_with_all_errors_matches_asyncio(loop_factory):
+    got = _error_outcome(loop_factory, all_errors=True)
+    assert got == _error_outcome(asyncio.new_event_loop, all_errors=True)
+    assert got[0] == "ExceptionGroup"
+    assert [e[0] for e in got[2]] == ["ConnectionRefusedError"]
+
+
+def _full_listener():
+    """A listener whose accept queue is full: a further connect stays in
+    progress (the kernel drops its SYNs) until it is given up."""
+    listener = tcp_listener(backlog=0)
+    fillers = []
+    for _ in range(2):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    return listener, fillers
+
+
+@pytest.mark.parametrize("when", ["connecting", "connected"])
+def test_cancelled_connect_closes_the_socket(loop, when):
+    # "connecting": the cancel lands while the connect is in progress;
+    # "connected": the connect is done and the cancel lands on the wait
+    # for connection_made (or on the connect wait, when the loop has not
+    # seen it finish yet). Either way CancelledError, and the loop closes
+    # the socket itself: no fd left, no ResourceWarning from the GC.
+    if when == "connecting":
+        listener, fillers = _full_listener()
+    else:
+        listener, fillers = tcp_listener(), []
+    address = listener.getsockname()
+
+    async def scenario(lp):
+        if when == "connected":
+            # First use makes whatever the loop makes on first use.
+            tr, _ = await lp.create_connection(asyncio.Protocol, *address)
+            tr.close()
+            await iterations(2)
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(lp.create_connection(asyncio.Protocol, *address), 0.01)
+        gc.collect()
+        before = _open_fds()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            task = lp.create_task(lp.create_connection(asyncio.Protocol, *address))
+            if when == "connecting":
+                await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(0)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+            else:  # pragma: no cover - the cancel came too late
+                outcome = "connected"
+                task.result()[0].close()
+            await iterations(5)
+            gc.collect()
+        leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+        return outcome, _open_fds() - before, len(leaked)
+
+    try:
+        got = run(loop, scenario(loop))
+        assert got == run_reference(scenario)
+        assert got == ("cancelled", 0, 0)
+    finally:
+        listener.close()
+        for s in fillers:
+            s.close()
+
+
+def test_protocol_factory_error_propagates(loop):
+    listener = tcp_listener()
+
+    def factory():
+        raise ZeroDivisionError("no protocol")
+
+    async def scenario(lp):
+        try:
+            await lp.create_connection(factory, *listener.getsockname())
+        except ZeroDivisionError as exc:
+            return str(exc), len(lp._transports) if hasattr(lp, "_transports") else 0
+        return None
+
+    try:
+        with warnings.catch_warnings():
+            # asyncio leaves the connected socket to the GC here; so do we.
+            warnings.simplefilter("ignore", ResourceWarning)
+            got = run(loop, scenario(loop))
+            assert got == run_reference(scenario)
+            gc.collect()
+        assert got[0] == "no protocol"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bogus": None},
+        {"bogus": 1},
+        pytest.param(
+            {"all_errors": True},
+            marks=pytest.mark.skipif(PY312, reason="all_errors exists from 3.12"),
+        ),
+    ],
+    ids=["unknown-none", "unknown-value", "all_errors-before-3.12"],
+)
+def test_unknown_keyword_raises_type_error(loop, kw):
+    async def scenario(lp):
+        try:
+            await lp.create_connection(asyncio.Protocol, "127.0.0.1", 1, **kw)
+        except TypeError:
+            return "TypeError"
+        return None
+
+    assert run(loop, scenario(loop)) == run_reference(scenario) == "TypeError"
+
+
+def test_family_that_does_not_match_the_host_is_resolved(loop):
+    # AF_INET6 with an IPv4 literal is not "already resolved" for asyncio:
+    # it asks getaddrinfo, which fails. Both loops must take that path.
+    async def scenario(lp):
+        calls = []
+
+        async def getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0):
+            calls.append((host, port, family))
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, "no such family")
+
+        lp.getaddrinfo = getaddrinfo
+        try:
+            await lp.create_connection(asyncio.Protocol, "127.0.0.1", 80, family=socket.AF_INET6)
+        except socket.gaierror as exc:
+            return calls, exc.errno
+        finally:
+            del lp.getaddrinfo
+
+    got = run(loop, scenario(loop))
+    assert got == run_reference(scenario)
+    assert got[0] == [("127.0.0.1", 80, socket.AF_INET6)]
+
+
+def test_debug_mode_takes_asyncio_path_and_logs(loop, caplog):
+    # Debug mode logs the connection as asyncio does ("connected to").
+    listener = tcp_listener()
+    loop.set_debug(True)
+
+    async def main():
+        tr, proto = await loop.create_connection(
+            lambda: RecordingProtocol(loop), *listener.getsockname()
+        )
+        tr.close()
+        await proto.lost
+
+    try:
+        with caplog.at_level("DEBUG", logger="asyncio"):
+            run(loop, main())
+        assert any("connected to 127.0.0.1" in r.getMessage() for r in caplog.records)
+    finally:
+        listener.close()
