@@ -18,6 +18,8 @@
 //!   protocol (Python 3.11+).
 //! - `accept`: one non-blocking `accept4` on a TCP listener, for the
 //!   accept loop.
+//! - `inet_address`: IPv4/IPv6 socket addresses as the socket module's
+//!   tuples (accepted peers, a new connection's two ends).
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
@@ -41,6 +43,7 @@ pub mod fd_watch;
 pub mod gil_cell;
 pub mod gil_park;
 pub mod handles;
+pub mod inet_address;
 pub mod loop_core;
 pub mod native_io;
 pub mod park;

@@ -40,6 +40,7 @@ use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
+use crate::inet_address;
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::{refs, vectorcall};
@@ -1312,7 +1313,8 @@ impl LoopCore {
     }
 
     /// One non-blocking accept on the TCP listener `fd` (see `accept`):
-    /// `(conn_fd, peer_address)`, or None when no connection is waiting.
+    /// `(conn_fd, peer_address, local_address)`, or None when no connection
+    /// is waiting.
     /// An empty queue also tells the listener's watcher that it is drained,
     /// which spares the level-triggered re-check after the accept loop.
     fn _accept_inet<'py>(
@@ -1328,6 +1330,17 @@ impl LoopCore {
             }
             accept::Accepted::Interrupted => None,
         })
+    }
+
+    /// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each
+    /// None where the socket module's call would raise (see
+    /// `inet_address`): what a new client transport records.
+    fn _socket_names<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        inet_address::socket_names(py, fd)
     }
 
     #[pyo3(signature = (fd, callback, *args))]

@@ -293,3 +293,78 @@ def test_debug_mode_takes_asyncio_path_and_logs(loop, caplog):
         assert any("connected to 127.0.0.1" in r.getMessage() for r in caplog.records)
     finally:
         listener.close()
+
+
+_LISTEN_HOSTS = [
+    pytest.param("127.0.0.1", "127.0.0.1", id="ipv4"),
+    pytest.param("0.0.0.0", "127.0.0.1", id="ipv4-wildcard"),
+    pytest.param(
+        "::1",
+        "::1",
+        id="ipv6",
+        marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback"),
+    ),
+    pytest.param(
+        "::",
+        "127.0.0.1",
+        id="dual-stack-mapped",
+        marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback"),
+    ),
+]
+
+
+@pytest.mark.parametrize("listen_host,connect_host", _LISTEN_HOSTS)
+def test_transport_addresses_match_the_socket_module(loop, listen_host, connect_host):
+    # Both ends of a new connection record sockname and peername as the
+    # socket module reports them: tokioloop reads them natively (accept,
+    # connect), which must give the same tuples, including a wildcard
+    # listener's real local address and IPv4-mapped IPv6 text.
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind((listen_host, 0))
+    port = listener.getsockname()[1]
+
+    async def scenario(lp):
+        accepted = lp.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        server = await lp.create_server(Server, sock=listener.dup())
+        try:
+            tr, proto = await lp.create_connection(
+                lambda: RecordingProtocol(lp), connect_host, port
+            )
+            str_ = await accepted
+            names = []
+            for t in (tr, str_):
+                sock = t.get_extra_info("socket")
+                names.append(
+                    (
+                        t.get_extra_info("sockname"),
+                        t.get_extra_info("peername"),
+                        sock.getsockname(),
+                        sock.getpeername(),
+                    )
+                )
+            tr.close()
+            str_.close()
+            await proto.lost
+        finally:
+            server.close()
+            await server.wait_closed()
+        for recorded_local, recorded_peer, local, peer in names:
+            assert recorded_local == local
+            assert recorded_peer == peer
+        return [(n[0][0], n[1][0], len(n[0])) for n in names]
+
+    try:
+        got = run(loop, scenario(loop))
+        assert got == run_reference(scenario)
+        if listen_host == "::":
+            assert got[1][1] == "::ffff:127.0.0.1"
+    finally:
+        listener.close()

@@ -1515,10 +1515,12 @@ def test_native_accept_matches_python_accept(family, host):
         for _ in range(2):
             clients.append(socket.create_connection(lsock.getsockname()[:2]))
         time.sleep(0.05)
-        fd, addr = _accept_inet(lsock.fileno())
+        fd, addr, local = _accept_inet(lsock.fileno())
         with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fd) as conn:
             assert addr == clients[0].getsockname()
             assert conn.getpeername() == addr
+            assert conn.getsockname() == local == clients[0].getpeername()
+            assert type(local[0]) is str and type(local[1]) is int
             assert os.get_blocking(fd) is False
             assert os.get_inheritable(fd) is False
             assert conn.gettimeout() == 0.0

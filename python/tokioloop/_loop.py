@@ -311,8 +311,9 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     accepted = self._accept_inet(fileno)
                     if accepted is None:
                         return None
-                    fd, addr = accepted
+                    fd, addr, sockname = accepted
                     conn = socket.socket(family, kind | _SOCK_NONBLOCK, proto, fd)
+                    extra = {"peername": addr, "sockname": sockname}
                 else:
                     # After the first, look before accepting: an accept that
                     # finds the queue empty raises BlockingIOError, and
@@ -322,6 +323,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     fd, addr = sock._accept()
                     conn = socket.socket(family, kind, proto, fd)
                     conn.setblocking(False)
+                    extra = {"peername": addr}
                 if self._debug:
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -353,7 +355,6 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 else:
                     raise  # The event loop will catch, log and ignore it.
             else:
-                extra = {"peername": addr}
                 if sslcontext:
                     accept = self._accept_connection2(
                         protocol_factory, conn, extra, sslcontext, server, *timeouts
@@ -681,7 +682,10 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 failure = None
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_socket_transport(sock, protocol, waiter)
+        # Both ends read and formatted natively (src/inet_address.rs).
+        sockname, peername = self._socket_names(sock.fileno())
+        extra = {"sockname": sockname, "peername": peername}
+        transport = self._make_socket_transport(sock, protocol, waiter, extra=extra)
         try:
             await waiter
         except BaseException:

@@ -48,8 +48,12 @@ class LoopCore:
     _task_factory: Callable[..., Any] | None
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def time(self) -> float: ...
-    def _accept_inet(self, fd: int, /) -> tuple[int, tuple[Any, ...]] | None:
-        """One non-blocking accept on a TCP listener: (fd, peer) or None."""
+    def _accept_inet(
+        self, fd: int, /
+    ) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None] | None:
+        """One non-blocking accept on a TCP listener: (fd, peer, local) or None."""
+    def _socket_names(self, fd: int, /) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
+        """(sockname, peername) of a connected TCP socket; None where unreadable."""
     def call_soon(
         self,
         callback: Callable[..., object],

@@ -97,10 +97,13 @@ class _NativeTransport(transports._FlowControlMixin):
         # not _FlowControlMixin.__init__: the native core keeps the limits.
         self._extra = {} if extra is None else extra
         self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
+        # The loop passes the names it already has (a native accept or
+        # connect read them without the socket module's printf).
+        if "sockname" not in self._extra:
+            try:
+                self._extra["sockname"] = sock.getsockname()
+            except OSError:
+                self._extra["sockname"] = None
         if "peername" not in self._extra:
             try:
                 self._extra["peername"] = sock.getpeername()
