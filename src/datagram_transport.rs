@@ -531,8 +531,9 @@ impl DatagramTransport {
     }
 
     /// Off the reactor, protocol and owner released; the Python side closes
-    /// the socket right after.
-    fn _detach(slf: &Bound<'_, Self>) {
+    /// the socket right after. Returns None, as the stream core's does when
+    /// no sendfile is waiting (datagram transports have no empty waiter).
+    fn _detach(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
         let py = slf.py();
         let (loop_, token, dropped) = {
             let mut this = slf.borrow_mut();
@@ -546,6 +547,7 @@ impl DatagramTransport {
         };
         let registered = loop_.get().unregister_native(token);
         drop((dropped, registered));
+        None
     }
 
     fn get_write_buffer_size(&self) -> usize {

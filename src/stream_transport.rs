@@ -733,10 +733,12 @@ impl StreamTransport {
     }
 
     /// Take the fd off the reactor and let go of the protocol and owner;
-    /// the Python side closes the socket right after.
-    fn _detach(slf: &Bound<'_, Self>) {
+    /// the Python side closes the socket right after. Returns the sendfile
+    /// empty waiter, if one is pending, for the Python side to fail once
+    /// the clean-up is done (as asyncio's `_call_connection_lost` does).
+    fn _detach(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
         let py = slf.py();
-        let (loop_, token, dropped) = {
+        let (loop_, token, dropped, waiter) = {
             let mut this = slf.borrow_mut();
             this.buffered = 0;
             let dropped = (
@@ -744,10 +746,17 @@ impl StreamTransport {
                 this.reader.take(),
                 std::mem::take(&mut this.buffer),
             );
-            (this.base.loop_.clone_ref(py), this.base.token, dropped)
+            let waiter = this.empty_waiter.as_ref().map(|w| w.clone_ref(py));
+            (
+                this.base.loop_.clone_ref(py),
+                this.base.token,
+                dropped,
+                waiter,
+            )
         };
         let registered = loop_.get().unregister_native(token);
         drop((dropped, registered));
+        waiter
     }
 
     /// Take the fd off the reactor while `loop.sendfile` drives the socket

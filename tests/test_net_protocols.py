@@ -1287,34 +1287,52 @@ def test_tcp_nodelay_on_accepted_and_connected(loop, family, tmp_path):
     run(loop, main())
 
 
-def test_set_nodelay_matches_asyncio():
-    from asyncio import base_events
-
-    from tokioloop._transports import _set_nodelay
-
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "plain-proto0",
+        "plain-tcp",
+        "subclass-tcp",
+        pytest.param("plain-tcp6", marks=needs_ipv6),
+    ],
+)
+def test_transport_sets_nodelay_as_asyncio(loop_factory, kind):
+    # SocketTransport sets TCP_NODELAY in its own frame for a plain
+    # socket.socket (C getters, no enum) and through asyncio's
+    # _set_nodelay for a subclass: the socket must end up as asyncio's.
     class Sub(socket.socket):
         pass
 
-    kinds = [
-        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, 0),
-        (socket.socket, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
-        (socket.socket, socket.AF_INET, socket.SOCK_DGRAM, 0),
-        (socket.socket, socket.AF_UNIX, socket.SOCK_STREAM, 0),
-        (Sub, socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
-    ]
-    if socket.has_ipv6:
-        kinds.append((socket.socket, socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP))
-    for cls, fam, typ, proto in kinds:
-        results = []
-        for setter in (base_events._set_nodelay, _set_nodelay):
-            with cls(fam, typ, proto) as s:
-                s.setblocking(False)
-                setter(s)
-                if fam == socket.AF_UNIX or typ != socket.SOCK_STREAM:
-                    results.append(None)
-                else:
-                    results.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-        assert results[0] == results[1], (cls, fam, typ, proto)
+    cls = Sub if kind.startswith("subclass") else socket.socket
+    family = socket.AF_INET6 if kind.endswith("6") else socket.AF_INET
+    proto = 0 if kind.endswith("proto0") else socket.IPPROTO_TCP
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+    def nodelay_after_wrap(factory):
+        lp = factory()
+        listener = tcp_listener(host, family)
+        client = cls(family, socket.SOCK_STREAM, proto)
+        try:
+            client.connect(listener.getsockname())
+            assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+
+            async def main():
+                tr, _ = await lp.connect_accepted_socket(asyncio.Protocol, client)
+                value = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                tr.close()
+                await asyncio.sleep(0)
+                return value
+
+            return run(lp, main())
+        finally:
+            client.close()
+            listener.close()
+            lp.close()
+
+    got = nodelay_after_wrap(loop_factory)
+    assert got == nodelay_after_wrap(asyncio.new_event_loop)
+    # asyncio sets it only when the socket's proto reads IPPROTO_TCP.
+    assert (got != 0) is (proto == socket.IPPROTO_TCP)
 
 
 @pytest.mark.parametrize("listener", ["plain", "subclass", "timeout"])

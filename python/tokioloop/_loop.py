@@ -375,7 +375,12 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         protocol = None
         try:
             protocol = protocol_factory()
-            self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            # _make_socket_transport's check, in this frame: a fresh fd can
+            # only collide with a transport whose socket was closed under it.
+            transport = self._transports.get(conn.fileno())
+            if transport is not None and not transport.is_closing():
+                raise RuntimeError(f"File descriptor {conn!r} is used by transport {transport!r}")
+            _transports.SocketTransport(self, conn, protocol, None, extra, server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 (asyncio catches everything here)

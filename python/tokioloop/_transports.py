@@ -41,43 +41,11 @@ _raw_family = socket.socket.__mro__[1].family.__get__
 _raw_type = socket.socket.__mro__[1].type.__get__
 
 
-def _set_nodelay(sock):
-    """asyncio's base_events._set_nodelay, without the two enum
-    conversions when ``sock`` is a plain socket.socket (every accepted
-    connection)."""
-    if type(sock) is not socket.socket or not _HAS_NODELAY:
-        base_events._set_nodelay(sock)
-    elif (
-        _raw_family(sock) in _INET_FAMILIES
-        and _raw_type(sock) == socket.SOCK_STREAM
-        and sock.proto == socket.IPPROTO_TCP
-    ):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _close_socket(sock, _close=socket.socket.__mro__[1].close):
-    """``sock.close()``: for a plain socket.socket, its two Python frames
-    (``close``, ``_real_close``) done here in one."""
-    if type(sock) is not socket.socket:
-        sock.close()
-        return
-    sock._closed = True
-    if sock._io_refs <= 0:
-        _close(sock)
-
-
-def _server_attach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._attach(transport)
-    else:
-        server._attach()
-
-
-def _server_detach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._detach(transport)
-    else:
-        server._detach()
+# socket.socket.close() without its two Python frames (close, _real_close),
+# for a plain socket.socket; see _call_connection_lost.
+_socket_close = socket.socket.__mro__[1].close
+_SOCK_STREAM = int(socket.SOCK_STREAM)
+_IPPROTO_TCP = int(socket.IPPROTO_TCP)
 
 
 class _NativeTransport(transports._FlowControlMixin):
@@ -217,22 +185,30 @@ class _NativeTransport(transports._FlowControlMixin):
             if core._protocol_connected:
                 core.get_protocol().connection_lost(exc)
         finally:
-            # The clean-up is inline (one frame per connection less): off
-            # the reactor before the fd number can be reused, then the
-            # socket, the loop's map and the server let go.
-            core._detach()
+            # asyncio's clean-up, written out here rather than in helpers:
+            # it runs once per connection, and a Python frame costs ~1k
+            # instructions. Off the reactor before the fd number can be
+            # reused, then the socket, the loop's map and the server let go.
+            empty_waiter = core._detach()
             self._loop._transports.discard(self._sock_fd, self)
-            _close_socket(sock)
+            if type(sock) is socket.socket:
+                sock._closed = True
+                if sock._io_refs <= 0:
+                    _socket_close(sock)
+            else:
+                sock.close()
             self._sock = None
             self._loop = None
             server = self._server
             if server is not None:
-                _server_detach(server, self)
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
                 self._server = None
-            self._connection_lost_done()
-
-    def _connection_lost_done(self):
-        """Subclasses' own clean-up after connection loss."""
+            # A sendfile waiting for the buffer to drain (stream transports).
+            if empty_waiter is not None:
+                empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -254,7 +230,10 @@ class _NativeTransport(transports._FlowControlMixin):
             self._sock.close()
             self._sock = None
             if self._server is not None:
-                _server_detach(self._server, self)
+                if _SERVER_TRACKS_TRANSPORTS:
+                    self._server._detach(self)
+                else:
+                    self._server._detach()
 
 
 class SocketTransport(_NativeTransport, transports.Transport):
@@ -276,8 +255,21 @@ class SocketTransport(_NativeTransport, transports.Transport):
         self.write = core.write
         self._server = server
         if server is not None:
-            _server_attach(server, self)
-        _set_nodelay(sock)
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+        # asyncio's base_events._set_nodelay, in this frame and without its
+        # two enum conversions for a plain socket.socket.
+        if type(sock) is not socket.socket:
+            base_events._set_nodelay(sock)
+        elif (
+            _HAS_NODELAY
+            and _raw_family(sock) in _INET_FAMILIES
+            and _raw_type(sock) == _SOCK_STREAM
+            and sock.proto == _IPPROTO_TCP
+        ):
+            sock.setsockopt(_IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._start(loop, core, protocol, waiter)
 
     @property
@@ -312,11 +304,6 @@ class SocketTransport(_NativeTransport, transports.Transport):
 
     def can_write_eof(self):
         return True
-
-    def _connection_lost_done(self):
-        waiter = self._core._empty_waiter
-        if waiter is not None:
-            waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     def _make_empty_waiter(self):
         if self._core._empty_waiter is not None:
