@@ -21,7 +21,7 @@ use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
 
 use crate::errors::os_error;
-use crate::inet_address::{address_tuple, socket_names};
+use crate::inet_address::{address_tuple, local_name};
 
 /// What one accept found.
 pub enum Accepted<'py> {
@@ -61,10 +61,7 @@ pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
     let storage = unsafe { storage.assume_init() };
     // The local address too: the transport records it, and the socket
     // module's getsockname would format it again with printf.
-    let names = address_tuple(py, &storage).and_then(|peer| {
-        let (local, _) = socket_names(py, conn)?;
-        Ok((peer, local))
-    });
+    let names = address_tuple(py, &storage).and_then(|peer| Ok((peer, local_name(py, conn)?)));
     match names {
         Ok((peer, local)) => Ok(Accepted::Conn(PyTuple::new(
             py,

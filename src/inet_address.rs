@@ -139,13 +139,16 @@ fn name_of<'py>(
     }
 }
 
+/// `getsockname` of an AF_INET/AF_INET6 socket, None where the socket
+/// module's call would raise `OSError`.
+pub fn local_name(py: Python<'_>, fd: RawFd) -> PyResult<Bound<'_, PyAny>> {
+    name_of(py, fd, libc::getsockname)
+}
+
 /// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each None
 /// where the socket module's call would raise `OSError`.
 pub fn socket_names(py: Python<'_>, fd: RawFd) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
-    Ok((
-        name_of(py, fd, libc::getsockname)?,
-        name_of(py, fd, libc::getpeername)?,
-    ))
+    Ok((local_name(py, fd)?, name_of(py, fd, libc::getpeername)?))
 }
 
 #[cfg(test)]
