@@ -680,7 +680,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             # Raised outside the handlers, as asyncio raises it after its
             # loop over addresses (no implicit __context__ on the group).
             if all_errors:
-                failure = ExceptionGroup("create_connection failed", [failure])  # noqa: F821 (3.11+, where all_errors exists)
+                failure = ExceptionGroup("create_connection failed", [failure])  # noqa: F821 (3.12+, where all_errors exists)
             try:
                 raise failure
             finally:
