@@ -720,6 +720,64 @@ def test_unclosed_loop_with_pending_handles_is_collected(loop_factory, collect_g
     assert ref() is None
 
 
+def test_loop_that_ran_with_pending_handles_is_collected(loop_factory, collect_garbage):
+    # A running loop does not report what it holds to the GC (it is alive
+    # anyway); once run_until_complete returns it must again, or a dropped
+    # loop whose queue refers back to it would never be collected.
+    lp = loop_factory()
+
+    async def main():
+        running = asyncio.get_running_loop()
+        running.call_soon(running.stop)
+        running.call_later(10, running.stop)
+
+    lp.run_until_complete(main())
+    ref = weakref.ref(lp)
+    del lp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        collect_garbage()
+    assert ref() is None
+
+
+def test_full_collection_while_running_keeps_queued_callbacks(loop_factory):
+    # Cycles whose only outside reference is a queued callback (queued from
+    # another thread, so not yet run) must survive a full collection made
+    # while the loop runs, and their callbacks see them intact.
+    lp = loop_factory()
+    seen = []
+
+    class Node:
+        def __init__(self, i):
+            self.i = i
+            self.me = self  # a cycle: only the queued handle keeps it alive
+
+        def run(self):
+            seen.append(self.me.i)
+
+    def produce():
+        for i in range(2000):
+            lp.call_soon_threadsafe(Node(i).run)
+        lp.call_soon_threadsafe(collect_then_stop)
+
+    def collect_then_stop():
+        lp.stop()
+
+    def start():
+        t = threading.Thread(target=produce)
+        t.start()
+        t.join()  # the whole backlog is queued, none of it run yet
+        gc.collect()
+        gc.collect()
+
+    try:
+        lp.call_soon(start)
+        lp.run_forever()
+    finally:
+        lp.close()
+    assert seen == list(range(2000))
+
+
 def test_callbacks_released_after_close(loop_factory, collect_garbage):
     lp = loop_factory()
     soon_target, timer_target = _Target(), _Target()
