@@ -368,3 +368,44 @@ def test_transport_addresses_match_the_socket_module(loop, listen_host, connect_
             assert got[1][1] == "::ffff:127.0.0.1"
     finally:
         listener.close()
+
+
+def test_subclass_hook_sees_every_socket_transport(loop_factory):
+    # A loop subclass that overrides _make_socket_transport sees the
+    # accepted and the connecting side, as on asyncio's loop (tokioloop
+    # otherwise builds accepted transports in _accept_plain's own frame).
+    probe = loop_factory()
+    base = type(probe)
+    probe.close()
+    made = []
+
+    class Hooked(base):
+        def _make_socket_transport(self, sock, protocol, waiter=None, **kw):
+            made.append("server" if kw.get("server") is not None else "client")
+            return super()._make_socket_transport(sock, protocol, waiter, **kw)
+
+    lp = Hooked()
+    accepted = None
+
+    async def main():
+        nonlocal accepted
+        accepted = lp.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        server = await lp.create_server(Server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, proto = await lp.create_connection(lambda: RecordingProtocol(lp), "127.0.0.1", port)
+        (await accepted).close()
+        tr.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+
+    try:
+        run(lp, main())
+    finally:
+        lp.close()
+    assert sorted(made) == ["client", "server"]

@@ -178,6 +178,11 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         self._saved_wakeup_fd = None
         # Children waited for through pidfds (3.10/3.11, see _child_watch).
         self._child_waits = _child_watch.PidfdWaits(self)
+        # _accept_plain builds transports itself unless a subclass hooks
+        # _make_socket_transport, which then sees every accepted connection.
+        self._builds_own_transports = (
+            type(self)._make_socket_transport is Loop._make_socket_transport
+        )
 
     # -- running ---------------------------------------------------------
 
@@ -375,8 +380,12 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         protocol = None
         try:
             protocol = protocol_factory()
-            # _make_socket_transport's check, in this frame: a fresh fd can
-            # only collide with a transport whose socket was closed under it.
+            if not self._builds_own_transports:
+                self._make_socket_transport(conn, protocol, extra=extra, server=server)
+                return
+            # _make_socket_transport in this frame, its check included: a
+            # fresh fd can only collide with a transport whose socket was
+            # closed under it.
             transport = self._transports.get(conn.fileno())
             if transport is not None and not transport.is_closing():
                 raise RuntimeError(f"File descriptor {conn!r} is used by transport {transport!r}")
