@@ -1000,6 +1000,34 @@ def test_create_server_reuse_port(loop):
     run(loop, main())
 
 
+@pytest.mark.skipif(not PY313, reason="keep_alive= is 3.13+")
+@pytest.mark.parametrize("keep_alive", [None, True])
+def test_create_server_keep_alive(loop, keep_alive):
+    # SO_KEEPALIVE on the listener, and (inherited by the kernel) on each
+    # accepted connection, exactly when asked for.
+    async def main():
+        accepted = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport.get_extra_info("socket"))
+
+        server = await loop.create_server(Server, "127.0.0.1", 0, keep_alive=keep_alive)
+        async with server:
+            listener = server.sockets[0]
+            tr, _ = await loop.create_connection(asyncio.Protocol, *listener.getsockname())
+            conn = await accepted
+            got = (
+                listener.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+            )
+            tr.close()
+            return got
+
+    expected = bool(keep_alive)
+    assert run(loop, main()) == (expected, expected)
+
+
 def test_create_server_port_in_use(loop):
     async def main():
         s1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
