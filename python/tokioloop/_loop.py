@@ -41,12 +41,12 @@ from . import _child_watch, _transports
 from ._tokioloop import LoopCore, TransportMap, _readable
 
 _Future = futures.Future
-# The C socket type's getters (plain ints, no enum per read), see
-# _accept_connection.
-_raw_family = socket.socket.__mro__[1].family.__get__
-_raw_type = socket.socket.__mro__[1].type.__get__
+# The C socket type's getters (plain ints, no enum per read), shared with
+# the transports.
+_raw_family = _transports._raw_family
+_raw_type = _transports._raw_type
+_INET_FAMILIES = _transports._INET_FAMILIES
 _SelectorLoop = selector_events.BaseSelectorEventLoop
-_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 # connect() errnos that mean "in progress": BlockingIOError's, and EINTR.
 _CONNECT_PENDING = frozenset(
     (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
@@ -178,11 +178,6 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         self._saved_wakeup_fd = None
         # Children waited for through pidfds (3.10/3.11, see _child_watch).
         self._child_waits = _child_watch.PidfdWaits(self)
-        # _accept_plain builds transports itself unless a subclass hooks
-        # _make_socket_transport, which then sees every accepted connection.
-        self._builds_own_transports = (
-            type(self)._make_socket_transport is Loop._make_socket_transport
-        )
 
     # -- running ---------------------------------------------------------
 
@@ -380,16 +375,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         protocol = None
         try:
             protocol = protocol_factory()
-            if not self._builds_own_transports:
-                self._make_socket_transport(conn, protocol, extra=extra, server=server)
-                return
-            # _make_socket_transport in this frame, its check included: a
-            # fresh fd can only collide with a transport whose socket was
-            # closed under it.
-            transport = self._transports.get(conn.fileno())
-            if transport is not None and not transport.is_closing():
-                raise RuntimeError(f"File descriptor {conn!r} is used by transport {transport!r}")
-            _transports.SocketTransport(self, conn, protocol, None, extra, server)
+            self._make_socket_transport(conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 (asyncio catches everything here)
@@ -669,16 +655,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             try:
                 if not _SOCK_NONBLOCK:
                     sock.setblocking(False)
-                err = sock.connect_ex(address)
-                if err:
-                    if err not in _CONNECT_PENDING:
-                        raise OSError(err, os.strerror(err))
-                    fut = self._sock_connect_wait(sock, address)
-                    try:
-                        await fut
-                    except CancelledError:
-                        self._sock_wait_cancelled(fut)
-                        raise
+                await self._connect_plain(sock, address)
             except OSError as exc:
                 sock.close()
                 failure = exc
@@ -730,15 +707,23 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 address, family=family, type=_raw_type(sock), proto=sock.proto, loop=self
             )
             _, _, _, _, address = resolved[0]
+        await self._connect_plain(sock, address)
+
+    async def _connect_plain(self, sock, address):
+        """The connect of ``sock_connect`` and ``_connect_numeric``, for a
+        plain non-blocking ``socket.socket`` and a resolved address:
+        ``connect_ex``, then for a connect in progress the native wait for
+        writability (``_sock_connect_wait``), cancelled as asyncio's
+        done callback would."""
         err = sock.connect_ex(address)
         if err == 0:
-            return None
+            return
         if err not in _CONNECT_PENDING:
             raise OSError(err, os.strerror(err))
         # A plain non-blocking socket with an open fd: always a future here.
         fut = self._sock_connect_wait(sock, address)
         try:
-            return await fut
+            await fut
         except CancelledError:
             self._sock_wait_cancelled(fut)
             raise

@@ -48,6 +48,20 @@ _SOCK_STREAM = int(socket.SOCK_STREAM)
 _IPPROTO_TCP = int(socket.IPPROTO_TCP)
 
 
+def _server_attach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _server_detach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
 class _NativeTransport(transports._FlowControlMixin):
     """What both socket transports share: extra info, state read back from
     the native core, close/abort, error reporting, connection loss, repr.
@@ -185,10 +199,10 @@ class _NativeTransport(transports._FlowControlMixin):
             if core._protocol_connected:
                 core.get_protocol().connection_lost(exc)
         finally:
-            # asyncio's clean-up, written out here rather than in helpers:
-            # it runs once per connection, and a Python frame costs ~1k
-            # instructions. Off the reactor before the fd number can be
-            # reused, then the socket, the loop's map and the server let go.
+            # asyncio's clean-up. Off the reactor before the fd number can
+            # be reused, then the socket (a plain socket.socket closed
+            # without close()'s two frames), the loop's map and the server
+            # let go.
             empty_waiter = core._detach()
             self._loop._transports.discard(self._sock_fd, self)
             if type(sock) is socket.socket:
@@ -201,10 +215,7 @@ class _NativeTransport(transports._FlowControlMixin):
             self._loop = None
             server = self._server
             if server is not None:
-                if _SERVER_TRACKS_TRANSPORTS:
-                    server._detach(self)
-                else:
-                    server._detach()
+                _server_detach(server, self)
                 self._server = None
             # A sendfile waiting for the buffer to drain (stream transports).
             if empty_waiter is not None:
@@ -230,10 +241,7 @@ class _NativeTransport(transports._FlowControlMixin):
             self._sock.close()
             self._sock = None
             if self._server is not None:
-                if _SERVER_TRACKS_TRANSPORTS:
-                    self._server._detach(self)
-                else:
-                    self._server._detach()
+                _server_detach(self._server, self)
 
 
 class SocketTransport(_NativeTransport, transports.Transport):
@@ -255,10 +263,7 @@ class SocketTransport(_NativeTransport, transports.Transport):
         self.write = core.write
         self._server = server
         if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
-                server._attach(self)
-            else:
-                server._attach()
+            _server_attach(server, self)
         # asyncio's base_events._set_nodelay, in this frame and without its
         # two enum conversions for a plain socket.socket.
         if type(sock) is not socket.socket:
