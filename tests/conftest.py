@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import warnings
 
 import pytest
 from loop_support import LOOP_KINDS, get_factory, import_tokioloop
@@ -97,3 +98,18 @@ def collect_garbage():
             gc.collect()
 
     return collect
+
+
+@pytest.fixture
+def assert_dropped_loop_collected(collect_garbage):
+    """Check that a loop whose last reference is gone, reached through the
+    weak reference given, is collected (the ResourceWarning of an unclosed
+    loop is expected and ignored)."""
+
+    def check(ref):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            collect_garbage()
+        assert ref() is None
+
+    return check

@@ -223,18 +223,13 @@ def test_collections_while_handles_are_spare(loop, collect_garbage):
     assert out == [(r, i) for r in range(3) for i in range(BURST)]
 
 
-def test_unclosed_loop_with_spare_handles_is_collected(loop_factory, collect_garbage):
-    import warnings
-
+def test_unclosed_loop_with_spare_handles_is_collected(loop_factory, assert_dropped_loop_collected):
     lp = loop_factory()
     churn(lp)
     lp.call_soon(lp.stop)
     ref = weakref.ref(lp)
     del lp
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        collect_garbage()
-    assert ref() is None
+    assert_dropped_loop_collected(ref)
 
 
 def test_call_soon_threadsafe_and_from_callbacks_reuse_safely(loop):

@@ -708,19 +708,20 @@ def test_closed_loop_with_pending_handles_is_collected(loop_factory, collect_gar
     assert ref() is None
 
 
-def test_unclosed_loop_with_pending_handles_is_collected(loop_factory, collect_garbage):
+def test_unclosed_loop_with_pending_handles_is_collected(
+    loop_factory, assert_dropped_loop_collected
+):
     lp = loop_factory()
     lp.call_soon(lp.stop)
     lp.call_later(10, lp.stop)
     ref = weakref.ref(lp)
     del lp
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        collect_garbage()
-    assert ref() is None
+    assert_dropped_loop_collected(ref)
 
 
-def test_loop_that_ran_with_pending_handles_is_collected(loop_factory, collect_garbage):
+def test_loop_that_ran_with_pending_handles_is_collected(
+    loop_factory, assert_dropped_loop_collected
+):
     # A running loop does not report what it holds to the GC (it is alive
     # anyway); once run_until_complete returns it must again, or a dropped
     # loop whose queue refers back to it would never be collected.
@@ -734,10 +735,7 @@ def test_loop_that_ran_with_pending_handles_is_collected(loop_factory, collect_g
     lp.run_until_complete(main())
     ref = weakref.ref(lp)
     del lp
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        collect_garbage()
-    assert ref() is None
+    assert_dropped_loop_collected(ref)
 
 
 def test_full_collection_while_running_keeps_queued_callbacks(loop_factory):
