@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -43,12 +44,29 @@ from _netproc import cpu_us
 MESSAGE = b"x" * 100
 
 
+def new_loop(loop_name: str) -> asyncio.AbstractEventLoop:
+    if loop_name == "asyncio":
+        return asyncio.new_event_loop()
+    return __import__(loop_name).new_event_loop()
+
+
+@contextlib.contextmanager
+def echo_server(command: list[str], **popen_options):
+    """Start `command` (a `--serve` run of this script, maybe under
+    valgrind); yield it and the port it printed; kill it if it is still
+    running afterwards."""
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, **popen_options)
+    try:
+        yield server, int(server.stdout.readline())
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 def serve(loop_name: str, conns: int) -> None:
     """Echo server that exits after `conns` connections; prints its port."""
-    if loop_name == "asyncio":
-        loop = asyncio.new_event_loop()
-    else:
-        loop = __import__(loop_name).new_event_loop()
+    loop = new_loop(loop_name)
 
     async def main():
         done = loop.create_future()
@@ -92,10 +110,7 @@ def connect_many(port: int, conns: int) -> None:
 def connect_loop(loop_name: str, port: int, conns: int) -> None:
     """Client on `loop_name`: `conns` connections one after another, each a
     create_connection, a 100-byte echo and close()."""
-    if loop_name == "asyncio":
-        loop = asyncio.new_event_loop()
-    else:
-        loop = __import__(loop_name).new_event_loop()
+    loop = new_loop(loop_name)
 
     class Client(asyncio.Protocol):
         def __init__(self, done):
@@ -150,20 +165,10 @@ def instructions(loop_name: str, conns: int, tmp: str, client: bool = False) -> 
         command = [*valgrind, *script, "--connect", loop_name, str(port), str(conns)]
         subprocess.run(command, stderr=subprocess.DEVNULL, check=True, timeout=300)
     else:
-        server = subprocess.Popen(
-            [*valgrind, *script, "--serve", loop_name, str(conns)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            port = int(server.stdout.readline())
+        command = [*valgrind, *script, "--serve", loop_name, str(conns)]
+        with echo_server(command, stderr=subprocess.DEVNULL) as (server, port):
             connect_many(port, conns)
             server.wait(timeout=300)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
     with open(out) as f:
         for line in f:
             m = re.match(r"(?:summary|totals): (\d+)", line)
@@ -174,22 +179,13 @@ def instructions(loop_name: str, conns: int, tmp: str, client: bool = False) -> 
 
 def cpu_per_connection(loop_name: str, warm: int, conns: int) -> float:
     """Server CPU µs per connection over `conns` connections, after `warm`."""
-    server = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", loop_name, str(warm + conns)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(server.stdout.readline())
+    command = [sys.executable, os.path.abspath(__file__), "--serve", loop_name, str(warm + conns)]
+    with echo_server(command) as (server, port):
         connect_many(port, warm)
         before = cpu_us(server.pid)
         connect_many(port, conns)
         after = cpu_us(server.pid)
         server.wait(timeout=60)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     return (after - before) / conns
 
 
