@@ -6,6 +6,7 @@ Usage: .venv/bin/python benches/net.py [--quick] [--rounds 3] [--loops asyncio,t
        .venv/bin/python benches/net.py --tls [--quick] [--only protocol,100k]
        .venv/bin/python benches/net.py --http [--only fastapi] [--json out.json]
        .venv/bin/python benches/net.py --spawn [--quick] [--only c8]
+       .venv/bin/python benches/net.py --client [--only c16]
 
 Echo mode: every cell (style x transport x message size x connections) runs
 each loop's `echo_servers.py` in its own process, loaded by the Rust closed-loop
@@ -14,10 +15,13 @@ servers given ``ssl=`` and the client speaking TLS (rustls) with a CA made
 for the run.  HTTP mode: aiohttp and uvicorn+FastAPI hello-worlds from
 `http_servers.py`, loaded by `wrk`.  Spawn mode: `spawn_worker.py` runs
 ``create_subprocess_exec('true')`` + ``wait()`` closed-loop on each loop.
+Client mode: `http_client_worker.py` makes aiohttp client requests on each
+loop against one aiohttp hello-world server on stock asyncio (the same
+server for every loop), and the client's own CPU time is the metric.
 Rounds are interleaved: each round runs every cell on every loop in turn.
 The ranking metric is CPU time per request (the server's utime+stime from
 /proc/PID/stat over the measured phase) or per spawn (the spawning
-process's), reported beside req/s (spawns/s) and p50/p99.  Prints markdown
+process's) or per client request (the client's), reported beside req/s (spawns/s) and p50/p99.  Prints markdown
 tables on stdout and progress on stderr.  See benches/README.md.
 """
 
@@ -55,6 +59,11 @@ TLS_STYLES = ("protocol", "streams")
 TLS_SIZES_KIB = (1, 100)
 HTTP_APPS = ("aiohttp", "fastapi")
 HTTP_CONNS = 16
+# Client mode: the client library, and its concurrent requests; the server
+# every client loop talks to runs on SERVER_LOOP.
+CLIENT_APP = "aiohttp"
+CLIENT_CONNS = (1, 16)
+CLIENT_SERVER_LOOP = "asyncio"
 # Spawn mode: the program spawned, and how many spawns are in flight at once.
 SPAWN_COMMAND = "true"
 SPAWN_CONCURRENCY = (1, 8)
@@ -74,14 +83,16 @@ FULL = {
     "tls": {"warmup": 0.3, "duration": 1.5},
     "http": {"warmup": 1.0, "duration": 5.0},
     "spawn": {"warmup": 0.5, "duration": 2.0},
+    "client": {"warmup": 1.0, "duration": 3.0},
 }
 QUICK = {
     "echo": {"warmup": 0.2, "duration": 1.0},
     "tls": {"warmup": 0.2, "duration": 1.0},
     "http": {"warmup": 1.0, "duration": 2.0},
     "spawn": {"warmup": 0.3, "duration": 1.0},
+    "client": {"warmup": 0.5, "duration": 1.5},
 }
-ROUNDS = {"echo": 3, "tls": 5, "http": 3, "spawn": 5}
+ROUNDS = {"echo": 3, "tls": 5, "http": 3, "spawn": 5, "client": 3}
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ class Cell:
     spawn cells it is the program spawned, and conns the spawns in flight."""
 
     style: str
-    transport: str  # tcp | unix | tls | http | spawn
+    transport: str  # tcp | unix | tls | http | spawn | client
     size_kib: int | None
     conns: int
 
@@ -141,6 +152,8 @@ def select_cells(only: list[str], mode: str, quick: bool) -> list[Cell]:
         return [Cell(app, "http", None, HTTP_CONNS) for app in apps]
     if mode == "spawn":
         return [Cell(SPAWN_COMMAND, "spawn", None, n) for n in conns or SPAWN_CONCURRENCY]
+    if mode == "client":
+        return [Cell(CLIENT_APP, "client", None, n) for n in conns or CLIENT_CONNS]
     if mode == "tls":
         if "sock" in styles:
             raise ValueError("the sock style has no TLS (loop.sock_* work on raw sockets)")
@@ -310,6 +323,48 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
     )
 
 
+def measure_client(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+    port = free_port()
+    server_cmd = [
+        sys.executable,
+        str(proc.BENCHES / "http_servers.py"),
+        "--loop",
+        CLIENT_SERVER_LOOP,
+        "--app",
+        "aiohttp",
+        "--port",
+        str(port),
+    ]
+    worker_cmd = [
+        sys.executable,
+        str(proc.BENCHES / "http_client_worker.py"),
+        "--loop",
+        loop,
+        "--url",
+        f"http://127.0.0.1:{port}/",
+        "--conns",
+        str(cell.conns),
+        "--warmup",
+        str(timing["warmup"]),
+        "--duration",
+        str(timing["duration"]),
+    ]
+    with proc.server(server_cmd) as server:
+        report = proc.run_json(worker_cmd, timing["warmup"] + timing["duration"], "client worker")
+        if not server.alive():
+            raise CellError(server.stderr_tail() or "server died during the run")
+    if report["requests"] == 0 or report["failures"]:
+        reason = report.get("first_error") or "no request completed"
+        raise CellError(f"{report['failures']} failed requests: {reason}")
+    return _sample(
+        report["requests"],
+        report["rps"],
+        report["p50_us"],
+        report["p99_us"],
+        report["cpu_us_per_req"],
+    )
+
+
 # --------------------------------------------------------------------------
 # The matrix
 # --------------------------------------------------------------------------
@@ -352,7 +407,13 @@ def check_loop(loop: str) -> tuple[str | None, str | None]:
     return out.stdout.strip(), None
 
 
-MEASURE = {"echo": measure_echo, "tls": measure_echo, "http": measure_http, "spawn": measure_spawn}
+MEASURE = {
+    "echo": measure_echo,
+    "tls": measure_echo,
+    "http": measure_http,
+    "spawn": measure_spawn,
+    "client": measure_client,
+}
 # A loop package being rebuilt in place fails to import for a moment: such
 # a run is retried (up to IMPORT_RETRIES times, IMPORT_RETRY_WAIT s apart).
 IMPORT_RETRIES = 4
@@ -468,7 +529,7 @@ def _ratio(num: float | None, den: float | None) -> str:
 
 
 def _cell_cols(row: dict) -> list[str]:
-    if row["transport"] == "http":
+    if row["transport"] in ("http", "client"):
         return [row["style"], f"c{row['conns']}"]
     if row["transport"] == "spawn":
         return [row["style"], str(row["conns"])]
@@ -510,6 +571,13 @@ LABELS = {
     "echo": {**_SERVER, "cells": _ECHO_CELLS, "vs": ("asyncio", "best")},
     "tls": {**_SERVER, "cells": _ECHO_CELLS, "vs": ("asyncio", "uvloop")},
     "http": {**_SERVER, "cells": ["app", "conns"], "vs": ("asyncio", "best")},
+    "client": {
+        "cells": ["client", "conns"],
+        "rate": "req/s",
+        "unit": "req",
+        "title": f"Client CPU µs per request (server: aiohttp on {CLIENT_SERVER_LOOP})",
+        "vs": ("asyncio", "best"),
+    },
     "spawn": {
         "cells": ["command", "in flight"],
         "rate": "spawns/s",
@@ -628,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tls", "TLS echo servers (ssl=) under the TLS echo client"),
         ("http", "aiohttp/FastAPI under wrk"),
         ("spawn", f"create_subprocess_exec({SPAWN_COMMAND!r}) + wait() rate"),
+        ("client", f"{CLIENT_APP} client requests against one server"),
     ):
         which.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode, help=text)
     parser.set_defaults(mode="echo")
