@@ -92,8 +92,26 @@ unsafe fn track_if_untracked(ptr: *mut ffi::PyObject) {
 
 struct State {
     call: Option<Callback>,
+    /// What only debug mode records; boxed, so that a handle made outside
+    /// debug mode carries one pointer for it instead of two (the handle
+    /// fits pymalloc's 112-byte class instead of the 128-byte one, which
+    /// shows in bursts of `call_soon_threadsafe`).
+    debug: Option<Box<DebugInfo>>,
+}
+
+#[derive(Default)]
+struct DebugInfo {
+    /// Where the handle was made (`_source_traceback`), when the loop was in
+    /// debug mode then.
+    source_traceback: Option<Py<PyAny>>,
     /// Repr frozen at cancel time in debug mode, as asyncio does.
     repr: Option<Py<PyAny>>,
+}
+
+impl State {
+    fn frozen_repr(&self) -> Option<&Py<PyAny>> {
+        self.debug.as_ref().and_then(|d| d.repr.as_ref())
+    }
 }
 
 #[pyclass(frozen, subclass, weakref, module = "tokioloop", name = "Handle")]
@@ -102,7 +120,6 @@ pub struct Handle {
     state: GilCell<State>,
     cancelled: AtomicBool,
     loop_: Py<PyAny>,
-    source_traceback: Option<Py<PyAny>>,
     /// Deadline for timers; NaN for plain handles.
     when: f64,
     /// True while the timer sits in the loop's heap, and after the heap
@@ -125,11 +142,15 @@ impl Handle {
         Handle {
             state: GilCell::new(State {
                 call: Some(call),
-                repr: None,
+                debug: source_traceback.map(|tb| {
+                    Box::new(DebugInfo {
+                        source_traceback: Some(tb),
+                        repr: None,
+                    })
+                }),
             }),
             cancelled: AtomicBool::new(false),
             loop_,
-            source_traceback,
             when: when.unwrap_or(f64::NAN),
             scheduled: AtomicBool::new(false),
             is_timer: when.is_some(),
@@ -259,7 +280,8 @@ pub fn release(py: Python<'_>, handle: Py<Handle>) {
 /// "Nothing else" means: ours is the only reference, no weak reference
 /// exists (a weakref would see the reused handle come back to life), it is
 /// exactly a `Handle` (not a `TimerHandle` or a Python subclass) of `loop_`,
-/// made without a debug traceback. The reset handle holds no callback, is
+/// with no debug record (a creation traceback, or a repr frozen by a cancel
+/// in debug mode). The reset handle holds no callback, is
 /// not cancelled, and is hidden from the cyclic GC while unused (the loop's
 /// traversal visits what it holds, see [`traverse_owned`]).
 pub fn recycle(
@@ -276,7 +298,7 @@ pub fn recycle(
             && ffi::Py_TYPE(ptr) == <Handle as pyo3::PyTypeInfo>::type_object_raw(py)
             && !has_weakrefs(ptr)
     };
-    if !sole || this.loop_.as_ptr() != loop_ || this.source_traceback.is_some() {
+    if !sole || this.loop_.as_ptr() != loop_ || this.state.borrow_mut(py).debug.is_some() {
         return Err(handle);
     }
     // Hidden before the callback goes, so that a collection triggered by
@@ -286,7 +308,7 @@ pub fn recycle(
     this.cancelled.store(false, Ordering::Relaxed);
     let dropped = {
         let mut state = this.state.borrow_mut(py);
-        (state.call.take(), state.repr.take())
+        state.call.take()
     };
     // Outside the borrow: dropping may run Python code, which cannot reach
     // this handle (no reference, no weakref, not tracked).
@@ -400,7 +422,10 @@ impl Handle {
         };
         let dropped = {
             let mut state = this.state.borrow_mut(py);
-            let old_repr = std::mem::replace(&mut state.repr, frozen_repr);
+            let old_repr = match frozen_repr {
+                Some(r) => state.debug.get_or_insert_with(Box::default).repr.replace(r),
+                None => None,
+            };
             (state.call.take(), old_repr)
         };
         drop(dropped); // outside the borrow: dropping may run Python code
@@ -435,8 +460,7 @@ impl Handle {
             .get()
             .state
             .borrow_mut(py)
-            .repr
-            .as_ref()
+            .frozen_repr()
             .map(|r| r.clone_ref(py));
         if let Some(frozen) = frozen {
             return Ok(frozen);
@@ -484,7 +508,12 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+        let state = self.state.borrow_mut(py);
+        let tb = state
+            .debug
+            .as_ref()
+            .and_then(|d| d.source_traceback.as_ref());
+        tb.map(|t| t.clone_ref(py))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -498,7 +527,7 @@ impl Handle {
         let dropped = self
             .state
             .try_borrow_mut(py)
-            .map(|mut state| (state.call.take(), state.repr.take()));
+            .map(|mut state| (state.call.take(), state.debug.take()));
         drop(dropped); // after the borrow ends: dropping may run Python code
     }
 }
@@ -529,9 +558,6 @@ impl Handle {
 
     fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
-        if let Some(tb) = &self.source_traceback {
-            visit.call(tb)?;
-        }
         // SAFETY: tp_traverse is only called by the cyclic GC, which runs
         // with the GIL held.
         let py = unsafe { Python::assume_attached() };
@@ -543,8 +569,13 @@ impl Handle {
                 c.args.traverse(visit)?;
                 visit.call(&c.context)?;
             }
-            if let Some(r) = &state.repr {
-                visit.call(r)?;
+            if let Some(debug) = &state.debug {
+                if let Some(tb) = &debug.source_traceback {
+                    visit.call(tb)?;
+                }
+                if let Some(r) = &debug.repr {
+                    visit.call(r)?;
+                }
             }
         }
         Ok(())

@@ -373,3 +373,35 @@ def test_timer_cycle_after_firing_is_collected(loop, collect_garbage):
     fire_timers(loop)
     collect_garbage()
     assert [r() for r in refs] == [None] * 50
+
+
+def test_debug_records_survive_running_and_reuse(loop):
+    # A handle made in debug mode keeps where it was made; one cancelled in
+    # debug mode keeps the repr it had then, whether or not it was made in
+    # debug mode, while the loop goes on making and reusing other handles.
+    loop.set_debug(True)
+    made_in_debug = loop.call_soon(first_callback, 1)
+    loop.set_debug(False)
+    made_plain = loop.call_soon(second_callback, 2)
+    assert made_plain._source_traceback is None
+    tb = made_in_debug._source_traceback
+    assert tb and tb[-1].name == "test_debug_records_survive_running_and_reuse"
+    run_once(loop)
+    churn(loop)
+    assert made_in_debug._source_traceback is tb
+    loop.set_debug(True)
+    made_plain.cancel()
+    made_in_debug.cancel()
+    frozen = repr(made_plain), repr(made_in_debug)
+    loop.set_debug(False)
+    churn(loop)
+    assert (repr(made_plain), repr(made_in_debug)) == frozen
+    assert "second_callback" in frozen[0] and "cancelled" in frozen[0]
+    assert "first_callback" in frozen[1] and "cancelled" in frozen[1]
+    assert made_plain._source_traceback is None
+    assert made_in_debug._source_traceback is tb
+    # The handles that ran meanwhile are plain ones again.
+    h = loop.call_soon(noop)
+    assert h._source_traceback is None
+    assert "cancelled" not in repr(h)
+    run_once(loop)
