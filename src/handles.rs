@@ -204,15 +204,17 @@ impl Handle {
 }
 
 /// Hide a handle the loop has just made from the cyclic GC while the loop
-/// owns it (in the ready queue or the timer heap).
+/// owns it (in the ready queue or the timer heap) and runs.
 ///
-/// A queued handle is never garbage (the loop holds it), but as a tracked
-/// object it is traversed by every collection, and a backlog of them (timers
-/// waiting to fire, a burst of `call_soon_threadsafe`) is promoted to the old
-/// generations and traversed again and again: a third of the time of those
-/// workloads. [`release`] tracks it again when the loop lets go while
-/// someone else still holds it, so cycles through it (an object that keeps
-/// its own timer handle) stay collectable.
+/// A handle queued on a running loop is not garbage (the loop holds it),
+/// but as a tracked object it is traversed by every collection, and a
+/// backlog of them (timers waiting to fire, a burst of
+/// `call_soon_threadsafe`) is promoted to the old generations and traversed
+/// again and again: a third of the time of those workloads. [`release`]
+/// tracks it again when the loop lets go while someone else still holds
+/// it, and so does [`expose_if_shared`] when the loop stops running, so
+/// cycles through it (an object that keeps its own timer handle) stay
+/// collectable.
 /// Its context (a fresh copy, or a task's) is hidden as well, for the same
 /// reason; `Callback`'s drop and `get_context` track it again.
 pub fn untrack_owned(handle: &Bound<'_, Handle>) {
@@ -258,17 +260,7 @@ pub fn traverse_owned(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), Py
 /// on elsewhere, make it visible to the cyclic GC again (see
 /// [`untrack_owned`]); if ours was the last reference it is freed now.
 pub fn release(py: Python<'_>, handle: Py<Handle>) {
-    let ptr = handle.as_ptr();
-    // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
-    // reference to.
-    if unsafe { ffi::Py_REFCNT(ptr) } > 1 {
-        if let Some(c) = handle.get().state.borrow_mut(py).call.as_ref() {
-            // SAFETY: as above; the context is live while the handle holds it.
-            unsafe { track_if_untracked(c.context.as_ptr()) }
-        }
-        // SAFETY: as above.
-        unsafe { track_if_untracked(ptr) }
-    }
+    expose_if_shared(py, &handle);
     drop(handle);
 }
 
@@ -316,14 +308,47 @@ pub fn recycle(
     Ok(handle)
 }
 
-/// Give a handle from [`recycle`] its new callback; it is visible to the
-/// cyclic GC again, as a new one would be.
+/// Give a handle from [`recycle`] its new callback. It stays hidden from
+/// the cyclic GC, as a handle the loop owns may be (see [`untrack_owned`]):
+/// re-tracking it for the few instructions it is queued cost call_soon ~7%
+/// (the GC list links of two objects written twice per call). The caller
+/// tracks it instead when the loop is not running (see [`expose_if_shared`]).
 pub fn reuse(py: Python<'_>, handle: &Py<Handle>, call: Callback) {
     let old = handle.get().state.borrow_mut(py).call.replace(call);
     debug_assert!(old.is_none(), "a recycled handle holds no callback");
-    // SAFETY: the GIL is held (`py`); the handle is a live GC object.
-    unsafe { track_if_untracked(handle.as_ptr()) }
     drop(old);
+}
+
+/// Make a handle the loop keeps visible to the cyclic GC again if someone
+/// else holds it too (and its context with it).
+///
+/// Queued handles are hidden from the GC only while the loop runs: a
+/// running loop is alive, so a cycle through a handle it holds is not
+/// garbage yet. A loop that is not running may be dropped unclosed with its
+/// queue; a handle that user code also holds (an object keeping its own
+/// timer, which refers back to the loop) must then be seen by the GC, or the
+/// cycle, loop included, is never collected. The loop calls this for its
+/// queued handles when `run_forever` returns, and scheduling while the loop
+/// is not running leaves handles tracked.
+pub fn expose_if_shared(py: Python<'_>, handle: &Py<Handle>) {
+    let ptr = handle.as_ptr();
+    // SAFETY: the GIL is held (`py`) and `ptr` is a live object the caller
+    // holds a reference to.
+    if unsafe { ffi::Py_REFCNT(ptr) } > 1 {
+        track(py, handle);
+    }
+}
+
+/// Put a handle and its context under the cyclic GC (a no-op for what is
+/// tracked already).
+pub fn track(py: Python<'_>, handle: &Py<Handle>) {
+    if let Some(c) = handle.get().state.borrow_mut(py).call.as_ref() {
+        // SAFETY: the GIL is held (`py`); the context is live while the
+        // handle holds it. Tracking runs no Python code.
+        unsafe { track_if_untracked(c.context.as_ptr()) }
+    }
+    // SAFETY: as above; the handle is a live GC object.
+    unsafe { track_if_untracked(handle.as_ptr()) }
 }
 
 /// Whether the object has weak references (or might: a layout we do not

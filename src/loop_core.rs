@@ -403,6 +403,11 @@ impl LoopCore {
         Ok(timer.into_any().unbind())
     }
 
+    /// True while `_run` drives this loop, on whatever thread.
+    fn is_running(&self) -> bool {
+        self.running_on.load(Ordering::Relaxed) != 0
+    }
+
     /// True when this loop is the one running on the calling thread (it is
     /// inside `_run` here, so asyncio's running loop is this loop).
     fn runs_here(&self) -> bool {
@@ -500,10 +505,16 @@ impl LoopCore {
         } else {
             this.spare.borrow_mut(py).handles.pop()
         };
+        // Handles the loop owns are hidden from the GC only while it runs
+        // (see `handles::expose_if_shared`).
+        let running = this.is_running();
         let handle = match spare {
             Some(handle) => match Self::make_callback(py, callback, args, context) {
                 Ok(call) => {
                     handles::reuse(py, &handle, call);
+                    if !running {
+                        handles::track(py, &handle);
+                    }
                     handle
                 }
                 Err(err) => {
@@ -516,7 +527,7 @@ impl LoopCore {
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
         // untracking and re-tracking it costs about 100 instructions.
-        if waits || this.shared.ready_len(py) >= UNTRACK_BACKLOG {
+        if running && (waits || this.shared.ready_len(py) >= UNTRACK_BACKLOG) {
             handles::untrack_owned(handle.bind(slf.py()));
         }
         slf.get()
@@ -543,7 +554,9 @@ impl LoopCore {
             slf.py(),
             PyClassInitializer::from(handle).add_subclass(TimerHandle),
         )?;
-        handles::untrack_owned(timer.as_super());
+        if this.is_running() {
+            handles::untrack_owned(timer.as_super());
+        }
         let base: Py<Handle> = timer.as_super().clone().unbind();
         base.get().set_scheduled(true);
         slf.get().shared.timers.lock().push(when, base);
@@ -596,6 +609,21 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+
+    /// `run_forever` is returning: the queued handles and timers that user
+    /// code also holds become visible to the GC again, since the loop may
+    /// now be dropped unclosed (see `handles::expose_if_shared`). Linear in
+    /// what is queued, once per run.
+    fn expose_shared_handles(&self, py: Python<'_>) {
+        for item in self.shared.ready.borrow_mut(py).iter() {
+            if let Ready::Native(h) = item {
+                handles::expose_if_shared(py, h);
+            }
+        }
+        for h in self.shared.timers.lock().payloads() {
+            handles::expose_if_shared(py, h);
+        }
     }
 
     /// Let go of a handle that has run: into the spare pool if nothing else
@@ -1309,6 +1337,7 @@ impl LoopCore {
         };
         this.running_on.store(0, Ordering::Relaxed);
         *this.driver.lock() = Some(driver);
+        this.expose_shared_handles(slf.py());
         result
     }
 

@@ -738,6 +738,57 @@ def test_loop_that_ran_with_pending_handles_is_collected(
     assert_dropped_loop_collected(ref)
 
 
+class _KeepsItsHandle:
+    """An object that keeps the handle of its own callback and the loop: the
+    cycle object -> handle -> bound method -> object, and the loop in it."""
+
+    def __init__(self, loop, how):
+        self.loop = loop
+        if how == "call_soon":
+            self.handle = loop.call_soon(self.method)
+        else:
+            self.handle = loop.call_later(10, self.method)
+
+    def method(self):
+        pass
+
+
+@pytest.mark.parametrize("when", ["before_run", "during_run"])
+@pytest.mark.parametrize("how", ["call_soon", "call_later"])
+def test_dropped_loop_with_handles_kept_in_cycles_is_collected(
+    loop_factory, assert_dropped_loop_collected, how, when
+):
+    # Queued handles that user code also holds, in a cycle through the loop:
+    # whether scheduled before the loop ran or while it ran (after enough
+    # callbacks that tokioloop reuses its handles), the dropped, unclosed
+    # loop and the cycle are collected.
+    lp = loop_factory()
+    keepers = []
+    if when == "before_run":
+        keepers.append(_KeepsItsHandle(lp, how))
+    else:
+
+        def keep(lp=lp):
+            keepers.append(_KeepsItsHandle(lp, how))
+
+        for _ in range(3):
+            for _ in range(600):
+                lp.call_soon(lambda: None)
+            lp.call_soon(lp.stop)
+            lp.run_forever()
+        lp.call_soon(keep)
+        lp.call_soon(lp.stop)
+        lp.run_forever()
+        del keep  # it holds the loop (a default argument)
+    assert len(keepers) == 1 and not keepers[0].handle.cancelled()
+    ref = weakref.ref(lp)
+    keeper_ref = weakref.ref(keepers[0])
+    keepers.clear()
+    del lp
+    assert_dropped_loop_collected(ref)
+    assert keeper_ref() is None
+
+
 def test_full_collection_while_running_keeps_queued_callbacks(loop_factory):
     # Cycles whose only outside reference is a queued callback (queued from
     # another thread, so not yet run) must survive a full collection made
