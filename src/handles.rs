@@ -212,9 +212,9 @@ impl Handle {
 /// `call_soon_threadsafe`) is promoted to the old generations and traversed
 /// again and again: a third of the time of those workloads. [`release`]
 /// tracks it again when the loop lets go while someone else still holds
-/// it, and so does [`expose_if_shared`] when the loop stops running, so
-/// cycles through it (an object that keeps its own timer handle) stay
-/// collectable.
+/// it, so cycles through it (an object that keeps its own timer handle)
+/// stay collectable; [`expose_if_shared`] does it for the ready queue when
+/// the loop stops running.
 /// Its context (a fresh copy, or a task's) is hidden as well, for the same
 /// reason; `Callback`'s drop and `get_context` track it again.
 pub fn untrack_owned(handle: &Bound<'_, Handle>) {
@@ -322,14 +322,16 @@ pub fn reuse(py: Python<'_>, handle: &Py<Handle>, call: Callback) {
 /// Make a handle the loop keeps visible to the cyclic GC again if someone
 /// else holds it too (and its context with it).
 ///
-/// Queued handles are hidden from the GC only while the loop runs: a
-/// running loop is alive, so a cycle through a handle it holds is not
-/// garbage yet. A loop that is not running may be dropped unclosed with its
-/// queue; a handle that user code also holds (an object keeping its own
-/// timer, which refers back to the loop) must then be seen by the GC, or the
-/// cycle, loop included, is never collected. The loop calls this for its
-/// queued handles when `run_forever` returns, and scheduling while the loop
-/// is not running leaves handles tracked.
+/// Handles in the ready queue are hidden from the GC only while the loop
+/// runs: a running loop is alive, so a cycle through a handle it holds is
+/// not garbage yet. A loop that is not running may be dropped unclosed with
+/// its queue; a handle that user code also holds (an object keeping its
+/// own handle, which refers back to the loop) must then be seen by the GC,
+/// or the cycle, loop included, is never collected. The loop calls this for
+/// its ready queue when `run_forever` returns, and scheduling while the
+/// loop is not running leaves handles tracked. Timers scheduled while it
+/// runs stay hidden until they leave the heap (see
+/// `LoopCore::expose_shared_handles`).
 pub fn expose_if_shared(py: Python<'_>, handle: &Py<Handle>) {
     let ptr = handle.as_ptr();
     // SAFETY: the GIL is held (`py`) and `ptr` is a live object the caller

@@ -756,12 +756,19 @@ class _KeepsItsHandle:
 @pytest.mark.parametrize("when", ["before_run", "during_run"])
 @pytest.mark.parametrize("how", ["call_soon", "call_later"])
 def test_dropped_loop_with_handles_kept_in_cycles_is_collected(
-    loop_factory, assert_dropped_loop_collected, how, when
+    loop_factory, loop_kind, request, assert_dropped_loop_collected, how, when
 ):
     # Queued handles that user code also holds, in a cycle through the loop:
     # whether scheduled before the loop ran or while it ran (after enough
     # callbacks that tokioloop reuses its handles), the dropped, unclosed
     # loop and the cycle are collected.
+    if loop_kind == "tokioloop" and how == "call_later" and when == "during_run":
+        # Known limitation: a timer scheduled while the loop runs stays
+        # hidden from the GC while it is pending (LoopCore::
+        # expose_shared_handles says why). Strict: a fix shows up here.
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="pending timers are hidden from the GC")
+        )
     lp = loop_factory()
     keepers = []
     if when == "before_run":
