@@ -18,18 +18,12 @@ own CPU per request is what ranks the loops.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import json
-import os
-import resource
 import sys
 import time
+from functools import partial
 
 import aiohttp
-
-# The same phases, CPU reading and percentiles as the spawn benchmark.
-from spawn_worker import LOOPS, Phase, _cpu_us, _percentile_us
+from _closed_loop import LOOPS, Phase, measure, run_worker
 
 
 async def _requester(session: aiohttp.ClientSession, url: str, phase: Phase) -> None:
@@ -38,47 +32,24 @@ async def _requester(session: aiohttp.ClientSession, url: str, phase: Phase) -> 
         async with session.get(url) as response:
             await response.read()
             status = response.status
-        took = time.perf_counter() - t0
-        if phase.name != "measure":
-            continue
-        if status == 200:
-            phase.latencies.append(took)
-        else:
-            phase.failures += 1
-            phase.first_error = phase.first_error or f"HTTP {status}"
+        phase.record(time.perf_counter() - t0, None if status == 200 else f"HTTP {status}")
 
 
-async def measure(url: str, conns: int, warmup: float, duration: float) -> dict:
-    phase = Phase()
+async def measure_requests(url: str, conns: int, warmup: float, duration: float) -> dict:
     connector = aiohttp.TCPConnector(limit=conns)
     async with aiohttp.ClientSession(connector=connector) as session:
-        workers = [asyncio.ensure_future(_requester(session, url, phase)) for _ in range(conns)]
-        await asyncio.sleep(warmup)
-        phase.name = "measure"
-        t0 = time.perf_counter()
-        cpu0 = _cpu_us(resource.RUSAGE_SELF)
-        await asyncio.sleep(duration)
-        phase.name = "stop"
-        elapsed = time.perf_counter() - t0
-        cpu = _cpu_us(resource.RUSAGE_SELF) - cpu0
-        count = len(phase.latencies)
-        done, pending = await asyncio.wait(workers, timeout=10)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()
-        if pending:
-            raise RuntimeError(f"{len(pending)} requests still running 10 s after the run")
-    lat = sorted(phase.latencies)
+        requester = partial(_requester, session, url)
+        run = await measure(requester, conns, warmup, duration, "requests")
     return {
         "conns": conns,
-        "requests": count,
-        "failures": phase.failures,
-        "first_error": phase.first_error,
-        "elapsed_s": round(elapsed, 3),
-        "rps": count / elapsed,
-        "p50_us": _percentile_us(lat, 50),
-        "p99_us": _percentile_us(lat, 99),
-        "cpu_us_per_req": cpu / count if count else None,
+        "requests": run["count"],
+        "failures": run["failures"],
+        "first_error": run["first_error"],
+        "elapsed_s": run["elapsed_s"],
+        "rps": run["rate"],
+        "p50_us": run["p50_us"],
+        "p99_us": run["p99_us"],
+        "cpu_us_per_req": run["cpu_us_per_op"],
     }
 
 
@@ -92,13 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conns < 1 or args.duration <= 0:
         parser.error("--conns and --duration must be positive")
-
-    loop = importlib.import_module(args.loop).new_event_loop()
-    asyncio.set_event_loop(loop)
-    report = loop.run_until_complete(measure(args.url, args.conns, args.warmup, args.duration))
-    print(json.dumps(report), flush=True)
-    # As in echo_servers.py: the loop/interpreter teardown is not measured.
-    os._exit(0)
+    run_worker(
+        args.loop, lambda: measure_requests(args.url, args.conns, args.warmup, args.duration)
+    )
+    return 0
 
 
 if __name__ == "__main__":

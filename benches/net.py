@@ -286,19 +286,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+def http_server(loop: str, app: str) -> tuple[list[str], str]:
+    """The command that serves `app`'s hello-world on `loop` at a free port,
+    and its URL."""
     port = free_port()
-    server_cmd = [
+    cmd = [
         sys.executable,
         str(proc.BENCHES / "http_servers.py"),
         "--loop",
         loop,
         "--app",
-        cell.style,
+        app,
         "--port",
         str(port),
     ]
-    url = f"http://127.0.0.1:{port}/"
+    return cmd, f"http://127.0.0.1:{port}/"
+
+
+def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+    server_cmd, url = http_server(loop, cell.style)
     with proc.server(server_cmd) as server:
         loop_class = server.ready_words[1] if len(server.ready_words) > 1 else "?"
         # uvicorn builds its own loop: make sure it is the one we asked for.
@@ -324,24 +330,14 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
 
 
 def measure_client(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
-    port = free_port()
-    server_cmd = [
-        sys.executable,
-        str(proc.BENCHES / "http_servers.py"),
-        "--loop",
-        CLIENT_SERVER_LOOP,
-        "--app",
-        "aiohttp",
-        "--port",
-        str(port),
-    ]
+    server_cmd, url = http_server(CLIENT_SERVER_LOOP, "aiohttp")
     worker_cmd = [
         sys.executable,
         str(proc.BENCHES / "http_client_worker.py"),
         "--loop",
         loop,
         "--url",
-        f"http://127.0.0.1:{port}/",
+        url,
         "--conns",
         str(cell.conns),
         "--warmup",
