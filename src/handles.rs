@@ -330,8 +330,8 @@ pub fn reuse(py: Python<'_>, handle: &Py<Handle>, call: Callback) {
 /// or the cycle, loop included, is never collected. The loop calls this for
 /// its ready queue when `run_forever` returns, and scheduling while the
 /// loop is not running leaves handles tracked. Timers scheduled while it
-/// runs stay hidden until they leave the heap (see
-/// `LoopCore::expose_shared_handles`).
+/// runs are exposed at the next full collection after it stops (see
+/// `LoopCore::_expose_hidden_timers`).
 pub fn expose_if_shared(py: Python<'_>, handle: &Py<Handle>) {
     let ptr = handle.as_ptr();
     // SAFETY: the GIL is held (`py`) and `ptr` is a live object the caller

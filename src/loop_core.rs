@@ -265,6 +265,9 @@ pub struct LoopCore {
     /// Handles the loop has run that nothing else referred to, reset and
     /// kept for `call_soon` to reuse (see `handles::recycle`).
     spare: GilCell<SpareHandles>,
+    /// A timer was hidden from the cyclic GC since the heap was last
+    /// exposed (see `_expose_hidden_timers`).
+    timers_hidden: AtomicBool,
 }
 
 /// The pool of reusable handles and its current size limit.
@@ -556,6 +559,7 @@ impl LoopCore {
         )?;
         if this.is_running() {
             handles::untrack_owned(timer.as_super());
+            this.timers_hidden.store(true, Ordering::Relaxed);
         }
         let base: Py<Handle> = timer.as_super().clone().unbind();
         base.get().set_scheduled(true);
@@ -615,11 +619,10 @@ impl LoopCore {
     /// holds become visible to the GC again, since the loop may now be
     /// dropped unclosed (see `handles::expose_if_shared`). Linear in the
     /// ready queue, which the next run works through anyway. Timers in the
-    /// heap stay hidden: walking the heap made every `run_until_complete`
-    /// linear in the pending timers (600 us a run with 100k of them), and
-    /// keeping them tracked made `call_later` 30% slower (the GC traversing
-    /// them); a timer kept by an object in a cycle through a dropped,
-    /// unclosed loop keeps that cycle alive (test_lifecycle.py).
+    /// heap are left to `_expose_hidden_timers`: walking the heap here made
+    /// every `run_until_complete` linear in the pending timers (600 us a run
+    /// with 100k of them), and keeping them tracked made `call_later` 30%
+    /// slower (the GC traversing them).
     fn expose_shared_handles(&self, py: Python<'_>) {
         for item in self.shared.ready.borrow_mut(py).iter() {
             if let Ready::Native(h) = item {
@@ -1231,6 +1234,7 @@ impl LoopCore {
                 handles: Vec::new(),
                 cap: SPARE_MIN,
             }),
+            timers_hidden: AtomicBool::new(false),
         })
     }
 
@@ -1341,6 +1345,35 @@ impl LoopCore {
         *this.driver.lock() = Some(driver);
         this.expose_shared_handles(slf.py());
         result
+    }
+
+    /// Whether a timer scheduled while the loop ran is still hidden from the
+    /// cyclic GC (see `_expose_hidden_timers`).
+    fn _timers_hidden(&self) -> bool {
+        self.timers_hidden.load(Ordering::Relaxed)
+    }
+
+    /// Make the pending timers that user code also holds visible to the
+    /// cyclic GC again, as `expose_shared_handles` does for the ready queue.
+    ///
+    /// Timers scheduled while the loop runs are hidden while they wait (see
+    /// `handles::untrack_owned`). Walking the heap whenever `run_forever`
+    /// returned made every `run_until_complete` linear in the pending
+    /// timers, so the Python layer calls this from a `gc.callbacks` hook
+    /// instead, at the start of a full collection, for a stopped loop that
+    /// hid some: a dropped, unclosed loop with a timer kept by an object in
+    /// a cycle through it is then collected. The walk is linear in the
+    /// heap, once per full collection at most, which itself visits every
+    /// object.
+    fn _expose_hidden_timers(&self, py: Python<'_>) {
+        if self.is_running() || !self.timers_hidden.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        // A pending timer holds a callback, and tracking runs no Python
+        // code, so the heap cannot change under the walk.
+        for h in self.shared.timers.lock().payloads() {
+            handles::expose_if_shared(py, h);
+        }
     }
 
     /// One non-blocking accept on the TCP listener `fd` (see `accept`):

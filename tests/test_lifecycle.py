@@ -756,19 +756,12 @@ class _KeepsItsHandle:
 @pytest.mark.parametrize("when", ["before_run", "during_run"])
 @pytest.mark.parametrize("how", ["call_soon", "call_later"])
 def test_dropped_loop_with_handles_kept_in_cycles_is_collected(
-    loop_factory, loop_kind, request, assert_dropped_loop_collected, how, when
+    loop_factory, assert_dropped_loop_collected, how, when
 ):
     # Queued handles that user code also holds, in a cycle through the loop:
     # whether scheduled before the loop ran or while it ran (after enough
     # callbacks that tokioloop reuses its handles), the dropped, unclosed
     # loop and the cycle are collected.
-    if loop_kind == "tokioloop" and how == "call_later" and when == "during_run":
-        # Known limitation: a timer scheduled while the loop runs stays
-        # hidden from the GC while it is pending (LoopCore::
-        # expose_shared_handles says why). Strict: a fix shows up here.
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="pending timers are hidden from the GC")
-        )
     lp = loop_factory()
     keepers = []
     if when == "before_run":
@@ -792,6 +785,42 @@ def test_dropped_loop_with_handles_kept_in_cycles_is_collected(
     keeper_ref = weakref.ref(keepers[0])
     keepers.clear()
     del lp
+    assert_dropped_loop_collected(ref)
+    assert keeper_ref() is None
+
+
+def test_timer_kept_in_cycle_survives_collection_while_running(
+    loop_factory, assert_dropped_loop_collected
+):
+    # A timer scheduled in one run and kept by an object in a cycle through
+    # the loop: a full collection made during the next run (the loop is
+    # alive) leaves the keeper and its pending timer intact; once the loop
+    # is dropped unclosed, the cycle is collected.
+    lp = loop_factory()
+    keepers = []
+    seen = []
+
+    def keep(lp=lp):
+        keepers.append(_KeepsItsHandle(lp, "call_later"))
+        lp.stop()
+
+    def collect_then_stop(lp=lp):
+        keeper_ref = weakref.ref(keepers.pop())
+        gc.collect()
+        keeper = keeper_ref()
+        seen.append(keeper is not None and not keeper.handle.cancelled())
+        keepers.append(keeper)
+        lp.stop()
+
+    lp.call_soon(keep)
+    lp.run_forever()
+    lp.call_soon(collect_then_stop)
+    lp.run_forever()
+    assert seen == [True]
+    keeper_ref = weakref.ref(keepers[0])
+    keepers.clear()
+    ref = weakref.ref(lp)
+    del lp, keep, collect_then_stop  # the functions hold the loop (a default)
     assert_dropped_loop_collected(ref)
     assert keeper_ref() is None
 

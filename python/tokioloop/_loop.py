@@ -18,6 +18,7 @@ native fd registry that asyncio's transport code reads as ``loop._selector``.
 from __future__ import annotations
 
 import errno
+import gc
 import inspect
 import ipaddress
 import os
@@ -155,6 +156,26 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
+# Stopped loops holding timers hidden from the cyclic GC: timers scheduled
+# while a loop runs are hidden while they wait (it keeps the GC from
+# traversing a backlog of them again and again), so a timer kept by an
+# object in a cycle through a dropped, unclosed loop would keep the whole
+# cycle alive. A full collection first shows the GC those a stopped loop
+# still holds (LoopCore._expose_hidden_timers).
+_loops_hiding_timers = weakref.WeakSet()
+
+
+def _expose_hidden_timers(phase, info):
+    if phase == "start" and info["generation"] == 2 and _loops_hiding_timers:
+        for loop in list(_loops_hiding_timers):
+            if not loop.is_running():
+                _loops_hiding_timers.discard(loop)
+                loop._expose_hidden_timers()
+
+
+gc.callbacks.append(_expose_hidden_timers)
+
+
 class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop driven by tokio. Create it with
     ``tokioloop.new_event_loop()``."""
@@ -211,6 +232,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             sys.set_asyncgen_hooks(*self._old_agen_hooks)
             self._old_agen_hooks = None
         self._restore_signal_wakeup()
+        if self._timers_hidden():
+            _loops_hiding_timers.add(self)
 
     def _install_signal_wakeup(self):
         # A signal must wake a parked loop (Ctrl+C while idle), and Python
