@@ -30,7 +30,7 @@ use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::sock_io::ByteView;
 use crate::transport_support::{
-    in_context, is_fatal, warn_write_after_loss, Peers, TransportState,
+    in_context, is_fatal, warn_write_after_loss, Peers, ProtocolMethod, TransportState,
     LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
@@ -176,19 +176,21 @@ impl DatagramTransport {
         match outcome {
             ReadOutcome::Nothing => Ok(()),
             ReadOutcome::Datagram(pair) => {
-                let method = slf
-                    .borrow()
-                    .datagram_received
-                    .as_ref()
-                    .map(|m| m.clone_ref(py));
-                let result = match method {
-                    Some(m) => pair
-                        .bind(py)
-                        .cast::<PyTuple>()
-                        .map_err(PyErr::from)
-                        .and_then(|t| m.bind(py).call1(t.clone())),
-                    None => return Ok(()),
+                let method = {
+                    let this = slf.borrow();
+                    ProtocolMethod::of(
+                        py,
+                        this.datagram_received.as_ref(),
+                        this.base.protocol.as_ref(),
+                    )
                 };
+                let Some(method) = method else {
+                    return Ok(());
+                };
+                let result = method.resolve(py, "datagram_received").and_then(|m| {
+                    let pair = pair.bind(py).cast::<PyTuple>()?;
+                    m.call1(pair.clone())
+                });
                 match result {
                     Ok(_) => Ok(()),
                     Err(err) => Self::report_callback_error(slf, err),

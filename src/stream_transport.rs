@@ -38,7 +38,8 @@ use crate::pyrefs::refs;
 use crate::sock_io::{recv_stream, send_chunks, send_some, ByteView, Chunk, ReadSizer};
 use crate::ssl_protocol::SslProtocolCore;
 use crate::transport_support::{
-    in_context, warn_write_after_loss, Peers, TransportState, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    in_context, warn_write_after_loss, Peers, ProtocolMethod, TransportState,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
 /// The protocol's read methods, looked up once per `set_protocol`.
@@ -166,13 +167,21 @@ impl StreamTransport {
     /// `_read_ready__get_buffer`: ask the protocol for a buffer, read into it.
     fn read_into_buffer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let buf = match &slf.borrow().reader {
-            Some(Reader::Buffered { get_buffer, .. }) => Ok(get_buffer.clone_ref(py)),
-            Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
-            _ => return Ok(()),
+        let buf = {
+            let this = slf.borrow();
+            match &this.reader {
+                Some(Reader::Buffered { get_buffer, .. }) => match this.method(py, get_buffer) {
+                    Some(method) => Ok(method),
+                    None => return Ok(()),
+                },
+                Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
+                _ => return Ok(()),
+            }
         };
         let buf = match buf {
-            Ok(get_buffer) => get_buffer.bind(py).call1((-1,)),
+            Ok(get_buffer) => get_buffer
+                .resolve(py, "get_buffer")
+                .and_then(|m| m.call1((-1,))),
             Err(tls) => SslProtocolCore::transport_get_buffer(tls.bind(py)),
         };
         let view = buf
@@ -239,11 +248,20 @@ impl StreamTransport {
             }
             ReadOutcome::Eof => Self::on_eof(slf),
             ReadOutcome::Data(bytes) => {
-                let method = match &slf.borrow().reader {
-                    Some(Reader::Plain { data_received }) => data_received.clone_ref(py),
-                    _ => return Ok(()),
+                let method = {
+                    let this = slf.borrow();
+                    match &this.reader {
+                        Some(Reader::Plain { data_received }) => this.method(py, data_received),
+                        _ => None,
+                    }
                 };
-                match method.bind(py).call1((bytes,)) {
+                let Some(method) = method else {
+                    return Ok(());
+                };
+                let result = method
+                    .resolve(py, "data_received")
+                    .and_then(|m| m.call1((bytes,)));
+                match result {
                     Ok(_) => Ok(()),
                     Err(err) => Self::fatal_error(
                         slf,
@@ -253,15 +271,24 @@ impl StreamTransport {
                 }
             }
             ReadOutcome::Filled(n) => {
-                let method = match &slf.borrow().reader {
-                    Some(Reader::Buffered { buffer_updated, .. }) => {
-                        Ok(buffer_updated.clone_ref(py))
+                let method = {
+                    let this = slf.borrow();
+                    match &this.reader {
+                        Some(Reader::Buffered { buffer_updated, .. }) => {
+                            match this.method(py, buffer_updated) {
+                                Some(method) => Ok(method),
+                                None => return Ok(()),
+                            }
+                        }
+                        Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
+                        _ => return Ok(()),
                     }
-                    Some(Reader::Tls { protocol }) => Err(protocol.clone_ref(py)),
-                    _ => return Ok(()),
                 };
                 let result = match method {
-                    Ok(method) => method.bind(py).call1((n,)).map(drop),
+                    Ok(method) => method
+                        .resolve(py, "buffer_updated")
+                        .and_then(|m| m.call1((n,)))
+                        .map(drop),
                     Err(tls) => SslProtocolCore::transport_buffer_updated(tls.bind(py), n),
                 };
                 match result {
@@ -462,13 +489,20 @@ impl StreamTransport {
         Self::peers(slf).schedule_connection_lost(exc)
     }
 
+    /// A cached read method of the protocol, to call once the borrow of
+    /// the transport is over (see `ProtocolMethod`).
+    fn method(&self, py: Python<'_>, cached: &Py<PyAny>) -> Option<ProtocolMethod> {
+        ProtocolMethod::of(py, Some(cached), self.base.protocol.as_ref())
+    }
+
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered = protocol.is_instance(refs(py).buffered_protocol_type.bind(py))?;
         let streams = protocol.is_instance(refs(py).stream_reader_protocol_type.bind(py))?;
         self.sizer.set_consumer_copies(streams);
         // A protocol without the method fails when data arrives, as on
-        // asyncio (through `_fatal_error`), not here.
+        // asyncio (through `_fatal_error`), not here: None is looked up
+        // again then (`ProtocolMethod`).
         let lookup = |name: &str| {
             protocol
                 .getattr(name)

@@ -44,6 +44,46 @@ pub fn in_context<T>(
     result
 }
 
+/// A protocol method the transport cached when the protocol was set, taken
+/// out of the transport for one call.
+///
+/// asyncio looks the method up on every event, so a protocol that lacked it
+/// then fails only when data arrives, with getattr's `AttributeError`
+/// (reported like any error the method raises), and one that has gained it
+/// since is called: a method missing from the cache is looked up again
+/// ([`ProtocolMethod::resolve`], outside any borrow of the transport, since
+/// a `__getattr__` is Python code).
+pub enum ProtocolMethod {
+    Cached(Py<PyAny>),
+    /// Not there when cached: the protocol to look it up on.
+    Missing(Py<PyAny>),
+}
+
+impl ProtocolMethod {
+    /// `cached` (None when the protocol had no such method) from a
+    /// transport whose protocol is `protocol`; None when there is neither
+    /// (the transport has let go of its protocol).
+    pub fn of(
+        py: Python<'_>,
+        cached: Option<&Py<PyAny>>,
+        protocol: Option<&Py<PyAny>>,
+    ) -> Option<Self> {
+        match (cached, protocol) {
+            (Some(m), _) if !m.is_none(py) => Some(Self::Cached(m.clone_ref(py))),
+            (_, Some(p)) => Some(Self::Missing(p.clone_ref(py))),
+            (_, None) => None,
+        }
+    }
+
+    /// The method to call: the cached one, or `protocol.<name>` now.
+    pub fn resolve<'py>(self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Self::Cached(m) => Ok(m.into_bound(py)),
+            Self::Missing(protocol) => protocol.bind(py).getattr(name),
+        }
+    }
+}
+
 /// The Python side of a native transport, and the loop it runs on.
 pub struct Peers<'py> {
     pub loop_: Bound<'py, LoopCore>,

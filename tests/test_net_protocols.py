@@ -640,6 +640,16 @@ class _DataReceivedFails(RecordingProtocol):
         raise self.error
 
 
+class _NoDataReceived(RecordingProtocol):
+    """No data_received() at all: asyncio looks it up when data arrives."""
+
+    error = None  # getattr raises its own AttributeError
+
+    @property
+    def data_received(self):
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute 'data_received'")
+
+
 class _GetBufferReturnsEmpty(RecordingBuffered):
     error = None  # the transport raises its own RuntimeError
 
@@ -660,10 +670,11 @@ class _GetBufferFails(RecordingBuffered):
     "protocol,error_type,callback,events",
     [
         (_DataReceivedFails, ZeroDivisionError, "data_received", ["made", "data", "lost"]),
+        (_NoDataReceived, AttributeError, "data_received", ["made", "lost"]),
         (_GetBufferReturnsEmpty, RuntimeError, "get_buffer", ["made", "lost"]),
         (_GetBufferFails, OverflowError, "get_buffer", ["made", "lost"]),
     ],
-    ids=["data_received_raises", "get_buffer_empty", "get_buffer_raises"],
+    ids=["data_received_raises", "no_data_received", "get_buffer_empty", "get_buffer_raises"],
 )
 def test_protocol_callback_failure_is_fatal(loop, protocol, error_type, callback, events):
     async def main():
@@ -687,6 +698,29 @@ def test_protocol_callback_failure_is_fatal(loop, protocol, error_type, callback
     assert ctx["protocol"] is cp
     assert ctx["transport"] is tr
     assert ctx["message"] == f"Fatal error: protocol.{callback}() call failed."
+
+
+def test_protocol_method_added_after_connection_is_called(loop):
+    # asyncio looks data_received up per read: a protocol that had none when
+    # the connection was made, and gained one before data arrived, gets the
+    # data (the transport's cached lookup must not have fixed "missing").
+    class Late(asyncio.BaseProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+    async def main():
+        got = loop.create_future()
+        async with _serving(loop) as srv:
+            late = Late()
+            tr, _ = await loop.create_connection(lambda: late, *srv.addr)
+            late.data_received = got.set_result
+            sp = await srv.next()
+            sp.transport.write(b"late")
+            data = await asyncio.wait_for(got, 5)
+            tr.close()
+            return data
+
+    assert run(loop, main()) == b"late"
 
 
 # --------------------------------------------------------------------------

@@ -409,6 +409,46 @@ def test_udp_datagram_received_exception(loop):
     assert contexts[0]["exception"] is boom
 
 
+def test_udp_protocol_without_datagram_received(loop):
+    """A datagram protocol with no datagram_received() when the endpoint is
+    made: asyncio looks the method up per datagram, so the AttributeError
+    reaches the handler as a callback error (nothing is dropped silently),
+    and a method added later is called."""
+
+    class Bare(asyncio.BaseProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+    async def main():
+        rec = HandlerRecorder(loop)
+        server = Bare()
+        st, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
+        ct, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=st.get_extra_info("sockname")
+        )
+        try:
+            ct.sendto(b"x")
+            for _ in range(200):
+                if rec.contexts:
+                    break
+                await asyncio.sleep(0.005)
+            got = loop.create_future()
+            server.datagram_received = lambda data, addr: got.set_result(data)
+            ct.sendto(b"y")
+            data = await asyncio.wait_for(got, 5)
+            return list(rec.contexts), data, st.is_closing()
+        finally:
+            ct.close()
+            st.close()
+
+    contexts, data, closing = run(loop, main())
+    assert len(contexts) == 1
+    assert type(contexts[0]["exception"]) is AttributeError
+    assert "datagram_received" in str(contexts[0]["exception"])
+    assert data == b"y"
+    assert closing is False
+
+
 def test_udp_extra_info(loop):
     async def main():
         async with _pair(loop) as (st, _sp, ct, cp):
