@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
 # tokioloop, real frameworks (uvicorn, aiohttp,
-# asyncpg against a local PostgreSQL, ...; scripts/integration.sh) and the
+# asyncpg against a local PostgreSQL, ...; scripts/integration.sh), uvloop's
+# test suite in its asyncio mode (tests/uvloop_suite) and the
 # pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
@@ -30,6 +31,14 @@ done
 
 echo "== real frameworks on tokioloop (tests/integration, CPython 3.11)"
 bash scripts/integration.sh "$PY311" || status=1
+
+for version in 3.10 3.12 3.13 3.11; do
+    echo "== uvloop's own test suite, asyncio mode, on tokioloop (CPython $version)"
+    PY="$(venv_for "$version")" || { status=1; continue; }
+    # The uvloop wheel is the suite's test base only (tests/uvloop_suite/run.py).
+    "$PY" -m pip install -q --disable-pip-version-check "uvloop==0.23.0" psutil pyOpenSSL
+    "$PY" tests/uvloop_suite/run.py || status=1
+done
 
 for version in 3.10 3.12 3.13 3.11; do
     echo "== pytest on CPython $version"

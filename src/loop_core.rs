@@ -1068,6 +1068,67 @@ impl LoopCore {
         }
         Ok(())
     }
+
+    /// `create_task(coro, name=, context=)`: the Task made directly where
+    /// asyncio's method would only make it.
+    pub(crate) fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let r = refs(py);
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        let slow = this.task_factory.lock().is_some()
+            || this.shared.debug()
+            || (context.is_some() && !r.task_takes_context);
+        if slow {
+            // asyncio's own create_task: task factories, debug tracebacks,
+            // and the exact TypeError for context= on 3.10.
+            let kwargs = PyDict::new(py);
+            if let Some(n) = &name {
+                kwargs.set_item("name", n)?;
+            }
+            if let Some(c) = &context {
+                kwargs.set_item("context", c)?;
+            }
+            return r.base_create_task.bind(py).call((slf, coro), Some(&kwargs));
+        }
+        let task_type = r.task_type.bind(py);
+        let lp = slf.as_any();
+        match (&name, &context) {
+            // As in create_future: no kwargs dict when this loop is running.
+            (None, None) if r.running_loop_lookup_is_free && this.runs_here() => {
+                vectorcall(py, task_type, &[&coro], &[], None)
+            }
+            (None, None) => task_type.call((&coro,), Some(Self::loop_kwargs(slf)?.bind(py))),
+            (Some(n), None) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, n],
+                Some(r.kw_loop_name.bind(py)),
+            ),
+            (None, Some(c)) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, c],
+                Some(r.kw_loop_context.bind(py)),
+            ),
+            (Some(n), Some(c)) => vectorcall(
+                py,
+                task_type,
+                &[&coro],
+                &[lp, n, c],
+                Some(r.kw_loop_name_context.bind(py)),
+            ),
+        }
+    }
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
@@ -1251,64 +1312,35 @@ impl LoopCore {
 
     /// Also reached from `fastcall`'s entry point, which replaces this
     /// method on the type and falls back to it for unusual calls.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
-    pub(crate) fn create_task<'py>(
+    ///
+    /// Other keywords (`eager_start=`, or anything for a task factory) go
+    /// to asyncio's own `create_task`, which takes them from 3.13.3 on
+    /// (how it passes them on changed between 3.13 patch releases) and
+    /// raises its TypeError before.
+    #[pyo3(name = "create_task", signature = (coro, *, name=None, context=None, **kwargs))]
+    fn create_task_py<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
         context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(kwargs) = kwargs.filter(|k| !k.is_empty()) else {
+            return Self::create_task(slf, coro, name, context);
+        };
         let py = slf.py();
-        let this = slf.get();
-        this.check_open()?;
-        let r = refs(py);
-        let name = name.filter(|n| !n.is_none());
-        let context = context.filter(|c| !c.is_none());
-        let slow = this.task_factory.lock().is_some()
-            || this.shared.debug()
-            || (context.is_some() && !r.task_takes_context);
-        if slow {
-            // asyncio's own create_task: task factories, debug tracebacks,
-            // and the exact TypeError for context= on 3.10.
-            let kwargs = PyDict::new(py);
-            if let Some(n) = &name {
-                kwargs.set_item("name", n)?;
-            }
-            if let Some(c) = &context {
-                kwargs.set_item("context", c)?;
-            }
-            return r.base_create_task.bind(py).call((slf, coro), Some(&kwargs));
+        slf.get().check_open()?;
+        // PyO3 made this dict for the call: ours to add to.
+        if let Some(n) = name {
+            kwargs.set_item("name", n)?;
         }
-        let task_type = r.task_type.bind(py);
-        let lp = slf.as_any();
-        match (&name, &context) {
-            // As in create_future: no kwargs dict when this loop is running.
-            (None, None) if r.running_loop_lookup_is_free && this.runs_here() => {
-                vectorcall(py, task_type, &[&coro], &[], None)
-            }
-            (None, None) => task_type.call((&coro,), Some(Self::loop_kwargs(slf)?.bind(py))),
-            (Some(n), None) => vectorcall(
-                py,
-                task_type,
-                &[&coro],
-                &[lp, n],
-                Some(r.kw_loop_name.bind(py)),
-            ),
-            (None, Some(c)) => vectorcall(
-                py,
-                task_type,
-                &[&coro],
-                &[lp, c],
-                Some(r.kw_loop_context.bind(py)),
-            ),
-            (Some(n), Some(c)) => vectorcall(
-                py,
-                task_type,
-                &[&coro],
-                &[lp, n, c],
-                Some(r.kw_loop_name_context.bind(py)),
-            ),
+        if let Some(c) = context {
+            kwargs.set_item("context", c)?;
         }
+        refs(py)
+            .base_create_task
+            .bind(py)
+            .call((slf, coro), Some(kwargs))
     }
 
     /// Wake the loop from another thread or a signal handler

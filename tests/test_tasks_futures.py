@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
+import inspect
 import threading
 
 import pytest
@@ -205,6 +206,54 @@ def test_task_factory(loop):
     assert loop.get_task_factory() is None
     loop.run_until_complete(loop.create_task(_ret(0)))
     assert len(calls) == 2
+
+
+# loop.create_task(coro, **kwargs) (eager_start=, keywords for a task
+# factory) is new in 3.13.3; before, asyncio raises TypeError.
+_CREATE_TASK_TAKES_KWARGS = any(
+    p.kind is inspect.Parameter.VAR_KEYWORD
+    for p in inspect.signature(asyncio.BaseEventLoop.create_task).parameters.values()
+)
+_NO_EAGER_START = "BaseEventLoop.create_task() got an unexpected keyword argument 'eager_start'"
+
+
+def _create_task_outcome(loop, **kwargs):
+    async def main():
+        coro = _ret("result")
+        try:
+            task = loop.create_task(coro, **kwargs)
+        except TypeError as exc:
+            coro.close()
+            return ("TypeError", str(exc))
+        done = task.done()
+        return ("task", done, await task)
+
+    return loop.run_until_complete(main())
+
+
+def test_create_task_eager_start_as_the_running_asyncio(loop):
+    outcome = _create_task_outcome(loop, eager_start=True)
+    if _CREATE_TASK_TAKES_KWARGS:
+        assert outcome == ("task", True, "result")
+    else:
+        assert outcome == ("TypeError", _NO_EAGER_START)
+
+
+def test_create_task_other_keywords_reach_the_task_factory(loop):
+    calls = []
+
+    def factory(lp, coro, *, custom=None, **kwargs):
+        if custom is not None:  # not run_until_complete's own task
+            calls.append(custom)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    outcome = _create_task_outcome(loop, custom=7)
+    if _CREATE_TASK_TAKES_KWARGS:
+        assert (outcome, calls) == (("task", False, "result"), [7])
+    else:
+        assert outcome[0] == "TypeError" and "'custom'" in outcome[1]
+        assert calls == []
 
 
 @pytest.mark.skipif(not PY311, reason="create_task(context=) is new in 3.11")
