@@ -87,6 +87,11 @@ struct Entry {
     afd: AsyncFd<BorrowedFd>,
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
+    /// The object the fd was first registered with, when not an int: a
+    /// selector keeps it too, and finds a registration by it once its
+    /// `fileno()` no longer answers (a socket closed while watched, then
+    /// passed to `remove_reader`; see [`FdWatchers::fd_of`]).
+    fileobj: Option<Py<PyAny>>,
     wakers: [Waker; 2],
     /// Callback already queued this iteration, per direction.
     fired: [bool; 2],
@@ -194,14 +199,17 @@ pub struct FdWatchers {
 }
 
 impl FdWatchers {
-    /// Watch `fd` for `direction` with `handle`; returns the handle it
-    /// replaces. Must run inside the runtime's context (registration).
+    /// Watch `fd` (given as `fileobj`, None for an int) for `direction`
+    /// with `handle`; returns the handle it replaces. Must run inside the
+    /// runtime's context (registration). The caller still holds
+    /// `fileobj`, so dropping it here (fd already watched) frees nothing.
     pub fn add<S: EventSink>(
         &mut self,
         sink: &Arc<S>,
         fd: RawFd,
         direction: Direction,
         handle: Py<Handle>,
+        fileobj: Option<Py<PyAny>>,
     ) -> io::Result<Option<Py<Handle>>> {
         if !self.entries.contains_key(&fd) {
             let token = self.next_token;
@@ -237,6 +245,7 @@ impl FdWatchers {
                     afd,
                     reader: None,
                     writer: None,
+                    fileobj,
                     wakers,
                     fired: [false; 2],
                     drained: [false; 2],
@@ -264,14 +273,29 @@ impl FdWatchers {
     }
 
     /// Stop watching `fd` for `direction`; returns the removed handle.
-    /// The registration goes away with the last direction.
-    pub fn remove(&mut self, fd: RawFd, direction: Direction) -> Option<Py<Handle>> {
-        let entry = self.entries.get_mut(&fd)?;
-        let old = entry.slot(direction).take();
-        if entry.reader.is_none() && entry.writer.is_none() {
-            self.entries.remove(&fd);
-        }
-        old
+    /// The registration goes away with the last direction; its file object
+    /// is returned too, for the caller to drop once its lock is released
+    /// (it may be the last reference, and dropping it run Python code).
+    pub fn remove(&mut self, fd: RawFd, direction: Direction) -> Removed {
+        let Some(entry) = self.entries.get_mut(&fd) else {
+            return Removed::default();
+        };
+        let handle = entry.slot(direction).take();
+        let fileobj = if entry.reader.is_none() && entry.writer.is_none() {
+            self.entries.remove(&fd).and_then(|e| e.fileobj)
+        } else {
+            None
+        };
+        Removed { handle, fileobj }
+    }
+
+    /// The fd registered with `fileobj` (by identity), as a selector's
+    /// exhaustive search finds it when `fileno()` fails.
+    pub fn fd_of(&self, fileobj: &Bound<'_, PyAny>) -> Option<RawFd> {
+        self.entries
+            .iter()
+            .find(|(_, e)| e.fileobj.as_ref().is_some_and(|f| f.is(fileobj)))
+            .map(|(fd, _)| *fd)
     }
 
     /// The handles registered for `fd`, as a selector key would show them.
@@ -379,11 +403,29 @@ impl FdWatchers {
             .flat_map(|e| e.reader.iter().chain(e.writer.iter()))
     }
 
-    pub fn take_all(&mut self) -> Vec<Py<Handle>> {
-        self.fired.clear();
-        self.entries
-            .drain()
-            .flat_map(|(_, e)| e.reader.into_iter().chain(e.writer))
-            .collect()
+    /// The file objects registrations keep (for the GC).
+    pub fn fileobjs(&self) -> impl Iterator<Item = &Py<PyAny>> {
+        self.entries.values().filter_map(|e| e.fileobj.as_ref())
     }
+
+    /// Empty the registry; what it held is returned, to be dropped once
+    /// the caller's lock is released.
+    pub fn take_all(&mut self) -> (Vec<Py<Handle>>, Vec<Py<PyAny>>) {
+        self.fired.clear();
+        let mut handles = Vec::new();
+        let mut fileobjs = Vec::new();
+        for (_, e) in self.entries.drain() {
+            handles.extend(e.reader.into_iter().chain(e.writer));
+            fileobjs.extend(e.fileobj);
+        }
+        (handles, fileobjs)
+    }
+}
+
+/// What [`FdWatchers::remove`] took out.
+#[derive(Default)]
+pub struct Removed {
+    pub handle: Option<Py<Handle>>,
+    /// The registration's file object, when the fd is no longer watched.
+    pub fileobj: Option<Py<PyAny>>,
 }

@@ -27,7 +27,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::pyclass_init::PyClassInitializer;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
 use rustc_hash::FxHashMap as HashMap;
 use tokio::runtime::Runtime;
 
@@ -36,7 +36,7 @@ use crate::clock;
 use crate::counted_mutex::CountedMutex;
 use crate::errors::os_error;
 use crate::fastcall::CallArgs;
-use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, NATIVE_FD};
+use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, Removed, NATIVE_FD};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
@@ -289,7 +289,7 @@ type Queued = (
     VecDeque<Ready>,
     Vec<Py<Handle>>,
     Vec<Py<Handle>>,
-    Vec<Py<Handle>>,
+    (Vec<Py<Handle>>, Vec<Py<PyAny>>),
     HashMap<u64, NativeIo>,
     Vec<SockWait>,
     Vec<Py<SockWatch>>,
@@ -794,7 +794,9 @@ impl LoopCore {
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             removed
         };
-        match removed {
+        // Out of the lock: the file object may go with it.
+        drop(removed.fileobj);
+        match removed.handle {
             Some(old) => {
                 old.bind(slf.py()).call_method0("cancel")?;
                 Ok(true)
@@ -1021,6 +1023,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
+        let fileobj = (!fd.is_instance_of::<PyInt>()).then(|| fd.clone().unbind());
         let fd = fileobj_to_fd(fd)?;
         // A socket's watch kept across sock_* waits goes first (before the
         // new registration; see `sock_watch`).
@@ -1031,7 +1034,7 @@ impl LoopCore {
             let _context = this.rt_handle.enter();
             let mut watchers = this.watchers.lock();
             let replaced = watchers
-                .add(&this.shared, fd, direction, handle.clone_ref(py))
+                .add(&this.shared, fd, direction, handle.clone_ref(py), fileobj)
                 .map_err(os_error)?;
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             replaced
@@ -1047,10 +1050,20 @@ impl LoopCore {
         fd: &Bound<'_, PyAny>,
         direction: Direction,
     ) -> PyResult<bool> {
-        if slf.get().shared.closed.load(Ordering::Relaxed) {
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        Self::remove_fd(slf, fileobj_to_fd(fd)?, direction)
+        let fd = match fileobj_to_fd(fd) {
+            Ok(n) => n,
+            // No fd any more (a socket closed while watched): the object it
+            // was registered with still names it, as in a selector.
+            Err(err) => match this.watchers.lock().fd_of(fd) {
+                Some(n) => n,
+                None => return Err(err),
+            },
+        };
+        Self::remove_fd(slf, fd, direction)
     }
 
     fn handle_signals(slf: &Bound<'_, Self>, driver: &Driver) -> PyResult<()> {
@@ -1523,13 +1536,14 @@ impl LoopCore {
             let removed = if ours {
                 watchers.remove(wait.fd, wait.direction)
             } else {
-                None
+                Removed::default()
             };
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             removed
         };
         drop(wait);
-        match removed {
+        drop(removed.fileobj);
+        match removed.handle {
             Some(old) => {
                 old.bind(py).call_method0("cancel")?;
                 Ok(true)
@@ -1544,6 +1558,12 @@ impl LoopCore {
 
     fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_fd_callback(slf, fd, Direction::Write)
+    }
+
+    /// The fd watched for `fileobj` (by identity), or None: how a selector
+    /// finds a registration once the object's `fileno()` fails.
+    fn _fd_of_fileobj(&self, fileobj: &Bound<'_, PyAny>) -> Option<i32> {
+        self.watchers.lock().fd_of(fileobj)
     }
 
     /// `(events, reader, writer)` for a watched fd, or None: what a
@@ -1618,6 +1638,9 @@ impl LoopCore {
         if let Some(watchers) = self.watchers.try_lock() {
             for h in watchers.handles() {
                 visit.call(h)?;
+            }
+            for f in watchers.fileobjs() {
+                visit.call(f)?;
             }
         }
         if let Some(natives) = self.natives.try_lock() {

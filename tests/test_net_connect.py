@@ -129,6 +129,48 @@ def test_refused_error_matches_asyncio(loop_factory):
     assert got[4:] == (0, 0)
 
 
+def _refused_referrers(loop_factory, how):
+    """What refers to a refused connect's exception once the task that
+    made the call is done: asyncio (since gh-124859) leaves nothing but the
+    traceback's frames, no future (anyio checks this for its happy
+    eyeballs)."""
+    lp = loop_factory()
+    caught = []
+
+    async def fail():
+        port = closed_port()
+        try:
+            if how == "sock_connect":
+                with socket.socket() as sock:
+                    sock.setblocking(False)
+                    await lp.sock_connect(sock, ("127.0.0.1", port))
+            else:
+                await lp.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        except OSError as exc:
+            caught.append(exc)
+
+    async def main():
+        await lp.create_task(fail())
+        await asyncio.sleep(0)
+        return sorted(type(r).__name__ for r in gc.get_referrers(caught[0]) if r is not caught)
+
+    try:
+        return run(lp, main())
+    finally:
+        lp.close()
+
+
+@pytest.mark.parametrize("how", ["sock_connect", "create_connection"])
+def test_refused_exception_is_not_kept_by_the_loop(loop_factory, loop_kind, how):
+    # Older asyncio (before 3.12.8/3.13.1) still keeps the future in
+    # sock_connect's frame: never more than the running asyncio, and on
+    # tokioloop never the future.
+    got = _refused_referrers(loop_factory, how)
+    assert set(got) <= set(_refused_referrers(asyncio.new_event_loop, how))
+    if loop_kind == "tokioloop":
+        assert "Future" not in got
+
+
 @pytest.mark.skipif(not PY312, reason="all_errors= is 3.12+")
 def test_refused_with_all_errors_matches_asyncio(loop_factory):
     got = _error_outcome(loop_factory, all_errors=True)

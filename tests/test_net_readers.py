@@ -371,6 +371,40 @@ def test_fd_closed_while_registered(loop, sock_pair):
     assert loop.remove_reader(fd) is False
 
 
+@pytest.mark.parametrize("method", ["reader", "writer"])
+def test_socket_closed_while_registered_is_removed_by_the_object(loop, sock_pair, method):
+    """A socket object closed while watched (fileno() now -1) still removes
+    its registration: a selector finds it by the object it was registered
+    with (anyio closes a socket a receive is waiting on, then the wait's
+    done callback removes the reader by the socket object)."""
+    a, _ = sock_pair
+    calls = []
+    add = getattr(loop, f"add_{method}")
+    remove = getattr(loop, f"remove_{method}")
+    key_events = 1 if method == "reader" else 2
+
+    async def main():
+        add(a, calls.append, method)
+        a.close()
+        await asyncio.sleep(0.02)
+        key = loop._selector.get_key(a)
+        removed = remove(a)
+        with pytest.raises(ValueError):
+            remove(a)  # no longer registered: the fileno() error again
+        return key.fd, key.events, removed
+
+    fd = a.fileno()
+    assert run(loop, main()) == (fd, key_events, True)
+    assert calls == []
+
+
+def test_unregistered_closed_socket_raises_on_remove(loop):
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+        loop.remove_reader(s)
+
+
 def test_reader_fires_on_pending_socket_error(loop):
     """A socket whose only event is an error (EPOLLERR without EPOLLIN) is
     reported readable, as selectors do: a connected UDP socket that got an

@@ -102,8 +102,14 @@ class _SelectorView:
         self._loop = weakref.ref(loop)
 
     def get_key(self, fileobj):
-        fd = selectors._fileobj_to_fd(fileobj)
         loop = self._loop()
+        try:
+            fd = selectors._fileobj_to_fd(fileobj)
+        except ValueError:
+            # A closed socket: found by identity, as a selector finds it.
+            fd = loop._fd_of_fileobj(fileobj) if loop is not None else None
+            if fd is None:
+                raise
         key = loop._fd_key(fd) if loop is not None else None
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
@@ -750,6 +756,10 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         except CancelledError:
             self._sock_wait_cancelled(fut)
             raise
+        finally:
+            # As asyncio's sock_connect: a failed connect's exception holds
+            # this frame (its traceback), and the frame the future holding it.
+            fut = None
 
     # -- DNS -------------------------------------------------------------
 
