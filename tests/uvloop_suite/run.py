@@ -40,6 +40,15 @@ tb.AIOTestCase.new_policy = lambda self: tokioloop.EventLoopPolicy()
 tb.AIOTestCase.is_asyncio_loop = lambda self: True
 """
 
+# The suite's own rootdir and settings; the warnings ignored are aiohttp's
+# about the suite's use of its API.
+PYTEST_INI = """\
+[pytest]
+filterwarnings =
+    ignore:It is recommended to use web.AppKey
+    ignore:shutdown_timeout should be set on BaseRunner:DeprecationWarning
+"""
+
 # Tests that fail on stock asyncio too, here: not tokioloop's.
 DESELECT = {
     # Swaps fds 1 and 2 for files and reads what a child printed; pytest's
@@ -99,7 +108,7 @@ def main() -> int:
     suite = fetch_tests(uvloop.__version__, args.cache)
     (suite / "tests" / "conftest.py").write_text(CONFTEST)
     # Its own rootdir: not the project's pytest settings (pyproject.toml).
-    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "pytest.ini").write_text(PYTEST_INI)
     command = [
         sys.executable,
         "-m",
