@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
 # tokioloop, real frameworks (uvicorn, aiohttp,
-# asyncpg against a local PostgreSQL, ...; scripts/integration.sh), uvloop's
+# asyncpg against a local PostgreSQL, ...; scripts/integration.sh), anyio's
+# test suite compared with stock asyncio (tests/anyio_suite), uvloop's
 # test suite in its asyncio mode (tests/uvloop_suite) and the
 # pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
@@ -31,6 +32,11 @@ done
 
 echo "== real frameworks on tokioloop (tests/integration, CPython 3.11)"
 bash scripts/integration.sh "$PY311" || status=1
+
+echo "== anyio's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+# anyio itself comes with tests/integration; these are its test dependencies.
+"$PY311" -m pip install -q --disable-pip-version-check hypothesis pytest-mock truststore psutil
+"$PY311" tests/anyio_suite/run.py || status=1
 
 for version in 3.10 3.12 3.13 3.11; do
     echo "== uvloop's own test suite, asyncio mode, on tokioloop (CPython $version)"
