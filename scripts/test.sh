@@ -2,7 +2,8 @@
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
 # tokioloop, real frameworks (uvicorn, aiohttp,
 # asyncpg against a local PostgreSQL, ...; scripts/integration.sh), anyio's
-# test suite compared with stock asyncio (tests/anyio_suite), uvloop's
+# test suite compared with stock asyncio (tests/anyio_suite), uvicorn's
+# (tests/uvicorn_suite), uvloop's
 # test suite in its asyncio mode (tests/uvloop_suite) and the
 # pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
@@ -37,6 +38,12 @@ echo "== anyio's own test suite on tokioloop against stock asyncio (CPython 3.11
 # anyio itself comes with tests/integration; these are its test dependencies.
 "$PY311" -m pip install -q --disable-pip-version-check hypothesis pytest-mock truststore psutil
 "$PY311" tests/anyio_suite/run.py || status=1
+
+echo "== uvicorn's own test suite on tokioloop (CPython 3.11)"
+# uvicorn itself comes with tests/integration; these are its test dependencies.
+"$PY311" -m pip install -q --disable-pip-version-check pytest-mock trustme cryptography \
+    a2wsgi wsproto httpx2 zttp
+"$PY311" tests/uvicorn_suite/run.py || status=1
 
 for version in 3.10 3.12 3.13 3.11; do
     echo "== uvloop's own test suite, asyncio mode, on tokioloop (CPython $version)"

@@ -8,25 +8,21 @@ differs). tokioloop promises asyncio's behaviour, so this runner routes the
 TLS, process, signal, DNS and executor scenarios written by another loop's
 authors.
 
-    python tests/uvloop_suite/run.py [--cache DIR] [pytest args...]
+    python tests/uvloop_suite/run.py [pytest args...]
 
-The source distribution of the installed uvloop's version (its
-`_testbase` must match the tests) is fetched once with `pip download`, and
-its tests/ unpacked into the cache directory (default
-`.cache/uvloop-tests/` under the project root). The uvloop wheel itself is
-only the test base; no test here runs on uvloop. Exit code: pytest's.
+The tests are those of the installed uvloop's version (its `_testbase` must
+match them), fetched as tests/sdist_suite.py describes. The uvloop wheel is
+only the test base; no test here runs on uvloop. Exit code 0 when every
+test passes (a failure counts only if it fails again when re-run alone).
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sdist_suite  # tests/ is not a package: imported by path
 
 # Routes AIOTestCase to tokioloop. is_asyncio_loop() picks asyncio's
 # expectations in the tests where the two loops differ; it looks at the
@@ -40,8 +36,8 @@ tb.AIOTestCase.new_policy = lambda self: tokioloop.EventLoopPolicy()
 tb.AIOTestCase.is_asyncio_loop = lambda self: True
 """
 
-# The suite's own rootdir and settings; the warnings ignored are aiohttp's
-# about the suite's use of its API.
+# The suite's own rootdir and settings (not the project's pyproject.toml);
+# the warnings ignored are aiohttp's about the suite's use of its API.
 PYTEST_INI = """\
 [pytest]
 filterwarnings =
@@ -61,72 +57,37 @@ if (3, 13) <= sys.version_info < (3, 13, 3):
     DESELECT.add("tests/test_base.py::TestBaseAIO::test_loop_create_task_eager_start")
 
 
-def fetch_tests(version: str, cache: Path) -> Path:
-    """tests/ of uvloop `version`'s sdist, unpacked under `cache`."""
-    target = cache / f"uvloop-{version}"
-    if (target / "tests" / "__init__.py").exists():
-        return target
-    download = cache / "download"
-    shutil.rmtree(download, ignore_errors=True)
-    # pip, not PyPI's JSON API: it honours the machine's index settings and
-    # checks what it downloads.
-    subprocess.check_call(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            f"uvloop=={version}",
-            "-d",
-            str(download),
-        ]
-    )
-    (sdist,) = download.glob("uvloop-*.tar.gz")
-    shutil.rmtree(target, ignore_errors=True)
-    top = f"uvloop-{version}/"
-    with tarfile.open(sdist) as tar:
-        for m in tar.getmembers():
-            if m.isreg() and m.name.startswith(top + "tests/"):
-                dest = target / m.name[len(top) :]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(tar.extractfile(m).read())
-    shutil.rmtree(download)
-    return target
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "uvloop-tests")
-    args, pytest_args = parser.parse_known_args()
-
     import uvloop
 
-    suite = fetch_tests(uvloop.__version__, args.cache)
-    (suite / "tests" / "conftest.py").write_text(CONFTEST)
-    # Its own rootdir: not the project's pytest settings (pyproject.toml).
-    (suite / "pytest.ini").write_text(PYTEST_INI)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
+    suite = sdist_suite.fetch(
+        "uvloop",
+        uvloop.__version__,
+        keep=lambda path: path.startswith("tests/"),
+        edits={},
+        extra={"tests/conftest.py": CONFTEST, "pytest.ini": PYTEST_INI},
+    )
+    args = [
         "-p",
         "no:asyncio",
         "--timeout",
         "120",
         "-k",
         "(AIO or aio) and not _UV_",
-        "tests",
         *(f"--deselect={t}" for t in sorted(DESELECT)),
-        *pytest_args,
+        "tests",
+        *sys.argv[1:],
     ]
-    return subprocess.call(command, cwd=suite)
+    run = sdist_suite.pytest_run(suite, args, recheck=sdist_suite.failures)
+    print(
+        f"uvloop-suite (asyncio mode) on tokioloop: {run.count('passed')} passed, "
+        f"{run.count('skipped')} skipped, {len(run.flaky)} flaky, {len(run.failed)} failed"
+    )
+    run.report()
+    if not run.results:
+        print("no test ran", file=sys.stderr)
+        return 1
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":

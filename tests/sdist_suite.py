@@ -1,0 +1,150 @@
+"""Other projects' test suites, run on tokioloop: what the runners in
+tests/*_suite/ share.
+
+Each runner takes a project's tests from its source distribution (fetched
+once with `pip download`, which honours the machine's index settings and
+checks what it downloads), edits the project's conftest to put tokioloop in
+(every edit must apply, so a changed conftest fails loudly instead of
+silently testing the wrong loop), runs pytest on it, and re-runs each
+failing test once, alone, before it counts (timing-sensitive tests on a
+loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+
+
+def fetch(
+    project: str,
+    version: str,
+    keep: Callable[[str], bool],
+    edits: dict[str, list[tuple[str, str]]],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """`project` `version`'s sdist files for which `keep(path)` holds,
+    unpacked under .cache/<project>-tests/, with `edits` ({path: [(old,
+    new)]}) applied and the `extra` files ({path: text}) written."""
+    target = CACHE / f"{project}-tests" / f"{project}-{version}"
+    done = target / ".complete"
+    if done.exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.check_call(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"{project}=={version}",
+                "-d",
+                download,
+            ]
+        )
+        (sdist,) = Path(download).glob("*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                name = member.name.split("/", 1)[-1]
+                if member.isreg() and keep(name):
+                    dest = target / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(tar.extractfile(member).read())
+    for path, changes in edits.items():
+        text = (target / path).read_text()
+        for old, new in changes:
+            if old not in text:
+                raise SystemExit(f"{project} {version}: {path} has no {old.strip()!r} to edit")
+            text = text.replace(old, new)
+        (target / path).write_text(text)
+    for path, text in (extra or {}).items():
+        (target / path).write_text(text)
+    done.touch()
+    return target
+
+
+def outcomes(junit: Path) -> dict[str, str]:
+    """Test id -> "passed", "failed" or "skipped", from a JUnit XML report
+    (none when pytest did not get as far as writing one)."""
+    result = {}
+    if not junit.exists():
+        return result
+    for case in ET.parse(junit).iter("testcase"):
+        test_id = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            result[test_id] = "failed"
+        elif case.find("skipped") is not None:
+            result.setdefault(test_id, "skipped")
+        else:
+            result.setdefault(test_id, "passed")
+    return result
+
+
+def node_id(suite: Path, test_id: str) -> str:
+    """JUnit's "tests.test_x.TestY::test_z[...]" as a pytest node id."""
+    classname, name = test_id.split("::", 1)
+    if not classname:  # a module that failed to import: "tests.test_x"
+        return name.replace(".", "/") + ".py"
+    parts = classname.split(".")
+    for i in range(len(parts), 0, -1):
+        path = Path(*parts[:i]).with_suffix(".py")
+        if (suite / path).is_file():
+            return "::".join([path.as_posix(), *parts[i:], name])
+    return test_id
+
+
+@dataclass
+class Run:
+    """One suite run: every test's first outcome, and what the re-run of
+    the failures made of them."""
+
+    results: dict[str, str]
+    flaky: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str, only: Callable[[str], bool] = lambda t: True) -> int:
+        return sum(1 for t, o in self.results.items() if o == outcome and only(t))
+
+    def report(self) -> None:
+        for t in self.flaky:
+            print(f"  flaky (passed when re-run alone): {t}")
+        for t in self.failed:
+            print(f"  FAILED: {t}")
+
+
+def pytest_run(suite: Path, args: list[str], recheck: Callable[[dict[str, str]], list[str]]) -> Run:
+    """pytest `args` in `suite`; the tests `recheck(results)` picks are
+    re-run once, alone: those that pass then are flaky, the rest failed."""
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    with tempfile.TemporaryDirectory() as tmp:
+        first = Path(tmp) / "first.xml"
+        subprocess.call([*base, "--junit-xml", str(first), *args], cwd=suite)
+        run = Run(outcomes(first))
+        suspects = recheck(run.results)
+        if suspects:
+            again = Path(tmp) / "again.xml"
+            nodes = [node_id(suite, t) for t in suspects]
+            subprocess.call([*base, "--junit-xml", str(again), "--tb=short", *nodes], cwd=suite)
+            retried = outcomes(again)
+            for t in suspects:
+                (run.flaky if retried.get(t) == "passed" else run.failed).append(t)
+    return run
+
+
+def failures(results: dict[str, str]) -> list[str]:
+    return [t for t, o in results.items() if o == "failed"]
