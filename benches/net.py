@@ -249,26 +249,36 @@ def measure_echo(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
     )
 
 
-def measure_spawn(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
-    cmd = [
+def closed_loop_worker(script: str, loop: str, timing: dict, *args: str) -> list[str]:
+    """The command of one `_closed_loop.py` worker (`spawn_worker.py`,
+    `http_client_worker.py`) on `loop`, with the cell's timing."""
+    return [
         sys.executable,
-        str(proc.BENCHES / "spawn_worker.py"),
+        str(proc.BENCHES / script),
         "--loop",
         loop,
-        "--concurrency",
-        str(cell.conns),
-        "--command",
-        cell.style,
+        *args,
         "--warmup",
         str(timing["warmup"]),
         "--duration",
         str(timing["duration"]),
     ]
+
+
+def check_worker_report(report: dict, count_key: str, what: str) -> None:
+    """A worker's run counts only if something completed and nothing failed."""
+    if report[count_key] == 0 or report["failures"]:
+        reason = report.get("first_error") or f"no {what} completed"
+        raise CellError(f"{report['failures']} failed {what}s: {reason}")
+
+
+def measure_spawn(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
+    cmd = closed_loop_worker(
+        "spawn_worker.py", loop, timing, "--concurrency", str(cell.conns), "--command", cell.style
+    )
     # Interpreter start-up and imports come on top of the run itself.
     report = proc.run_json(cmd, timing["warmup"] + timing["duration"], "spawn worker")
-    if report["spawns"] == 0 or report["failures"]:
-        reason = report.get("first_error") or "no spawn completed"
-        raise CellError(f"{report['failures']} failed spawns: {reason}")
+    check_worker_report(report, "spawns", "spawn")
     # A spawn is the request, and the CPU is the spawning process's own.
     return _sample(
         report["spawns"],
@@ -331,27 +341,14 @@ def measure_http(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
 
 def measure_client(loop: str, cell: Cell, timing: dict, seq: int) -> dict:
     server_cmd, url = http_server(CLIENT_SERVER_LOOP, "aiohttp")
-    worker_cmd = [
-        sys.executable,
-        str(proc.BENCHES / "http_client_worker.py"),
-        "--loop",
-        loop,
-        "--url",
-        url,
-        "--conns",
-        str(cell.conns),
-        "--warmup",
-        str(timing["warmup"]),
-        "--duration",
-        str(timing["duration"]),
-    ]
+    worker_cmd = closed_loop_worker(
+        "http_client_worker.py", loop, timing, "--url", url, "--conns", str(cell.conns)
+    )
     with proc.server(server_cmd) as server:
         report = proc.run_json(worker_cmd, timing["warmup"] + timing["duration"], "client worker")
         if not server.alive():
             raise CellError(server.stderr_tail() or "server died during the run")
-    if report["requests"] == 0 or report["failures"]:
-        reason = report.get("first_error") or "no request completed"
-        raise CellError(f"{report['failures']} failed requests: {reason}")
+    check_worker_report(report, "requests", "request")
     return _sample(
         report["requests"],
         report["rps"],

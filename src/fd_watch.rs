@@ -429,3 +429,19 @@ pub struct Removed {
     /// The registration's file object, when the fd is no longer watched.
     pub fileobj: Option<Py<PyAny>>,
 }
+
+impl Removed {
+    /// Let go of what was removed, once the registry's lock is released
+    /// (the file object may go with it), cancelling the removed callback:
+    /// `remove_reader`'s answer, whether there was one.
+    pub fn cancel(self, py: Python<'_>) -> PyResult<bool> {
+        drop(self.fileobj);
+        match self.handle {
+            Some(old) => {
+                old.bind(py).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

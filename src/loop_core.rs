@@ -794,15 +794,7 @@ impl LoopCore {
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             removed
         };
-        // Out of the lock: the file object may go with it.
-        drop(removed.fileobj);
-        match removed.handle {
-            Some(old) => {
-                old.bind(slf.py()).call_method0("cancel")?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        removed.cancel(slf.py())
     }
 
     /// Take the call waiting in `fd`'s watch for `direction` (only if it is
@@ -1054,16 +1046,7 @@ impl LoopCore {
         if this.shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = match fileobj_to_fd(fd) {
-            Ok(n) => n,
-            // No fd any more (a socket closed while watched): the object it
-            // was registered with still names it, as in a selector.
-            Err(err) => match this.watchers.lock().fd_of(fd) {
-                Some(n) => n,
-                None => return Err(err),
-            },
-        };
-        Self::remove_fd(slf, fd, direction)
+        Self::remove_fd(slf, this._watched_fd(fd)?, direction)
     }
 
     fn handle_signals(slf: &Bound<'_, Self>, driver: &Driver) -> PyResult<()> {
@@ -1542,14 +1525,7 @@ impl LoopCore {
             removed
         };
         drop(wait);
-        drop(removed.fileobj);
-        match removed.handle {
-            Some(old) => {
-                old.bind(py).call_method0("cancel")?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        removed.cancel(py)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -1560,10 +1536,11 @@ impl LoopCore {
         Self::remove_fd_callback(slf, fd, Direction::Write)
     }
 
-    /// The fd watched for `fileobj` (by identity), or None: how a selector
-    /// finds a registration once the object's `fileno()` fails.
-    fn _fd_of_fileobj(&self, fileobj: &Bound<'_, PyAny>) -> Option<i32> {
-        self.watchers.lock().fd_of(fileobj)
+    /// The fd `fileobj` names, as a selector looks it up: its number, or,
+    /// once it has none (a socket closed while watched), the fd it was
+    /// registered with; otherwise the `ValueError` of `fileno()`.
+    fn _watched_fd(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<i32> {
+        fileobj_to_fd(fileobj).or_else(|err| self.watchers.lock().fd_of(fileobj).ok_or(err))
     }
 
     /// `(events, reader, writer)` for a watched fd, or None: what a

@@ -45,11 +45,11 @@ use crate::transport_support::{
 /// The protocol's read methods, looked up once per `set_protocol`.
 enum Reader {
     Plain {
-        data_received: Py<PyAny>,
+        data_received: Option<Py<PyAny>>,
     },
     Buffered {
-        get_buffer: Py<PyAny>,
-        buffer_updated: Py<PyAny>,
+        get_buffer: Option<Py<PyAny>>,
+        buffer_updated: Option<Py<PyAny>>,
     },
     /// tokioloop's TLS protocol, whose native `get_buffer`/`buffer_updated`
     /// are called directly (`ssl_protocol`).
@@ -491,8 +491,8 @@ impl StreamTransport {
 
     /// A cached read method of the protocol, to call once the borrow of
     /// the transport is over (see `ProtocolMethod`).
-    fn method(&self, py: Python<'_>, cached: &Py<PyAny>) -> Option<ProtocolMethod> {
-        ProtocolMethod::of(py, Some(cached), self.base.protocol.as_ref())
+    fn method(&self, py: Python<'_>, cached: &Option<Py<PyAny>>) -> Option<ProtocolMethod> {
+        ProtocolMethod::of(py, cached.as_ref(), self.base.protocol.as_ref())
     }
 
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -501,14 +501,9 @@ impl StreamTransport {
         let streams = protocol.is_instance(refs(py).stream_reader_protocol_type.bind(py))?;
         self.sizer.set_consumer_copies(streams);
         // A protocol without the method fails when data arrives, as on
-        // asyncio (through `_fatal_error`), not here: None is looked up
-        // again then (`ProtocolMethod`).
-        let lookup = |name: &str| {
-            protocol
-                .getattr(name)
-                .map(Bound::unbind)
-                .unwrap_or_else(|_| py.None())
-        };
+        // asyncio (through `_fatal_error`), not here: a missing one is
+        // looked up again then (`ProtocolMethod`).
+        let lookup = |name: &str| protocol.getattr(name).ok().map(Bound::unbind);
         let tls = if buffered {
             SslProtocolCore::native_reader(protocol)?
         } else {

@@ -69,9 +69,9 @@ impl ProtocolMethod {
         protocol: Option<&Py<PyAny>>,
     ) -> Option<Self> {
         match (cached, protocol) {
-            (Some(m), _) if !m.is_none(py) => Some(Self::Cached(m.clone_ref(py))),
-            (_, Some(p)) => Some(Self::Missing(p.clone_ref(py))),
-            (_, None) => None,
+            (Some(m), _) => Some(Self::Cached(m.clone_ref(py))),
+            (None, Some(p)) => Some(Self::Missing(p.clone_ref(py))),
+            (None, None) => None,
         }
     }
 

@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
 
 
+def tests_and_settings(path: str) -> bool:
+    """A `keep` for `fetch`: the tests, and the project's pytest settings
+    (its pyproject.toml)."""
+    return path.startswith("tests/") or path == "pyproject.toml"
+
+
 def fetch(
     project: str,
     version: str,

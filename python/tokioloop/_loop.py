@@ -103,14 +103,13 @@ class _SelectorView:
 
     def get_key(self, fileobj):
         loop = self._loop()
-        try:
+        if loop is None:
             fd = selectors._fileobj_to_fd(fileobj)
-        except ValueError:
-            # A closed socket: found by identity, as a selector finds it.
-            fd = loop._fd_of_fileobj(fileobj) if loop is not None else None
-            if fd is None:
-                raise
-        key = loop._fd_key(fd) if loop is not None else None
+            key = None
+        else:
+            # By number, or by the object once it has none (a closed socket).
+            fd = loop._watched_fd(fileobj)
+            key = loop._fd_key(fd)
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
         events_mask, reader, writer = key

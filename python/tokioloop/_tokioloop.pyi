@@ -96,8 +96,9 @@ class LoopCore:
     def _add_callback(self, handle: Any) -> None: ...
     def _run(self) -> None: ...
     def _close_native(self) -> None: ...
-    def _fd_of_fileobj(self, fileobj: Any, /) -> int | None:
-        """The fd watched for this object (by identity), or None."""
+    def _watched_fd(self, fileobj: Any, /) -> int:
+        """The fd an fd or file object names, or the one a closed object was
+        registered with; ValueError otherwise."""
     def _timers_hidden(self) -> bool:
         """A timer scheduled while the loop ran is hidden from the cyclic GC."""
     def _expose_hidden_timers(self) -> None:

@@ -40,7 +40,7 @@ def main() -> int:
     suite = sdist_suite.fetch(
         "anyio",
         importlib.metadata.version("anyio"),
-        keep=lambda path: path.startswith("tests/") or path == "pyproject.toml",
+        keep=sdist_suite.tests_and_settings,
         edits={"tests/conftest.py": CONFTEST_EDITS},
     )
 

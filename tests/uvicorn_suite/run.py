@@ -56,7 +56,7 @@ def main() -> int:
     suite = sdist_suite.fetch(
         "uvicorn",
         importlib.metadata.version("uvicorn"),
-        keep=lambda path: path.startswith("tests/") or path == "pyproject.toml",
+        keep=sdist_suite.tests_and_settings,
         edits={"tests/conftest.py": CONFTEST_EDITS},
         extra={"tests/test_zz_tokioloop.py": LOOP_CHECK},
     )
