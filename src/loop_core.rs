@@ -15,11 +15,16 @@
 //! stopping, otherwise parked until the next timer, a thread-safe wake-up or
 //! a signal); move due timers to the ready queue; run the callbacks that
 //! were ready at that point, and no others.
+//!
+//! Split by concern: this file has the state, scheduling (`call_soon`,
+//! `call_at`, handles and their spare pool) and the Python-facing methods;
+//! `iteration` has the loop turn itself (`drive`, `run_ready`) and the
+//! runtime it parks on; `fd_io` has everything about fds (reader/writer
+//! callbacks, native transports' registrations, `sock_*` waits).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Waker;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -27,52 +32,36 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::pyclass_init::PyClassInitializer;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use rustc_hash::FxHashMap as HashMap;
-use tokio::runtime::Runtime;
 
 use crate::accept;
 use crate::clock;
 use crate::counted_mutex::CountedMutex;
-use crate::errors::os_error;
 use crate::fastcall::CallArgs;
-use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers, Removed, NATIVE_FD};
+use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
 use crate::inet_address;
-use crate::native_io::{IoRegistration, NativeIo};
-use crate::park::{self, WakeFlag, Wakeup};
+use crate::native_io::NativeIo;
+use crate::park::Wakeup;
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
-use crate::sock_ops::{self, Registered, Request, SockWait, SockWaits};
+use crate::sock_ops::{self, Request, SockWait, SockWaits};
 use crate::sock_poll::SockPoller;
 use crate::sock_watch::SockWatch;
-use crate::timer_fd::TimerFd;
 use crate::timers::{TimerHeap, TimerPayload};
-use crate::wakeup::SignalSocket;
+
+mod fd_io;
+mod iteration;
+
+use fd_io::fileobj_to_fd;
+use iteration::{drive, Driver};
 
 /// `time.get_clock_info('monotonic').resolution` on Linux: timers due
 /// within it of now fire this iteration, as in asyncio.
 const CLOCK_RESOLUTION: f64 = 1e-9;
-
-/// While callbacks are queued, the loop polls I/O (a `block_on` and a
-/// zero-timeout `epoll_wait`) only every few iterations instead of on each:
-/// chains of ready callbacks (future round trips, task steps) then mostly
-/// cost no syscall, while new I/O is still seen within
-/// `BUSY_POLL_EVERY` iterations or `BUSY_POLL_INTERVAL` seconds, whichever
-/// comes first (`..._NO_IO` when no fd is watched at all). An idle loop
-/// always polls, and so do a run's first iteration and its last (stopping)
-/// one. Fds already known to be ready (level-triggered re-checks) are
-/// dispatched on every iteration regardless.
-const BUSY_POLL_INTERVAL: f64 = 50e-6;
-const BUSY_POLL_EVERY: u32 = 4;
-/// With no fd watched at all (a loop that only runs callbacks, timers and
-/// futures), a busy loop polls far less often: only the signal wake-up
-/// socket could have news, and a signal still gets through within a
-/// millisecond.
-const BUSY_POLL_INTERVAL_NO_IO: f64 = 1e-3;
-const BUSY_POLL_EVERY_NO_IO: u32 = 64;
 
 /// A queued callback: ours, or an `asyncio.Handle` that asyncio's own code
 /// handed to `_add_callback` (signal handlers are scheduled that way).
@@ -198,36 +187,6 @@ impl Shared {
         let end_time = clock::monotonic() + CLOCK_RESOLUTION;
         let mut ready = self.ready.borrow_mut(py);
         timers.pop_due(end_time, |h| ready.push_back(Ready::Native(h)));
-    }
-}
-
-/// The runtime and the signal socket registered with it. Taken out of the
-/// loop while `_run` drives it, dropped on close.
-struct Driver {
-    signals: SignalSocket,
-    timer: TimerFd,
-    /// Raised by the signal socket's readiness (see `park`).
-    signal_flag: Arc<WakeFlag>,
-    signal_waker: Waker,
-    runtime: Option<Runtime>,
-}
-
-impl Driver {
-    fn runtime(&self) -> &Runtime {
-        self.runtime
-            .as_ref()
-            .expect("runtime lives as long as the driver")
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // A loop may be closed or collected while another loop's runtime is
-        // driving this thread; a plain drop would panic there, and nothing
-        // of ours needs waiting for.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -567,87 +526,6 @@ impl LoopCore {
         Ok(timer)
     }
 
-    /// Run the callbacks that are ready now; ones they schedule wait for the
-    /// next iteration. On an escaping exception the rest stay queued, in
-    /// order, ahead of anything scheduled meanwhile.
-    fn run_ready(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let shared = &this.shared;
-        std::mem::swap(&mut *shared.ready.borrow_mut(py), batch);
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let surplus = {
-            let mut spare = this.spare.borrow_mut(py);
-            spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
-            if spare.handles.len() > spare.cap {
-                let cap = spare.cap;
-                spare.handles.split_off(cap)
-            } else {
-                Vec::new()
-            }
-        };
-        drop(surplus); // outside the borrow
-        let debug = shared.debug();
-        while let Some(item) = batch.pop_front() {
-            if let Ready::Native(h) = &item {
-                shared.take_up(h.get());
-            }
-            let result = match &item {
-                Ready::Native(h) if !debug => Handle::run(h.bind(py)),
-                Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
-                Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
-                Ready::Io(t, direction) => t.on_ready(py, *direction),
-            };
-            match item {
-                Ready::Native(h) => this.retire(py, slf.as_ptr(), h),
-                other => drop(other),
-            }
-            if let Err(err) = result {
-                let mut ready = shared.ready.borrow_mut(py);
-                while let Some(rest) = batch.pop_back() {
-                    ready.push_front(rest);
-                }
-                return Err(err);
-            }
-        }
-        Ok(())
-    }
-
-    /// `run_forever` is returning: the queued handles that user code also
-    /// holds become visible to the GC again, since the loop may now be
-    /// dropped unclosed (see `handles::expose_if_shared`). Linear in the
-    /// ready queue, which the next run works through anyway. Timers in the
-    /// heap are left to `_expose_hidden_timers`: walking the heap here made
-    /// every `run_until_complete` linear in the pending timers (600 us a run
-    /// with 100k of them), and keeping them tracked made `call_later` 30%
-    /// slower (the GC traversing them).
-    fn expose_shared_handles(&self, py: Python<'_>) {
-        for item in self.shared.ready.borrow_mut(py).iter() {
-            if let Ready::Native(h) = item {
-                handles::expose_if_shared(py, h);
-            }
-        }
-    }
-
-    /// Let go of a handle that has run: into the spare pool if nothing else
-    /// refers to it and the pool has room, otherwise released.
-    fn retire(&self, py: Python<'_>, this_loop: *mut ffi::PyObject, handle: Py<Handle>) {
-        let room = {
-            let spare = self.spare.borrow_mut(py);
-            spare.handles.len() < spare.cap
-        };
-        if room {
-            match handles::recycle(py, handle, this_loop) {
-                Ok(handle) => self.spare.borrow_mut(py).handles.push(handle),
-                Err(handle) => handles::release(py, handle),
-            }
-        } else {
-            handles::release(py, handle);
-        }
-    }
-
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
     fn take_queued(&self) -> Queued {
@@ -681,287 +559,6 @@ impl LoopCore {
         )
     }
 
-    /// Queue the callbacks (or native objects) of fds the reactor reported
-    /// ready.
-    /// Returns whether any fd watcher fired (and so needs re-arming).
-    /// `events` is the caller's buffer, reused so that neither it nor the
-    /// shared list is reallocated per iteration.
-    fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
-        // Events are pushed by the reactor on this thread, so the hint is
-        // exact here.
-        if self.shared.fd_events.len_hint() == 0 {
-            return false;
-        }
-        events.extend(self.shared.fd_events.lock().drain(..));
-        if events.is_empty() {
-            return false;
-        }
-        if events.iter().any(|e| e.fd == NATIVE_FD) {
-            let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
-            let natives = self.natives.lock();
-            let mut ready = self.shared.ready.borrow_mut(py);
-            events.retain(|e| {
-                if e.fd != NATIVE_FD {
-                    return true;
-                }
-                if e.token == poll_token {
-                    // The sockets' epoll instance: queue the watches whose
-                    // waiting calls can go on now.
-                    if let Some(poller) = self.sock_poller.lock().as_ref() {
-                        poller.drain(|key, readable, writable| {
-                            let Some(NativeIo::Sock(watch)) = natives.get(&key) else {
-                                return; // released since
-                            };
-                            for (edge, direction) in
-                                [(readable, Direction::Read), (writable, Direction::Write)]
-                            {
-                                if edge && watch.get().waits_for(direction) {
-                                    let target = NativeIo::Sock(watch.clone_ref(py));
-                                    ready.push_back(Ready::Io(target, direction));
-                                }
-                            }
-                        });
-                    }
-                } else if let Some(target) = natives.get(&e.token) {
-                    ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
-                }
-                false
-            });
-        }
-        if events.is_empty() {
-            return false;
-        }
-        let mut watchers = self.watchers.lock();
-        let mut ready = self.shared.ready.borrow_mut(py);
-        watchers.dispatch(events.drain(..), |h| {
-            ready.push_back(Ready::Native(h.clone_ref(py)))
-        });
-        true
-    }
-
-    /// Put a native I/O object's fd on the reactor; events for it reach
-    /// `StreamTransport::on_ready` through the ready queue.
-    pub(crate) fn register_native(
-        &self,
-        py: Python<'_>,
-        fd: i32,
-        target: NativeIo,
-    ) -> PyResult<(u64, IoRegistration)> {
-        self.check_open()?;
-        // A transport takes over the fd: calls waiting through the socket's
-        // watch are dropped, as asyncio's transport replaces their reader.
-        self.release_sock_watch(py, fd);
-        let token = self.next_native.fetch_add(1, Ordering::Relaxed);
-        let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-        let registration = {
-            let _context = self.rt_handle.enter();
-            IoRegistration::new(fd, token, sink).map_err(os_error)?
-        };
-        let mut natives = self.natives.lock();
-        natives.insert(token, target);
-        self.native_ios.store(natives.len(), Ordering::Relaxed);
-        Ok((token, registration))
-    }
-
-    /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
-    /// or a `sock_*` call waiting in the fd's watch.
-    fn remove_fd(slf: &Bound<'_, Self>, fd: i32, direction: Direction) -> PyResult<bool> {
-        if Self::remove_fd_native(slf, fd, direction)? {
-            return Ok(true);
-        }
-        // A `sock_*` call waiting through the socket's watch is this fd's
-        // reader/writer for asyncio: removing it leaves its future pending,
-        // as there.
-        let this = slf.get();
-        Ok(!this.shared.closed.load(Ordering::Relaxed)
-            && this.drop_watch_op(slf.py(), fd, direction, None))
-    }
-
-    /// Remove the `fd_watch` callback of `fd` for `direction` (native
-    /// callers: a `SockOp` waiting through `fd_watch` removes itself).
-    pub(crate) fn remove_fd_native(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        direction: Direction,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        if this.shared.closed.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        let removed = {
-            let mut watchers = this.watchers.lock();
-            let removed = watchers.remove(fd, direction);
-            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            removed
-        };
-        removed.cancel(slf.py())
-    }
-
-    /// Take the call waiting in `fd`'s watch for `direction` (only if it is
-    /// `op`, when given); the watch stays registered.
-    fn drop_watch_op(
-        &self,
-        py: Python<'_>,
-        fd: i32,
-        direction: Direction,
-        op: Option<&Py<sock_ops::SockOp>>,
-    ) -> bool {
-        let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
-        let Some(taken) = watch.and_then(|w| w.get().take_op(direction, op)) else {
-            return false;
-        };
-        taken.get().forget_wait(py);
-        true
-    }
-
-    /// The registration kept for `sock` across `sock_*` waits, made if
-    /// needed; `None` when the fd must wait through `fd_watch` (already
-    /// watched there, or the registration failed: `fd_watch` then raises
-    /// what it always raised).
-    pub(crate) fn sock_watch(
-        slf: &Bound<'_, Self>,
-        sock: &Bound<'_, PyAny>,
-        fd: i32,
-    ) -> PyResult<Option<Py<SockWatch>>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_open()?;
-        if this.watchers.lock().get(fd).is_some() {
-            return Ok(None);
-        }
-        let stale = match this.sock_watches.lock().get(&fd) {
-            Some(w) if w.get().is_for(py, sock, fd) => return Ok(Some(w.clone_ref(py))),
-            Some(_) => true,
-            None => false,
-        };
-        if stale {
-            // Another socket object had this fd number (closed, or the same
-            // file wrapped again): off the reactor before anything new goes
-            // on. Its waiting calls go to fd_watch, where asyncio's would be,
-            // if that object still has the fd; otherwise they are dropped.
-            Self::hand_over_sock_watch(slf, fd)?;
-            if this.watchers.lock().get(fd).is_some() {
-                return Ok(None);
-            }
-        }
-        let token = this.next_native.fetch_add(1, Ordering::Relaxed);
-        let watch = Py::new(py, SockWatch::new(sock, fd, token)?)?;
-        if this.add_to_poller(fd, token).is_err() {
-            return Ok(None);
-        }
-        {
-            let mut natives = this.natives.lock();
-            natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
-            this.native_ios.store(natives.len(), Ordering::Relaxed);
-        }
-        this.sock_watches.lock().insert(fd, watch.clone_ref(py));
-        Ok(Some(watch))
-    }
-
-    /// Run `watch`'s waiting call for `direction` next iteration, as if the
-    /// fd had reported ready.
-    pub(crate) fn queue_sock_watch(
-        &self,
-        py: Python<'_>,
-        watch: &Py<SockWatch>,
-        direction: Direction,
-    ) {
-        let target = NativeIo::Sock(watch.clone_ref(py));
-        self.shared.push_ready(py, Ready::Io(target, direction));
-    }
-
-    /// Register `fd` with the sockets' epoll instance (made on first use)
-    /// under `token`.
-    fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {
-        let mut poller = self.sock_poller.lock();
-        if poller.is_none() {
-            let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
-            let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-            let made = {
-                let _context = self.rt_handle.enter();
-                SockPoller::new(poll_token, sink)?
-            };
-            *poller = Some(made);
-            self.sock_poll_token.store(poll_token, Ordering::Relaxed);
-        }
-        poller.as_ref().expect("made above").add(fd, token)
-    }
-
-    /// Take `fd`'s watch off the poller (if there is one); returns its
-    /// waiting calls, still in the waits table, and whether its socket is
-    /// still open on that fd.
-    fn take_sock_watch(&self, py: Python<'_>, fd: i32) -> (Vec<Py<sock_ops::SockOp>>, bool) {
-        if self.native_ios.load(Ordering::Relaxed) == 0 {
-            return (Vec::new(), false); // no watch at all: the common case
-        }
-        let Some(watch) = self.sock_watches.lock().remove(&fd) else {
-            return (Vec::new(), false);
-        };
-        let registered = self.unregister_native(watch.get().token);
-        let ops = watch.get().release();
-        if let Some(poller) = self.sock_poller.lock().as_ref() {
-            // Fails harmlessly if the socket was closed (see `sock_poll`).
-            poller.remove(fd);
-        }
-        drop(registered);
-        let open = watch.get().socket_still_open(py);
-        drop(watch);
-        (ops.into_iter().flatten().collect(), open)
-    }
-
-    /// For a transport taking over `fd`: its watch released, waiting calls
-    /// dropped (their futures stay pending, as with asyncio).
-    fn release_sock_watch(&self, py: Python<'_>, fd: i32) {
-        for op in self.take_sock_watch(py, fd).0 {
-            op.get().forget_wait(py);
-        }
-    }
-
-    /// For `add_reader`/`add_writer` on `fd`: its watch released, waiting
-    /// calls moved to `fd_watch` callbacks, where asyncio keeps them (and
-    /// where the new callback then replaces one of the same direction), or
-    /// dropped if their socket no longer has this fd.
-    fn hand_over_sock_watch(slf: &Bound<'_, Self>, fd: i32) -> PyResult<()> {
-        let py = slf.py();
-        let (ops, open) = slf.get().take_sock_watch(py, fd);
-        for op in ops {
-            let sock_op = op.get();
-            if !open || sock_op.future_done(py)? {
-                sock_op.forget_wait(py);
-                continue;
-            }
-            let direction = sock_op.direction();
-            let future = sock_op.future().clone_ref(py);
-            let handle = Self::watch_sock_op(slf, fd, op.into_any(), direction)?;
-            let old = slf
-                .get()
-                .sock_waits
-                .lock()
-                .moved_to_handle(future.bind(py), handle);
-            drop(old);
-        }
-        Ok(())
-    }
-
-    /// Watch `fd` through `fd_watch` with a native `SockOp` (the callback)
-    /// for a waiting `sock_*` call; returns the handle registered.
-    pub(crate) fn watch_sock_op(
-        slf: &Bound<'_, Self>,
-        fd: i32,
-        op: Py<PyAny>,
-        direction: Direction,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let fd_obj = fd.into_pyobject(py)?;
-        Self::add_fd_callback(
-            slf,
-            fd_obj.as_any(),
-            direction,
-            op.into_bound(py),
-            PyTuple::empty(py),
-        )
-    }
-
     pub(crate) fn sock_waits(&self) -> &Mutex<SockWaits> {
         &self.sock_waits
     }
@@ -975,18 +572,6 @@ impl LoopCore {
         self.shared.timer_cancelled();
     }
 
-    pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
-        let mut natives = self.natives.lock();
-        let removed = natives.remove(&token);
-        self.native_ios.store(natives.len(), Ordering::Relaxed);
-        removed
-    }
-
-    /// Whether any fd is watched, by callbacks or native objects.
-    fn has_io_sources(&self) -> bool {
-        self.watched_fds.load(Ordering::Relaxed) + self.native_ios.load(Ordering::Relaxed) > 0
-    }
-
     /// `call_soon(callback, *args)` for native code, in a copy of the
     /// current context.
     pub(crate) fn call_soon_internal(
@@ -996,73 +581,6 @@ impl LoopCore {
     ) -> PyResult<()> {
         slf.get().check_open()?;
         Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
-    }
-
-    fn rearm_fd_watchers(&self) {
-        let mut watchers = self.watchers.lock();
-        if watchers.has_fired() {
-            watchers.rearm(&*self.shared);
-        }
-    }
-
-    fn add_fd_callback(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-        direction: Direction,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_open()?;
-        let fileobj = (!fd.is_instance_of::<PyInt>()).then(|| fd.clone().unbind());
-        let fd = fileobj_to_fd(fd)?;
-        // A socket's watch kept across sock_* waits goes first (before the
-        // new registration; see `sock_watch`).
-        Self::hand_over_sock_watch(slf, fd)?;
-        let args = Args::Tuple(args.unbind());
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
-        let replaced = {
-            let _context = this.rt_handle.enter();
-            let mut watchers = this.watchers.lock();
-            let replaced = watchers
-                .add(&this.shared, fd, direction, handle.clone_ref(py), fileobj)
-                .map_err(os_error)?;
-            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            replaced
-        };
-        if let Some(old) = replaced {
-            old.bind(py).call_method0("cancel")?;
-        }
-        Ok(handle)
-    }
-
-    fn remove_fd_callback(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-        direction: Direction,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        if this.shared.closed.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        Self::remove_fd(slf, this._watched_fd(fd)?, direction)
-    }
-
-    fn handle_signals(slf: &Bound<'_, Self>, driver: &Driver) -> PyResult<()> {
-        let py = slf.py();
-        let data = driver.signals.drain();
-        // Drained: arm the flag's waker for the next signal.
-        if driver.signals.arm(&driver.signal_waker) {
-            driver.signal_flag.raise();
-        }
-        // Run Python-level signal handlers now (SIGINT's raises
-        // KeyboardInterrupt here, out of run_forever).
-        py.check_signals()?;
-        if !data.is_empty() {
-            slf.call_method1("_process_self_data", (PyBytes::new(py, &data),))?;
-        }
-        Ok(())
     }
 
     /// `create_task(coro, name=, context=)`: the Task made directly where
@@ -1127,43 +645,6 @@ impl LoopCore {
     }
 }
 
-/// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let fd: i64 = match obj.extract::<i64>() {
-        Ok(fd) => fd,
-        Err(_) => obj
-            .call_method0("fileno")
-            .and_then(|f| f.extract::<i64>())
-            .map_err(|_| {
-                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
-                pyo3::exceptions::PyValueError::new_err(format!("Invalid file object: {shown}"))
-            })?,
-    };
-    if fd < 0 || fd > i32::MAX as i64 {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
-    }
-    Ok(fd as i32)
-}
-
-fn run_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = slf.py();
-    refs(py).run_handle_debug.bind(py).call1((slf, handle))?;
-    Ok(())
-}
-
-fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
-    if handle.getattr("_cancelled")?.is_truthy()? {
-        return Ok(());
-    }
-    if debug {
-        return run_debug(slf, handle);
-    }
-    handle.call_method0("_run")?;
-    Ok(())
-}
-
 /// A delay or deadline as a float. An exact `int` (uvicorn's keep-alive
 /// `call_later(5, ...)` on every response) is converted directly, as
 /// `float(n)` would (same rounding, same `OverflowError`), instead of
@@ -1185,88 +666,16 @@ fn seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
     value.extract::<f64>()
 }
 
-/// The body of `run_forever`: iterate until `stop()`.
-///
-/// Each I/O poll is its own `block_on`, and callbacks run between them,
-/// outside the runtime's context: Python code may then start another tokio
-/// runtime (a Rust extension's `block_on`), close another loop, or fork,
-/// exactly as on the stock loop.
-fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
-    let shared = &*slf.get().shared;
-    let mut batch = VecDeque::new();
-    let mut fd_events = Vec::new();
-    // The first iteration of every run polls, as the stock loop would.
-    let mut last_poll = f64::NEG_INFINITY;
-    let mut skipped = 0;
-    loop {
-        shared.drop_cancelled_timers(slf.py());
-        let stopping = shared.stopping.load(Ordering::Relaxed);
-        if shared.has_ready_hint(slf.py()) || stopping {
-            let now = clock::monotonic();
-            let (every, interval) = if slf.get().has_io_sources() {
-                (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
-            } else {
-                (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
-            };
-            if !stopping && skipped + 1 < every && now - last_poll < interval {
-                skipped += 1;
-            } else {
-                last_poll = now;
-                skipped = 0;
-                driver.runtime().block_on(park::poll_once());
-            }
-        } else {
-            shared.wakeup.about_to_park();
-            // Re-check after publishing `parked`: a thread that queued a
-            // callback before seeing the flag did not wake us.
-            if !shared.has_ready(slf.py()) {
-                let deadline = shared.timers.lock().next_deadline();
-                if let Some(when) = deadline {
-                    driver.timer.expire_by(when, clock::monotonic())?;
-                }
-                driver.runtime().block_on(park::park(&shared.wakeup));
-            }
-            shared.wakeup.unparked();
-            last_poll = clock::monotonic();
-            skipped = 0;
-        }
-        // Due timers are found by the clock below; this only re-arms it.
-        driver.timer.take_expired();
-        if driver.signal_flag.take() {
-            LoopCore::handle_signals(slf, driver)?;
-        }
-        let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
-        shared.move_due_timers(slf.py());
-        let ran = LoopCore::run_ready(slf, &mut batch);
-        if watchers_fired {
-            slf.get().rearm_fd_watchers();
-        }
-        ran?;
-        if shared.stopping.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-    }
-}
-
 #[pymethods]
 impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let runtime = runtime::build()?;
         let shared = Arc::new(Shared::new());
-        let (signals, timer) = {
-            let _context = runtime.enter();
-            (SignalSocket::new()?, TimerFd::new(shared.wakeup.clone())?)
-        };
-        let signal_flag = WakeFlag::new(shared.wakeup.clone());
-        let signal_waker = Waker::from(signal_flag.clone());
-        if signals.arm(&signal_waker) {
-            signal_flag.raise();
-        }
+        let driver = Driver::new(runtime::build()?, &shared.wakeup)?;
         Ok(LoopCore {
             shared,
-            rt_handle: runtime.handle().clone(),
+            rt_handle: driver.runtime().handle().clone(),
             watchers: Mutex::new(FdWatchers::default()),
             natives: Mutex::new(HashMap::default()),
             next_native: AtomicU64::new(0),
@@ -1276,14 +685,8 @@ impl LoopCore {
             sock_watches: Mutex::new(HashMap::default()),
             sock_poller: Mutex::new(None),
             sock_poll_token: AtomicU64::new(u64::MAX),
-            signal_fd: signals.write_fd(),
-            driver: Mutex::new(Some(Driver {
-                signals,
-                timer,
-                signal_flag,
-                signal_waker,
-                runtime: Some(runtime),
-            })),
+            signal_fd: driver.signal_write_fd(),
+            driver: Mutex::new(Some(driver)),
             task_factory: Mutex::new(None),
             running_on: AtomicUsize::new(0),
             loop_kwargs: std::sync::OnceLock::new(),
@@ -1494,38 +897,7 @@ impl LoopCore {
     /// The task awaiting a `sock_*` future was cancelled: stop watching the
     /// fd if this call's callback is still the one registered there.
     fn _sock_wait_cancelled(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let py = slf.py();
-        let this = slf.get();
-        let Some(wait) = this.sock_waits.lock().remove(future) else {
-            return Ok(false);
-        };
-        let handle = match &wait.registered {
-            Registered::Watch(op) => {
-                let dropped = this.drop_watch_op(py, wait.fd, wait.direction, Some(op));
-                drop(wait);
-                return Ok(dropped);
-            }
-            Registered::Handle(handle) => handle,
-        };
-        let removed = {
-            let mut watchers = this.watchers.lock();
-            let ours = watchers.get(wait.fd).is_some_and(|(reader, writer)| {
-                let current = match wait.direction {
-                    Direction::Read => reader,
-                    Direction::Write => writer,
-                };
-                current.is_some_and(|h| h.is(handle))
-            });
-            let removed = if ours {
-                watchers.remove(wait.fd, wait.direction)
-            } else {
-                Removed::default()
-            };
-            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            removed
-        };
-        drop(wait);
-        removed.cancel(py)
+        Self::cancel_sock_wait(slf, future)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {

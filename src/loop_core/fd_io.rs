@@ -1,0 +1,436 @@
+//! The loop's fd side: `add_reader`/`add_writer` callbacks (`fd_watch`),
+//! native I/O objects registered with the reactor (transports, by token),
+//! and the registrations `sock_*` calls keep across waits (`sock_watch`,
+//! in the loop's own epoll instance, `sock_poll`), including how a socket's
+//! waiting calls move when a callback or a transport takes its fd over.
+//! Reactor events arrive here (`dispatch_fd_events`) and leave as entries
+//! of the ready queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use super::{LoopCore, Ready};
+use crate::errors::os_error;
+use crate::fd_watch::{Direction, EventSink, FdEvent, Removed, NATIVE_FD};
+use crate::handles::{Args, Handle};
+use crate::native_io::{IoRegistration, NativeIo};
+use crate::sock_ops::{self, Registered};
+use crate::sock_poll::SockPoller;
+use crate::sock_watch::SockWatch;
+
+impl LoopCore {
+    /// Queue the callbacks (or native objects) of fds the reactor reported
+    /// ready.
+    /// Returns whether any fd watcher fired (and so needs re-arming).
+    /// `events` is the caller's buffer, reused so that neither it nor the
+    /// shared list is reallocated per iteration.
+    pub(super) fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
+        // Events are pushed by the reactor on this thread, so the hint is
+        // exact here.
+        if self.shared.fd_events.len_hint() == 0 {
+            return false;
+        }
+        events.extend(self.shared.fd_events.lock().drain(..));
+        if events.is_empty() {
+            return false;
+        }
+        if events.iter().any(|e| e.fd == NATIVE_FD) {
+            let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
+            let natives = self.natives.lock();
+            let mut ready = self.shared.ready.borrow_mut(py);
+            events.retain(|e| {
+                if e.fd != NATIVE_FD {
+                    return true;
+                }
+                if e.token == poll_token {
+                    // The sockets' epoll instance: queue the watches whose
+                    // waiting calls can go on now.
+                    if let Some(poller) = self.sock_poller.lock().as_ref() {
+                        poller.drain(|key, readable, writable| {
+                            let Some(NativeIo::Sock(watch)) = natives.get(&key) else {
+                                return; // released since
+                            };
+                            for (edge, direction) in
+                                [(readable, Direction::Read), (writable, Direction::Write)]
+                            {
+                                if edge && watch.get().waits_for(direction) {
+                                    let target = NativeIo::Sock(watch.clone_ref(py));
+                                    ready.push_back(Ready::Io(target, direction));
+                                }
+                            }
+                        });
+                    }
+                } else if let Some(target) = natives.get(&e.token) {
+                    ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
+                }
+                false
+            });
+        }
+        if events.is_empty() {
+            return false;
+        }
+        let mut watchers = self.watchers.lock();
+        let mut ready = self.shared.ready.borrow_mut(py);
+        watchers.dispatch(events.drain(..), |h| {
+            ready.push_back(Ready::Native(h.clone_ref(py)))
+        });
+        true
+    }
+
+    /// Put a native I/O object's fd on the reactor; events for it reach
+    /// `StreamTransport::on_ready` through the ready queue.
+    pub(crate) fn register_native(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        target: NativeIo,
+    ) -> PyResult<(u64, IoRegistration)> {
+        self.check_open()?;
+        // A transport takes over the fd: calls waiting through the socket's
+        // watch are dropped, as asyncio's transport replaces their reader.
+        self.release_sock_watch(py, fd);
+        let token = self.next_native.fetch_add(1, Ordering::Relaxed);
+        let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
+        let registration = {
+            let _context = self.rt_handle.enter();
+            IoRegistration::new(fd, token, sink).map_err(os_error)?
+        };
+        let mut natives = self.natives.lock();
+        natives.insert(token, target);
+        self.native_ios.store(natives.len(), Ordering::Relaxed);
+        Ok((token, registration))
+    }
+
+    /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
+    /// or a `sock_*` call waiting in the fd's watch.
+    pub(super) fn remove_fd(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        if Self::remove_fd_native(slf, fd, direction)? {
+            return Ok(true);
+        }
+        // A `sock_*` call waiting through the socket's watch is this fd's
+        // reader/writer for asyncio: removing it leaves its future pending,
+        // as there.
+        let this = slf.get();
+        Ok(!this.shared.closed.load(Ordering::Relaxed)
+            && this.drop_watch_op(slf.py(), fd, direction, None))
+    }
+
+    /// Remove the `fd_watch` callback of `fd` for `direction` (native
+    /// callers: a `SockOp` waiting through `fd_watch` removes itself).
+    pub(crate) fn remove_fd_native(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let removed = {
+            let mut watchers = this.watchers.lock();
+            let removed = watchers.remove(fd, direction);
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
+        removed.cancel(slf.py())
+    }
+
+    /// Take the call waiting in `fd`'s watch for `direction` (only if it is
+    /// `op`, when given); the watch stays registered.
+    pub(super) fn drop_watch_op(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        direction: Direction,
+        op: Option<&Py<sock_ops::SockOp>>,
+    ) -> bool {
+        let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
+        let Some(taken) = watch.and_then(|w| w.get().take_op(direction, op)) else {
+            return false;
+        };
+        taken.get().forget_wait(py);
+        true
+    }
+
+    /// The registration kept for `sock` across `sock_*` waits, made if
+    /// needed; `None` when the fd must wait through `fd_watch` (already
+    /// watched there, or the registration failed: `fd_watch` then raises
+    /// what it always raised).
+    pub(crate) fn sock_watch(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+    ) -> PyResult<Option<Py<SockWatch>>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.watchers.lock().get(fd).is_some() {
+            return Ok(None);
+        }
+        let stale = match this.sock_watches.lock().get(&fd) {
+            Some(w) if w.get().is_for(py, sock, fd) => return Ok(Some(w.clone_ref(py))),
+            Some(_) => true,
+            None => false,
+        };
+        if stale {
+            // Another socket object had this fd number (closed, or the same
+            // file wrapped again): off the reactor before anything new goes
+            // on. Its waiting calls go to fd_watch, where asyncio's would be,
+            // if that object still has the fd; otherwise they are dropped.
+            Self::hand_over_sock_watch(slf, fd)?;
+            if this.watchers.lock().get(fd).is_some() {
+                return Ok(None);
+            }
+        }
+        let token = this.next_native.fetch_add(1, Ordering::Relaxed);
+        let watch = Py::new(py, SockWatch::new(sock, fd, token)?)?;
+        if this.add_to_poller(fd, token).is_err() {
+            return Ok(None);
+        }
+        {
+            let mut natives = this.natives.lock();
+            natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
+            this.native_ios.store(natives.len(), Ordering::Relaxed);
+        }
+        this.sock_watches.lock().insert(fd, watch.clone_ref(py));
+        Ok(Some(watch))
+    }
+
+    /// Run `watch`'s waiting call for `direction` next iteration, as if the
+    /// fd had reported ready.
+    pub(crate) fn queue_sock_watch(
+        &self,
+        py: Python<'_>,
+        watch: &Py<SockWatch>,
+        direction: Direction,
+    ) {
+        let target = NativeIo::Sock(watch.clone_ref(py));
+        self.shared.push_ready(py, Ready::Io(target, direction));
+    }
+
+    /// Register `fd` with the sockets' epoll instance (made on first use)
+    /// under `token`.
+    pub(super) fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {
+        let mut poller = self.sock_poller.lock();
+        if poller.is_none() {
+            let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
+            let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
+            let made = {
+                let _context = self.rt_handle.enter();
+                SockPoller::new(poll_token, sink)?
+            };
+            *poller = Some(made);
+            self.sock_poll_token.store(poll_token, Ordering::Relaxed);
+        }
+        poller.as_ref().expect("made above").add(fd, token)
+    }
+
+    /// Take `fd`'s watch off the poller (if there is one); returns its
+    /// waiting calls, still in the waits table, and whether its socket is
+    /// still open on that fd.
+    pub(super) fn take_sock_watch(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+    ) -> (Vec<Py<sock_ops::SockOp>>, bool) {
+        if self.native_ios.load(Ordering::Relaxed) == 0 {
+            return (Vec::new(), false); // no watch at all: the common case
+        }
+        let Some(watch) = self.sock_watches.lock().remove(&fd) else {
+            return (Vec::new(), false);
+        };
+        let registered = self.unregister_native(watch.get().token);
+        let ops = watch.get().release();
+        if let Some(poller) = self.sock_poller.lock().as_ref() {
+            // Fails harmlessly if the socket was closed (see `sock_poll`).
+            poller.remove(fd);
+        }
+        drop(registered);
+        let open = watch.get().socket_still_open(py);
+        drop(watch);
+        (ops.into_iter().flatten().collect(), open)
+    }
+
+    /// For a transport taking over `fd`: its watch released, waiting calls
+    /// dropped (their futures stay pending, as with asyncio).
+    pub(super) fn release_sock_watch(&self, py: Python<'_>, fd: i32) {
+        for op in self.take_sock_watch(py, fd).0 {
+            op.get().forget_wait(py);
+        }
+    }
+
+    /// For `add_reader`/`add_writer` on `fd`: its watch released, waiting
+    /// calls moved to `fd_watch` callbacks, where asyncio keeps them (and
+    /// where the new callback then replaces one of the same direction), or
+    /// dropped if their socket no longer has this fd.
+    pub(super) fn hand_over_sock_watch(slf: &Bound<'_, Self>, fd: i32) -> PyResult<()> {
+        let py = slf.py();
+        let (ops, open) = slf.get().take_sock_watch(py, fd);
+        for op in ops {
+            let sock_op = op.get();
+            if !open || sock_op.future_done(py)? {
+                sock_op.forget_wait(py);
+                continue;
+            }
+            let direction = sock_op.direction();
+            let future = sock_op.future().clone_ref(py);
+            let handle = Self::watch_sock_op(slf, fd, op.into_any(), direction)?;
+            let old = slf
+                .get()
+                .sock_waits
+                .lock()
+                .moved_to_handle(future.bind(py), handle);
+            drop(old);
+        }
+        Ok(())
+    }
+
+    /// Watch `fd` through `fd_watch` with a native `SockOp` (the callback)
+    /// for a waiting `sock_*` call; returns the handle registered.
+    pub(crate) fn watch_sock_op(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        op: Py<PyAny>,
+        direction: Direction,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let fd_obj = fd.into_pyobject(py)?;
+        Self::add_fd_callback(
+            slf,
+            fd_obj.as_any(),
+            direction,
+            op.into_bound(py),
+            PyTuple::empty(py),
+        )
+    }
+
+    pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
+        let mut natives = self.natives.lock();
+        let removed = natives.remove(&token);
+        self.native_ios.store(natives.len(), Ordering::Relaxed);
+        removed
+    }
+
+    /// Whether any fd is watched, by callbacks or native objects.
+    pub(super) fn has_io_sources(&self) -> bool {
+        self.watched_fds.load(Ordering::Relaxed) + self.native_ios.load(Ordering::Relaxed) > 0
+    }
+
+    pub(super) fn rearm_fd_watchers(&self) {
+        let mut watchers = self.watchers.lock();
+        if watchers.has_fired() {
+            watchers.rearm(&*self.shared);
+        }
+    }
+
+    pub(super) fn add_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        direction: Direction,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let fileobj = (!fd.is_instance_of::<PyInt>()).then(|| fd.clone().unbind());
+        let fd = fileobj_to_fd(fd)?;
+        // A socket's watch kept across sock_* waits goes first (before the
+        // new registration; see `sock_watch`).
+        Self::hand_over_sock_watch(slf, fd)?;
+        let args = Args::Tuple(args.unbind());
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
+        let replaced = {
+            let _context = this.rt_handle.enter();
+            let mut watchers = this.watchers.lock();
+            let replaced = watchers
+                .add(&this.shared, fd, direction, handle.clone_ref(py), fileobj)
+                .map_err(os_error)?;
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            replaced
+        };
+        if let Some(old) = replaced {
+            old.bind(py).call_method0("cancel")?;
+        }
+        Ok(handle)
+    }
+
+    pub(super) fn remove_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        let this = slf.get();
+        if this.shared.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        Self::remove_fd(slf, this._watched_fd(fd)?, direction)
+    }
+
+    /// The task awaiting a `sock_*` future was cancelled: stop watching the
+    /// fd if this call's callback is still the one registered there.
+    pub(super) fn cancel_sock_wait(
+        slf: &Bound<'_, Self>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(wait) = this.sock_waits.lock().remove(future) else {
+            return Ok(false);
+        };
+        let handle = match &wait.registered {
+            Registered::Watch(op) => {
+                let dropped = this.drop_watch_op(py, wait.fd, wait.direction, Some(op));
+                drop(wait);
+                return Ok(dropped);
+            }
+            Registered::Handle(handle) => handle,
+        };
+        let removed = {
+            let mut watchers = this.watchers.lock();
+            let ours = watchers.get(wait.fd).is_some_and(|(reader, writer)| {
+                let current = match wait.direction {
+                    Direction::Read => reader,
+                    Direction::Write => writer,
+                };
+                current.is_some_and(|h| h.is(handle))
+            });
+            let removed = if ours {
+                watchers.remove(wait.fd, wait.direction)
+            } else {
+                Removed::default()
+            };
+            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
+        drop(wait);
+        removed.cancel(py)
+    }
+}
+
+/// `selectors._fileobj_to_fd`: an int, or an object with `fileno()`.
+pub(super) fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let fd: i64 = match obj.extract::<i64>() {
+        Ok(fd) => fd,
+        Err(_) => obj
+            .call_method0("fileno")
+            .and_then(|f| f.extract::<i64>())
+            .map_err(|_| {
+                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                pyo3::exceptions::PyValueError::new_err(format!("Invalid file object: {shown}"))
+            })?,
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(fd as i32)
+}

@@ -1,0 +1,276 @@
+//! One turn of the loop, and the loop of turns: `drive` (the body of
+//! `_run`), which polls or parks on the tokio runtime, dispatches fd events
+//! and due timers, and runs the ready callbacks (`run_ready`), handing run
+//! handles back to the spare pool (`retire`). The `Driver` (runtime, timer
+//! fd, signal socket) lives here because only an iteration uses it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Waker;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::runtime::Runtime;
+
+use super::{LoopCore, Ready, SPARE_MAX, SPARE_MIN};
+use crate::clock;
+use crate::handles::{self, Handle};
+use crate::park::{self, WakeFlag, Wakeup};
+use crate::pyrefs::refs;
+use crate::timer_fd::TimerFd;
+use crate::wakeup::SignalSocket;
+
+/// While callbacks are queued, the loop polls I/O (a `block_on` and a
+/// zero-timeout `epoll_wait`) only every few iterations instead of on each:
+/// chains of ready callbacks (future round trips, task steps) then mostly
+/// cost no syscall, while new I/O is still seen within
+/// `BUSY_POLL_EVERY` iterations or `BUSY_POLL_INTERVAL` seconds, whichever
+/// comes first (`..._NO_IO` when no fd is watched at all). An idle loop
+/// always polls, and so do a run's first iteration and its last (stopping)
+/// one. Fds already known to be ready (level-triggered re-checks) are
+/// dispatched on every iteration regardless.
+const BUSY_POLL_INTERVAL: f64 = 50e-6;
+const BUSY_POLL_EVERY: u32 = 4;
+/// With no fd watched at all (a loop that only runs callbacks, timers and
+/// futures), a busy loop polls far less often: only the signal wake-up
+/// socket could have news, and a signal still gets through within a
+/// millisecond.
+const BUSY_POLL_INTERVAL_NO_IO: f64 = 1e-3;
+const BUSY_POLL_EVERY_NO_IO: u32 = 64;
+
+/// The runtime and the signal socket registered with it. Taken out of the
+/// loop while `_run` drives it, dropped on close.
+pub(super) struct Driver {
+    signals: SignalSocket,
+    timer: TimerFd,
+    /// Raised by the signal socket's readiness (see `park`).
+    signal_flag: Arc<WakeFlag>,
+    signal_waker: Waker,
+    runtime: Option<Runtime>,
+}
+
+impl Driver {
+    /// The driver of a new loop: `runtime` with the signal socket and the
+    /// timer fd registered on it, both waking the loop through `wakeup`.
+    pub(super) fn new(runtime: Runtime, wakeup: &Arc<Wakeup>) -> PyResult<Self> {
+        let (signals, timer) = {
+            let _context = runtime.enter();
+            (SignalSocket::new()?, TimerFd::new(wakeup.clone())?)
+        };
+        let signal_flag = WakeFlag::new(wakeup.clone());
+        let signal_waker = Waker::from(signal_flag.clone());
+        if signals.arm(&signal_waker) {
+            signal_flag.raise();
+        }
+        Ok(Driver {
+            signals,
+            timer,
+            signal_flag,
+            signal_waker,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The fd that `signal.set_wakeup_fd` should write to.
+    pub(super) fn signal_write_fd(&self) -> i32 {
+        self.signals.write_fd()
+    }
+
+    pub(super) fn runtime(&self) -> &Runtime {
+        self.runtime
+            .as_ref()
+            .expect("runtime lives as long as the driver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A loop may be closed or collected while another loop's runtime is
+        // driving this thread; a plain drop would panic there, and nothing
+        // of ours needs waiting for.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl LoopCore {
+    /// Run the callbacks that are ready now; ones they schedule wait for the
+    /// next iteration. On an escaping exception the rest stay queued, in
+    /// order, ahead of anything scheduled meanwhile.
+    pub(super) fn run_ready(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let shared = &this.shared;
+        std::mem::swap(&mut *shared.ready.borrow_mut(py), batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let surplus = {
+            let mut spare = this.spare.borrow_mut(py);
+            spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
+            if spare.handles.len() > spare.cap {
+                let cap = spare.cap;
+                spare.handles.split_off(cap)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(surplus); // outside the borrow
+        let debug = shared.debug();
+        while let Some(item) = batch.pop_front() {
+            if let Ready::Native(h) = &item {
+                shared.take_up(h.get());
+            }
+            let result = match &item {
+                Ready::Native(h) if !debug => Handle::run(h.bind(py)),
+                Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
+                Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
+                Ready::Io(t, direction) => t.on_ready(py, *direction),
+            };
+            match item {
+                Ready::Native(h) => this.retire(py, slf.as_ptr(), h),
+                other => drop(other),
+            }
+            if let Err(err) = result {
+                let mut ready = shared.ready.borrow_mut(py);
+                while let Some(rest) = batch.pop_back() {
+                    ready.push_front(rest);
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// `run_forever` is returning: the queued handles that user code also
+    /// holds become visible to the GC again, since the loop may now be
+    /// dropped unclosed (see `handles::expose_if_shared`). Linear in the
+    /// ready queue, which the next run works through anyway. Timers in the
+    /// heap are left to `_expose_hidden_timers`: walking the heap here made
+    /// every `run_until_complete` linear in the pending timers (600 us a run
+    /// with 100k of them), and keeping them tracked made `call_later` 30%
+    /// slower (the GC traversing them).
+    pub(super) fn expose_shared_handles(&self, py: Python<'_>) {
+        for item in self.shared.ready.borrow_mut(py).iter() {
+            if let Ready::Native(h) = item {
+                handles::expose_if_shared(py, h);
+            }
+        }
+    }
+
+    /// Let go of a handle that has run: into the spare pool if nothing else
+    /// refers to it and the pool has room, otherwise released.
+    pub(super) fn retire(&self, py: Python<'_>, this_loop: *mut ffi::PyObject, handle: Py<Handle>) {
+        let room = {
+            let spare = self.spare.borrow_mut(py);
+            spare.handles.len() < spare.cap
+        };
+        if room {
+            match handles::recycle(py, handle, this_loop) {
+                Ok(handle) => self.spare.borrow_mut(py).handles.push(handle),
+                Err(handle) => handles::release(py, handle),
+            }
+        } else {
+            handles::release(py, handle);
+        }
+    }
+
+    pub(super) fn handle_signals(slf: &Bound<'_, Self>, driver: &Driver) -> PyResult<()> {
+        let py = slf.py();
+        let data = driver.signals.drain();
+        // Drained: arm the flag's waker for the next signal.
+        if driver.signals.arm(&driver.signal_waker) {
+            driver.signal_flag.raise();
+        }
+        // Run Python-level signal handlers now (SIGINT's raises
+        // KeyboardInterrupt here, out of run_forever).
+        py.check_signals()?;
+        if !data.is_empty() {
+            slf.call_method1("_process_self_data", (PyBytes::new(py, &data),))?;
+        }
+        Ok(())
+    }
+}
+
+fn run_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    refs(py).run_handle_debug.bind(py).call1((slf, handle))?;
+    Ok(())
+}
+
+fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
+    if handle.getattr("_cancelled")?.is_truthy()? {
+        return Ok(());
+    }
+    if debug {
+        return run_debug(slf, handle);
+    }
+    handle.call_method0("_run")?;
+    Ok(())
+}
+
+/// The body of `run_forever`: iterate until `stop()`.
+///
+/// Each I/O poll is its own `block_on`, and callbacks run between them,
+/// outside the runtime's context: Python code may then start another tokio
+/// runtime (a Rust extension's `block_on`), close another loop, or fork,
+/// exactly as on the stock loop.
+pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
+    let shared = &*slf.get().shared;
+    let mut batch = VecDeque::new();
+    let mut fd_events = Vec::new();
+    // The first iteration of every run polls, as the stock loop would.
+    let mut last_poll = f64::NEG_INFINITY;
+    let mut skipped = 0;
+    loop {
+        shared.drop_cancelled_timers(slf.py());
+        let stopping = shared.stopping.load(Ordering::Relaxed);
+        if shared.has_ready_hint(slf.py()) || stopping {
+            let now = clock::monotonic();
+            let (every, interval) = if slf.get().has_io_sources() {
+                (BUSY_POLL_EVERY, BUSY_POLL_INTERVAL)
+            } else {
+                (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
+            };
+            if !stopping && skipped + 1 < every && now - last_poll < interval {
+                skipped += 1;
+            } else {
+                last_poll = now;
+                skipped = 0;
+                driver.runtime().block_on(park::poll_once());
+            }
+        } else {
+            shared.wakeup.about_to_park();
+            // Re-check after publishing `parked`: a thread that queued a
+            // callback before seeing the flag did not wake us.
+            if !shared.has_ready(slf.py()) {
+                let deadline = shared.timers.lock().next_deadline();
+                if let Some(when) = deadline {
+                    driver.timer.expire_by(when, clock::monotonic())?;
+                }
+                driver.runtime().block_on(park::park(&shared.wakeup));
+            }
+            shared.wakeup.unparked();
+            last_poll = clock::monotonic();
+            skipped = 0;
+        }
+        // Due timers are found by the clock below; this only re-arms it.
+        driver.timer.take_expired();
+        if driver.signal_flag.take() {
+            LoopCore::handle_signals(slf, driver)?;
+        }
+        let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
+        shared.move_due_timers(slf.py());
+        let ran = LoopCore::run_ready(slf, &mut batch);
+        if watchers_fired {
+            slf.get().rearm_fd_watchers();
+        }
+        ran?;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
