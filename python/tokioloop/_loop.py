@@ -432,11 +432,13 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
-        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+        transport_class = _transports.stream_transport_class(sock)
+        return transport_class(self, sock, protocol, waiter, extra, server)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         self._ensure_fd_no_transport(sock)
-        return _transports.DatagramSocketTransport(self, sock, protocol, address, waiter, extra)
+        transport_class = _transports.datagram_transport_class(sock)
+        return transport_class(self, sock, protocol, address, waiter, extra)
 
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs

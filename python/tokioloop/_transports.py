@@ -24,7 +24,7 @@ import contextvars
 import socket
 import sys
 import warnings
-from asyncio import base_events, constants, futures, transports, trsock
+from asyncio import base_events, constants, futures, selector_events, transports, trsock
 from asyncio.log import logger
 
 from ._tokioloop import DatagramTransportCore, StreamTransportCore
@@ -46,6 +46,37 @@ _raw_type = socket.socket.__mro__[1].type.__get__
 _socket_close = socket.socket.__mro__[1].close
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 _IPPROTO_TCP = int(socket.IPPROTO_TCP)
+
+
+# The socket methods asyncio's selector transports call on the socket they
+# are given. tokioloop's transports read and write the fd natively, so a
+# socket whose class overrides one of these (to count, log or shape its
+# traffic) gets asyncio's own transport class instead, which calls them.
+_STREAM_IO = ("recv", "recv_into", "send", "sendmsg")
+_DATAGRAM_IO = ("recvfrom", "sendto", "send")
+
+
+def _overrides(sock, methods):
+    kind = type(sock)
+    if kind is socket.socket:
+        return False
+    plain = socket.socket
+    return any(getattr(kind, name, None) is not getattr(plain, name, None) for name in methods)
+
+
+def stream_transport_class(sock):
+    """The transport class for the stream socket ``sock``: ours, or
+    asyncio's for a socket whose class overrides its I/O methods."""
+    if _overrides(sock, _STREAM_IO):
+        return selector_events._SelectorSocketTransport
+    return SocketTransport
+
+
+def datagram_transport_class(sock):
+    """As ``stream_transport_class``, for datagram sockets."""
+    if _overrides(sock, _DATAGRAM_IO):
+        return selector_events._SelectorDatagramTransport
+    return DatagramSocketTransport
 
 
 def _server_attach(server, transport):
@@ -379,8 +410,14 @@ def make_ssl_transport(
     ssl_protocol = ssl_protocol_class()(
         loop, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
     )
-    SocketTransport(loop, rawsock, ssl_protocol, extra=extra, server=server)
+    stream_transport_class(rawsock)(loop, rawsock, ssl_protocol, extra=extra, server=server)
     return ssl_protocol._app_transport
 
 
-__all__ = ["DatagramSocketTransport", "SocketTransport", "make_ssl_transport"]
+__all__ = [
+    "DatagramSocketTransport",
+    "SocketTransport",
+    "datagram_transport_class",
+    "make_ssl_transport",
+    "stream_transport_class",
+]
