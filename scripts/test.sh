@@ -3,7 +3,8 @@
 # tokioloop, real frameworks (uvicorn, aiohttp,
 # asyncpg against a local PostgreSQL, ...; scripts/integration.sh), anyio's
 # test suite compared with stock asyncio (tests/anyio_suite), uvicorn's
-# (tests/uvicorn_suite), uvloop's
+# (tests/uvicorn_suite), websockets' (tests/websockets_suite), pytest-asyncio's
+# (tests/pytest_asyncio_suite), uvloop's
 # test suite in its asyncio mode (tests/uvloop_suite) and the
 # pytest suite on every supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
@@ -44,6 +45,16 @@ echo "== uvicorn's own test suite on tokioloop (CPython 3.11)"
 "$PY311" -m pip install -q --disable-pip-version-check pytest-mock trustme cryptography \
     a2wsgi wsproto httpx2 zttp
 "$PY311" tests/uvicorn_suite/run.py || status=1
+
+echo "== websockets' own asyncio tests on tokioloop against stock asyncio (CPython 3.11)"
+# The tests and the library they test come from Debian's source package
+# (tests/websockets_suite/run.py says why); werkzeug is their one dependency.
+"$PY311" -m pip install -q --disable-pip-version-check werkzeug
+"$PY311" tests/websockets_suite/run.py || status=1
+
+echo "== pytest-asyncio's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+# pytest-asyncio comes with tests/integration, hypothesis with anyio's line.
+"$PY311" tests/pytest_asyncio_suite/run.py || status=1
 
 for version in 3.10 3.12 3.13 3.11; do
     echo "== uvloop's own test suite, asyncio mode, on tokioloop (CPython $version)"

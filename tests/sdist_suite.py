@@ -3,7 +3,8 @@ tests/*_suite/ share.
 
 Each runner takes a project's tests from its source distribution (fetched
 once with `pip download`, which honours the machine's index settings and
-checks what it downloads), edits the project's conftest to put tokioloop in
+checks what it downloads; `unpack` alone where the tests come in another
+source archive), edits the project's conftest to put tokioloop in
 (every edit must apply, so a changed conftest fails loudly instead of
 silently testing the wrong loop), runs pytest on it, and re-runs each
 failing test once, alone, before it counts (timing-sensitive tests on a
@@ -43,10 +44,8 @@ def fetch(
     unpacked under .cache/<project>-tests/, with `edits` ({path: [(old,
     new)]}) applied and the `extra` files ({path: text}) written."""
     target = CACHE / f"{project}-tests" / f"{project}-{version}"
-    done = target / ".complete"
-    if done.exists():
+    if (target / ".complete").exists():
         return target
-    shutil.rmtree(target, ignore_errors=True)
     with tempfile.TemporaryDirectory() as download:
         subprocess.check_call(
             [
@@ -64,23 +63,37 @@ def fetch(
             ]
         )
         (sdist,) = Path(download).glob("*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            for member in tar.getmembers():
-                name = member.name.split("/", 1)[-1]
-                if member.isreg() and keep(name):
-                    dest = target / name
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(tar.extractfile(member).read())
+        return unpack(sdist, target, keep, edits, extra)
+
+
+def unpack(
+    tarball: Path,
+    target: Path,
+    keep: Callable[[str], bool],
+    edits: dict[str, list[tuple[str, str]]],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """`tarball`'s files (paths below its top folder) for which `keep(path)`
+    holds, unpacked anew into `target`, with `edits` applied and `extra`
+    written as `fetch` says; `target` is marked complete last."""
+    shutil.rmtree(target, ignore_errors=True)
+    with tarfile.open(tarball) as tar:
+        for member in tar.getmembers():
+            name = member.name.split("/", 1)[-1]
+            if member.isreg() and keep(name):
+                dest = target / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(member).read())
     for path, changes in edits.items():
         text = (target / path).read_text()
         for old, new in changes:
             if old not in text:
-                raise SystemExit(f"{project} {version}: {path} has no {old.strip()!r} to edit")
+                raise SystemExit(f"{target.name}: {path} has no {old.strip()!r} to edit")
             text = text.replace(old, new)
         (target / path).write_text(text)
     for path, text in (extra or {}).items():
         (target / path).write_text(text)
-    done.touch()
+    (target / ".complete").touch()
     return target
 
 
