@@ -4,8 +4,9 @@ asyncio's selector transports call ``recv``/``recv_into``/``send`` (and
 ``recvfrom``/``sendto`` for datagrams) on the socket object they are given,
 so a subclass that overrides them (to count, log or shape traffic: the
 websockets test suite does) sees every read and write. tokioloop's native
-transports work on the fd; for such a socket the loop must use a transport
-that calls the methods, as asyncio does. A subclass that overrides none of
+stream transport works on the fd; for such a socket the loop must use a
+transport that calls the methods, as asyncio does (its datagram transport
+calls the socket's own methods anyway). A subclass that overrides none of
 them keeps the native transport.
 """
 

@@ -437,8 +437,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         self._ensure_fd_no_transport(sock)
-        transport_class = _transports.datagram_transport_class(sock)
-        return transport_class(self, sock, protocol, address, waiter, extra)
+        return _transports.DatagramSocketTransport(self, sock, protocol, address, waiter, extra)
 
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs

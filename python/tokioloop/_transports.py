@@ -48,35 +48,23 @@ _SOCK_STREAM = int(socket.SOCK_STREAM)
 _IPPROTO_TCP = int(socket.IPPROTO_TCP)
 
 
-# The socket methods asyncio's selector transports call on the socket they
-# are given. tokioloop's transports read and write the fd natively, so a
+# The socket methods asyncio's stream transport calls on the socket it is
+# given. tokioloop's stream transport reads and writes the fd natively, so a
 # socket whose class overrides one of these (to count, log or shape its
 # traffic) gets asyncio's own transport class instead, which calls them.
+# (The datagram transport calls the socket's own recvfrom/send/sendto.)
 _STREAM_IO = ("recv", "recv_into", "send", "sendmsg")
-_DATAGRAM_IO = ("recvfrom", "sendto", "send")
-
-
-def _overrides(sock, methods):
-    kind = type(sock)
-    if kind is socket.socket:
-        return False
-    plain = socket.socket
-    return any(getattr(kind, name, None) is not getattr(plain, name, None) for name in methods)
 
 
 def stream_transport_class(sock):
     """The transport class for the stream socket ``sock``: ours, or
     asyncio's for a socket whose class overrides its I/O methods."""
-    if _overrides(sock, _STREAM_IO):
+    kind = type(sock)
+    if kind is not socket.socket and any(
+        getattr(kind, name, None) is not getattr(socket.socket, name) for name in _STREAM_IO
+    ):
         return selector_events._SelectorSocketTransport
     return SocketTransport
-
-
-def datagram_transport_class(sock):
-    """As ``stream_transport_class``, for datagram sockets."""
-    if _overrides(sock, _DATAGRAM_IO):
-        return selector_events._SelectorDatagramTransport
-    return DatagramSocketTransport
 
 
 def _server_attach(server, transport):
@@ -417,7 +405,6 @@ def make_ssl_transport(
 __all__ = [
     "DatagramSocketTransport",
     "SocketTransport",
-    "datagram_transport_class",
     "make_ssl_transport",
     "stream_transport_class",
 ]
