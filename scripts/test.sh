@@ -3,7 +3,8 @@
 # tokioloop, real frameworks (uvicorn, aiohttp,
 # asyncpg against a local PostgreSQL, ...; scripts/integration.sh), anyio's
 # test suite compared with stock asyncio (tests/anyio_suite), uvicorn's
-# (tests/uvicorn_suite), websockets' (tests/websockets_suite), pytest-asyncio's
+# (tests/uvicorn_suite), websockets' (tests/websockets_suite), Tornado's
+# (tests/tornado_suite), pytest-asyncio's
 # (tests/pytest_asyncio_suite), uvloop's
 # test suite in its asyncio mode (tests/uvloop_suite) and the
 # pytest suite on every supported CPython. The default
@@ -51,6 +52,10 @@ echo "== websockets' own asyncio tests on tokioloop against stock asyncio (CPyth
 # (tests/websockets_suite/run.py says why); werkzeug is their one dependency.
 "$PY311" -m pip install -q --disable-pip-version-check werkzeug
 "$PY311" tests/websockets_suite/run.py || status=1
+
+echo "== Tornado's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+"$PY311" -m pip install -q --disable-pip-version-check "tornado==6.6.1"
+"$PY311" tests/tornado_suite/run.py || status=1
 
 echo "== pytest-asyncio's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # pytest-asyncio comes with tests/integration, hypothesis with anyio's line.

@@ -378,10 +378,15 @@ impl LoopCore {
 
     /// The shared `{"loop": self}` kwargs dict (see the field).
     /// (A cycle loop -> dict -> loop: the loop's traversal visits the dict,
-    /// and the dict's own clear breaks the cycle.)
+    /// and the dict's own clear breaks the cycle. `close()` empties it, so
+    /// that a closed loop is freed when its last reference goes, as
+    /// asyncio's is; a closed loop that still makes futures fills it again.)
     fn loop_kwargs<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a Py<PyDict>> {
         let cell = &slf.get().loop_kwargs;
         if let Some(kwargs) = cell.get() {
+            if kwargs.bind(slf.py()).is_empty() {
+                kwargs.bind(slf.py()).set_item("loop", slf)?;
+            }
             return Ok(kwargs);
         }
         let kwargs = PyDict::new(slf.py());
@@ -932,6 +937,9 @@ impl LoopCore {
     /// `close()`).
     fn _close_native(&self, py: Python<'_>) {
         self.shared.closed.store(true, Ordering::Relaxed);
+        if let Some(kwargs) = self.loop_kwargs.get() {
+            kwargs.bind(py).clear();
+        }
         let queued = self.take_queued();
         let driver = self.driver.lock().take();
         release_queued(py, queued);

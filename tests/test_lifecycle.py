@@ -708,6 +708,79 @@ def test_closed_loop_with_pending_handles_is_collected(loop_factory, collect_gar
     assert ref() is None
 
 
+async def _uses_executor():
+    await asyncio.get_running_loop().run_in_executor(None, lambda: None)
+
+
+async def _uses_futures_and_timers():
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.call_later(0.001, fut.set_result, None)
+    await fut
+    loop.call_later(10, lambda: None)  # still pending at close
+
+
+async def _uses_tcp():
+    async def echo(reader, writer):
+        writer.write(await reader.read(10))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+    writer.write(b"ping")
+    assert await reader.read(10) == b"ping"
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
+async def _uses_subprocess():
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    assert await proc.wait() == 0
+    # asyncio's thread per child (its default up to 3.11) holds the loop
+    # until it ends, a moment after the exit is reported.
+    for thread in threading.enumerate():
+        if thread.name.startswith("asyncio-waitpid"):
+            thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [None, _uses_executor, _uses_futures_and_timers, _uses_tcp, _uses_subprocess],
+    ids=["idle", "executor", "futures_and_timers", "tcp", "subprocess"],
+)
+def test_closed_loop_is_freed_without_the_cyclic_gc(loop_factory, workload):
+    # asyncio's closed loop is freed as soon as its last reference goes; one
+    # left in a cycle lives on until a collection (Tornado's tests check
+    # for such garbage). A future made before the loop runs takes the
+    # loop's kwargs path on every Python.
+    gc.collect()
+    gc.disable()
+    try:
+        lp = loop_factory()
+        lp.create_future().cancel()
+        if workload is not None:
+            lp.run_until_complete(workload())
+        lp.run_until_complete(lp.shutdown_default_executor())
+        lp.close()
+        ref = weakref.ref(lp)
+        del lp
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_closed_loop_still_makes_futures_of_its_own(loop_factory):
+    lp = loop_factory()
+    lp.create_future().cancel()
+    lp.close()
+    fut = lp.create_future()
+    assert fut.get_loop() is lp
+    fut.cancel()
+
+
 def test_unclosed_loop_with_pending_handles_is_collected(
     loop_factory, assert_dropped_loop_collected
 ):

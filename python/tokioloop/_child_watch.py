@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from asyncio import events, unix_events
 
 logger = logging.getLogger("asyncio")
@@ -53,7 +54,9 @@ class PidfdWaits:
     """One loop's children waited for through pidfds."""
 
     def __init__(self, loop):
-        self._loop = loop
+        # Weakly: the loop holds this object, and a closed loop must be freed
+        # by its last reference going, as asyncio's is, not by the cyclic GC.
+        self._loop = weakref.proxy(loop)
         self._pending = {}  # pid -> pidfd
 
     def add(self, pid, callback, *args):
