@@ -15,7 +15,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
-use pyo3::types::PyTuple;
+use pyo3::types::{PyFloat, PyTuple};
 
 use crate::gil_cell::GilCell;
 use crate::loop_core::LoopCore;
@@ -92,25 +92,28 @@ unsafe fn track_if_untracked(ptr: *mut ffi::PyObject) {
 
 struct State {
     call: Option<Callback>,
-    /// What only debug mode records; boxed, so that a handle made outside
-    /// debug mode carries one pointer for it instead of two (the handle
-    /// fits pymalloc's 112-byte class instead of the 128-byte one, which
-    /// shows in bursts of `call_soon_threadsafe`).
-    debug: Option<Box<DebugInfo>>,
+    /// What few handles carry (debug mode's records, an odd deadline);
+    /// boxed, so that other handles carry one pointer for it instead of
+    /// three (a handle fits pymalloc's 112-byte class instead of the
+    /// 128-byte one, which shows in bursts of `call_soon_threadsafe`).
+    rare: Option<Box<Rare>>,
 }
 
 #[derive(Default)]
-struct DebugInfo {
+struct Rare {
     /// Where the handle was made (`_source_traceback`), when the loop was in
     /// debug mode then.
     source_traceback: Option<Py<PyAny>>,
     /// Repr frozen at cancel time in debug mode, as asyncio does.
     repr: Option<Py<PyAny>>,
+    /// The deadline `call_at` was given, when `when()` must give back that
+    /// object rather than a float (see `Deadline`).
+    when: Option<Py<PyAny>>,
 }
 
 impl State {
     fn frozen_repr(&self) -> Option<&Py<PyAny>> {
-        self.debug.as_ref().and_then(|d| d.repr.as_ref())
+        self.rare.as_ref().and_then(|d| d.repr.as_ref())
     }
 }
 
@@ -126,6 +129,20 @@ pub struct Handle {
     /// handed it to the ready queue until the loop takes it up to run it.
     scheduled: AtomicBool,
     is_timer: bool,
+    /// `call_at` was given an `int` deadline (exactly a float too):
+    /// asyncio keeps the number it was given, so `when()` answers an `int`.
+    when_is_int: bool,
+}
+
+/// A timer's deadline in loop seconds, and how `call_at` was given it:
+/// asyncio keeps the number it was given, and `when()` answers it.
+pub struct Deadline {
+    pub at: f64,
+    /// An `int` that the float holds exactly (`math.ceil(t)`: aiohttp).
+    pub is_int: bool,
+    /// Anything else but a float (an `int` subclass, `Decimal`, a huge
+    /// `int`): kept as given.
+    pub given: Option<Py<PyAny>>,
 }
 
 /// `call_later`/`call_at` handles: a `Handle` with a deadline and ordering.
@@ -137,23 +154,31 @@ impl Handle {
         loop_: Py<PyAny>,
         call: Callback,
         source_traceback: Option<Py<PyAny>>,
-        when: Option<f64>,
+        when: Option<Deadline>,
     ) -> Self {
+        let is_timer = when.is_some();
+        let (at, is_int, given) = match when {
+            Some(w) => (w.at, w.is_int, w.given),
+            None => (f64::NAN, false, None),
+        };
+        let rare = (source_traceback.is_some() || given.is_some()).then(|| {
+            Box::new(Rare {
+                source_traceback,
+                repr: None,
+                when: given,
+            })
+        });
         Handle {
             state: GilCell::new(State {
                 call: Some(call),
-                debug: source_traceback.map(|tb| {
-                    Box::new(DebugInfo {
-                        source_traceback: Some(tb),
-                        repr: None,
-                    })
-                }),
+                rare,
             }),
             cancelled: AtomicBool::new(false),
             loop_,
-            when: when.unwrap_or(f64::NAN),
+            when: at,
             scheduled: AtomicBool::new(false),
-            is_timer: when.is_some(),
+            is_timer,
+            when_is_int: is_int,
         }
     }
 
@@ -290,7 +315,7 @@ pub fn recycle(
             && ffi::Py_TYPE(ptr) == <Handle as pyo3::PyTypeInfo>::type_object_raw(py)
             && !has_weakrefs(ptr)
     };
-    if !sole || this.loop_.as_ptr() != loop_ || this.state.borrow_mut(py).debug.is_some() {
+    if !sole || this.loop_.as_ptr() != loop_ || this.state.borrow_mut(py).rare.is_some() {
         return Err(handle);
     }
     // Hidden before the callback goes, so that a collection triggered by
@@ -450,7 +475,7 @@ impl Handle {
         let dropped = {
             let mut state = this.state.borrow_mut(py);
             let old_repr = match frozen_repr {
-                Some(r) => state.debug.get_or_insert_with(Box::default).repr.replace(r),
+                Some(r) => state.rare.get_or_insert_with(Box::default).repr.replace(r),
                 None => None,
             };
             (state.call.take(), old_repr)
@@ -537,7 +562,7 @@ impl Handle {
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         let state = self.state.borrow_mut(py);
         let tb = state
-            .debug
+            .rare
             .as_ref()
             .and_then(|d| d.source_traceback.as_ref());
         tb.map(|t| t.clone_ref(py))
@@ -554,7 +579,7 @@ impl Handle {
         let dropped = self
             .state
             .try_borrow_mut(py)
-            .map(|mut state| (state.call.take(), state.debug.take()));
+            .map(|mut state| (state.call.take(), state.rare.take()));
         drop(dropped); // after the borrow ends: dropping may run Python code
     }
 }
@@ -596,12 +621,12 @@ impl Handle {
                 c.args.traverse(visit)?;
                 visit.call(&c.context)?;
             }
-            if let Some(debug) = &state.debug {
-                if let Some(tb) = &debug.source_traceback {
-                    visit.call(tb)?;
-                }
-                if let Some(r) = &debug.repr {
-                    visit.call(r)?;
+            if let Some(rare) = &state.rare {
+                for object in [&rare.source_traceback, &rare.repr, &rare.when]
+                    .into_iter()
+                    .flatten()
+                {
+                    visit.call(object)?;
                 }
             }
         }
@@ -611,13 +636,32 @@ impl Handle {
 
 #[pymethods]
 impl TimerHandle {
-    fn when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn when(slf: PyRef<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::_when(slf)
     }
 
     #[getter]
-    fn _when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn _when(slf: PyRef<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let base = slf.as_super();
+        let given = {
+            let state = base.state.borrow_mut(py);
+            state
+                .rare
+                .as_ref()
+                .and_then(|r| r.when.as_ref().map(|w| w.clone_ref(py)))
+        };
+        if let Some(given) = given {
+            return Ok(given);
+        }
+        if base.when_is_int {
+            // SAFETY: the GIL is held; PyLong_FromDouble returns a new
+            // reference or NULL with an exception set.
+            let int =
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromDouble(base.when)) };
+            return Ok(int?.unbind());
+        }
+        Ok(PyFloat::new(py, base.when).into_any().unbind())
     }
 
     #[getter]

@@ -36,13 +36,12 @@ use pyo3::types::{PyDict, PyTuple};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::accept;
-use crate::clock;
 use crate::counted_mutex::CountedMutex;
 use crate::fastcall::CallArgs;
 use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
-use crate::handles::{self, source_traceback, Args, Callback, Handle, TimerHandle};
+use crate::handles::{self, source_traceback, Args, Callback, Deadline, Handle, TimerHandle};
 use crate::inet_address;
 use crate::native_io::NativeIo;
 use crate::park::Wakeup;
@@ -55,9 +54,11 @@ use crate::timers::{TimerHeap, TimerPayload};
 
 mod fd_io;
 mod iteration;
+mod time_source;
 
 use fd_io::fileobj_to_fd;
 use iteration::{drive, Driver};
+use time_source::TimeSource;
 
 /// `time.get_clock_info('monotonic').resolution` on Linux: timers due
 /// within it of now fire this iteration, as in asyncio.
@@ -176,15 +177,18 @@ impl Shared {
         }
     }
 
-    fn move_due_timers(&self, py: Python<'_>) {
-        if self.timers.len_hint() == 0 {
-            return;
-        }
+    /// Whether the timer heap may have timers (a hint: without the lock).
+    fn may_have_timers(&self) -> bool {
+        self.timers.len_hint() != 0
+    }
+
+    /// Queue the timers due at `now` (by the loop's clock).
+    fn move_due_timers(&self, py: Python<'_>, now: f64) {
         let mut timers = self.timers.lock();
         if timers.is_empty() {
             return;
         }
-        let end_time = clock::monotonic() + CLOCK_RESOLUTION;
+        let end_time = now + CLOCK_RESOLUTION;
         let mut ready = self.ready.borrow_mut(py);
         timers.pop_due(end_time, |h| ready.push_back(Ready::Native(h)));
     }
@@ -227,6 +231,9 @@ pub struct LoopCore {
     /// A timer was hidden from the cyclic GC since the heap was last
     /// exposed (see `_expose_hidden_timers`).
     timers_hidden: AtomicBool,
+    /// Whether the scheduler reads an overridden `time()` (see
+    /// `time_source`).
+    time_source: TimeSource,
 }
 
 /// The pool of reusable handles and its current size limit.
@@ -350,7 +357,11 @@ impl LoopCore {
             .lead
             .filter(|d| !d.is_none())
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("delay must not be None"))?;
-        let when = clock::monotonic() + seconds(&delay)?;
+        let when = Deadline {
+            at: Self::now(slf)? + seconds(&delay)?,
+            is_int: false,
+            given: None,
+        };
         let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
         Ok(timer.into_any().unbind())
     }
@@ -360,7 +371,7 @@ impl LoopCore {
             .lead
             .filter(|w| !w.is_none())
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("when cannot be None"))?;
-        let when = seconds(&when)?;
+        let when = deadline(&when)?;
         let timer = Self::schedule_at(slf, when, call.callback, call.args, call.context)?;
         Ok(timer.into_any().unbind())
     }
@@ -439,7 +450,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Args,
         context: Option<Bound<'_, PyAny>>,
-        when: Option<f64>,
+        when: Option<Deadline>,
     ) -> PyResult<Handle> {
         let py = slf.py();
         let this = slf.get();
@@ -505,7 +516,7 @@ impl LoopCore {
 
     fn schedule_at<'py>(
         slf: &Bound<'py, Self>,
-        when: f64,
+        when: Deadline,
         callback: Bound<'py, PyAny>,
         args: Args,
         context: Option<Bound<'py, PyAny>>,
@@ -516,6 +527,7 @@ impl LoopCore {
             // asyncio's call_later goes through call_at and names it.
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
+        let at = when.at;
         let handle = Self::new_handle(slf, callback, args, context, Some(when))?;
         let timer = Bound::new(
             slf.py(),
@@ -527,7 +539,7 @@ impl LoopCore {
         }
         let base: Py<Handle> = timer.as_super().clone().unbind();
         base.get().set_scheduled(true);
-        slf.get().shared.timers.lock().push(when, base);
+        slf.get().shared.timers.lock().push(at, base);
         Ok(timer)
     }
 
@@ -650,6 +662,25 @@ impl LoopCore {
     }
 }
 
+/// `call_at`'s deadline: as a float, and as given where that differs
+/// (`when()` answers what `call_at` was given, as asyncio's does).
+fn deadline(value: &Bound<'_, PyAny>) -> PyResult<Deadline> {
+    let at = seconds(value)?;
+    let ptr = value.as_ptr();
+    // SAFETY: `value` is a live object and the GIL is held (`Bound`); the
+    // checks only read its type.
+    let (float, int) = unsafe {
+        (
+            ffi::PyFloat_CheckExact(ptr) != 0,
+            ffi::PyLong_CheckExact(ptr) != 0,
+        )
+    };
+    // Below 2**53 every int is a float exactly, and comes back the same.
+    let is_int = int && at.abs() < 9007199254740992.0;
+    let given = (!float && !is_int).then(|| value.clone().unbind());
+    Ok(Deadline { at, is_int, given })
+}
+
 /// A delay or deadline as a float. An exact `int` (uvicorn's keep-alive
 /// `call_later(5, ...)` on every response) is converted directly, as
 /// `float(n)` would (same rounding, same `OverflowError`), instead of
@@ -700,7 +731,35 @@ impl LoopCore {
                 cap: SPARE_MIN,
             }),
             timers_hidden: AtomicBool::new(false),
+            time_source: TimeSource::default(),
         })
+    }
+
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        // SAFETY: the GIL is held and all three objects are live.
+        let rc =
+            unsafe { ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr()) };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        slf.get().note_attribute_set(name);
+        Ok(())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: as above; a NULL value deletes the attribute.
+        let rc = unsafe {
+            ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        slf.get().note_attribute_set(name);
+        Ok(())
     }
 
     fn is_closed(&self) -> bool {
@@ -772,6 +831,8 @@ impl LoopCore {
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         let driver = this.driver.lock().take().ok_or_else(closed_error)?;
+        // A class's `time` may have been replaced since the last run.
+        this.time_source.forget();
         this.running_on.store(current_thread(), Ordering::Relaxed);
         let result = {
             let _scope = ParkScope::enter();

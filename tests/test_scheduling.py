@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import decimal
+import fractions
 import functools
 import itertools
+import math
 import sys
 import time
+from unittest import mock
 
 import pytest
 from loop_support import PY311, PY312
@@ -751,3 +755,117 @@ def test_time_is_monotonic_float(loop):
         loop.time(1)
     loop.close()
     assert loop.time() >= c
+
+
+class _IntSubclass(int):
+    pass
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda now: math.ceil(now + 10),
+        lambda now: now + 10.5,
+        lambda now: _IntSubclass(int(now) + 10),
+        lambda now: decimal.Decimal(int(now) + 10),
+        lambda now: fractions.Fraction(2 * int(now) + 21, 2),
+        lambda now: 2**60,
+        lambda now: True,
+    ],
+    ids=["int", "float", "int_subclass", "decimal", "fraction", "huge_int", "bool"],
+)
+def test_call_at_when_is_the_number_given(loop, make):
+    # asyncio keeps call_at's deadline as given (aiohttp schedules
+    # call_at(math.ceil(t)) and its tests read when() back as an int).
+    when = make(loop.time())
+    h = loop.call_at(when, my_named_callback)
+    assert type(h.when()) is type(when)
+    assert h.when() == when
+    assert f"when={when} " in repr(h)
+    h.cancel()
+    assert type(h.when()) is type(when)
+
+
+def test_call_later_when_is_a_float(loop):
+    h = loop.call_later(10, my_named_callback)
+    assert type(h.when()) is float
+    h.cancel()
+
+
+# --------------------------------------------------------------------------
+# A replaced time(): asyncio's scheduler asks self.time()
+# --------------------------------------------------------------------------
+
+
+def test_patched_time_makes_timers_due(loop):
+    # aiohttp's keep-alive test: time() patched to a call_at deadline, then
+    # two sleep(0)s; the timer has run.
+    async def main():
+        now = loop.time()
+        fired = []
+        with mock.patch.object(loop, "time") as patched:
+            patched.return_value = now
+            loop.call_at(now + 3630, fired.append, "deadline")
+            patched.return_value = now + 3630
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        return fired
+
+    # No wait_for: from 3.12 its deadline is read from the patched clock.
+    # main() only awaits sleep(0)s.
+    assert loop.run_until_complete(main()) == ["deadline"]
+
+
+def test_patched_time_is_call_laters_now(loop):
+    async def main():
+        with mock.patch.object(loop, "time", return_value=1000.0):
+            return loop.call_later(5, my_named_callback).when()
+
+    assert loop.run_until_complete(main()) == 1005.0
+
+
+def test_patched_time_ahead_counts_the_wait_from_it(loop):
+    # The wait for the next timer is its deadline less the patched now
+    # (~0.05 s here), not less the real clock (an hour).
+    async def main():
+        with mock.patch.object(loop, "time", side_effect=lambda: time.monotonic() + 3600):
+            fut = loop.create_future()
+            loop.call_at(loop.time() + 0.05, fut.set_result, "fired")
+            return await asyncio.wait_for(fut, 5)
+
+    started = time.monotonic()
+    assert loop.run_until_complete(main()) == "fired"
+    assert time.monotonic() - started < 3
+
+
+def test_clock_back_to_normal_after_the_patch(loop):
+    async def main():
+        with mock.patch.object(loop, "time", return_value=0.0):
+            await asyncio.sleep(0)
+        assert "time" not in vars(loop)
+        fut = loop.create_future()
+        h = loop.call_later(0.01, fut.set_result, "fired")
+        assert abs(h.when() - (time.monotonic() + 0.01)) < 1
+        return await asyncio.wait_for(fut, 5)
+
+    assert loop.run_until_complete(main()) == "fired"
+
+
+def test_loop_subclass_with_its_own_clock(impl):
+    class AheadLoop(impl.Loop):
+        def time(self):
+            return super().time() + 3600
+
+    loop = AheadLoop()
+    try:
+
+        async def main():
+            fut = loop.create_future()
+            h = loop.call_later(0.05, fut.set_result, "later")
+            assert h.when() > time.monotonic() + 3599
+            loop.call_at(loop.time() + 0.02, fut.set_result, "at")
+            return await asyncio.wait_for(fut, 5)
+
+        assert loop.run_until_complete(main()) == "at"
+    finally:
+        loop.close()

@@ -249,7 +249,14 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             if !shared.has_ready(slf.py()) {
                 let deadline = shared.timers.lock().next_deadline();
                 if let Some(when) = deadline {
-                    driver.timer.expire_by(when, clock::monotonic())?;
+                    let now = clock::monotonic();
+                    // An overridden `time()` counts the time left from its
+                    // own idea of now, as asyncio's select timeout does.
+                    let when = match LoopCore::overridden_now(slf)? {
+                        Some(loop_now) => now + (when - loop_now).max(0.0),
+                        None => when,
+                    };
+                    driver.timer.expire_by(when, now)?;
                 }
                 driver.runtime().block_on(park::park(&shared.wakeup));
             }
@@ -263,7 +270,9 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             LoopCore::handle_signals(slf, driver)?;
         }
         let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
-        shared.move_due_timers(slf.py());
+        if shared.may_have_timers() {
+            shared.move_due_timers(slf.py(), LoopCore::now(slf)?);
+        }
         let ran = LoopCore::run_ready(slf, &mut batch);
         if watchers_fired {
             slf.get().rearm_fd_watchers();
