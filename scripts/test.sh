@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, lints, CPython's own asyncio suite on
-# tokioloop, real frameworks (uvicorn, aiohttp,
-# asyncpg against a local PostgreSQL, ...; scripts/integration.sh), anyio's
-# test suite compared with stock asyncio (tests/anyio_suite), uvicorn's
-# (tests/uvicorn_suite), websockets' (tests/websockets_suite), Tornado's
-# (tests/tornado_suite), pytest-asyncio's
-# (tests/pytest_asyncio_suite), uvloop's
-# test suite in its asyncio mode (tests/uvloop_suite) and the
-# pytest suite on every supported CPython. The default
+# tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
+# PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
+# compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
+# pytest-asyncio, aiohttp: tests/*_suite), uvloop's test suite in its
+# asyncio mode (tests/uvloop_suite) and the pytest suite on every
+# supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -60,6 +58,14 @@ echo "== Tornado's own test suite on tokioloop against stock asyncio (CPython 3.
 echo "== pytest-asyncio's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # pytest-asyncio comes with tests/integration, hypothesis with anyio's line.
 "$PY311" tests/pytest_asyncio_suite/run.py || status=1
+
+echo "== aiohttp's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+# Its test dependencies. Last of the 3.11 suites: aiodns makes pycares
+# aiohttp's default resolver in this venv.
+"$PY311" -m pip install -q --disable-pip-version-check "aiohttp==3.14.5" blockbuster \
+    freezegun isal zlib-ng proxy.py pytest-codspeed aiodns brotli backports.zstd gunicorn \
+    pytest-mock trustme
+"$PY311" tests/aiohttp_suite/run.py || status=1
 
 for version in 3.10 3.12 3.13 3.11; do
     echo "== uvloop's own test suite, asyncio mode, on tokioloop (CPython $version)"
