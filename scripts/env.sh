@@ -18,7 +18,8 @@ python_for() {
     return 1
 }
 
-# venv_for 3.12 -> builds .venvs/py3.12 with tokioloop installed; prints its python.
+# venv_for 3.12 -> builds .venvs/py3.12 with tokioloop (and the test-only
+# tests/rust_await) installed; prints its python.
 venv_for() {
     local want="$1" base venv
     base="$(python_for "$want")" || { echo "no CPython $want found" >&2; return 1; }
@@ -29,6 +30,9 @@ venv_for() {
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "trustme>=1.1" >&2 || return 1
     (cd "$ROOT" && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release -q >&2) || return 1
+    # A test-only Rust library that awaits on the loop (tests/test_rust_await.py).
+    (cd "$ROOT/tests/rust_await" && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release -q >&2) \
+        || return 1
     "$venv/bin/python" -c "import tokioloop" || return 1
     echo "$venv/bin/python"
 }

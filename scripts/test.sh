@@ -17,6 +17,8 @@ cargo test --quiet 2>&1 | grep "test result" | head -n 1
 echo "== lints"
 cargo fmt --check
 cargo clippy --quiet --all-targets -- -D warnings
+cargo fmt --check --manifest-path tests/rust_await/Cargo.toml
+cargo clippy --quiet --manifest-path tests/rust_await/Cargo.toml -- -D warnings
 PY311="$(venv_for 3.11)"
 "$PY311" -m pip install -q --disable-pip-version-check ruff
 "$ROOT/.venvs/py3.11/bin/ruff" check .
