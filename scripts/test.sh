@@ -3,7 +3,7 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, aiohttp: tests/*_suite), uvloop's test suite in its
+# pytest-asyncio, Starlette, httpx, aiohttp: tests/*_suite), uvloop's test suite in its
 # asyncio mode (tests/uvloop_suite) and the pytest suite on every
 # supported CPython. The default
 # Python (3.11) runs last so its pytest summary closes the output.
@@ -60,6 +60,15 @@ echo "== Tornado's own test suite on tokioloop against stock asyncio (CPython 3.
 echo "== pytest-asyncio's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # pytest-asyncio comes with tests/integration, hypothesis with anyio's line.
 "$PY311" tests/pytest_asyncio_suite/run.py || status=1
+
+echo "== Starlette's and httpx's own test suites on tokioloop against stock asyncio (CPython 3.11)"
+# Their test dependencies (trio only because their test code imports it:
+# the trio variants are not run); chardet 5, whose guesses httpx's tests expect.
+"$PY311" -m pip install -q --disable-pip-version-check "starlette==1.10.0" "httpx==0.29.0" \
+    jinja2 itsdangerous python-multipart pyyaml opentelemetry-api opentelemetry-sdk \
+    importlib-metadata httpx2 blockbuster trio "chardet==5.2.0" zstandard h2 socksio brotli
+"$PY311" tests/starlette_suite/run.py || status=1
+"$PY311" tests/httpx_suite/run.py || status=1
 
 echo "== aiohttp's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # Its test dependencies. Last of the 3.11 suites: aiodns makes pycares
