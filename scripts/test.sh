@@ -3,10 +3,10 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, Starlette, httpx, aiohttp: tests/*_suite), uvloop's test suite in its
-# asyncio mode (tests/uvloop_suite) and the pytest suite on every
-# supported CPython. The default
-# Python (3.11) runs last so its pytest summary closes the output.
+# pytest-asyncio, Starlette, httpx, aiohttp: tests/*_suite), uvloop's test
+# suite in its asyncio mode (tests/uvloop_suite) and the pytest suite on
+# every supported CPython. The default Python (3.11) runs last so its pytest
+# summary closes the output.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
