@@ -19,9 +19,11 @@ import hashlib
 import logging
 import os
 import re
+import socket as socket_mod
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import pytest
@@ -693,7 +695,6 @@ def test_protocol_factory_on_accept_in_a_task_or_a_callback(loop, loop_kind):
 def test_transport_closes_its_socket_once_the_connection_is_lost(loop):
     """After connection_lost the transport's socket is closed (fileno -1),
     for a plain socket.socket and through a subclass's own close()."""
-    import socket as socket_mod
 
     closes = []
 
@@ -728,3 +729,45 @@ def test_transport_closes_its_socket_once_the_connection_is_lost(loop):
         return server_sock.fileno(), sock.fileno(), closes == [fd]
 
     assert run(loop, main()) == (-1, -1, True)
+
+
+def _accept_as_the_server_closes(loop_factory):
+    """A connection accepted in the iteration that stops the loop; its
+    transport is built after server.close(), so Server._attach() fails in
+    the transport's constructor (aiosmtpd's Controller.stop() races so).
+    Returns what the exception handler saw (debug mode reports the failure),
+    the unraisable exceptions once the half-built transport is collected,
+    and what the client then reads."""
+    loop = loop_factory()
+    errors, unraisable = [], []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(u.exc_type.__name__)
+    try:
+        loop.set_debug(True)
+        loop.set_exception_handler(lambda lp, ctx: errors.append(type(ctx.get("exception"))))
+        server = loop.run_until_complete(loop.create_server(asyncio.Protocol, "127.0.0.1", 0))
+        client = socket_mod.create_connection(server.sockets[0].getsockname())
+        client.settimeout(5)
+        with client:
+            time.sleep(0.05)  # ready to accept when the loop next polls
+            loop.call_later(0, loop.stop)
+            loop.run_forever()
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            loop.run_until_complete(asyncio.sleep(0.05))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                loop.close()
+                del server
+                gc.collect()
+            # The collected transport closed its socket.
+            read = client.recv(10)
+    finally:
+        sys.unraisablehook = old_hook
+    return errors, unraisable, read
+
+
+def test_transport_of_a_connection_accepted_as_the_server_closes(loop_factory):
+    expected = _accept_as_the_server_closes(asyncio.new_event_loop)
+    assert expected[0] == [AssertionError]
+    assert _accept_as_the_server_closes(loop_factory) == expected

@@ -114,9 +114,8 @@ class _NativeTransport(transports._FlowControlMixin):
         self._sock_fd = sock.fileno()
 
     def _start(self, loop, core, protocol, waiter):
-        """Bind the core, register with the loop, schedule connection_made
-        and the first read, as asyncio's transports do."""
-        self._core = core
+        """Bind the core's hot methods, register with the loop, schedule
+        connection_made and the first read, as asyncio's transports do."""
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
         loop._transports[self._sock_fd] = self
@@ -259,8 +258,9 @@ class _NativeTransport(transports._FlowControlMixin):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
             self._sock = None
-            if self._server is not None:
-                _server_detach(self._server, self)
+            # As asyncio's: only 3.13+ lets the server go here.
+            if _SERVER_TRACKS_TRANSPORTS and self._server is not None:
+                self._server._detach(self)
 
 
 class SocketTransport(_NativeTransport, transports.Transport):
@@ -274,6 +274,10 @@ class SocketTransport(_NativeTransport, transports.Transport):
         core = StreamTransportCore.create(
             loop, self, self._sock_fd, protocol, contextvars.copy_context()
         )
+        # Set first: __repr__ and __del__ read it, also of a transport whose
+        # construction failed below (as asyncio's, it then warns "unclosed
+        # transport" when collected and closes the socket).
+        self._core = core
         self._sock = sock
         # Bound per instance, so that the call is the native method with no
         # Python frame: only what protocols call per message (binding costs
@@ -281,19 +285,25 @@ class SocketTransport(_NativeTransport, transports.Transport):
         # through the forwarders below.
         self.write = core.write
         self._server = server
-        if server is not None:
-            _server_attach(server, self)
-        # asyncio's base_events._set_nodelay, in this frame and without its
-        # two enum conversions for a plain socket.socket.
-        if type(sock) is not socket.socket:
-            base_events._set_nodelay(sock)
-        elif (
-            _HAS_NODELAY
-            and _raw_family(sock) in _INET_FAMILIES
-            and _raw_type(sock) == _SOCK_STREAM
-            and sock.proto == _IPPROTO_TCP
-        ):
-            sock.setsockopt(_IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if server is not None:
+                # Fails if the server was closed meanwhile, as in asyncio.
+                _server_attach(server, self)
+            # asyncio's base_events._set_nodelay, in this frame and without
+            # its two enum conversions for a plain socket.socket.
+            if type(sock) is not socket.socket:
+                base_events._set_nodelay(sock)
+            elif (
+                _HAS_NODELAY
+                and _raw_family(sock) in _INET_FAMILIES
+                and _raw_type(sock) == _SOCK_STREAM
+                and sock.proto == _IPPROTO_TCP
+            ):
+                sock.setsockopt(_IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            # Off the reactor: asyncio's transport would not be watching yet.
+            core._detach()
+            raise
         self._start(loop, core, protocol, waiter)
 
     @property
@@ -358,6 +368,7 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
             sock.family in _INET_FAMILIES,
             contextvars.copy_context(),
         )
+        self._core = core  # first, as in SocketTransport
         self._sock = sock
         self.sendto = core.sendto
         self._start(loop, core, protocol, waiter)
