@@ -3,7 +3,7 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, Starlette, httpx, aiohttp: tests/*_suite), uvloop's test
+# pytest-asyncio, Starlette, httpx, aiosmtpd, aiohttp: tests/*_suite), uvloop's test
 # suite in its asyncio mode (tests/uvloop_suite) and the pytest suite on
 # every supported CPython. The default Python (3.11) runs last so its pytest
 # summary closes the output.
@@ -69,6 +69,12 @@ echo "== Starlette's and httpx's own test suites on tokioloop against stock asyn
     importlib-metadata httpx2 blockbuster trio "chardet==5.2.0" zstandard h2 socksio brotli
 "$PY311" tests/starlette_suite/run.py || status=1
 "$PY311" tests/httpx_suite/run.py || status=1
+
+echo "== aiosmtpd's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+# setuptools: its tests import pkg_resources.
+"$PY311" -m pip install -q --disable-pip-version-check "aiosmtpd==1.4.6" pytest-mock packaging \
+    setuptools
+"$PY311" tests/aiosmtpd_suite/run.py || status=1
 
 echo "== aiohttp's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # Its test dependencies. Last of the 3.11 suites: aiodns makes pycares
