@@ -262,6 +262,10 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         except (ValueError, OSError):
             pass
 
+    # Kept in the class: an unclosed loop may be closed by its __del__ at
+    # interpreter shutdown, when this module's globals are already None.
+    _base_close = base_events.BaseEventLoop.close
+
     def close(self):
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
@@ -278,7 +282,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 source=self,
             )
             self._signal_handlers.clear()
-        base_events.BaseEventLoop.close(self)
+        self._base_close()
         self._child_waits.close()
         self._close_native()
         self._internal_fds -= 1
