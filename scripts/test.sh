@@ -63,10 +63,12 @@ echo "== pytest-asyncio's own test suite on tokioloop against stock asyncio (CPy
 
 echo "== Starlette's and httpx's own test suites on tokioloop against stock asyncio (CPython 3.11)"
 # Their test dependencies (trio only because their test code imports it:
-# the trio variants are not run); chardet 5, whose guesses httpx's tests expect.
+# the trio variants are not run); chardet 5, whose guesses httpx's tests
+# expect; click, rich and pygments for httpx's command line.
 "$PY311" -m pip install -q --disable-pip-version-check "starlette==1.10.0" "httpx==0.29.0" \
     jinja2 itsdangerous python-multipart pyyaml opentelemetry-api opentelemetry-sdk \
-    importlib-metadata httpx2 blockbuster trio "chardet==5.2.0" zstandard h2 socksio brotli
+    importlib-metadata httpx2 blockbuster trio "chardet==5.2.0" zstandard h2 socksio brotli \
+    click rich pygments
 "$PY311" tests/starlette_suite/run.py || status=1
 "$PY311" tests/httpx_suite/run.py || status=1
 
