@@ -3,10 +3,10 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, Starlette, httpx, aiosmtpd, aiohttp: tests/*_suite), uvloop's test
-# suite in its asyncio mode (tests/uvloop_suite) and the pytest suite on
-# every supported CPython. The default Python (3.11) runs last so its pytest
-# summary closes the output.
+# pytest-asyncio, Starlette, httpx, aiosmtpd, AsyncSSH, aiohttp:
+# tests/*_suite), uvloop's test suite in its asyncio mode
+# (tests/uvloop_suite) and the pytest suite on every supported CPython. The
+# default Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -77,6 +77,13 @@ echo "== aiosmtpd's own test suite on tokioloop against stock asyncio (CPython 3
 "$PY311" -m pip install -q --disable-pip-version-check "aiosmtpd==1.4.6" pytest-mock packaging \
     setuptools
 "$PY311" tests/aiosmtpd_suite/run.py || status=1
+
+echo "== AsyncSSH's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+# Its test dependencies. Tests that need OpenSSH's tools (ssh-agent,
+# ssh-keygen) skip or fail alike on both loops where they are missing.
+"$PY311" -m pip install -q --disable-pip-version-check "asyncssh==2.24.1" bcrypt pyOpenSSL \
+    fido2 aiofiles ifaddr
+"$PY311" tests/asyncssh_suite/run.py || status=1
 
 echo "== aiohttp's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # Its test dependencies. Last of the 3.11 suites: aiodns makes pycares

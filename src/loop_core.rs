@@ -97,6 +97,9 @@ pub struct Shared {
     wakeup: Arc<Wakeup>,
     /// Readiness edges reported by the reactor, not yet dispatched.
     fd_events: CountedMutex<Vec<FdEvent>>,
+    /// An fd was put on the reactor since the last I/O poll: the next
+    /// iteration polls even while callbacks are queued (see `drive`).
+    registered: AtomicBool,
 }
 
 impl EventSink for Shared {
@@ -116,6 +119,7 @@ impl Shared {
             debug: AtomicBool::new(false),
             wakeup: Arc::default(),
             fd_events: CountedMutex::new(Vec::new()),
+            registered: AtomicBool::new(false),
         }
     }
 
@@ -145,6 +149,19 @@ impl Shared {
     /// (see `counted_mutex`), which the exact check before parking catches.
     fn has_ready_hint(&self, py: Python<'_>) -> bool {
         self.ready_len(py) > 0 || self.fd_events.len_hint() > 0
+    }
+
+    /// An fd has just been put on the reactor. On the stock loop, a reader
+    /// added for an fd that is already readable runs in the very next
+    /// iteration, ahead of callbacks scheduled after that iteration's
+    /// select; so the next iteration polls, whatever the busy-poll pacing.
+    fn note_registration(&self) {
+        self.registered.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an fd was registered since the last poll; clears the note.
+    fn take_registration(&self) -> bool {
+        self.registered.swap(false, Ordering::Relaxed)
     }
 
     /// Wake the loop thread if it is parked (or about to park).

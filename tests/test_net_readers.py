@@ -103,6 +103,43 @@ def test_reader_fires_each_iteration_when_ready(loop, sock_pair):
     assert extra >= 2
 
 
+@pytest.mark.parametrize("direction", ["reader", "writer"])
+def test_callback_on_a_ready_fd_runs_in_the_next_iteration(loop, sock_pair, direction):
+    """A reader added for an fd that is already readable (a writer for one
+    already writable) runs in the next iteration, right after the callbacks
+    that were queued before it, even while a chain of callbacks keeps the
+    loop busy: the stock loop selects on every iteration. (tokioloop polls
+    I/O only every few busy iterations; a registration makes the next one
+    poll.)"""
+    a, b = sock_pair
+    b.send(b"x")
+    order = []
+
+    def chain(n):
+        order.append(n)
+        if n < 8:
+            loop.call_soon(chain, n + 1)
+
+    def fired():
+        order.append(direction)
+        remove = loop.remove_reader if direction == "reader" else loop.remove_writer
+        remove(a.fileno())
+
+    def start():
+        add = loop.add_reader if direction == "reader" else loop.add_writer
+        add(a.fileno(), fired)
+        loop.call_soon(chain, 0)
+
+    async def main():
+        await asyncio.sleep(0)
+        start()
+        while len(order) < 10:
+            await asyncio.sleep(0.001)
+
+    run(loop, main())
+    assert order.index(direction) == 1, order
+
+
 @pytest.mark.parametrize("kind", ["reader", "writer"])
 def test_remove_return_values(loop, sock_pair, kind):
     a, _ = sock_pair

@@ -234,3 +234,37 @@ def test_subclass_without_io_overrides_keeps_the_native_transport(loop, loop_kin
     assert data == b"hi"
     expected = "tokioloop._transports" if loop_kind == "tokioloop" else "asyncio.selector_events"
     assert transport_type.__module__ == expected
+
+
+def test_socket_class_patched_with_a_factory(loop, monkeypatch):
+    """`socket.socket` replaced by a function while the loop makes and
+    accepts sockets (AsyncSSH's TUN/TAP tests patch it so): asyncio's
+    `create_connection` and `sock.accept()` call the factory, and the
+    transports still get made (tokioloop once raised AttributeError,
+    looking up the I/O methods on the function)."""
+    real = socket.socket
+    made = []
+
+    def factory(*args, **kwargs):
+        sock = real(*args, **kwargs)
+        made.append(sock)
+        return sock
+
+    async def main():
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        monkeypatch.setattr(socket, "socket", factory)
+        try:
+            transport, proto = await loop.create_connection(
+                lambda: Collect(loop), "127.0.0.1", port
+            )
+        finally:
+            monkeypatch.setattr(socket, "socket", real)
+        transport.write(b"via factory")
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+        return proto.data
+
+    assert run(loop, main()) == b"via factory"
+    assert made  # create_connection's socket came from the factory

@@ -161,6 +161,42 @@ def test_read_pipe_close(loop, tmp_path, kind):
     assert got == ((True, False), None, ["made", "data", "lost"], True)
 
 
+def test_read_pipe_handover_order(loop):
+    """A second read pipe whose data is already waiting, then the first
+    closed (AsyncSSH's `redirect_stdin` does this): the new pipe's data
+    arrives before the old one's connection_lost, as on the stock loop,
+    which selects in the iteration where the old one is closed."""
+    events = []
+
+    class Recorder(asyncio.Protocol):
+        def __init__(self, name):
+            self.name = name
+
+        def data_received(self, data):
+            events.append((self.name, data))
+
+        def connection_lost(self, exc):
+            events.append((self.name, "lost"))
+
+    async def main():
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        os.write(w1, b"one")
+        os.write(w2, b"two")
+        first, _ = await loop.connect_read_pipe(lambda: Recorder("first"), os.fdopen(r1, "rb", 0))
+        while not events:
+            await asyncio.sleep(0.001)
+        await loop.connect_read_pipe(lambda: Recorder("second"), os.fdopen(r2, "rb", 0))
+        first.close()
+        while len(events) < 3:
+            await asyncio.sleep(0.001)
+        os.close(w1)
+        os.close(w2)
+        return events[:3]
+
+    assert run(loop, main()) == [("first", b"one"), ("second", b"two"), ("first", "lost")]
+
+
 # --------------------------------------------------------------------------
 # write pipes
 # --------------------------------------------------------------------------

@@ -54,14 +54,18 @@ _IPPROTO_TCP = int(socket.IPPROTO_TCP)
 # traffic) gets asyncio's own transport class instead, which calls them.
 # (The datagram transport calls the socket's own recvfrom/send/sendto.)
 _STREAM_IO = ("recv", "recv_into", "send", "sendmsg")
+# The class itself, taken at import: tests patch the module attribute
+# `socket.socket` with a factory function (AsyncSSH's TUN/TAP tests do), and
+# the sockets made before or around that are still of this class.
+_SOCKET_CLASS = socket.socket
 
 
 def stream_transport_class(sock):
     """The transport class for the stream socket ``sock``: ours, or
     asyncio's for a socket whose class overrides its I/O methods."""
     kind = type(sock)
-    if kind is not socket.socket and any(
-        getattr(kind, name, None) is not getattr(socket.socket, name) for name in _STREAM_IO
+    if kind is not _SOCKET_CLASS and any(
+        getattr(kind, name, None) is not getattr(_SOCKET_CLASS, name) for name in _STREAM_IO
     ):
         return selector_events._SelectorSocketTransport
     return SocketTransport

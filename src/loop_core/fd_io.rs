@@ -98,6 +98,7 @@ impl LoopCore {
             let _context = self.rt_handle.enter();
             IoRegistration::new(fd, token, sink).map_err(os_error)?
         };
+        self.shared.note_registration();
         let mut natives = self.natives.lock();
         natives.insert(token, target);
         self.native_ios.store(natives.len(), Ordering::Relaxed);
@@ -229,6 +230,7 @@ impl LoopCore {
             *poller = Some(made);
             self.sock_poll_token.store(poll_token, Ordering::Relaxed);
         }
+        self.shared.note_registration();
         poller.as_ref().expect("made above").add(fd, token)
     }
 
@@ -356,6 +358,7 @@ impl LoopCore {
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             replaced
         };
+        this.shared.note_registration();
         if let Some(old) = replaced {
             old.bind(py).call_method0("cancel")?;
         }

@@ -29,8 +29,11 @@ use crate::wakeup::SignalSocket;
 /// `BUSY_POLL_EVERY` iterations or `BUSY_POLL_INTERVAL` seconds, whichever
 /// comes first (`..._NO_IO` when no fd is watched at all). An idle loop
 /// always polls, and so do a run's first iteration and its last (stopping)
-/// one. Fds already known to be ready (level-triggered re-checks) are
-/// dispatched on every iteration regardless.
+/// one, and so does the iteration after an fd was put on the reactor (a
+/// reader added for an fd that is already readable runs in the next
+/// iteration on the stock loop). Fds already known to be ready
+/// (level-triggered re-checks) are dispatched on every iteration
+/// regardless.
 const BUSY_POLL_INTERVAL: f64 = 50e-6;
 const BUSY_POLL_EVERY: u32 = 4;
 /// With no fd watched at all (a loop that only runs callbacks, timers and
@@ -235,7 +238,9 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             } else {
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
             };
-            if !stopping && skipped + 1 < every && now - last_poll < interval {
+            // (`take_registration` first: it also clears the note.)
+            let registered = shared.take_registration();
+            if !stopping && !registered && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
                 last_poll = now;
@@ -261,6 +266,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
                 driver.runtime().block_on(park::park(&shared.wakeup));
             }
             shared.wakeup.unparked();
+            shared.take_registration();
             last_poll = clock::monotonic();
             skipped = 0;
         }
