@@ -1,0 +1,148 @@
+"""asyncpg's own test suite on tokioloop, compared with stock asyncio.
+
+asyncpg is the PostgreSQL driver most often run on uvloop. Its protocol is
+Cython on asyncio transports (a `BufferedProtocol`-style reader over
+`create_connection`/`create_unix_connection`, `start_tls` for SSL), and its
+tests exercise pools, cancellation, timeouts, COPY streams, LISTEN/NOTIFY
+and connection loss against a real server. Every test case makes its loop
+with `asyncio.new_event_loop()` (asyncpg/_testbase's `TestCase`, which
+switches to uvloop the same way under USE_UVLOOP), so
+tests/policy_suite.py runs the suite twice, on stock asyncio and with
+tokioloop's policy installed, and counts a test as failing only when it
+fails on tokioloop alone and again when re-run alone. A check test asserts
+each session's loop from inside a test that queries the server.
+
+    eval "$(bash scripts/services.sh start)"   # PostgreSQL on loopback
+    python tests/asyncpg_suite/run.py [pytest args...]
+
+The server is the one scripts/services.sh starts (TOKIOLOOP_PG_DSN): the
+suite uses a running cluster when PGHOST is set, as asyncpg's own CI can.
+Tests that manage a cluster of their own (standbys, pg_hba changes) need
+initdb, which refuses to run as root: where they cannot, they error on both
+loops alike. The tests come from asyncpg's sdist (the installed version),
+downloaded from PyPI and checked against its SHA-256 (`pip download`
+would build the sdist's metadata, which needs Cython); they run against the
+installed, compiled asyncpg. Needs asyncpg (pinned below), distro and
+pytest-timeout.
+
+One test is deselected: `test_pool_config_persistence` ends with
+`Pool.close()` cancelling the pool's maintenance task, which may be in the
+middle of opening a connection. When the cancel lands while
+`create_connection` waits for its transport's waiter (between
+`connection_made` and the waiter's result, one iteration on any loop),
+asyncpg's SSL-negotiation protocol is left holding a future whose exception
+nobody retrieves, and the test's check for "exception was never retrieved"
+fails it. That is a race in asyncpg, on any loop: run alone 40 times on
+stock asyncio here, it failed 8 times (on tokioloop, 3 of 12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import policy_suite  # tests/ is not a package: imported by path
+import sdist_suite
+
+VERSION = "0.32.0"
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/80/4e/"
+    "59dc964f962f09e3ed472e5d2d3ba670a41a2be25080dc62ab3db507ff5e/asyncpg-0.32.0.tar.gz"
+)
+SDIST_SHA256 = "45e64e56714d888330b884aad1dfb363d0bf43fb343e3d1a8968525f3bade478"
+
+DESELECT = ["tests/test_pool.py::TestPool::test_pool_config_persistence"]
+
+LOOP_CHECK = f"""\
+import asyncio
+import os
+
+from asyncpg import _testbase as tb
+
+EXPECTED = os.environ["{policy_suite.VAR}"]
+
+
+class TestTokioloopCheck(tb.ConnectedTestCase):
+    \"\"\"Which loop this session's tests run on.\"\"\"
+
+    async def test_loop(self):
+        loop = asyncio.get_running_loop()
+        self.assertIs(loop, self.loop)
+        self.assertEqual(type(loop).__module__.split(".")[0], EXPECTED)
+        self.assertEqual(await self.con.fetchval("SELECT 1 + 1"), 2)
+"""
+CHECK = "tests.test_zz_tokioloop."
+
+
+def download_sdist(dest: Path) -> Path:
+    """asyncpg's sdist, checked against its SHA-256."""
+    tarball = dest / f"asyncpg-{VERSION}.tar.gz"
+    with urllib.request.urlopen(SDIST_URL, timeout=120) as response, tarball.open("wb") as out:
+        shutil.copyfileobj(response, out)
+    if hashlib.sha256(tarball.read_bytes()).hexdigest() != SDIST_SHA256:
+        raise SystemExit(f"{tarball.name}: SHA-256 mismatch")
+    return tarball
+
+
+def suite_dir() -> Path:
+    target = sdist_suite.CACHE / "asyncpg-tests" / f"asyncpg-{VERSION}"
+    if (target / ".complete").exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        return sdist_suite.unpack(
+            download_sdist(Path(tmp)),
+            target,
+            keep=lambda path: path.startswith("tests/"),
+            edits={},
+            extra={
+                **policy_suite.plugin_files(),
+                "tests/test_zz_tokioloop.py": LOOP_CHECK,
+                # No pytest settings in the sdist: this makes the suite's top
+                # pytest's rootdir (test ids "tests.test_x...") instead of a
+                # parent folder's settings (this repository's).
+                "pytest.ini": "[pytest]\n",
+            },
+        )
+
+
+def main() -> int:
+    if importlib.util.find_spec("asyncpg") is None:
+        print(
+            f"asyncpg-suite needs asyncpg (pip install asyncpg=={VERSION} distro)", file=sys.stderr
+        )
+        return 1
+    installed = importlib.metadata.version("asyncpg")
+    if installed != VERSION:
+        print(
+            f"asyncpg-suite: tests are {VERSION}'s, asyncpg {installed} is installed",
+            file=sys.stderr,
+        )
+        return 1
+    dsn = os.environ.get("TOKIOLOOP_PG_DSN")
+    if not dsn:
+        print("asyncpg-suite needs TOKIOLOOP_PG_DSN (scripts/services.sh start)", file=sys.stderr)
+        return 1
+    server = urllib.parse.urlsplit(dsn)
+    env = {
+        "PGHOST": server.hostname or "127.0.0.1",
+        "PGPORT": str(server.port or 5432),
+        "PGUSER": server.username or "postgres",
+    }
+    suite = suite_dir()
+    deselect = [arg for test in DESELECT for arg in ("--deselect", test)]
+    args = ["-p", "no:asyncio", "--timeout", "120", "--tb=short", "-rN", *deselect, *sys.argv[1:]]
+    stock, ours = policy_suite.run(suite, args, env=env)
+    return policy_suite.report("asyncpg", stock, ours, check=CHECK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
