@@ -3,8 +3,8 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, Starlette, httpx, aiosmtpd, AsyncSSH, asyncpg, aiohttp:
-# tests/*_suite), uvloop's test suite in its asyncio mode
+# pytest-asyncio, Starlette, httpx, aiosmtpd, AsyncSSH, aioquic, asyncpg,
+# aiohttp: tests/*_suite), uvloop's test suite in its asyncio mode
 # (tests/uvloop_suite) and the pytest suite on every supported CPython. The
 # default Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
@@ -84,6 +84,10 @@ echo "== AsyncSSH's own test suite on tokioloop against stock asyncio (CPython 3
 "$PY311" -m pip install -q --disable-pip-version-check "asyncssh==2.24.1" bcrypt pyOpenSSL \
     fido2 aiofiles ifaddr
 "$PY311" tests/asyncssh_suite/run.py || status=1
+
+echo "== aioquic's own test suite on tokioloop against stock asyncio (CPython 3.11)"
+"$PY311" -m pip install -q --disable-pip-version-check "aioquic==1.7.2"
+"$PY311" tests/aioquic_suite/run.py || status=1
 
 echo "== asyncpg's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # Against the PostgreSQL that scripts/services.sh starts (and stops).

@@ -13,11 +13,13 @@ loaded 2-core machine).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +66,31 @@ def fetch(
         )
         (sdist,) = Path(download).glob("*.tar.gz")
         return unpack(sdist, target, keep, edits, extra)
+
+
+def fetch_url(
+    project: str,
+    version: str,
+    url: str,
+    sha256: str,
+    keep: Callable[[str], bool],
+    edits: dict[str, list[tuple[str, str]]],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """As `fetch`, from the sdist at `url` (checked against `sha256`), for
+    projects whose sdist `pip download` cannot take without building it
+    (pip prepares an sdist's metadata, which for a C or Cython extension
+    needs its whole build toolchain)."""
+    target = CACHE / f"{project}-tests" / f"{project}-{version}"
+    if (target / ".complete").exists():
+        return target
+    with tempfile.TemporaryDirectory() as download:
+        tarball = Path(download) / f"{project}-{version}.tar.gz"
+        with urllib.request.urlopen(url, timeout=120) as response, tarball.open("wb") as out:
+            shutil.copyfileobj(response, out)
+        if hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256:
+            raise SystemExit(f"{tarball.name}: SHA-256 mismatch")
+        return unpack(tarball, target, keep, edits, extra)
 
 
 def unpack(

@@ -38,15 +38,11 @@ stock asyncio here, it failed 8 times (on tokioloop, 3 of 12).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -83,35 +79,23 @@ class TestTokioloopCheck(tb.ConnectedTestCase):
 CHECK = "tests.test_zz_tokioloop."
 
 
-def download_sdist(dest: Path) -> Path:
-    """asyncpg's sdist, checked against its SHA-256."""
-    tarball = dest / f"asyncpg-{VERSION}.tar.gz"
-    with urllib.request.urlopen(SDIST_URL, timeout=120) as response, tarball.open("wb") as out:
-        shutil.copyfileobj(response, out)
-    if hashlib.sha256(tarball.read_bytes()).hexdigest() != SDIST_SHA256:
-        raise SystemExit(f"{tarball.name}: SHA-256 mismatch")
-    return tarball
-
-
 def suite_dir() -> Path:
-    target = sdist_suite.CACHE / "asyncpg-tests" / f"asyncpg-{VERSION}"
-    if (target / ".complete").exists():
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        return sdist_suite.unpack(
-            download_sdist(Path(tmp)),
-            target,
-            keep=lambda path: path.startswith("tests/"),
-            edits={},
-            extra={
-                **policy_suite.plugin_files(),
-                "tests/test_zz_tokioloop.py": LOOP_CHECK,
-                # No pytest settings in the sdist: this makes the suite's top
-                # pytest's rootdir (test ids "tests.test_x...") instead of a
-                # parent folder's settings (this repository's).
-                "pytest.ini": "[pytest]\n",
-            },
-        )
+    return sdist_suite.fetch_url(
+        "asyncpg",
+        VERSION,
+        SDIST_URL,
+        SDIST_SHA256,
+        keep=lambda path: path.startswith("tests/"),
+        edits={},
+        extra={
+            **policy_suite.plugin_files(),
+            "tests/test_zz_tokioloop.py": LOOP_CHECK,
+            # No pytest settings in the sdist: this makes the suite's top
+            # pytest's rootdir (test ids "tests.test_x...") instead of a
+            # parent folder's settings (this repository's).
+            "pytest.ini": "[pytest]\n",
+        },
+    )
 
 
 def main() -> int:
