@@ -161,7 +161,9 @@ impl Shared {
 
     /// Whether an fd was registered since the last poll; clears the note.
     fn take_registration(&self) -> bool {
-        self.registered.swap(false, Ordering::Relaxed)
+        // A plain load first: most iterations have nothing to take, and a
+        // swap is a locked instruction.
+        self.registered.load(Ordering::Relaxed) && self.registered.swap(false, Ordering::Relaxed)
     }
 
     /// Wake the loop thread if it is parked (or about to park).
