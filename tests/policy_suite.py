@@ -61,6 +61,14 @@ def plugin_files() -> dict[str, str]:
     return {f"{PLUGIN_MODULE}.py": PLUGIN}
 
 
+def bare_suite_files(check_path: str, check: str) -> dict[str, str]:
+    """The `extra` for a project that keeps no pytest settings: the plugin,
+    the check test at `check_path`, and an empty pytest.ini, which makes
+    the suite's top pytest's rootdir (test ids "tests.test_x...") instead
+    of a parent folder's settings (this repository's)."""
+    return {**plugin_files(), check_path: check, "pytest.ini": "[pytest]\n"}
+
+
 @contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
     """os.environ with `values` set, for the pytest processes started

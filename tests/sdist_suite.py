@@ -14,6 +14,8 @@ loaded 2-core machine).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
+
+
+def installed(project: str, version: str | None = None) -> bool:
+    """Whether `project` is importable (at exactly `version`, if given: the
+    version whose tests are pinned); if not, says so on stderr."""
+    if importlib.util.find_spec(project) is None:
+        found = None
+    else:
+        found = importlib.metadata.version(project)
+    if found is not None and version in (None, found):
+        return True
+    wanted = project if version is None else f"{project}=={version}"
+    print(f"{project}-suite needs {wanted} installed (found: {found})", file=sys.stderr)
+    return False
 
 
 def tests_and_settings(path: str) -> bool:

@@ -22,8 +22,6 @@ aioquic and pytest-timeout; the whole suite takes about a minute a session.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -67,15 +65,7 @@ CHECK = "tests.test_zz_tokioloop."
 
 
 def main() -> int:
-    if importlib.util.find_spec("aioquic") is None:
-        print(f"aioquic-suite needs aioquic (pip install aioquic=={VERSION})", file=sys.stderr)
-        return 1
-    installed = importlib.metadata.version("aioquic")
-    if installed != VERSION:
-        print(
-            f"aioquic-suite: tests are {VERSION}'s, aioquic {installed} is installed",
-            file=sys.stderr,
-        )
+    if not sdist_suite.installed("aioquic", VERSION):
         return 1
     suite = sdist_suite.fetch_url(
         "aioquic",
@@ -84,13 +74,7 @@ def main() -> int:
         SDIST_SHA256,
         keep=lambda path: path.startswith("tests/"),
         edits={},
-        extra={
-            **policy_suite.plugin_files(),
-            "tests/test_zz_tokioloop.py": LOOP_CHECK,
-            # No pytest settings in the sdist: this makes the suite's top
-            # pytest's rootdir (test ids "tests.test_x...").
-            "pytest.ini": "[pytest]\n",
-        },
+        extra=policy_suite.bare_suite_files("tests/test_zz_tokioloop.py", LOOP_CHECK),
     )
     # pytest-asyncio (installed for tests/integration) off: the tests run
     # their own loops through asyncio.run().

@@ -38,8 +38,6 @@ stock asyncio here, it failed 8 times (on tokioloop, 3 of 12).
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import sys
 import urllib.parse
@@ -87,29 +85,12 @@ def suite_dir() -> Path:
         SDIST_SHA256,
         keep=lambda path: path.startswith("tests/"),
         edits={},
-        extra={
-            **policy_suite.plugin_files(),
-            "tests/test_zz_tokioloop.py": LOOP_CHECK,
-            # No pytest settings in the sdist: this makes the suite's top
-            # pytest's rootdir (test ids "tests.test_x...") instead of a
-            # parent folder's settings (this repository's).
-            "pytest.ini": "[pytest]\n",
-        },
+        extra=policy_suite.bare_suite_files("tests/test_zz_tokioloop.py", LOOP_CHECK),
     )
 
 
 def main() -> int:
-    if importlib.util.find_spec("asyncpg") is None:
-        print(
-            f"asyncpg-suite needs asyncpg (pip install asyncpg=={VERSION} distro)", file=sys.stderr
-        )
-        return 1
-    installed = importlib.metadata.version("asyncpg")
-    if installed != VERSION:
-        print(
-            f"asyncpg-suite: tests are {VERSION}'s, asyncpg {installed} is installed",
-            file=sys.stderr,
-        )
+    if not sdist_suite.installed("asyncpg", VERSION):
         return 1
     dsn = os.environ.get("TOKIOLOOP_PG_DSN")
     if not dsn:

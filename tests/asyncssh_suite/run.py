@@ -32,7 +32,6 @@ file); it is left in, as both sessions must agree on it.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -74,26 +73,15 @@ def keep(path: str) -> bool:
 
 
 def main() -> int:
-    if importlib.util.find_spec("asyncssh") is None:
-        print(
-            "asyncssh-suite needs asyncssh (pip install asyncssh bcrypt pyOpenSSL fido2 "
-            "aiofiles ifaddr)",
-            file=sys.stderr,
-        )
+    if not sdist_suite.installed("asyncssh"):
         return 1
     suite = sdist_suite.fetch(
         "asyncssh",
         importlib.metadata.version("asyncssh"),
         keep=keep,
         edits={},
-        extra={
-            **policy_suite.plugin_files(),
-            "tests/test_zz_tokioloop.py": LOOP_CHECK,
-            # AsyncSSH keeps no pytest settings; an empty pytest.ini makes
-            # the suite's top pytest's rootdir (test ids "tests.test_x...")
-            # instead of a parent folder's settings (this repository's).
-            "pytest.ini": "[pytest]\n",
-        },
+        # AsyncSSH keeps no pytest settings.
+        extra=policy_suite.bare_suite_files("tests/test_zz_tokioloop.py", LOOP_CHECK),
     )
     # pytest-asyncio (installed for tests/integration) off: the tests are
     # unittest cases that run their own loops. pytest-timeout: a hang fails
