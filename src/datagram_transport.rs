@@ -28,7 +28,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
-use crate::sock_io::ByteView;
+use crate::sock_io::{self, ByteView};
 use crate::transport_support::{
     in_context, is_fatal, warn_write_after_loss, Peers, ProtocolMethod, TransportState,
     LOG_THRESHOLD_FOR_CONNLOST_WRITES,
@@ -231,6 +231,7 @@ impl DatagramTransport {
         } else {
             self.sendto_sock.bind(py).call1((data, addr))?;
         }
+        sock_io::note_sent();
         Ok(())
     }
 

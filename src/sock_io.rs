@@ -23,6 +23,8 @@ const BIG_READ_SIZE: usize = 256 * 1024;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set by every send made on this thread (see `take_sent`).
+    static SENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 /// iovecs per `sendmsg`, as asyncio caps them (`SC_IOV_MAX`, 1024 on Linux).
 const MAX_IOV: usize = 1024;
@@ -251,6 +253,19 @@ impl Drop for ByteView {
     }
 }
 
+/// Records that this thread has just sent data. The peer may be watched by
+/// this very loop (a client and its server in one process): the stock loop
+/// sees that data in its next iteration's select, so the loop's next
+/// iteration polls whatever the busy-poll pacing (see `take_sent`).
+pub(crate) fn note_sent() {
+    SENT.with(|sent| sent.set(true));
+}
+
+/// Whether this thread sent anything since the last call; clears the note.
+pub(crate) fn take_sent() -> bool {
+    SENT.with(|sent| sent.replace(false))
+}
+
 pub(crate) fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns a closed peer into
     // EPIPE instead of SIGPIPE.
@@ -258,6 +273,7 @@ pub(crate) fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
+        note_sent();
         Ok(n as usize)
     }
 }
@@ -292,6 +308,7 @@ pub(crate) fn send_chunks(
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
+        note_sent();
         let n = n as usize;
         let readiness = if n < offered {
             Readiness::Drained

@@ -771,3 +771,36 @@ def test_transport_of_a_connection_accepted_as_the_server_closes(loop_factory):
     expected = _accept_as_the_server_closes(asyncio.new_event_loop)
     assert expected[0] == [AssertionError]
     assert _accept_as_the_server_closes(loop_factory) == expected
+
+
+def test_data_written_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(loop):
+    """A client and its server in one loop: what a callback writes reaches
+    the server's data_received in the next iteration, after the callbacks
+    queued before it, even while a chain of callbacks keeps the loop busy
+    (the stock loop selects on every iteration; tokioloop polls I/O only
+    every few busy iterations, and a send makes the next one poll)."""
+    order = []
+
+    class Receiver(RecordingProtocol):
+        def data_received(self, data):
+            order.append("data")
+
+    async def main():
+        server, tr, _cp, _sp = await _pair(loop, server_factory=lambda: Receiver(loop))
+        done = loop.create_future()
+
+        def chain(n):
+            order.append(n)
+            if n == 2:
+                tr.write(b"x")
+            if n < 8:
+                loop.call_soon(chain, n + 1)
+            else:
+                done.set_result(None)
+
+        loop.call_soon(chain, 0)
+        await done
+        await _teardown(server, tr)
+
+    run(loop, main())
+    assert order.index("data") == 4, order

@@ -461,3 +461,38 @@ def test_udp_extra_info(loop):
             assert ct.get_protocol() is cp
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("connected", [False, True])
+def test_udp_datagram_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(loop, connected):
+    """As for streams (test_net_transport.py): a datagram sent by a callback
+    to an endpoint of the same loop is received in the next iteration, even
+    while a chain of callbacks keeps the loop busy."""
+    order = []
+
+    class Receiver(DatagramRecorder):
+        def datagram_received(self, data, addr):
+            order.append("data")
+
+    async def main():
+        async with _pair(loop, server_factory=lambda: Receiver(loop)) as (st, _sp, ct, _cp):
+            done = loop.create_future()
+            to = None if connected else st.get_extra_info("sockname")
+
+            def chain(n):
+                order.append(n)
+                if n == 2:
+                    if connected:
+                        ct.sendto(b"x")
+                    else:
+                        ct.sendto(b"x", to)
+                if n < 8:
+                    loop.call_soon(chain, n + 1)
+                else:
+                    done.set_result(None)
+
+            loop.call_soon(chain, 0)
+            await done
+
+    run(loop, main())
+    assert order.index("data") == 4, order

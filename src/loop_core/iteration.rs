@@ -19,6 +19,7 @@ use crate::clock;
 use crate::handles::{self, Handle};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::refs;
+use crate::sock_io;
 use crate::timer_fd::TimerFd;
 use crate::wakeup::SignalSocket;
 
@@ -31,7 +32,11 @@ use crate::wakeup::SignalSocket;
 /// always polls, and so do a run's first iteration and its last (stopping)
 /// one, and so does the iteration after an fd was put on the reactor (a
 /// reader added for an fd that is already readable runs in the next
-/// iteration on the stock loop). Fds already known to be ready
+/// iteration on the stock loop) or after this thread sent data through a
+/// transport or `sock_*` call (its peer may be watched by this same loop).
+/// Data that Python code writes to an fd with a plain `socket.send` or
+/// `os.write` is not seen that way, and can be seen up to the pacing's
+/// bound later than on the stock loop. Fds already known to be ready
 /// (level-triggered re-checks) are dispatched on every iteration
 /// regardless.
 const BUSY_POLL_INTERVAL: f64 = 50e-6;
@@ -238,8 +243,8 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             } else {
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
             };
-            // (`take_registration` first: it also clears the note.)
-            let registered = shared.take_registration();
+            // (Both notes are taken first: taking clears them.)
+            let registered = shared.take_registration() | sock_io::take_sent();
             if !stopping && !registered && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
@@ -267,6 +272,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             }
             shared.wakeup.unparked();
             shared.take_registration();
+            sock_io::take_sent();
             last_poll = clock::monotonic();
             skipped = 0;
         }
