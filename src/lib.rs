@@ -43,6 +43,7 @@ pub mod fd_watch;
 pub mod gil_cell;
 pub mod gil_park;
 pub mod handles;
+pub mod heap_tuning;
 pub mod inet_address;
 pub mod loop_core;
 pub mod native_io;

@@ -42,6 +42,7 @@ use crate::fd_watch::{Direction, EventSink, FdEvent, FdWatchers};
 use crate::gil_cell::GilCell;
 use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Args, Callback, Deadline, Handle, TimerHandle};
+use crate::heap_tuning;
 use crate::inet_address;
 use crate::native_io::NativeIo;
 use crate::park::Wakeup;
@@ -726,6 +727,7 @@ impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        heap_tuning::tune_once();
         let shared = Arc::new(Shared::new());
         let driver = Driver::new(runtime::build()?, &shared.wakeup)?;
         Ok(LoopCore {
