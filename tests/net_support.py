@@ -325,6 +325,25 @@ async def iterations(n: int):
         await asyncio.sleep(0)
 
 
+def busy_chain(loop, order, action, *, at=2, length=8):
+    """Keep the loop busy with a chain of callbacks, one per iteration, each
+    appending its index to ``order``; the one at index ``at`` also calls
+    ``action()``. Returns a future that is done after the last one."""
+    done = loop.create_future()
+
+    def step(n):
+        order.append(n)
+        if n == at:
+            action()
+        if n < length:
+            loop.call_soon(step, n + 1)
+        else:
+            done.set_result(None)
+
+    loop.call_soon(step, 0)
+    return done
+
+
 def watch_once(loop, kind, key, action, *args, trigger=None, remove_key=None):
     """Watch ``key`` with ``loop.add_<kind>(key, callback, *args)`` (``kind`` is
     ``"reader"`` or ``"writer"``) and run the loop until the callback has run.

@@ -28,7 +28,7 @@ import warnings
 
 import pytest
 from loop_support import FACTORY_EXPR
-from net_support import RecordingProtocol, iterations, run, tcp_listener
+from net_support import RecordingProtocol, busy_chain, iterations, run, tcp_listener
 
 VAR = contextvars.ContextVar("VAR", default="unset")
 
@@ -787,19 +787,7 @@ def test_data_written_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(l
 
     async def main():
         server, tr, _cp, _sp = await _pair(loop, server_factory=lambda: Receiver(loop))
-        done = loop.create_future()
-
-        def chain(n):
-            order.append(n)
-            if n == 2:
-                tr.write(b"x")
-            if n < 8:
-                loop.call_soon(chain, n + 1)
-            else:
-                done.set_result(None)
-
-        loop.call_soon(chain, 0)
-        await done
+        await busy_chain(loop, order, lambda: tr.write(b"x"))
         await _teardown(server, tr)
 
     run(loop, main())

@@ -12,6 +12,7 @@ from loop_support import PY311, PY313
 from net_support import (
     DatagramRecorder,
     HandlerRecorder,
+    busy_chain,
     closed_port,
     iterations,
     needs_ipv6,
@@ -475,24 +476,16 @@ def test_udp_datagram_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(l
             order.append("data")
 
     async def main():
-        async with _pair(loop, server_factory=lambda: Receiver(loop)) as (st, _sp, ct, _cp):
-            done = loop.create_future()
-            to = None if connected else st.get_extra_info("sockname")
-
-            def chain(n):
-                order.append(n)
-                if n == 2:
-                    if connected:
-                        ct.sendto(b"x")
-                    else:
-                        ct.sendto(b"x", to)
-                if n < 8:
-                    loop.call_soon(chain, n + 1)
-                else:
-                    done.set_result(None)
-
-            loop.call_soon(chain, 0)
-            await done
+        if connected:
+            async with _pair(loop, server_factory=lambda: Receiver(loop)) as (_st, _sp, ct, _cp):
+                await busy_chain(loop, order, lambda: ct.sendto(b"x"))
+        else:
+            async with (
+                _opened(loop, lambda: Receiver(loop), local_addr=LOCALHOST) as (st, _sp),
+                _opened(loop, local_addr=LOCALHOST) as (ct, _cp),
+            ):
+                to = st.get_extra_info("sockname")
+                await busy_chain(loop, order, lambda: ct.sendto(b"x", to))
 
     run(loop, main())
     assert order.index("data") == 4, order
