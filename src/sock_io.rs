@@ -253,10 +253,11 @@ impl Drop for ByteView {
     }
 }
 
-/// Records that this thread has just sent data. The peer may be watched by
-/// this very loop (a client and its server in one process): the stock loop
-/// sees that data in its next iteration's select, so the loop's next
-/// iteration polls whatever the busy-poll pacing (see `take_sent`).
+/// Records that this thread has just sent data (the stream and datagram
+/// transports, `sock_sendall`). The peer may be watched by this very loop
+/// (a client and its server in one process): the stock loop sees that data
+/// in its next iteration's select, so the loop's next iteration polls
+/// whatever the busy-poll pacing (see `take_sent`).
 pub(crate) fn note_sent() {
     SENT.with(|sent| sent.set(true));
 }

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokio::runtime::Runtime;
 
-use super::{LoopCore, Ready, SPARE_MAX, SPARE_MIN};
+use super::{LoopCore, Ready, Shared, SPARE_MAX, SPARE_MIN};
 use crate::clock;
 use crate::handles::{self, Handle};
 use crate::park::{self, WakeFlag, Wakeup};
@@ -33,9 +33,10 @@ use crate::wakeup::SignalSocket;
 /// one, and so does the iteration after an fd was put on the reactor (a
 /// reader added for an fd that is already readable runs in the next
 /// iteration on the stock loop) or after this thread sent data through a
-/// transport or `sock_*` call (its peer may be watched by this same loop).
+/// stream or datagram transport or `sock_sendall` (its peer may be watched
+/// by this same loop; see `take_poll_notes`).
 /// Data that Python code writes to an fd with a plain `socket.send` or
-/// `os.write` is not seen that way, and can be seen up to the pacing's
+/// `os.write` (or asyncio's own `sock_sendto`) is not seen that way, and can be seen up to the pacing's
 /// bound later than on the stock loop. Fds already known to be ready
 /// (level-triggered re-checks) are dispatched on every iteration
 /// regardless.
@@ -220,6 +221,15 @@ fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool
     Ok(())
 }
 
+/// Whether anything since the last poll asks the next iteration to poll,
+/// whatever the busy-poll pacing: an fd put on the reactor, or data sent by
+/// this thread. Takes (clears) every such note, so a park, which polls,
+/// also consumes them.
+fn take_poll_notes(shared: &Shared) -> bool {
+    // `|`, not `||`: both notes must be cleared.
+    shared.take_registration() | sock_io::take_sent()
+}
+
 /// The body of `run_forever`: iterate until `stop()`.
 ///
 /// Each I/O poll is its own `block_on`, and callbacks run between them,
@@ -243,9 +253,9 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             } else {
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
             };
-            // (Both notes are taken first: taking clears them.)
-            let registered = shared.take_registration() | sock_io::take_sent();
-            if !stopping && !registered && skipped + 1 < every && now - last_poll < interval {
+            // (The notes are taken first: taking clears them.)
+            let noted = take_poll_notes(shared);
+            if !stopping && !noted && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
                 last_poll = now;
@@ -271,8 +281,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
                 driver.runtime().block_on(park::park(&shared.wakeup));
             }
             shared.wakeup.unparked();
-            shared.take_registration();
-            sock_io::take_sent();
+            take_poll_notes(shared);
             last_poll = clock::monotonic();
             skipped = 0;
         }
