@@ -6,7 +6,9 @@
 //! wait (the runtime is built with them as its park hooks), which is the same
 //! place CPython's selector loop releases the GIL (`epoll.poll`). The hooks
 //! act only on a thread that is inside [`ParkScope`], i.e. inside
-//! `LoopCore._run`, which is entered from Python with the GIL held.
+//! `LoopCore._run`, which is entered from Python with the GIL held. When
+//! the loop parks in its own epoll instance instead (`loop_poll`), it
+//! releases the GIL itself around that wait ([`released`]).
 
 use std::cell::Cell;
 
@@ -32,6 +34,24 @@ pub fn after_unpark() {
         // SAFETY: `saved` came from PyEval_SaveThread on this same thread.
         unsafe { pyo3::ffi::PyEval_RestoreThread(saved) };
     }
+}
+
+/// Run `f` with the GIL released: the loop thread parking in its own epoll
+/// instance (see `loop_poll`), where no tokio park hook runs. `f` must not
+/// touch Python.
+pub fn released<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(*mut pyo3::ffi::PyThreadState);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: the state came from PyEval_SaveThread on this thread.
+            unsafe { pyo3::ffi::PyEval_RestoreThread(self.0) };
+        }
+    }
+    // SAFETY: only called by the loop thread inside `_run`, which holds the
+    // GIL; `Restore` takes it back before anything else touches Python,
+    // even if `f` unwinds.
+    let _restore = Restore(unsafe { pyo3::ffi::PyEval_SaveThread() });
+    f()
 }
 
 /// Marks this thread as running a loop for the guard's lifetime.

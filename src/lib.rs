@@ -46,6 +46,7 @@ pub mod handles;
 pub mod heap_tuning;
 pub mod inet_address;
 pub mod loop_core;
+pub mod loop_poll;
 pub mod native_io;
 pub mod park;
 mod pyrefs;

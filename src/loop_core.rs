@@ -44,6 +44,7 @@ use crate::gil_park::ParkScope;
 use crate::handles::{self, source_traceback, Args, Callback, Deadline, Handle, TimerHandle};
 use crate::heap_tuning;
 use crate::inet_address;
+use crate::loop_poll::LoopPoller;
 use crate::native_io::NativeIo;
 use crate::park::Wakeup;
 use crate::pyrefs::{refs, vectorcall};
@@ -111,14 +112,14 @@ impl EventSink for Shared {
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(wakeup: Arc<Wakeup>) -> Self {
         Shared {
             ready: GilCell::new(VecDeque::new()),
             timers: CountedMutex::new(TimerHeap::new()),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            wakeup: Arc::default(),
+            wakeup,
             fd_events: CountedMutex::new(Vec::new()),
             registered: AtomicBool::new(false),
         }
@@ -217,6 +218,9 @@ impl Shared {
 #[pyclass(frozen, subclass, module = "tokioloop._tokioloop")]
 pub struct LoopCore {
     shared: Arc<Shared>,
+    /// The epoll instance the loop parks on, holding the native I/O
+    /// objects' fds (see `loop_poll`).
+    poller: Arc<LoopPoller>,
     driver: Mutex<Option<Driver>>,
     /// For registering fds while `_run` has the runtime checked out.
     rt_handle: tokio::runtime::Handle,
@@ -728,10 +732,17 @@ impl LoopCore {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         heap_tuning::tune_once();
-        let shared = Arc::new(Shared::new());
-        let driver = Driver::new(runtime::build()?, &shared.wakeup)?;
+        let wakeup = Arc::new(Wakeup::new()?);
+        let (runtime, reactor_fd) = runtime::build()?;
+        let poller = {
+            let _context = runtime.enter();
+            Arc::new(LoopPoller::new(reactor_fd, &wakeup)?)
+        };
+        let shared = Arc::new(Shared::new(wakeup));
+        let driver = Driver::new(runtime, &shared.wakeup)?;
         Ok(LoopCore {
             shared,
+            poller,
             rt_handle: driver.runtime().handle().clone(),
             watchers: Mutex::new(FdWatchers::default()),
             natives: Mutex::new(HashMap::default()),
@@ -1031,6 +1042,12 @@ impl LoopCore {
     /// The fd that `signal.set_wakeup_fd` should write to.
     fn _signal_wakeup_fd(&self) -> i32 {
         self.signal_fd
+    }
+
+    /// Whether the loop parks in its own epoll instance with tokio's nested
+    /// (else in tokio; see `loop_poll`). For tests and debugging.
+    fn _parks_in_own_epoll(&self) -> bool {
+        self.poller.parks_here()
     }
 
     /// Number of queued callbacks and timers (for tests and debugging).

@@ -2,72 +2,131 @@
 //! instance of the sockets `sock_*` waits keep registered, `sock_poll`), which
 //! do their own reads and writes instead of running Python callbacks.
 //!
-//! A native object owns one [`IoRegistration`]: a tokio `AsyncFd` for its
-//! socket plus two wakers (read, write). When the reactor sees an edge, the
-//! waker records `(token, direction)` in the loop's event list, once: a
-//! per-direction `pending` flag de-duplicates edges until the object has
-//! handled the last one. The loop looks the token up in its registry and
-//! queues the object itself (no `Handle`, no Python call) on the ready queue.
+//! A native object owns one [`IoRegistration`]: its fd in the loop's own
+//! epoll instance (`loop_poll`, edge-triggered, both directions) and an
+//! [`IoState`] that the loop updates from the events: per direction, whether
+//! the fd is ready, whether the object waits for an edge (it found the fd
+//! not ready, or drained it), and whether an event is queued and not yet
+//! handled (so edges are de-duplicated until the object has handled the
+//! last one). An edge for a direction the object waits on records
+//! `(token, direction)` in the loop's event list; the loop looks the token
+//! up in its registry and queues the object itself (no `Handle`, no Python
+//! call) on the ready queue.
 //!
 //! Unlike `fd_watch`, which has to emulate a selector's level-triggered
-//! callbacks with a `poll(2)` after each one, a native object does its I/O
-//! while holding tokio's readiness guard, so it knows exactly when the fd is
-//! drained (`WouldBlock`, or a short read) and clears readiness then; when it
-//! stops early (a full buffer), it re-queues itself (see [`Readiness`]).
-//! Either way no extra syscall is spent on readiness.
+//! callbacks with a `poll(2)` after each one, a native object knows exactly
+//! when the fd is drained (`WouldBlock`, or a short read) and clears
+//! readiness then; when it stops early (a full buffer), it re-queues itself
+//! (see [`Readiness`]). Either way no extra syscall is spent on readiness.
+//! The state is only read and written with the GIL held (events are decoded
+//! after the park, with the GIL taken again), so an edge can never slip in
+//! between an attempt's `EAGAIN` and its clearing readiness: it waits in
+//! the epoll instance until the next poll.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use tokio::io::Interest;
 
 use crate::datagram_transport::DatagramTransport;
-use crate::fd_watch::{BorrowedFd, Direction, EventSink, FdEvent, NATIVE_FD};
+use crate::fd_watch::{Direction, EventSink, FdEvent, NATIVE_FD};
+use crate::loop_poll::LoopPoller;
 use crate::sock_watch::SockWatch;
 use crate::stream_transport::StreamTransport;
 
-struct IoWaker {
-    sink: Weak<dyn EventSink>,
-    token: u64,
-    direction: Direction,
+/// One direction's readiness bits (see the module doc).
+#[derive(Default)]
+struct Side {
+    ready: AtomicBool,
+    /// This side was hung up (`EPOLLHUP`, or `EPOLLRDHUP` for reading):
+    /// final, so readiness is never cleared again. The edge that reported
+    /// it is the last one, and whatever is left to read (the EOF) must
+    /// still be read after a short read.
+    closed: AtomicBool,
+    /// The object waits for the next edge.
+    armed: AtomicBool,
     /// An event for this direction is queued and not yet handled.
     pending: AtomicBool,
 }
 
-impl IoWaker {
-    fn signal(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Some(sink) = self.sink.upgrade() {
-                sink.push_fd_event(FdEvent {
-                    fd: NATIVE_FD,
-                    token: self.token,
-                    direction: self.direction,
-                });
+/// A registration's readiness, shared with the poller that decodes its
+/// events.
+pub struct IoState {
+    token: u64,
+    sink: Weak<dyn EventSink>,
+    sides: [Side; 2],
+    /// An error or hang-up came with an edge since the last
+    /// `take_error_edge`.
+    error: AtomicBool,
+}
+
+impl IoState {
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Queue an event for `direction` unless one is queued already.
+    fn signal(&self, direction: Direction, out: Option<&mut Vec<FdEvent>>) {
+        if self.sides[direction as usize]
+            .pending
+            .swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let event = FdEvent {
+            fd: NATIVE_FD,
+            token: self.token,
+            direction,
+        };
+        match out {
+            Some(out) => out.push(event),
+            None => {
+                if let Some(sink) = self.sink.upgrade() {
+                    sink.push_fd_event(event);
+                }
+            }
+        }
+    }
+
+    /// An epoll event for this fd (`mask`): set readiness, and queue an
+    /// event for each direction the object waits on. Errors and hang-ups
+    /// count for both directions, as with a selector.
+    pub fn on_edge(&self, mask: u32, out: &mut Vec<FdEvent>) {
+        let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        if mask & err != 0 {
+            self.error.store(true, Ordering::Relaxed);
+        }
+        let read = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP) as u32 | err;
+        let write = libc::EPOLLOUT as u32 | err;
+        let hup = libc::EPOLLHUP as u32;
+        let read_hup = hup | libc::EPOLLRDHUP as u32;
+        for (bits, closes, direction) in [
+            (read, read_hup, Direction::Read),
+            (write, hup, Direction::Write),
+        ] {
+            if mask & bits == 0 {
+                continue;
+            }
+            let side = &self.sides[direction as usize];
+            if mask & closes != 0 {
+                side.closed.store(true, Ordering::Relaxed);
+            }
+            side.ready.store(true, Ordering::Relaxed);
+            if side.armed.swap(false, Ordering::Relaxed) {
+                self.signal(direction, Some(&mut *out));
             }
         }
     }
 }
 
-impl Wake for IoWaker {
-    fn wake(self: Arc<Self>) {
-        self.signal();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.signal();
-    }
-}
-
-/// One fd on the loop's reactor, owned by a native I/O object.
+/// One fd in the loop's epoll instance, owned by a native I/O object.
 pub struct IoRegistration {
-    afd: AsyncFd<BorrowedFd>,
-    wakers: [Arc<IoWaker>; 2],
-    task_wakers: [Waker; 2],
+    poller: Arc<LoopPoller>,
+    fd: RawFd,
+    state: Arc<IoState>,
 }
 
 /// What an I/O call learnt about the fd's readiness.
@@ -83,108 +142,90 @@ pub enum Readiness {
 
 /// What happened when the object asked for readiness and tried its I/O.
 pub enum Attempt<T> {
-    /// Not ready; the waker is armed.
+    /// Not ready; the next edge queues an event.
     NotReady,
     /// The I/O ran and returned this (`WouldBlock` is handled inside).
     Done(io::Result<T>),
 }
 
 impl IoRegistration {
-    /// Register `fd` (borrowed: the caller closes it, after dropping this).
-    /// Must run inside the loop runtime's context.
-    pub fn new(fd: RawFd, token: u64, sink: Weak<dyn EventSink>) -> io::Result<Self> {
-        // SAFETY: the native object that owns this registration keeps the
-        // fd open until it drops the registration (a transport deregisters
-        // before closing its socket; the `SockPoller` owns its epoll fd and
-        // drops the registration first), so the fd stays valid for its
-        // lifetime.
-        let afd = unsafe {
-            AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(io::Error::from)?;
-        let waker = |direction| {
-            Arc::new(IoWaker {
-                sink: sink.clone(),
-                token,
-                direction,
-                pending: AtomicBool::new(false),
-            })
-        };
-        let wakers = [waker(Direction::Read), waker(Direction::Write)];
-        let task_wakers = [
-            Waker::from(wakers[0].clone()),
-            Waker::from(wakers[1].clone()),
-        ];
+    /// Register `fd` (borrowed: the caller closes it, after dropping this)
+    /// with `poller`, reporting events as `token` to `sink`.
+    pub fn new(
+        poller: &Arc<LoopPoller>,
+        fd: RawFd,
+        token: u64,
+        sink: Weak<dyn EventSink>,
+    ) -> io::Result<Self> {
+        let state = Arc::new(IoState {
+            token,
+            sink,
+            sides: Default::default(),
+            error: AtomicBool::new(false),
+        });
+        poller.add(fd, state.clone())?;
         Ok(IoRegistration {
-            afd,
-            wakers,
-            task_wakers,
+            poller: poller.clone(),
+            fd,
+            state,
         })
+    }
+
+    fn side(&self, direction: Direction) -> &Side {
+        &self.state.sides[direction as usize]
     }
 
     /// The queued event for `direction` is being handled: later edges queue
     /// a new one.
     pub fn take_pending(&self, direction: Direction) {
-        self.wakers[direction as usize]
-            .pending
-            .store(false, Ordering::Release);
+        self.side(direction).pending.store(false, Ordering::Release);
     }
 
     /// Queue an event for `direction` now (readiness may still be set, or
     /// the object wants to look again next iteration).
     pub fn requeue(&self, direction: Direction) {
-        self.wakers[direction as usize].signal();
+        self.state.signal(direction, None);
     }
 
-    fn poll_guard(&self, direction: Direction) -> Option<AsyncFdReadyGuard<'_, BorrowedFd>> {
-        let mut cx = Context::from_waker(&self.task_wakers[direction as usize]);
-        let polled = match direction {
-            Direction::Read => self.afd.poll_read_ready(&mut cx),
-            Direction::Write => self.afd.poll_write_ready(&mut cx),
-        };
-        match polled {
-            Poll::Ready(Ok(guard)) => Some(guard),
-            // An error here means the reactor is gone (loop closing): treat
-            // it as "not ready"; the object is torn down with the loop.
-            Poll::Ready(Err(_)) | Poll::Pending => None,
+    /// Readiness is gone: the next edge queues an event. On a hung-up side
+    /// no edge will come, and it stays ready: look again next iteration.
+    fn clear(&self, direction: Direction) {
+        let side = self.side(direction);
+        if side.closed.load(Ordering::Relaxed) {
+            self.requeue(direction);
+            return;
         }
+        side.ready.store(false, Ordering::Relaxed);
+        side.armed.store(true, Ordering::Relaxed);
     }
 
     /// If the fd is ready for `direction`, run `op` on it. `op` returns its
     /// result and what it learnt about readiness (see [`Readiness`]). On
-    /// `WouldBlock` readiness is cleared and the waker armed.
+    /// `WouldBlock` readiness is cleared and the next edge awaited.
     pub fn attempt<T>(
         &self,
         direction: Direction,
         op: impl FnOnce() -> io::Result<(T, Readiness)>,
     ) -> Attempt<T> {
-        let Some(mut guard) = self.poll_guard(direction) else {
+        let side = self.side(direction);
+        if !side.ready.load(Ordering::Relaxed) {
+            side.armed.store(true, Ordering::Relaxed);
             return Attempt::NotReady;
-        };
+        }
         match op() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                guard.clear_ready();
-                drop(guard);
-                self.rearm(direction);
+                self.clear(direction);
                 Attempt::Done(Err(e))
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                drop(guard);
                 self.requeue(direction);
                 Attempt::Done(Err(e))
             }
             Err(e) => Attempt::Done(Err(e)),
             Ok((value, readiness)) => {
                 match readiness {
-                    Readiness::Drained => {
-                        guard.clear_ready();
-                        drop(guard);
-                        self.rearm(direction);
-                    }
-                    Readiness::MoreLater => {
-                        drop(guard);
-                        self.requeue(direction);
-                    }
+                    Readiness::Drained => self.clear(direction),
+                    Readiness::MoreLater => self.requeue(direction),
                     Readiness::Unknown => {}
                 }
                 Attempt::Done(Ok(value))
@@ -192,33 +233,35 @@ impl IoRegistration {
         }
     }
 
-    /// After clearing readiness: register the waker, or, if an edge arrived
-    /// in between, queue the event at once.
-    fn rearm(&self, direction: Direction) {
-        if self.poll_guard(direction).is_some() {
-            self.requeue(direction);
-        }
-    }
-
     /// Consume a write edge that carries an error (`EPOLLERR` alone, which
-    /// tokio reports as write-closed): true if there was one. The write
-    /// waker is armed again either way. Only for objects that watch writes
-    /// for errors while they have nothing to write.
+    /// only the write side hears on a connected datagram socket): true if
+    /// there was one. The next write edge is awaited either way. Only for
+    /// objects that watch writes for errors while they have nothing to
+    /// write.
     pub fn take_error_edge(&self) -> bool {
-        let Some(mut guard) = self.poll_guard(Direction::Write) else {
+        if !self.side(Direction::Write).ready.load(Ordering::Relaxed) {
+            self.side(Direction::Write)
+                .armed
+                .store(true, Ordering::Relaxed);
             return false;
-        };
-        let error = guard.ready().is_write_closed();
-        guard.clear_ready();
-        drop(guard);
-        self.rearm(Direction::Write);
-        error
+        }
+        // Not `clear`: a hung-up side would queue itself again for ever.
+        let side = self.side(Direction::Write);
+        side.ready.store(false, Ordering::Relaxed);
+        side.armed.store(true, Ordering::Relaxed);
+        self.state.error.swap(false, Ordering::Relaxed)
     }
 
-    /// Start watching `direction`: queue an event so the object polls
-    /// readiness (which arms the waker if the fd is not ready yet).
+    /// Start watching `direction`: queue an event so the object tries its
+    /// I/O (which arms the side if the fd is not ready yet).
     pub fn watch(&self, direction: Direction) {
         self.requeue(direction);
+    }
+}
+
+impl Drop for IoRegistration {
+    fn drop(&mut self) {
+        self.poller.remove(self.fd, self.state.token);
     }
 }
 

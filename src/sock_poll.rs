@@ -23,9 +23,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use crate::fd_watch::{Direction, EventSink};
+use crate::loop_poll::LoopPoller;
 use crate::native_io::{Attempt, IoRegistration, Readiness};
 
 /// Events read per `epoll_wait`; a full batch means "look again".
@@ -38,9 +39,12 @@ pub struct SockPoller {
 }
 
 impl SockPoller {
-    /// A new epoll instance on the loop's reactor, reporting as `token`.
-    /// Must run inside the loop runtime's context.
-    pub fn new(token: u64, sink: Weak<dyn EventSink>) -> io::Result<Self> {
+    /// A new epoll instance in the loop's (`poller`), reporting as `token`.
+    pub fn new(
+        poller: &Arc<LoopPoller>,
+        token: u64,
+        sink: Weak<dyn EventSink>,
+    ) -> io::Result<Self> {
         // SAFETY: plain syscall; the fd is checked before use.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -48,9 +52,9 @@ impl SockPoller {
         }
         // SAFETY: `raw` is a fresh fd that nothing else owns.
         let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let io = IoRegistration::new(epfd.as_raw_fd(), token, sink)?;
-        // Queue a first event: handling it polls tokio's readiness, which
-        // arms the waker (tokio only wakes a waker it was given).
+        let io = IoRegistration::new(poller, epfd.as_raw_fd(), token, sink)?;
+        // Queue a first event: handling it tries the fd, which arms the
+        // registration for the next edge if there is nothing yet.
         io.watch(Direction::Read);
         Ok(SockPoller { io, epfd })
     }

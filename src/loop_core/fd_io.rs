@@ -28,12 +28,12 @@ impl LoopCore {
     /// `events` is the caller's buffer, reused so that neither it nor the
     /// shared list is reallocated per iteration.
     pub(super) fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
-        // Events are pushed by the reactor on this thread, so the hint is
-        // exact here.
-        if self.shared.fd_events.len_hint() == 0 {
-            return false;
+        // `events` may hold what the loop's own poll found already. Others
+        // are pushed by the reactor on this thread, so the hint is exact
+        // here.
+        if self.shared.fd_events.len_hint() != 0 {
+            events.extend(self.shared.fd_events.lock().drain(..));
         }
-        events.extend(self.shared.fd_events.lock().drain(..));
         if events.is_empty() {
             return false;
         }
@@ -94,10 +94,7 @@ impl LoopCore {
         self.release_sock_watch(py, fd);
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-        let registration = {
-            let _context = self.rt_handle.enter();
-            IoRegistration::new(fd, token, sink).map_err(os_error)?
-        };
+        let registration = IoRegistration::new(&self.poller, fd, token, sink).map_err(os_error)?;
         self.shared.note_registration();
         let mut natives = self.natives.lock();
         natives.insert(token, target);
@@ -223,10 +220,7 @@ impl LoopCore {
         if poller.is_none() {
             let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
             let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-            let made = {
-                let _context = self.rt_handle.enter();
-                SockPoller::new(poll_token, sink)?
-            };
+            let made = SockPoller::new(&self.poller, poll_token, sink)?;
             *poller = Some(made);
             self.sock_poll_token.store(poll_token, Ordering::Relaxed);
         }

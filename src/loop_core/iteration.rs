@@ -16,7 +16,10 @@ use tokio::runtime::Runtime;
 
 use super::{LoopCore, Ready, Shared, SPARE_MAX, SPARE_MIN};
 use crate::clock;
+use crate::fd_watch::FdEvent;
+use crate::gil_park;
 use crate::handles::{self, Handle};
+use crate::loop_poll::{self, RawEvents};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::refs;
 use crate::sock_io;
@@ -230,19 +233,95 @@ fn take_poll_notes(shared: &Shared) -> bool {
     shared.take_registration() | sock_io::take_sent()
 }
 
+/// Poll for I/O: `timeout_ms` 0 looks without blocking, -1 parks (with
+/// the GIL released) until something happens. Where the loop parks in its
+/// own epoll instance, that is one `epoll_wait` there, and a `block_on` of
+/// tokio only when tokio's reactor (nested in it) has events; otherwise
+/// (see `loop_poll`) a `block_on` of tokio, then a look at the loop's
+/// instance if tokio reported it readable. The native registrations' edges
+/// go to `fd_events`. Returns whether to poll again next iteration (a full
+/// batch).
+fn poll_io(
+    slf: &Bound<'_, LoopCore>,
+    driver: &Driver,
+    raw: &mut RawEvents,
+    fd_events: &mut Vec<FdEvent>,
+    timeout_ms: i32,
+) -> PyResult<bool> {
+    let this = slf.get();
+    let poller = &*this.poller;
+    let wakeup = &this.shared.wakeup;
+    if !poller.parks_here() {
+        if timeout_ms == 0 {
+            driver.runtime().block_on(park::poll_once());
+        } else {
+            driver.runtime().block_on(park::park(wakeup));
+        }
+        if !poller.take_reactor_report() {
+            return Ok(false);
+        }
+        let n = poller.wait(raw, 0).unwrap_or(0);
+        return Ok(poller.decode(&raw[..n], wakeup, fd_events).more);
+    }
+    let waited = if timeout_ms == 0 {
+        poller.wait(raw, 0)
+    } else {
+        gil_park::released(|| poller.wait(raw, timeout_ms))
+    };
+    let n = match waited {
+        Ok(n) => n,
+        // A signal: its Python handler runs now, as after a select.
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            slf.py().check_signals()?;
+            0
+        }
+        Err(e) => return Err(crate::errors::os_error(e)),
+    };
+    let polled = poller.decode(&raw[..n], wakeup, fd_events);
+    if polled.reactor {
+        driver.runtime().block_on(park::poll_once());
+    }
+    Ok(polled.more)
+}
+
+/// Park until the next timer or anything else happens (see `poll_io`).
+fn park(
+    slf: &Bound<'_, LoopCore>,
+    driver: &Driver,
+    raw: &mut RawEvents,
+    fd_events: &mut Vec<FdEvent>,
+) -> PyResult<bool> {
+    let shared = &*slf.get().shared;
+    let deadline = shared.timers.lock().next_deadline();
+    if let Some(when) = deadline {
+        let now = clock::monotonic();
+        // An overridden `time()` counts the time left from its own idea of
+        // now, as asyncio's select timeout does.
+        let when = match LoopCore::overridden_now(slf)? {
+            Some(loop_now) => now + (when - loop_now).max(0.0),
+            None => when,
+        };
+        driver.timer.expire_by(when, now)?;
+    }
+    poll_io(slf, driver, raw, fd_events, -1)
+}
+
 /// The body of `run_forever`: iterate until `stop()`.
 ///
-/// Each I/O poll is its own `block_on`, and callbacks run between them,
-/// outside the runtime's context: Python code may then start another tokio
-/// runtime (a Rust extension's `block_on`), close another loop, or fork,
-/// exactly as on the stock loop.
+/// Each I/O poll is its own `block_on` (or none, see `poll_io`), and
+/// callbacks run between them, outside the runtime's context: Python code
+/// may then start another tokio runtime (a Rust extension's `block_on`),
+/// close another loop, or fork, exactly as on the stock loop.
 pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> {
     let shared = &*slf.get().shared;
     let mut batch = VecDeque::new();
     let mut fd_events = Vec::new();
+    let mut raw = loop_poll::raw_events();
     // The first iteration of every run polls, as the stock loop would.
     let mut last_poll = f64::NEG_INFINITY;
     let mut skipped = 0;
+    // The last poll filled its batch: the next iteration polls too.
+    let mut more = false;
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
@@ -254,33 +333,25 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
             };
             // (The notes are taken first: taking clears them.)
-            let noted = take_poll_notes(shared);
+            let noted = take_poll_notes(shared) | std::mem::take(&mut more);
             if !stopping && !noted && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
                 last_poll = now;
                 skipped = 0;
-                driver.runtime().block_on(park::poll_once());
+                more = poll_io(slf, driver, &mut raw, &mut fd_events, 0)?;
             }
         } else {
             shared.wakeup.about_to_park();
             // Re-check after publishing `parked`: a thread that queued a
             // callback before seeing the flag did not wake us.
-            if !shared.has_ready(slf.py()) {
-                let deadline = shared.timers.lock().next_deadline();
-                if let Some(when) = deadline {
-                    let now = clock::monotonic();
-                    // An overridden `time()` counts the time left from its
-                    // own idea of now, as asyncio's select timeout does.
-                    let when = match LoopCore::overridden_now(slf)? {
-                        Some(loop_now) => now + (when - loop_now).max(0.0),
-                        None => when,
-                    };
-                    driver.timer.expire_by(when, now)?;
-                }
-                driver.runtime().block_on(park::park(&shared.wakeup));
-            }
+            let parked = if shared.has_ready(slf.py()) {
+                Ok(false)
+            } else {
+                park(slf, driver, &mut raw, &mut fd_events)
+            };
             shared.wakeup.unparked();
+            more = parked?;
             take_poll_notes(shared);
             last_poll = clock::monotonic();
             skipped = 0;

@@ -1,0 +1,253 @@
+//! The loop's own epoll instance, where it parks, with tokio's reactor
+//! nested inside it.
+//!
+//! Why: a park through tokio (`block_on`, its scheduler, its driver turn,
+//! a `ScheduledIo` wake per fd, our waker, the event list) cost ~1,500
+//! instructions per wake-up on top of the `epoll_wait` itself, which in a
+//! request/response exchange is per request. The loop's hot fds (the native
+//! transports' sockets, `native_io`) are therefore registered here, in an
+//! epoll instance of the loop's own, edge-triggered, keyed by their never
+//! reused tokens, and the loop parks in one `epoll_wait` on it. Everything
+//! else stays on tokio's reactor (`add_reader`/`add_writer` watchers, the
+//! timer fd, the signal socket, `sock_*` kept registrations): tokio's epoll
+//! fd is itself registered here, level-triggered, so when it has events the
+//! loop lets tokio turn once (`block_on` of a yield) and tokio dispatches
+//! them as before. A `call_soon_threadsafe` from another thread wakes the
+//! park through an eventfd here (see `park::Wakeup`).
+//!
+//! tokio does not expose its epoll fd; `runtime::build` finds it (the
+//! lowest free fd number when the runtime was built, checked by a probe).
+//! If it cannot be found, the nesting is turned around: this instance is
+//! registered with tokio like any fd, the loop parks in tokio as before,
+//! and drains this instance when tokio reports it readable.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap as HashMap;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::fd_watch::{BorrowedFd, FdEvent};
+use crate::native_io::IoState;
+use crate::park::{WakeFlag, Wakeup};
+
+/// Keys of the two fds of our own in the instance (tokens count up from 0).
+const REACTOR_KEY: u64 = u64::MAX;
+const WAKE_KEY: u64 = u64::MAX - 1;
+
+/// Events read per `epoll_wait`. A full batch makes the next iteration
+/// poll again, whatever the busy-poll pacing.
+pub const BATCH: usize = 256;
+
+pub type RawEvents = Vec<libc::epoll_event>;
+
+pub fn raw_events() -> RawEvents {
+    vec![libc::epoll_event { events: 0, u64: 0 }; BATCH]
+}
+
+enum Nesting {
+    /// tokio's epoll fd is in ours: the loop parks in [`LoopPoller::wait`].
+    ReactorInside,
+    /// Ours is registered with tokio: the loop parks in tokio, whose
+    /// readiness for our fd raises `flag`.
+    InsideReactor {
+        afd: AsyncFd<BorrowedFd>,
+        flag: Arc<WakeFlag>,
+        waker: Waker,
+    },
+}
+
+/// What a poll found besides the native registrations' edges.
+#[derive(Default)]
+pub struct Polled {
+    /// tokio's reactor has events: let it turn.
+    pub reactor: bool,
+    /// The batch was full: poll again next iteration.
+    pub more: bool,
+}
+
+pub struct LoopPoller {
+    /// Dropped after `epfd` (field order) in the fallback nesting, where it
+    /// holds tokio's registration of `epfd`.
+    nesting: Nesting,
+    epfd: OwnedFd,
+    /// The registrations' readiness state by token.
+    regs: Mutex<HashMap<u64, Arc<IoState>>>,
+}
+
+fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: key };
+    // SAFETY: `event` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut event) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl LoopPoller {
+    /// A new instance. With `reactor_fd` (tokio's epoll fd) it nests the
+    /// reactor and `wakeup`'s eventfd; without, it registers itself with
+    /// the reactor of the current runtime context (must run inside it).
+    pub fn new(reactor_fd: Option<RawFd>, wakeup: &Arc<Wakeup>) -> io::Result<Self> {
+        // SAFETY: plain syscall; the fd is checked before use.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let nesting = match reactor_fd {
+            Some(fd) => {
+                ctl(
+                    raw,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    REACTOR_KEY,
+                )?;
+                ctl(
+                    raw,
+                    libc::EPOLL_CTL_ADD,
+                    wakeup.event_fd(),
+                    libc::EPOLLIN as u32,
+                    WAKE_KEY,
+                )?;
+                wakeup.wake_through_fd();
+                Nesting::ReactorInside
+            }
+            None => {
+                // SAFETY: `epfd` is owned by the poller and outlives the
+                // registration (field order).
+                let afd =
+                    unsafe { AsyncFd::register_with_interest(BorrowedFd(raw), Interest::READABLE) }
+                        .map_err(io::Error::from)?;
+                let flag = WakeFlag::new(wakeup.clone());
+                let waker = Waker::from(flag.clone());
+                let nesting = Nesting::InsideReactor { afd, flag, waker };
+                arm(&nesting);
+                nesting
+            }
+        };
+        Ok(LoopPoller {
+            nesting,
+            epfd,
+            regs: Mutex::new(HashMap::default()),
+        })
+    }
+
+    /// Whether the loop parks here (else in tokio, see the module doc).
+    pub fn parks_here(&self) -> bool {
+        matches!(self.nesting, Nesting::ReactorInside)
+    }
+
+    /// In the fallback nesting: whether tokio reported our fd readable since
+    /// the last call (the waker is armed again).
+    pub fn take_reactor_report(&self) -> bool {
+        match &self.nesting {
+            Nesting::ReactorInside => false,
+            Nesting::InsideReactor { afd, flag, waker } => {
+                if !flag.take() {
+                    return false;
+                }
+                let mut cx = Context::from_waker(waker);
+                if let Poll::Ready(Ok(mut guard)) = afd.poll_read_ready(&mut cx) {
+                    guard.clear_ready();
+                }
+                arm(&self.nesting);
+                true
+            }
+        }
+    }
+
+    /// Watch `fd` (edge-triggered, both directions) for `state`.
+    pub fn add(&self, fd: RawFd, state: Arc<IoState>) -> io::Result<()> {
+        let token = state.token();
+        self.regs.lock().insert(token, state);
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        let added = ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            events,
+            token,
+        );
+        if added.is_err() {
+            self.regs.lock().remove(&token);
+        }
+        added
+    }
+
+    /// Stop watching `fd`, registered for `token`. A failed `EPOLL_CTL_DEL`
+    /// (the fd already closed) is ignored: its token is gone from `regs`,
+    /// so a stale event for it is dropped.
+    pub fn remove(&self, fd: RawFd, token: u64) {
+        self.regs.lock().remove(&token);
+        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// `epoll_wait` with `timeout_ms` (-1: until something happens): how
+    /// many events it wrote. The caller releases the GIL around a blocking
+    /// wait and hands the events to [`decode`](Self::decode) with the GIL
+    /// held again. An interrupted wait (a signal) is `Err(Interrupted)`.
+    pub fn wait(&self, events: &mut RawEvents, timeout_ms: i32) -> io::Result<usize> {
+        // SAFETY: `events` has room for `events.len()` entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Turn the events of a `wait` into fd events for the loop (`out`),
+    /// through the registrations' readiness state. With the GIL held: the
+    /// state is also read and written by I/O attempts, which hold it.
+    pub fn decode(
+        &self,
+        events: &[libc::epoll_event],
+        wakeup: &Wakeup,
+        out: &mut Vec<FdEvent>,
+    ) -> Polled {
+        let mut polled = Polled {
+            reactor: false,
+            more: events.len() == BATCH,
+        };
+        if events.is_empty() {
+            return polled;
+        }
+        let regs = self.regs.lock();
+        for event in events {
+            let (mask, key) = (event.events, event.u64);
+            match key {
+                REACTOR_KEY => polled.reactor = true,
+                WAKE_KEY => wakeup.drain_fd(),
+                token => {
+                    if let Some(state) = regs.get(&token) {
+                        state.on_edge(mask, out);
+                    }
+                }
+            }
+        }
+        polled
+    }
+}
+
+/// Have tokio raise the flag when our fd turns readable (fallback nesting).
+fn arm(nesting: &Nesting) {
+    if let Nesting::InsideReactor { afd, flag, waker } = nesting {
+        let mut cx = Context::from_waker(waker);
+        if afd.poll_read_ready(&mut cx).is_ready() {
+            flag.raise();
+        }
+    }
+}
