@@ -24,7 +24,6 @@ use tokio::runtime::{Builder, Runtime};
 
 use crate::fd_watch::BorrowedFd;
 use crate::gil_park;
-use crate::park;
 
 const ATTEMPTS: usize = 3;
 
@@ -86,9 +85,9 @@ fn is_reactor_fd(runtime: &Runtime, fd: RawFd) -> io::Result<bool> {
         // SAFETY: one byte from a live buffer into our own pipe.
         let wrote = unsafe { libc::write(write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         let found = wrote == 1 && !before && readable(fd);
-        // Let the runtime take the probe's event, so it does not leave the
-        // reactor readable for nothing.
-        runtime.block_on(park::poll_once());
+        // Deregistering takes the probe's event off the reactor's ready
+        // list (no `block_on` here: the loop may be made inside another
+        // runtime's `block_on`, where one would panic).
         drop(registration);
         found
     };
