@@ -739,7 +739,7 @@ impl LoopCore {
             Arc::new(LoopPoller::new(reactor_fd, &wakeup)?)
         };
         let shared = Arc::new(Shared::new(wakeup));
-        let driver = Driver::new(runtime, &shared.wakeup)?;
+        let driver = Driver::new(runtime, &shared.wakeup, &poller)?;
         Ok(LoopCore {
             shared,
             poller,

@@ -9,11 +9,13 @@
 //! epoll instance of the loop's own, edge-triggered, keyed by their never
 //! reused tokens, and the loop parks in one `epoll_wait` on it. Everything
 //! else stays on tokio's reactor (`add_reader`/`add_writer` watchers, the
-//! timer fd, the signal socket, `sock_*` kept registrations): tokio's epoll
+//! signal socket): tokio's epoll
 //! fd is itself registered here, level-triggered, so when it has events the
 //! loop lets tokio turn once (`block_on` of a yield) and tokio dispatches
-//! them as before. A `call_soon_threadsafe` from another thread wakes the
-//! park through an eventfd here (see `park::Wakeup`).
+//! them as before. The loop's timer fd is here too, and so is the epoll
+//! instance of the `sock_*` kept registrations (`sock_poll`). A
+//! `call_soon_threadsafe` from another thread wakes the park through an
+//! eventfd here (see `park::Wakeup`).
 //!
 //! tokio does not expose its epoll fd; `runtime::build` finds it (the
 //! lowest free fd number when the runtime was built, checked by a probe).
@@ -35,9 +37,10 @@ use crate::fd_watch::{BorrowedFd, FdEvent};
 use crate::native_io::IoState;
 use crate::park::{WakeFlag, Wakeup};
 
-/// Keys of the two fds of our own in the instance (tokens count up from 0).
+/// Keys of the fds of our own in the instance (tokens count up from 0).
 const REACTOR_KEY: u64 = u64::MAX;
 const WAKE_KEY: u64 = u64::MAX - 1;
+const TIMER_KEY: u64 = u64::MAX - 2;
 
 /// Events read per `epoll_wait`. A full batch makes the next iteration
 /// poll again, whatever the busy-poll pacing.
@@ -68,6 +71,8 @@ pub struct Polled {
     pub reactor: bool,
     /// The batch was full: poll again next iteration.
     pub more: bool,
+    /// The timer fd is readable.
+    pub timer: bool,
 }
 
 pub struct LoopPoller {
@@ -142,6 +147,18 @@ impl LoopPoller {
     /// Whether the loop parks here (else in tokio, see the module doc).
     pub fn parks_here(&self) -> bool {
         matches!(self.nesting, Nesting::ReactorInside)
+    }
+
+    /// Watch the loop's timer fd (level-triggered: it stays readable until
+    /// the loop reads it). Only where the loop parks here.
+    pub fn add_timer(&self, fd: RawFd) -> io::Result<()> {
+        ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            TIMER_KEY,
+        )
     }
 
     /// In the fallback nesting: whether tokio reported our fd readable since
@@ -219,8 +236,8 @@ impl LoopPoller {
         out: &mut Vec<FdEvent>,
     ) -> Polled {
         let mut polled = Polled {
-            reactor: false,
             more: events.len() == BATCH,
+            ..Polled::default()
         };
         if events.is_empty() {
             return polled;
@@ -231,6 +248,7 @@ impl LoopPoller {
             match key {
                 REACTOR_KEY => polled.reactor = true,
                 WAKE_KEY => wakeup.drain_fd(),
+                TIMER_KEY => polled.timer = true,
                 token => {
                     if let Some(state) = regs.get(&token) {
                         state.on_edge(mask, out);

@@ -1,8 +1,10 @@
 //! The loop's one kernel timer: a `timerfd` on the reactor, armed for the
 //! earliest timer in the heap.
 //!
-//! The loop parks in tokio's reactor, and a park must end when the next
-//! timer is due. tokio's own timers would do that too, but its time driver
+//! A park must end when the next timer is due. The timer fd sits in the
+//! epoll instance the loop parks on (`loop_poll`), or, where the loop parks
+//! in tokio (the fallback), on tokio's reactor. tokio's own timers would
+//! end a park too, but its time driver
 //! costs about 300 instructions on every park (wheel processing, clock
 //! reads) even when no timer is set, and it rounds deadlines to whole
 //! milliseconds. A timerfd armed at the heap's earliest deadline (absolute
@@ -13,7 +15,7 @@
 //! timeout. The runtime is built without tokio's time driver.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -21,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::fd_watch::BorrowedFd;
 use crate::park::{WakeFlag, Wakeup};
 
 /// `armed` when nothing is armed.
@@ -31,7 +34,11 @@ const DISARMED: u64 = u64::MAX;
 const MAX_WAIT: f64 = 86_400.0;
 
 pub struct TimerFd {
-    afd: AsyncFd<OwnedFd>,
+    /// tokio's registration of `fd` (fallback); `None` when the fd is in
+    /// the loop's epoll instance, whose poll raises `flag` directly.
+    /// Dropped before `fd` (field order).
+    afd: Option<AsyncFd<BorrowedFd>>,
+    fd: OwnedFd,
     flag: Arc<WakeFlag>,
     waker: Waker,
     /// The armed expiry (`f64` bits, monotonic seconds), or `DISARMED`.
@@ -39,8 +46,9 @@ pub struct TimerFd {
 }
 
 impl TimerFd {
-    /// Must be called inside the runtime's context.
-    pub fn new(wakeup: Arc<Wakeup>) -> io::Result<Self> {
+    /// On tokio's reactor (`on_reactor`; must then run inside the runtime's
+    /// context), or for the caller to put in the loop's epoll instance.
+    pub fn new(wakeup: Arc<Wakeup>, on_reactor: bool) -> io::Result<Self> {
         // SAFETY: plain syscall; the fd it returns is owned by `OwnedFd`.
         let fd = unsafe {
             libc::timerfd_create(
@@ -53,20 +61,38 @@ impl TimerFd {
         }
         // SAFETY: `fd` was just created and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the registration lives inside the `AsyncFd` that owns the
-        // fd, so it is dropped before the fd is closed.
-        let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        let afd = if on_reactor {
+            // SAFETY: the registration is dropped before the fd is closed
+            // (field order).
+            let afd = unsafe {
+                AsyncFd::register_with_interest(BorrowedFd(fd.as_raw_fd()), Interest::READABLE)
+            }
             .map_err(io::Error::from)?;
+            Some(afd)
+        } else {
+            None
+        };
         let flag = WakeFlag::new(wakeup);
         let waker = Waker::from(flag.clone());
         let timer = TimerFd {
             afd,
+            fd,
             flag,
             waker,
             armed: AtomicU64::new(DISARMED),
         };
         timer.arm_waker();
         Ok(timer)
+    }
+
+    /// The fd, for the loop's epoll instance to watch (level-triggered).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The loop's epoll instance saw the fd readable.
+    pub fn fired(&self) {
+        self.flag.raise();
     }
 
     /// Make sure the timer goes off no later than `deadline` (monotonic
@@ -95,7 +121,7 @@ impl TimerFd {
         // SAFETY: valid fd and a valid itimerspec; the old value is not asked for.
         let rc = unsafe {
             libc::timerfd_settime(
-                self.afd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 libc::TFD_TIMER_ABSTIME,
                 &spec,
                 std::ptr::null_mut(),
@@ -116,7 +142,7 @@ impl TimerFd {
         }
         let mut count = [0u8; 8];
         // SAFETY: reading 8 bytes into an 8-byte buffer from our own fd.
-        let read = unsafe { libc::read(self.afd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        let read = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
         // Drained either way (a one-shot timer only goes off again once we
         // arm it); a failed read is a leftover wake-up with nothing to read.
         self.clear_readiness();
@@ -129,16 +155,18 @@ impl TimerFd {
 
     /// tokio keeps readiness set until told the fd is drained.
     fn clear_readiness(&self) {
+        let Some(afd) = &self.afd else { return };
         let mut cx = Context::from_waker(&self.waker);
-        if let Poll::Ready(Ok(mut guard)) = self.afd.poll_read_ready(&mut cx) {
+        if let Poll::Ready(Ok(mut guard)) = afd.poll_read_ready(&mut cx) {
             guard.clear_ready();
         }
     }
 
     /// Have the reactor raise the flag when the fd turns readable.
     fn arm_waker(&self) {
+        let Some(afd) = &self.afd else { return };
         let mut cx = Context::from_waker(&self.waker);
-        if self.afd.poll_read_ready(&mut cx).is_ready() {
+        if afd.poll_read_ready(&mut cx).is_ready() {
             self.flag.raise();
         }
     }

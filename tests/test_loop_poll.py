@@ -96,6 +96,7 @@ FALLBACK_FILES = [
     "test_net_transport.py",
     "test_net_udp.py",
     "test_pipes.py",
+    "test_scheduling.py",
     "test_signals.py",
     "test_subprocess.py",
     "test_threads.py",

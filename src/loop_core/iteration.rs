@@ -19,7 +19,7 @@ use crate::clock;
 use crate::fd_watch::FdEvent;
 use crate::gil_park;
 use crate::handles::{self, Handle};
-use crate::loop_poll::{self, RawEvents};
+use crate::loop_poll::{self, LoopPoller, RawEvents};
 use crate::park::{self, WakeFlag, Wakeup};
 use crate::pyrefs::refs;
 use crate::sock_io;
@@ -64,13 +64,25 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    /// The driver of a new loop: `runtime` with the signal socket and the
-    /// timer fd registered on it, both waking the loop through `wakeup`.
-    pub(super) fn new(runtime: Runtime, wakeup: &Arc<Wakeup>) -> PyResult<Self> {
+    /// The driver of a new loop: `runtime` with the signal socket
+    /// registered on it, and the timer fd in `poller` where the loop parks
+    /// (else on the runtime too), all waking the loop through `wakeup`.
+    pub(super) fn new(
+        runtime: Runtime,
+        wakeup: &Arc<Wakeup>,
+        poller: &LoopPoller,
+    ) -> PyResult<Self> {
+        let parks_here = poller.parks_here();
         let (signals, timer) = {
             let _context = runtime.enter();
-            (SignalSocket::new()?, TimerFd::new(wakeup.clone())?)
+            (
+                SignalSocket::new()?,
+                TimerFd::new(wakeup.clone(), !parks_here)?,
+            )
         };
+        if parks_here {
+            poller.add_timer(timer.raw_fd())?;
+        }
         let signal_flag = WakeFlag::new(wakeup.clone());
         let signal_waker = Waker::from(signal_flag.clone());
         if signals.arm(&signal_waker) {
@@ -278,6 +290,9 @@ fn poll_io(
         Err(e) => return Err(crate::errors::os_error(e)),
     };
     let polled = poller.decode(&raw[..n], wakeup, fd_events);
+    if polled.timer {
+        driver.timer.fired();
+    }
     if polled.reactor {
         driver.runtime().block_on(park::poll_once());
     }
