@@ -84,7 +84,24 @@ pub struct LoopPoller {
     regs: Mutex<HashMap<u64, Arc<IoState>>>,
 }
 
-fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+/// How sockets are watched (here and in `sock_poll`): edge-triggered, both
+/// directions, with the peer's half-close.
+pub const EDGE_BOTH: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+
+/// A new epoll instance.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd is checked before use.
+    let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `epoll_ctl(epfd, op, fd)` with `events`, reporting as `key`.
+pub fn ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
     let mut event = libc::epoll_event { events, u64: key };
     // SAFETY: `event` is a valid epoll_event for the duration of the call.
     if unsafe { libc::epoll_ctl(epfd, op, fd, &mut event) } < 0 {
@@ -98,13 +115,8 @@ impl LoopPoller {
     /// reactor and `wakeup`'s eventfd; without, it registers itself with
     /// the reactor of the current runtime context (must run inside it).
     pub fn new(reactor_fd: Option<RawFd>, wakeup: &Arc<Wakeup>) -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is checked before use.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let epfd = epoll_create()?;
+        let raw = epfd.as_raw_fd();
         let nesting = match reactor_fd {
             Some(fd) => {
                 ctl(
@@ -184,12 +196,11 @@ impl LoopPoller {
     pub fn add(&self, fd: RawFd, state: Arc<IoState>) -> io::Result<()> {
         let token = state.token();
         self.regs.lock().insert(token, state);
-        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         let added = ctl(
             self.epfd.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
             fd,
-            events,
+            EDGE_BOTH,
             token,
         );
         if added.is_err() {

@@ -22,11 +22,11 @@
 //! call tries the socket before it waits).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Weak};
 
 use crate::fd_watch::{Direction, EventSink};
-use crate::loop_poll::LoopPoller;
+use crate::loop_poll::{self, LoopPoller};
 use crate::native_io::{Attempt, IoRegistration, Readiness};
 
 /// Events read per `epoll_wait`; a full batch means "look again".
@@ -45,13 +45,7 @@ impl SockPoller {
         token: u64,
         sink: Weak<dyn EventSink>,
     ) -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is checked before use.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let epfd = loop_poll::epoll_create()?;
         let io = IoRegistration::new(poller, epfd.as_raw_fd(), token, sink)?;
         // Queue a first event: handling it tries the fd, which arms the
         // registration for the next edge if there is nothing yet.
@@ -61,28 +55,15 @@ impl SockPoller {
 
     /// Watch `fd` (edge-triggered, both directions) and report it as `key`.
     pub fn add(&self, fd: RawFd, key: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: key,
-        };
-        // SAFETY: `event` is a valid epoll_event for the duration of the call.
-        let rc =
-            unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let epfd = self.epfd.as_raw_fd();
+        loop_poll::ctl(epfd, libc::EPOLL_CTL_ADD, fd, loop_poll::EDGE_BOTH, key)
     }
 
     /// Stop watching `fd`. Errors are expected and ignored: a closed fd is
     /// gone from the instance already (or kept by a dup, reporting a key
     /// that is no longer anybody's).
     pub fn remove(&self, fd: RawFd) {
-        let mut event = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: as in `add`; the result is deliberately ignored.
-        unsafe {
-            libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event);
-        }
+        let _ = loop_poll::ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
     /// Handle the reactor's event for the inner epoll fd: read what it has
