@@ -67,6 +67,24 @@ impl Args {
     }
 }
 
+impl Callback {
+    /// The function, the arguments and the context, without the drop's
+    /// re-tracking of the context: the caller takes that on (see
+    /// `ContextPool::give_back`).
+    pub fn into_parts(self) -> (Py<PyAny>, Args, Py<PyAny>) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: each field is read exactly once out of a value whose own
+        // drop never runs, so every reference is moved, not duplicated.
+        unsafe {
+            (
+                std::ptr::read(&this.func),
+                std::ptr::read(&this.args),
+                std::ptr::read(&this.context),
+            )
+        }
+    }
+}
+
 impl Drop for Callback {
     fn drop(&mut self) {
         // The context may have been hidden from the GC while the loop owned
@@ -84,7 +102,7 @@ impl Drop for Callback {
 ///
 /// # Safety
 /// The GIL must be held and `ptr` must be a live GC-capable object.
-unsafe fn track_if_untracked(ptr: *mut ffi::PyObject) {
+pub(crate) unsafe fn track_if_untracked(ptr: *mut ffi::PyObject) {
     if ffi::PyObject_GC_IsTracked(ptr) == 0 {
         ffi::PyObject_GC_Track(ptr.cast());
     }
@@ -305,7 +323,7 @@ pub fn recycle(
     py: Python<'_>,
     handle: Py<Handle>,
     loop_: *mut ffi::PyObject,
-) -> Result<Py<Handle>, Py<Handle>> {
+) -> Result<(Py<Handle>, Option<Callback>), Py<Handle>> {
     let ptr = handle.as_ptr();
     let this = handle.get();
     // SAFETY: the GIL is held (`py`) and `ptr` is a live object we own a
@@ -323,14 +341,11 @@ pub fn recycle(
     // SAFETY: as above; untracking is a no-op for an untracked object.
     unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
     this.cancelled.store(false, Ordering::Relaxed);
-    let dropped = {
-        let mut state = this.state.borrow_mut(py);
-        state.call.take()
-    };
-    // Outside the borrow: dropping may run Python code, which cannot reach
-    // this handle (no reference, no weakref, not tracked).
-    drop(dropped);
-    Ok(handle)
+    // The caller drops the callback (a cancelled handle has none) outside
+    // any borrow: dropping may run Python code, which cannot reach this
+    // handle (no reference, no weakref, not tracked).
+    let call = this.state.borrow_mut(py).call.take();
+    Ok((handle, call))
 }
 
 /// Give a handle from [`recycle`] its new callback. It stays hidden from

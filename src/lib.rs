@@ -35,6 +35,7 @@ use pyo3::prelude::*;
 
 pub mod accept;
 pub mod clock;
+pub mod context_pool;
 pub mod counted_mutex;
 pub mod datagram_transport;
 pub mod errors;

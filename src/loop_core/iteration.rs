@@ -135,12 +135,14 @@ impl LoopCore {
         let surplus = {
             let mut spare = this.spare.borrow_mut(py);
             spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
-            if spare.handles.len() > spare.cap {
-                let cap = spare.cap;
+            let cap = spare.cap;
+            let contexts = spare.contexts.trim(cap);
+            let handles = if spare.handles.len() > cap {
                 spare.handles.split_off(cap)
             } else {
                 Vec::new()
-            }
+            };
+            (handles, contexts)
         };
         drop(surplus); // outside the borrow
         let debug = shared.debug();
@@ -194,7 +196,19 @@ impl LoopCore {
         };
         if room {
             match handles::recycle(py, handle, this_loop) {
-                Ok(handle) => self.spare.borrow_mut(py).handles.push(handle),
+                Ok((handle, call)) => {
+                    let mut spare = self.spare.borrow_mut(py);
+                    spare.handles.push(handle);
+                    // The context goes back to the pool if it can; the
+                    // rest is dropped after the borrow (it may run Python).
+                    let leftover = call.map(|call| {
+                        let (func, args, context) = call.into_parts();
+                        let cap = spare.cap;
+                        (func, args, spare.contexts.give_back(py, context, cap))
+                    });
+                    drop(spare);
+                    drop(leftover);
+                }
                 Err(handle) => handles::release(py, handle),
             }
         } else {

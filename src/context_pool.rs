@@ -1,0 +1,268 @@
+//! Copies of the caller's `contextvars.Context` made without allocating
+//! one per call: the loop keeps the `Context` objects of handles it has
+//! recycled and refills them.
+//!
+//! asyncio runs a callback scheduled without `context=` in a copy of the
+//! caller's context, taken when it is scheduled: a new `Context` object
+//! sharing the caller's (immutable) mapping of variables. CPython keeps only
+//! 255 freed contexts for reuse, so a burst of `call_soon_threadsafe` from
+//! another thread (tens of thousands of handles per GIL slice) allocates and
+//! frees every one, linking and unlinking it in the cyclic GC's lists:
+//! about a quarter of that row's time, which rloop does not pay because it
+//! skips the copy (its callbacks share one context).
+//!
+//! Here the copy is the same: a `Context` of the exact built-in type whose
+//! mapping is the caller's current one, not entered, with no weak
+//! references, held by nothing but the handle. It is just not always new:
+//! when a recycled handle's context is held by the handle alone, the loop
+//! empties it (drops its mapping) and keeps it; the next copy takes it and
+//! points it at the caller's mapping. No one can tell the difference: with a
+//! single reference, no weak reference and no mapping, the object is
+//! unreachable from Python until it is handed out again.
+//!
+//! Reading the caller's mapping without a copy takes CPython's context
+//! layout (`PyContext` is not a public struct): it has been the same from
+//! 3.7 to 3.13, and [`layout_checked`] verifies it against the running
+//! interpreter once; where it does not match, every copy is
+//! `PyContext_CopyCurrent` as before. The current context is found by
+//! entering a probe context of our own, whose `ctx_prev` then points at it.
+
+use std::mem::offset_of;
+use std::os::raw::c_int;
+use std::ptr;
+use std::sync::OnceLock;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::handles::track_if_untracked;
+
+/// CPython's `struct _pycontextobject` (Include/internal/pycore_context.h).
+#[repr(C)]
+struct RawContext {
+    ob_base: ffi::PyObject,
+    /// The context that was current when this one was entered (borrowed).
+    ctx_prev: *mut ffi::PyObject,
+    /// The variables: an immutable HAMT, shared by copies.
+    ctx_vars: *mut ffi::PyObject,
+    ctx_weakreflist: *mut ffi::PyObject,
+    ctx_entered: c_int,
+}
+
+/// The contexts kept for reuse, and the probe used to find the current one.
+///
+/// Pooled contexts are emptied and untracked by the GC; each is tracked
+/// again before the pool lets go of it (CPython's context dealloc unlinks
+/// the object from the GC's list unconditionally).
+pub struct ContextPool {
+    contexts: Vec<Py<PyAny>>,
+    /// Entered and exited at once to read the current context; `None` where
+    /// the layout check failed (the pool then stays empty).
+    probe: Option<Py<PyAny>>,
+}
+
+impl ContextPool {
+    pub fn new(py: Python<'_>) -> ContextPool {
+        let probe = if layout_checked(py) {
+            // SAFETY: the GIL is held; PyContext_New returns a new reference
+            // or NULL with an exception set.
+            unsafe { Bound::from_owned_ptr_or_opt(py, ffi::PyContext_New()) }.map(Bound::unbind)
+        } else {
+            None
+        };
+        ContextPool {
+            contexts: Vec::new(),
+            probe,
+        }
+    }
+
+    /// A copy of the caller's current context made from a pooled one (see
+    /// the module doc), if the pool has one and the thread has a context;
+    /// else the caller copies with [`copy_current`], after letting go of
+    /// the pool (that allocates, and a collection it triggers may run
+    /// Python code). This runs none.
+    pub fn take_copy(&mut self) -> Option<Py<PyAny>> {
+        if let (Some(probe), false) = (&self.probe, self.contexts.is_empty()) {
+            // SAFETY: the GIL is held; the probe is ours and is exited
+            // before anything else can run, and the layout was verified.
+            let vars = unsafe { current_vars(probe.as_ptr()) };
+            if !vars.is_null() {
+                let context = self.contexts.pop().expect("checked above");
+                // SAFETY: a pooled context has no variables and no other
+                // reference; it now owns a new reference to the mapping. It
+                // stays untracked: the handle that takes it tracks it before
+                // letting go (`Callback`'s drop).
+                unsafe {
+                    ffi::Py_INCREF(vars);
+                    (*context.as_ptr().cast::<RawContext>()).ctx_vars = vars;
+                }
+                return Some(context);
+            }
+        }
+        None
+    }
+
+    /// Keep `context` (a handle's, being let go) for reuse if nothing else
+    /// can see it, up to `cap` contexts. Returns what the caller must drop
+    /// once the pool is no longer borrowed (dropping a mapping may run
+    /// Python code): the context's variables if it was kept, else the
+    /// context itself, tracked by the GC as CPython expects of a context
+    /// being released.
+    pub fn give_back(&mut self, py: Python<'_>, context: Py<PyAny>, cap: usize) -> Py<PyAny> {
+        let ptr = context.as_ptr();
+        // SAFETY: the GIL is held (`py`); `ptr` is live (we hold `context`). The fields are read only once
+        // the type is known to be the built-in `Context`.
+        unsafe {
+            if self.probe.is_some()
+                && self.contexts.len() < cap
+                && ffi::Py_REFCNT(ptr) == 1
+                && ffi::Py_TYPE(ptr) == &raw mut ffi::PyContext_Type
+            {
+                let raw = ptr.cast::<RawContext>();
+                if (*raw).ctx_entered == 0
+                    && (*raw).ctx_weakreflist.is_null()
+                    && (*raw).ctx_prev.is_null()
+                    && !(*raw).ctx_vars.is_null()
+                {
+                    let vars = (*raw).ctx_vars;
+                    (*raw).ctx_vars = ptr::null_mut();
+                    if ffi::PyObject_GC_IsTracked(ptr) != 0 {
+                        ffi::PyObject_GC_UnTrack(ptr.cast());
+                    }
+                    self.contexts.push(context);
+                    return Bound::from_owned_ptr(py, vars).unbind();
+                }
+            }
+            track_if_untracked(ptr);
+        }
+        context
+    }
+
+    /// Keep at most `cap` contexts (the spare handles' limit); the caller
+    /// drops the rest once the pool is no longer borrowed.
+    pub fn trim(&mut self, cap: usize) -> Vec<Py<PyAny>> {
+        if self.contexts.len() <= cap {
+            return Vec::new();
+        }
+        let surplus = self.contexts.split_off(cap);
+        for context in &surplus {
+            // SAFETY: the GIL is held; the context is live and ours.
+            unsafe { track_if_untracked(context.as_ptr()) };
+        }
+        surplus
+    }
+}
+
+impl ContextPool {
+    /// Whether copies reuse pooled contexts (the layout check passed).
+    pub fn reuses(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.contexts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+}
+
+impl Drop for ContextPool {
+    fn drop(&mut self) {
+        for context in &self.contexts {
+            // SAFETY: the pool is dropped with its loop, with the GIL held
+            // (the loop's dealloc or the GC's clear).
+            unsafe { track_if_untracked(context.as_ptr()) };
+        }
+    }
+}
+
+/// A new copy of the current `contextvars` context, as `Handle` takes when
+/// `context=None`.
+pub fn copy_current(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: the GIL is held; PyContext_CopyCurrent returns a new reference
+    // or NULL with an exception set.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
+}
+
+/// The variables of the calling thread's current context (borrowed), or
+/// NULL if it has none yet (a thread that never used contextvars; the
+/// caller then copies with `PyContext_CopyCurrent`, which creates it).
+///
+/// # Safety
+/// The GIL must be held, `probe` must be a `Context` that is not entered,
+/// and [`layout_checked`] must have returned true.
+unsafe fn current_vars(probe: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    if ffi::PyContext_Enter(probe) != 0 {
+        ffi::PyErr_Clear();
+        return ptr::null_mut();
+    }
+    let current = (*probe.cast::<RawContext>()).ctx_prev;
+    let vars = if current.is_null() {
+        ptr::null_mut()
+    } else {
+        (*current.cast::<RawContext>()).ctx_vars
+    };
+    if ffi::PyContext_Exit(probe) != 0 {
+        ffi::PyErr_Clear();
+    }
+    // `current` stays alive across the probe: the thread state holds it.
+    vars
+}
+
+/// Whether the running interpreter's `Context` has the layout
+/// [`RawContext`] describes, checked once: the type's size and weak
+/// reference offset, and the fields of a fresh context before, while and
+/// after it is entered.
+fn layout_checked(py: Python<'_>) -> bool {
+    static CHECKED: OnceLock<bool> = OnceLock::new();
+    *CHECKED.get_or_init(|| {
+        // SAFETY: the GIL is held; the type object is static, and the
+        // fields of `context` are only read once its size and type match.
+        unsafe {
+            let ty = &raw mut ffi::PyContext_Type;
+            if (*ty).tp_basicsize != std::mem::size_of::<RawContext>() as ffi::Py_ssize_t
+                || (*ty).tp_weaklistoffset
+                    != offset_of!(RawContext, ctx_weakreflist) as ffi::Py_ssize_t
+            {
+                return false;
+            }
+            let Some(context) = Bound::from_owned_ptr_or_opt(py, ffi::PyContext_New()) else {
+                ffi::PyErr_Clear();
+                return false;
+            };
+            let Some(outer) = Bound::from_owned_ptr_or_opt(py, ffi::PyContext_New()) else {
+                ffi::PyErr_Clear();
+                return false;
+            };
+            let raw = context.as_ptr().cast::<RawContext>();
+            let vars = (*raw).ctx_vars;
+            let fresh = ffi::Py_TYPE(context.as_ptr()) == ty
+                && (*raw).ctx_prev.is_null()
+                && (*raw).ctx_weakreflist.is_null()
+                && (*raw).ctx_entered == 0
+                && !vars.is_null()
+                && std::ffi::CStr::from_ptr((*ffi::Py_TYPE(vars)).tp_name) == c"hamt";
+            if !fresh {
+                return false;
+            }
+            // Entered inside `outer`: `ctx_prev` must point at `outer`.
+            if ffi::PyContext_Enter(outer.as_ptr()) != 0 {
+                ffi::PyErr_Clear();
+                return false;
+            }
+            let mut entered_ok = false;
+            if ffi::PyContext_Enter(context.as_ptr()) == 0 {
+                entered_ok = (*raw).ctx_entered == 1 && (*raw).ctx_prev == outer.as_ptr();
+                ffi::PyContext_Exit(context.as_ptr());
+            }
+            ffi::PyContext_Exit(outer.as_ptr());
+            ffi::PyErr_Clear();
+            entered_ok
+                && (*raw).ctx_entered == 0
+                && (*raw).ctx_prev.is_null()
+                && (*raw).ctx_vars == vars
+        }
+    })
+}

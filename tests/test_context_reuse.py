@@ -1,0 +1,196 @@
+"""Contexts copied for `context=None` callbacks stay copies when reused.
+
+tokioloop keeps the `Context` objects of handles it recycles and refills
+them for later `context=None` copies (`src/context_pool.rs`). These tests
+run many rounds, so that later rounds run in reused contexts, and check
+what asyncio guarantees: each callback sees the caller's values at
+scheduling time, changes stay in the callback's own copy, a context that
+anything still refers to is never reused, and values set in a copy are
+released with it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import gc
+import threading
+import weakref
+
+import pytest
+from loop_support import PY312, import_tokioloop
+
+var = contextvars.ContextVar("reuse_var", default="unset")
+
+ROUNDS = 20
+PER_ROUND = 50
+
+
+def _run_round(loop, schedule_all):
+    """Schedule a round of callbacks, then run the loop until they ran."""
+    done = threading.Event()
+    schedule_all(done)
+    loop.call_soon(_stop_when, loop, done)
+    loop.run_forever()
+
+
+def _stop_when(loop, done):
+    if done.is_set():
+        loop.stop()
+    else:
+        loop.call_soon(_stop_when, loop, done)
+
+
+def test_reused_copies_see_the_callers_values_and_keep_changes(loop):
+    seen = []
+
+    def cb(round_no, index):
+        seen.append((round_no, index, var.get()))
+        var.set(f"changed-{round_no}-{index}")
+
+    for round_no in range(ROUNDS):
+        token = var.set(f"caller-{round_no}")
+        for index in range(PER_ROUND):
+            loop.call_soon(cb, round_no, index)
+        var.reset(token)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    assert seen == [(r, i, f"caller-{r}") for r in range(ROUNDS) for i in range(PER_ROUND)]
+    assert var.get() == "unset"
+
+
+@pytest.mark.parametrize("set_in_thread", [True, False], ids=["thread-sets", "thread-never-set"])
+def test_reused_copies_from_another_thread(loop, set_in_thread):
+    seen = []
+
+    def cb(round_no):
+        seen.append((round_no, var.get()))
+        var.set("changed")
+
+    def producer(done):
+        def main():
+            for round_no in range(ROUNDS):
+                if set_in_thread:
+                    var.set(f"thread-{round_no}")
+                for _ in range(PER_ROUND):
+                    loop.call_soon_threadsafe(cb, round_no)
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=main).start()
+
+    var.set("main")
+    _run_round(loop, producer)
+    expected = [
+        (r, f"thread-{r}" if set_in_thread else "unset")
+        for r in range(ROUNDS)
+        for _ in range(PER_ROUND)
+    ]
+    assert seen == expected
+    assert var.get() == "main"
+
+
+def test_context_kept_alive_by_a_token_is_not_reused(loop):
+    # A Token refers to the context it was made in, and `reset` checks
+    # that it runs there: a later callback in a reused copy of that very
+    # object would be allowed to reset it.
+    tokens = []
+    errors = []
+
+    def keep_token():
+        tokens.append(var.set("kept"))
+
+    def reset_token(token):
+        try:
+            var.reset(token)
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    for _ in range(ROUNDS):
+        loop.call_soon(keep_token)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    for token in tokens:
+        loop.call_soon(reset_token, token)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(errors) == ROUNDS
+    assert all("different Context" in e for e in errors)
+
+
+def test_values_set_in_a_copy_are_released_with_it(loop):
+    class Value:
+        pass
+
+    refs = []
+
+    def cb():
+        value = Value()
+        refs.append(weakref.ref(value))
+        var.set(value)
+
+    for _ in range(ROUNDS):
+        loop.call_soon(cb)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    gc.collect()
+    assert [r() for r in refs] == [None] * ROUNDS
+
+
+@pytest.mark.skipif(not PY312, reason="Handle.get_context() is new in 3.12")
+def test_contexts_handed_out_are_distinct_and_kept(loop):
+    contexts = []
+    handles = []
+
+    def cb():
+        var.set("changed")
+
+    for round_no in range(ROUNDS):
+        var.set(f"caller-{round_no}")
+        handle = loop.call_soon(cb)
+        handles.append(handle)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        contexts.append(handle.get_context())
+        # Let go of this round's other references; the handle stays.
+        del handle
+    assert len({id(c) for c in contexts}) == ROUNDS
+    assert [c[var] for c in contexts] == ["changed"] * ROUNDS
+    assert [h.get_context() is c for h, c in zip(handles, contexts)] == [True] * ROUNDS
+
+
+@pytest.mark.skipif(not PY312, reason="Handle.get_context() is new in 3.12")
+def test_context_with_a_weak_reference_is_not_reused(loop):
+    refs = []
+
+    def cb():
+        var.set("changed")
+
+    for round_no in range(ROUNDS):
+        var.set(f"caller-{round_no}")
+        handle = loop.call_soon(cb)
+        refs.append(weakref.ref(handle.get_context()))
+        del handle
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    gc.collect()
+    # Each copy is freed once its handle lets go, as asyncio's are, not
+    # kept alive (or brought back) by a pool.
+    assert [r() for r in refs] == [None] * ROUNDS
+
+
+def test_tokioloop_reuses_contexts_on_this_python():
+    # The layout check (src/context_pool.rs) passes on every CPython we
+    # support, and a round of `context=None` callbacks fills the pool that
+    # the tests above then draw from.
+    loop = import_tokioloop().new_event_loop()
+    try:
+        for _ in range(3):
+            for _ in range(PER_ROUND):
+                loop.call_soon(lambda: None)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        reuses, spare_handles, spare_contexts = loop._spare_counts()
+        assert reuses
+        assert spare_handles >= PER_ROUND
+        assert spare_contexts >= PER_ROUND
+    finally:
+        loop.close()
