@@ -23,8 +23,8 @@
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
-//! - `sock_watch`: a socket's reactor registration kept across those waits.
-//! - `sock_poll`: the epoll instance those registrations live in.
+//! - `sock_watch`: a socket's registration kept across those waits (in the
+//!   loop's epoll instance, `loop_poll`).
 //! - `wakeup`: the signal wake-up socket.
 //! - `errors`: OS errors raised with their errno, as Python raises them.
 //! - `pyrefs`: cached Python objects and a vectorcall helper.
@@ -54,7 +54,6 @@ mod pyrefs;
 pub mod runtime;
 pub mod sock_io;
 pub mod sock_ops;
-pub mod sock_poll;
 pub mod sock_watch;
 pub mod ssl_protocol;
 pub mod stream_transport;

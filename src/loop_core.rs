@@ -51,7 +51,6 @@ use crate::park::Wakeup;
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
 use crate::sock_ops::{self, Request, SockWait, SockWaits};
-use crate::sock_poll::SockPoller;
 use crate::sock_watch::SockWatch;
 use crate::timers::{TimerHeap, TimerPayload};
 
@@ -237,12 +236,9 @@ pub struct LoopCore {
     /// Waiting `sock_*` calls by future (see `sock_ops`).
     sock_waits: Mutex<SockWaits>,
     /// Sockets' registrations kept across `sock_*` waits, by fd (see
-    /// `sock_watch`); each is in `natives` too, under its token.
+    /// `sock_watch`); each is in `natives` too, under its token, and its
+    /// socket in the loop's epoll instance (`LoopPoller::add_sock`).
     sock_watches: Mutex<HashMap<i32, Py<SockWatch>>>,
-    /// The epoll instance holding them (made on first use), and the token
-    /// its reactor events carry (`u64::MAX` before).
-    sock_poller: Mutex<Option<SockPoller>>,
-    sock_poll_token: AtomicU64,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
@@ -290,7 +286,6 @@ type Queued = (
     HashMap<u64, NativeIo>,
     Vec<SockWait>,
     Vec<Py<SockWatch>>,
-    Option<SockPoller>,
 );
 
 /// Ready-queue length from which new handles are hidden from the cyclic GC
@@ -300,7 +295,7 @@ const UNTRACK_BACKLOG: usize = 512;
 /// Drop what `take_queued` took out, handing queued handles back to the
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
-    let (ready, spare, timers, watchers, natives, sock_waits, sock_watches, sock_poller) = queued;
+    let (ready, spare, timers, watchers, natives, sock_waits, sock_watches) = queued;
     // Spare handles hold no callback and nothing else refers to them.
     drop(spare);
     for item in ready {
@@ -316,7 +311,7 @@ fn release_queued(py: Python<'_>, queued: Queued) {
     for handle in timers {
         handles::release(py, handle);
     }
-    drop((watchers, natives, sock_waits, sock_watches, sock_poller));
+    drop((watchers, natives, sock_waits, sock_watches));
 }
 
 fn closed_error() -> PyErr {
@@ -587,13 +582,18 @@ impl LoopCore {
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
         let sock_waits = self.sock_waits.lock().take_all();
-        let sock_watches: Vec<_> = self.sock_watches.lock().drain().map(|(_, w)| w).collect();
+        let sock_watches: Vec<_> = self
+            .sock_watches
+            .lock()
+            .drain()
+            .map(|(fd, watch)| {
+                self.poller.remove_sock(fd);
+                watch
+            })
+            .collect();
         for watch in &sock_watches {
             drop(watch.get().release());
         }
-        // Closing the poller's epoll fd drops every socket registration.
-        let poller = self.sock_poller.lock().take();
-        self.sock_poll_token.store(u64::MAX, Ordering::Relaxed);
         (
             ready,
             spare,
@@ -602,7 +602,6 @@ impl LoopCore {
             natives,
             sock_waits,
             sock_watches,
-            poller,
         )
     }
 
@@ -758,8 +757,6 @@ impl LoopCore {
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
-            sock_poller: Mutex::new(None),
-            sock_poll_token: AtomicU64::new(u64::MAX),
             signal_fd: driver.signal_write_fd(),
             driver: Mutex::new(Some(driver)),
             task_factory: Mutex::new(None),

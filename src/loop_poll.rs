@@ -12,8 +12,8 @@
 //! signal socket): tokio's epoll
 //! fd is itself registered here, level-triggered, so when it has events the
 //! loop lets tokio turn once (`block_on` of a yield) and tokio dispatches
-//! them as before. The loop's timer fd is here too, and so is the epoll
-//! instance of the `sock_*` kept registrations (`sock_poll`). A
+//! them as before. The loop's timer fd is here too, and so are the sockets
+//! `sock_*` calls keep registered (`sock_watch`, tagged keys). A
 //! `call_soon_threadsafe` from another thread wakes the park through an
 //! eventfd here (see `park::Wakeup`).
 //!
@@ -33,7 +33,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::fd_watch::{BorrowedFd, FdEvent};
+use crate::fd_watch::{BorrowedFd, Direction, FdEvent, NATIVE_FD};
 use crate::native_io::IoState;
 use crate::park::{WakeFlag, Wakeup};
 
@@ -41,6 +41,9 @@ use crate::park::{WakeFlag, Wakeup};
 const REACTOR_KEY: u64 = u64::MAX;
 const WAKE_KEY: u64 = u64::MAX - 1;
 const TIMER_KEY: u64 = u64::MAX - 2;
+/// Set in the key of a `sock_*` kept registration (`sock_watch`): its
+/// events go straight to the loop by token, with no readiness state here.
+const SOCK_TAG: u64 = 1 << 62;
 
 /// Events read per `epoll_wait`. A full batch makes the next iteration
 /// poll again, whatever the busy-poll pacing.
@@ -84,8 +87,8 @@ pub struct LoopPoller {
     regs: Mutex<HashMap<u64, Arc<IoState>>>,
 }
 
-/// How sockets are watched (here and in `sock_poll`): edge-triggered, both
-/// directions, with the peer's half-close.
+/// How sockets are watched: edge-triggered, both directions, with the
+/// peer's half-close.
 pub const EDGE_BOTH: u32 =
     (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
@@ -217,6 +220,33 @@ impl LoopPoller {
         let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
+    /// Watch a `sock_*` socket (edge-triggered, both directions), reported
+    /// as a native event for `token` (a `SockWatch`; see `sock_watch`).
+    ///
+    /// A kept registration usually outlives its socket: the program closes
+    /// it between two `sock_*` calls without telling the loop. Here that
+    /// costs nothing: the kernel drops a closed file's entry by itself, a
+    /// failed [`remove_sock`](Self::remove_sock) is ignored, and an entry
+    /// kept alive by a dup of the file only ever reports a token nobody
+    /// owns any more. (tokio, by contrast, keeps the state of a
+    /// registration it could not deregister for the runtime's lifetime.)
+    pub fn add_sock(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        debug_assert!(token & SOCK_TAG == 0, "tokens count up from 0");
+        ctl(
+            self.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            EDGE_BOTH,
+            token | SOCK_TAG,
+        )
+    }
+
+    /// Stop watching a `sock_*` socket; errors (the fd closed already) are
+    /// expected and ignored, see [`add_sock`](Self::add_sock).
+    pub fn remove_sock(&self, fd: RawFd) {
+        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
     /// `epoll_wait` with `timeout_ms` (-1: until something happens): how
     /// many events it wrote. The caller releases the GIL around a blocking
     /// wait and hands the events to [`decode`](Self::decode) with the GIL
@@ -260,6 +290,7 @@ impl LoopPoller {
                 REACTOR_KEY => polled.reactor = true,
                 WAKE_KEY => wakeup.drain_fd(),
                 TIMER_KEY => polled.timer = true,
+                key if key & SOCK_TAG != 0 => sock_edge(key & !SOCK_TAG, mask, out),
                 token => {
                     if let Some(state) = regs.get(&token) {
                         state.on_edge(mask, out);
@@ -268,6 +299,27 @@ impl LoopPoller {
             }
         }
         polled
+    }
+}
+
+/// A `sock_*` socket's edge, as fd events for its watch. Errors and
+/// hang-ups count for both directions, as with a selector; there is no
+/// readiness state to keep (a waiting call only starts after its syscall
+/// returned `EAGAIN`, so the next edge is exactly the news it waits for,
+/// and an edge while nobody waits is dropped by the loop: the next call
+/// tries the socket before it waits).
+fn sock_edge(token: u64, mask: u32, out: &mut Vec<FdEvent>) {
+    let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    let read = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 | err;
+    let write = libc::EPOLLOUT as u32 | err;
+    for (bits, direction) in [(read, Direction::Read), (write, Direction::Write)] {
+        if mask & bits != 0 {
+            out.push(FdEvent {
+                fd: NATIVE_FD,
+                token,
+                direction,
+            });
+        }
     }
 }
 

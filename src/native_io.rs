@@ -1,6 +1,7 @@
-//! Readiness for the loop's native I/O objects (transports, and the epoll
-//! instance of the sockets `sock_*` waits keep registered, `sock_poll`), which
-//! do their own reads and writes instead of running Python callbacks.
+//! Readiness for the loop's native I/O objects (transports), which do their
+//! own reads and writes instead of running Python callbacks. (The sockets
+//! `sock_*` waits keep registered need no readiness state: see
+//! `LoopPoller::add_sock`.)
 //!
 //! A native object owns one [`IoRegistration`]: its fd in the loop's own
 //! epoll instance (`loop_poll`, edge-triggered, both directions) and an

@@ -4,8 +4,9 @@
 //! again and again. Registering the fd with epoll for each wait and
 //! deregistering it after (`fd_watch`, asyncio's reader/writer model) costs
 //! two `epoll_ctl` calls per wait. A [`SockWatch`] instead keeps one
-//! registration per socket (in the loop's `SockPoller`, see `sock_poll`,
-//! which also explains why not in tokio's own epoll) for as long as the
+//! registration per socket (in the loop's own epoll instance, see
+//! `LoopPoller::add_sock`, which also explains why not in tokio's) for as
+//! long as the
 //! socket is used only with `sock_*` calls, and runs the waiting [`SockOp`]
 //! natively when the fd is ready (like a native transport: no `Handle`, no
 //! `poll(2)` re-check).

@@ -1,7 +1,7 @@
 //! The loop's fd side: `add_reader`/`add_writer` callbacks (`fd_watch`),
 //! native I/O objects registered with the reactor (transports, by token),
 //! and the registrations `sock_*` calls keep across waits (`sock_watch`,
-//! in the loop's own epoll instance, `sock_poll`), including how a socket's
+//! in the loop's own epoll instance, `loop_poll`), including how a socket's
 //! waiting calls move when a callback or a transport takes its fd over.
 //! Reactor events arrive here (`dispatch_fd_events`) and leave as entries
 //! of the ready queue.
@@ -18,7 +18,6 @@ use crate::fd_watch::{Direction, EventSink, FdEvent, Removed, NATIVE_FD};
 use crate::handles::{Args, Handle};
 use crate::native_io::{IoRegistration, NativeIo};
 use crate::sock_ops::{self, Registered};
-use crate::sock_poll::SockPoller;
 use crate::sock_watch::SockWatch;
 
 impl LoopCore {
@@ -38,33 +37,20 @@ impl LoopCore {
             return false;
         }
         if events.iter().any(|e| e.fd == NATIVE_FD) {
-            let poll_token = self.sock_poll_token.load(Ordering::Relaxed);
             let natives = self.natives.lock();
             let mut ready = self.shared.ready.borrow_mut(py);
             events.retain(|e| {
                 if e.fd != NATIVE_FD {
                     return true;
                 }
-                if e.token == poll_token {
-                    // The sockets' epoll instance: queue the watches whose
-                    // waiting calls can go on now.
-                    if let Some(poller) = self.sock_poller.lock().as_ref() {
-                        poller.drain(|key, readable, writable| {
-                            let Some(NativeIo::Sock(watch)) = natives.get(&key) else {
-                                return; // released since
-                            };
-                            for (edge, direction) in
-                                [(readable, Direction::Read), (writable, Direction::Write)]
-                            {
-                                if edge && watch.get().waits_for(direction) {
-                                    let target = NativeIo::Sock(watch.clone_ref(py));
-                                    ready.push_back(Ready::Io(target, direction));
-                                }
-                            }
-                        });
+                match natives.get(&e.token) {
+                    // A socket's kept registration: only a waiting call
+                    // wants the edge (see `LoopPoller::add_sock`).
+                    Some(NativeIo::Sock(watch)) if !watch.get().waits_for(e.direction) => {}
+                    Some(target) => {
+                        ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
                     }
-                } else if let Some(target) = natives.get(&e.token) {
-                    ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
+                    None => {} // released since
                 }
                 false
             });
@@ -213,19 +199,11 @@ impl LoopCore {
         self.shared.push_ready(py, Ready::Io(target, direction));
     }
 
-    /// Register `fd` with the sockets' epoll instance (made on first use)
-    /// under `token`.
+    /// Register `fd` in the loop's epoll instance as the socket watch
+    /// `token`.
     pub(super) fn add_to_poller(&self, fd: i32, token: u64) -> std::io::Result<()> {
-        let mut poller = self.sock_poller.lock();
-        if poller.is_none() {
-            let poll_token = self.next_native.fetch_add(1, Ordering::Relaxed);
-            let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-            let made = SockPoller::new(&self.poller, poll_token, sink)?;
-            *poller = Some(made);
-            self.sock_poll_token.store(poll_token, Ordering::Relaxed);
-        }
         self.shared.note_registration();
-        poller.as_ref().expect("made above").add(fd, token)
+        self.poller.add_sock(fd, token)
     }
 
     /// Take `fd`'s watch off the poller (if there is one); returns its
@@ -244,10 +222,8 @@ impl LoopCore {
         };
         let registered = self.unregister_native(watch.get().token);
         let ops = watch.get().release();
-        if let Some(poller) = self.sock_poller.lock().as_ref() {
-            // Fails harmlessly if the socket was closed (see `sock_poll`).
-            poller.remove(fd);
-        }
+        // Fails harmlessly if the socket was closed (see `add_sock`).
+        self.poller.remove_sock(fd);
         drop(registered);
         let open = watch.get().socket_still_open(py);
         drop(watch);
