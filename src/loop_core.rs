@@ -280,7 +280,7 @@ type OwnedHandle = Option<Py<Handle>>;
 /// Everything a loop holds on to, taken out at close or GC clear.
 type Queued = (
     VecDeque<Ready>,
-    Vec<Py<Handle>>,
+    (Vec<Py<Handle>>, Vec<Py<PyAny>>),
     Vec<Py<Handle>>,
     (Vec<Py<Handle>>, Vec<Py<PyAny>>),
     HashMap<u64, NativeIo>,
@@ -296,7 +296,8 @@ const UNTRACK_BACKLOG: usize = 512;
 /// cyclic GC if they live on elsewhere (see `handles::untrack_owned`).
 fn release_queued(py: Python<'_>, queued: Queued) {
     let (ready, spare, timers, watchers, natives, sock_waits, sock_watches) = queued;
-    // Spare handles hold no callback and nothing else refers to them.
+    // Spare handles hold no callback, spare contexts no variables, and
+    // nothing else refers to them.
     drop(spare);
     for item in ready {
         match item {
@@ -575,7 +576,10 @@ impl LoopCore {
         // `__clear__`, both with the GIL held.
         let py = unsafe { Python::assume_attached() };
         let ready = std::mem::take(&mut *self.shared.ready.borrow_mut(py));
-        let spare = std::mem::take(&mut self.spare.borrow_mut(py).handles);
+        let spare = {
+            let mut spare = self.spare.borrow_mut(py);
+            (std::mem::take(&mut spare.handles), spare.contexts.trim(0))
+        };
         let timers = self.shared.timers.lock().clear();
         let watchers = self.watchers.lock().take_all();
         self.watched_fds.store(0, Ordering::Relaxed);

@@ -194,3 +194,5 @@ def test_tokioloop_reuses_contexts_on_this_python():
         assert spare_contexts >= PER_ROUND
     finally:
         loop.close()
+    # A closed loop keeps neither (it may live on, held by user code).
+    assert loop._spare_counts()[1:] == (0, 0)
