@@ -110,8 +110,9 @@ impl ContextPool {
     /// being released.
     pub fn give_back(&mut self, py: Python<'_>, context: Py<PyAny>, cap: usize) -> Py<PyAny> {
         let ptr = context.as_ptr();
-        // SAFETY: the GIL is held (`py`); `ptr` is live (we hold `context`). The fields are read only once
-        // the type is known to be the built-in `Context`.
+        // SAFETY: the GIL is held (`py`); `ptr` is live (we hold
+        // `context`). The fields are read only once the type is known to be
+        // the built-in `Context`.
         unsafe {
             if self.probe.is_some()
                 && self.contexts.len() < cap

@@ -75,10 +75,14 @@ def test_reused_copies_from_another_thread(loop, set_in_thread):
                     loop.call_soon_threadsafe(cb, round_no)
             loop.call_soon_threadsafe(done.set)
 
-        threading.Thread(target=main).start()
+        threads.append(threading.Thread(target=main))
+        threads[-1].start()
 
+    threads = []
     var.set("main")
     _run_round(loop, producer)
+    threads[0].join(5)
+    assert not threads[0].is_alive()
     expected = [
         (r, f"thread-{r}" if set_in_thread else "unset")
         for r in range(ROUNDS)
