@@ -152,9 +152,7 @@ impl ContextPool {
         }
         surplus
     }
-}
 
-impl ContextPool {
     /// Whether copies reuse pooled contexts (the layout check passed).
     pub fn reuses(&self) -> bool {
         self.probe.is_some()

@@ -217,7 +217,7 @@ impl LoopPoller {
     /// so a stale event for it is dropped.
     pub fn remove(&self, fd: RawFd, token: u64) {
         self.regs.lock().remove(&token);
-        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        self.remove_sock(fd);
     }
 
     /// Watch a `sock_*` socket (edge-triggered, both directions), reported
@@ -241,8 +241,9 @@ impl LoopPoller {
         )
     }
 
-    /// Stop watching a `sock_*` socket; errors (the fd closed already) are
-    /// expected and ignored, see [`add_sock`](Self::add_sock).
+    /// Stop watching a `sock_*` socket (or any fd: [`remove`](Self::remove)
+    /// uses it too); errors (the fd closed already) are expected and
+    /// ignored, see [`add_sock`](Self::add_sock).
     pub fn remove_sock(&self, fd: RawFd) {
         let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
