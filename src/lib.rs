@@ -78,6 +78,10 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        transport_write::_install_core_forwarders,
+        m
+    )?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

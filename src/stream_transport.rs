@@ -86,6 +86,11 @@ impl StreamTransport {
         self.base.closing
     }
 
+    /// What `get_write_buffer_size()` returns.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
     /// Called by the loop for a readiness event.
     pub fn on_ready(slf: &Bound<'_, Self>, direction: Direction) -> PyResult<()> {
         match direction {
@@ -827,7 +832,7 @@ impl StreamTransport {
     }
 
     fn get_write_buffer_size(&self) -> usize {
-        self.buffered
+        self.buffered()
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {

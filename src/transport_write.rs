@@ -8,23 +8,42 @@
 //!
 //! `is_closing()` is a `METH_NOARGS` C method for the same reason: uvicorn
 //! and aiohttp ask it once per request.
+//!
+//! The same three methods (with `get_write_buffer_size()`) are also method
+//! descriptors of the Python transport class, `_transports.SocketTransport`
+//! ([`install_on_owner`]), forwarding to the core the transport keeps in
+//! its `_core` slot. Bound as instance attributes instead
+//! (`self.write = core.write`), `transport.write` cannot be specialised by
+//! CPython's `LOAD_METHOD`/`LOAD_ATTR` (an instance attribute shadowing a
+//! class one): every call took the generic lookup, ~160 instructions, a
+//! twentieth of a 1 KiB echo request. A method descriptor of the class is
+//! specialised, and so is the call; the core is one
+//! load at the slot's offset.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyType};
+use pyo3::types::{PyBool, PyInt, PyType};
 
 use crate::fastcall::{add_method, finish};
 use crate::stream_transport::StreamTransport;
 
+/// `write(data)` on the core `resolve` finds from `slf`.
+///
 /// # Safety
 /// Called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method: the GIL
 /// is held, `slf` is live and `args` holds `nargs` positional then
-/// `len(kwnames)` keyword argument values, all live.
-unsafe extern "C" fn write(
+/// `len(kwnames)` keyword argument values, all live; `resolve` accepts
+/// `slf`.
+unsafe fn write_entry(
+    resolve: for<'py> unsafe fn(
+        Python<'py>,
+        *mut ffi::PyObject,
+    ) -> PyResult<Bound<'py, StreamTransport>>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -32,7 +51,7 @@ unsafe extern "C" fn write(
 ) -> *mut ffi::PyObject {
     let py = Python::assume_attached();
     let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
-        let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
+        let core = resolve(py, slf)?;
         let nkw = if kwnames.is_null() {
             0
         } else {
@@ -47,12 +66,71 @@ unsafe extern "C" fn write(
                 "write() takes exactly one argument: data",
             ));
         }
-        StreamTransport::write(&slf, &Bound::from_borrowed_ptr(py, *args))?;
+        StreamTransport::write(&core, &Bound::from_borrowed_ptr(py, *args))?;
         Ok(py.None())
     }));
     finish(py, "write", outcome)
 }
 
+/// The core itself (`self` of a `StreamTransportCore` method).
+///
+/// # Safety
+/// The GIL is held and `slf` is live.
+unsafe fn core_itself<'py>(
+    py: Python<'py>,
+    slf: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, StreamTransport>> {
+    Ok(Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?)
+}
+
+/// `StreamTransportCore.write(data)`.
+///
+/// # Safety
+/// As for [`write_entry`].
+unsafe extern "C" fn write(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    write_entry(core_itself, slf, args, nargs, kwnames)
+}
+
+/// A `METH_NOARGS` method on the core `resolve` finds from `slf`.
+///
+/// # Safety
+/// The GIL is held, `slf` is live and `resolve` accepts it.
+unsafe fn noargs_entry(
+    name: &str,
+    resolve: for<'py> unsafe fn(
+        Python<'py>,
+        *mut ffi::PyObject,
+    ) -> PyResult<Bound<'py, StreamTransport>>,
+    slf: *mut ffi::PyObject,
+    method: fn(Python<'_>, &StreamTransport) -> Py<PyAny>,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_attached();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
+        let core = resolve(py, slf)?;
+        let core = core.try_borrow()?;
+        Ok(method(py, &core))
+    }));
+    finish(py, name, outcome)
+}
+
+fn closing(py: Python<'_>, core: &StreamTransport) -> Py<PyAny> {
+    PyBool::new(py, core.closing())
+        .to_owned()
+        .into_any()
+        .unbind()
+}
+
+fn buffered(py: Python<'_>, core: &StreamTransport) -> Py<PyAny> {
+    PyInt::new(py, core.buffered()).into_any().unbind()
+}
+
+/// `StreamTransportCore.is_closing()`.
+///
 /// # Safety
 /// Called by CPython as a `METH_NOARGS` method: the GIL is held and `slf`
 /// is live.
@@ -60,13 +138,7 @@ unsafe extern "C" fn is_closing(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let py = Python::assume_attached();
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
-        let slf = Bound::from_borrowed_ptr(py, slf).cast_into::<StreamTransport>()?;
-        let closing = slf.try_borrow()?.closing();
-        Ok(PyBool::new(py, closing).to_owned().into_any().unbind())
-    }));
-    finish(py, "is_closing", outcome)
+    noargs_entry("is_closing", core_itself, slf, closing)
 }
 
 /// Add `write` and `is_closing` to the `StreamTransportCore` type.
@@ -88,5 +160,136 @@ pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
         },
         ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         c"write(data): send data, buffering what the socket does not take.",
+    )
+}
+
+/// Where the owner class keeps its core: the `_core` slot's offset in its
+/// instances, and the class (whose instances, subclasses' included, all
+/// have the slot there).
+struct OwnerSlot {
+    class: usize,
+    offset: isize,
+}
+
+static OWNER_SLOT: OnceLock<OwnerSlot> = OnceLock::new();
+
+/// The core of `owner`, an instance of the class [`install_on_owner`] was
+/// given (CPython's method descriptor checks `self`'s type before calling).
+///
+/// # Safety
+/// The GIL is held and `owner` is a live instance of that class.
+unsafe fn core_of<'py>(
+    py: Python<'py>,
+    owner: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, StreamTransport>> {
+    let slot = OWNER_SLOT
+        .get()
+        .expect("installed before the class is used");
+    debug_assert!(ffi::PyObject_TypeCheck(owner, slot.class as *mut ffi::PyTypeObject) != 0);
+    let core = *owner
+        .cast::<u8>()
+        .offset(slot.offset)
+        .cast::<*mut ffi::PyObject>();
+    if core.is_null() {
+        // As Python reports an unset slot.
+        return Err(PyAttributeError::new_err("_core"));
+    }
+    Ok(Bound::from_borrowed_ptr(py, core).cast_into::<StreamTransport>()?)
+}
+
+/// `SocketTransport.write(data)`: the core's `write`.
+///
+/// # Safety
+/// As for [`write_entry`], as a method descriptor of the owner class.
+unsafe extern "C" fn owner_write(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    write_entry(core_of, slf, args, nargs, kwnames)
+}
+
+/// `SocketTransport.is_closing()`.
+///
+/// # Safety
+/// Called by CPython as a `METH_NOARGS` method descriptor of the owner
+/// class: the GIL is held and `slf` is live.
+unsafe extern "C" fn owner_is_closing(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    noargs_entry("is_closing", core_of, slf, closing)
+}
+
+/// `SocketTransport.get_write_buffer_size()`.
+///
+/// # Safety
+/// As for [`owner_is_closing`].
+unsafe extern "C" fn owner_get_write_buffer_size(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    noargs_entry("get_write_buffer_size", core_of, slf, buffered)
+}
+
+/// Make `write`, `is_closing` and `get_write_buffer_size` of `owner` (the
+/// Python `SocketTransport` class, which declares `__slots__ = ("_core",)`)
+/// method descriptors forwarding to the core in that slot. Once per
+/// process: the class is the module's own.
+#[pyfunction]
+pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
+    let member = owner.getattr("__dict__")?.get_item("_core")?;
+    // SAFETY: the GIL is held; the descriptor's fields are read only once
+    // its type is known to be the member descriptor type, and the offset
+    // only once the member is known to be an object slot.
+    let offset = unsafe {
+        let ptr = member.as_ptr();
+        if ffi::Py_TYPE(ptr) != &raw mut ffi::PyMemberDescr_Type {
+            return Err(PyTypeError::new_err("_core must be a __slots__ member"));
+        }
+        let def = (*ptr.cast::<ffi::PyMemberDescrObject>())
+            .d_member
+            .cast::<ffi::PyMemberDef>();
+        if (*def).type_code != ffi::Py_T_OBJECT_EX {
+            return Err(PyTypeError::new_err("_core must be an object slot"));
+        }
+        (*def).offset
+    };
+    let slot = OWNER_SLOT.get_or_init(|| OwnerSlot {
+        class: owner.as_type_ptr() as usize,
+        offset: offset as isize,
+    });
+    if slot.class != owner.as_type_ptr() as usize {
+        return Err(PyTypeError::new_err(
+            "core forwarders are installed already",
+        ));
+    }
+    add_method(
+        owner,
+        c"write",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: owner_write,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        c"write(data): send data, buffering what the socket does not take.",
+    )?;
+    add_method(
+        owner,
+        c"is_closing",
+        ffi::PyMethodDefPointer {
+            PyCFunction: owner_is_closing,
+        },
+        ffi::METH_NOARGS,
+        c"is_closing(): True once the transport is closing or closed.",
+    )?;
+    add_method(
+        owner,
+        c"get_write_buffer_size",
+        ffi::PyMethodDefPointer {
+            PyCFunction: owner_get_write_buffer_size,
+        },
+        ffi::METH_NOARGS,
+        c"get_write_buffer_size(): bytes buffered and not yet sent.",
     )
 }

@@ -191,6 +191,36 @@ def test_write_takes_data_by_keyword_and_exactly_one_argument(loop):
     assert (sp.data(), errors) == (b"kw", 3)
 
 
+def test_write_methods_through_the_class_and_shadowed_per_instance(loop):
+    """`write`, `is_closing` and `get_write_buffer_size` called through the
+    class (unbound, with the transport as `self`), and `write` replaced on
+    one transport by a wrapper, as tracing code does: the wrapper sees every
+    write and the data still arrives."""
+
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        cls = type(tr)
+        cls.write(tr, b"a")
+        state = (cls.is_closing(tr), cls.get_write_buffer_size(tr))
+        seen = []
+        original = tr.write
+
+        def traced(data):
+            seen.append(bytes(data))
+            original(data)
+
+        tr.write = traced
+        tr.write(b"bc")
+        await sp.wait_for_data(3)
+        del tr.write
+        tr.write(b"d")
+        await sp.wait_for_data(4)
+        await _teardown(server, tr)
+        return state, seen, sp.data(), tr.is_closing()
+
+    assert run(loop, main()) == ((False, 0), [b"bc"], b"abcd", True)
+
+
 @pytest.mark.parametrize("bad", ["text", 42, None, [b"x"]])
 def test_write_rejects_non_bytes(loop, bad):
     async def main():

@@ -13,9 +13,11 @@ their per-event and per-write work is the native ``StreamTransportCore`` /
 bookkeeping, each copied from asyncio's own.
 
 The methods protocols call per message (``write``, ``is_closing``,
-``get_write_buffer_size``) are bound once per transport as instance
-attributes (``self.write = core.write``), so ``transport.write(data)`` calls
-native code directly, with no Python frame in between.
+``get_write_buffer_size``) call native code directly, with no Python frame in
+between: ``SocketTransport``'s are native method descriptors that find the
+core in the ``_core`` slot (``transport_write.rs``), which CPython's
+specialising interpreter turns into a direct C call;
+``DatagramSocketTransport`` binds the core's methods as instance attributes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import warnings
 from asyncio import base_events, constants, futures, selector_events, transports, trsock
 from asyncio.log import logger
 
-from ._tokioloop import DatagramTransportCore, StreamTransportCore
+from ._tokioloop import DatagramTransportCore, StreamTransportCore, _install_core_forwarders
 
 # Server._attach/_detach take the transport from 3.13 on.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
@@ -118,10 +120,8 @@ class _NativeTransport(transports._FlowControlMixin):
         self._sock_fd = sock.fileno()
 
     def _start(self, loop, core, protocol, waiter):
-        """Bind the core's hot methods, register with the loop, schedule
-        connection_made and the first read, as asyncio's transports do."""
-        self.is_closing = core.is_closing
-        self.get_write_buffer_size = core.get_write_buffer_size
+        """Register with the loop, schedule connection_made and the first
+        read, as asyncio's transports do."""
         loop._transports[self._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts once connection_made() has run, as in asyncio.
@@ -270,6 +270,10 @@ class _NativeTransport(transports._FlowControlMixin):
 class SocketTransport(_NativeTransport, transports.Transport):
     """A connected stream socket, driven by tokioloop's native engine."""
 
+    # The core in a slot: the native `write`, `is_closing` and
+    # `get_write_buffer_size` installed below read it at a fixed offset.
+    __slots__ = ("_core",)
+
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
@@ -283,11 +287,6 @@ class SocketTransport(_NativeTransport, transports.Transport):
         # transport" when collected and closes the socket).
         self._core = core
         self._sock = sock
-        # Bound per instance, so that the call is the native method with no
-        # Python frame: only what protocols call per message (binding costs
-        # each new connection ~500 instructions a method); the rest go
-        # through the forwarders below.
-        self.write = core.write
         self._server = server
         try:
             if server is not None:
@@ -322,9 +321,6 @@ class SocketTransport(_NativeTransport, transports.Transport):
     def _empty_waiter(self):
         return self._core._empty_waiter
 
-    def write(self, data):
-        self._core.write(data)
-
     def writelines(self, list_of_data):
         self._core.writelines(list_of_data)
 
@@ -356,6 +352,10 @@ class SocketTransport(_NativeTransport, transports.Transport):
         self._core._empty_waiter = None
 
 
+# `write`, `is_closing`, `get_write_buffer_size`: native, reading `_core`.
+_install_core_forwarders(SocketTransport)
+
+
 class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
     """A datagram socket (UDP, Unix datagram), driven by tokioloop's native
     engine."""
@@ -374,7 +374,11 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
         )
         self._core = core  # first, as in SocketTransport
         self._sock = sock
+        # Bound per instance, so that the call is the native method with no
+        # Python frame.
         self.sendto = core.sendto
+        self.is_closing = core.is_closing
+        self.get_write_buffer_size = core.get_write_buffer_size
         self._start(loop, core, protocol, waiter)
 
     @property
