@@ -120,6 +120,87 @@ def test_context_kept_alive_by_a_token_is_not_reused(loop):
     assert all("different Context" in e for e in errors)
 
 
+def test_handle_context_is_the_copy_made_at_scheduling_time(loop):
+    """The copy a handle reports before it runs holds the caller's values
+    as they were when it was scheduled, and is the context the callback
+    then runs in (its changes show there), for call_soon, call_later and
+    call_soon_threadsafe from another thread."""
+    seen = []
+
+    def cb(name):
+        seen.append((name, var.get()))
+        var.set(f"changed-{name}")
+
+    handles = {}
+    token = var.set("at-schedule")
+    handles["soon"] = loop.call_soon(cb, "soon")
+    handles["later"] = loop.call_later(0.001, cb, "later")
+
+    def from_thread():
+        var.set("thread-at-schedule")
+        handles["threadsafe"] = loop.call_soon_threadsafe(cb, "threadsafe")
+        var.set("thread-after")
+
+    thread = threading.Thread(target=from_thread)
+    thread.start()
+    thread.join()
+    var.set("after-schedule")
+    before = {name: h._context for name, h in handles.items()}
+    values_before = {name: ctx.get(var) for name, ctx in before.items()}
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    var.reset(token)
+    assert values_before == {
+        "soon": "at-schedule",
+        "later": "at-schedule",
+        "threadsafe": "thread-at-schedule",
+    }
+    assert sorted(seen) == sorted(values_before.items())
+    assert {name: ctx.get(var) for name, ctx in before.items()} == {
+        name: f"changed-{name}" for name in handles
+    }
+    assert all(h._context is before[name] for name, h in handles.items())
+
+
+def test_copies_made_at_run_time_are_distinct(loop):
+    """Callbacks scheduled together, each run in its own copy: one's change
+    is not seen by the next, even though the copies share the caller's
+    variables until they run."""
+    seen = []
+
+    def cb(index):
+        seen.append(var.get())
+        var.set(f"changed-{index}")
+
+    token = var.set("caller")
+    for index in range(PER_ROUND):
+        loop.call_soon(cb, index)
+    var.reset(token)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["caller"] * PER_ROUND
+
+
+def test_cycle_through_a_pending_handles_copy_is_collected(loop_factory):
+    """A value in the copy a pending handle holds refers back to the
+    handle: once the loop is closed with the handle never run, the cycle
+    (handle -> copy -> value -> handle) is garbage and collected."""
+
+    class Holder:
+        handle = None
+
+    loop = loop_factory()
+    holder = Holder()
+    ref = weakref.ref(holder)
+    token = var.set(holder)
+    holder.handle = loop.call_soon(lambda: None)
+    var.reset(token)
+    loop.close()
+    del holder
+    gc.collect()
+    assert ref() is None
+
+
 def test_values_set_in_a_copy_are_released_with_it(loop):
     class Value:
         pass
