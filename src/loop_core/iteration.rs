@@ -37,10 +37,10 @@ use crate::wakeup::SignalSocket;
 /// reader added for an fd that is already readable runs in the next
 /// iteration on the stock loop) or after this thread sent data through a
 /// stream or datagram transport or `sock_sendall` (its peer may be watched
-/// by this same loop; see `take_poll_notes`).
-/// Data that Python code writes to an fd with a plain `socket.send` or
-/// `os.write` (or asyncio's own `sock_sendto`) is not seen that way, and
-/// can be seen up to the pacing's bound later than on the stock loop. Fds already known to be ready
+/// by this same loop; see `take_poll_notes`). Data that Python code writes
+/// to an fd with a plain `socket.send` or `os.write` (or asyncio's own
+/// `sock_sendto`) is not seen that way, and can be seen up to the pacing's
+/// bound later than on the stock loop. Fds already known to be ready
 /// (level-triggered re-checks) are dispatched on every iteration
 /// regardless.
 const BUSY_POLL_INTERVAL: f64 = 50e-6;
