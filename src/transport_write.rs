@@ -11,14 +11,14 @@
 //!
 //! The same three methods (with `get_write_buffer_size()`) are also method
 //! descriptors of the Python transport class, `_transports.SocketTransport`
-//! ([`install_on_owner`]), forwarding to the core the transport keeps in
-//! its `_core` slot. Bound as instance attributes instead
+//! ([`_install_core_forwarders`]), forwarding to the core the transport
+//! keeps in its `_core` slot. Bound as instance attributes instead
 //! (`self.write = core.write`), `transport.write` cannot be specialised by
 //! CPython's `LOAD_METHOD`/`LOAD_ATTR` (an instance attribute shadowing a
 //! class one): every call took the generic lookup, ~160 instructions, a
 //! twentieth of a 1 KiB echo request. A method descriptor of the class is
-//! specialised, and so is the call; the core is one
-//! load at the slot's offset.
+//! specialised, and so is the call; the core is one load at the slot's
+//! offset.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
@@ -173,8 +173,9 @@ struct OwnerSlot {
 
 static OWNER_SLOT: OnceLock<OwnerSlot> = OnceLock::new();
 
-/// The core of `owner`, an instance of the class [`install_on_owner`] was
-/// given (CPython's method descriptor checks `self`'s type before calling).
+/// The core of `owner`, an instance of the class
+/// [`_install_core_forwarders`] was given (CPython's method descriptor
+/// checks `self`'s type before calling).
 ///
 /// # Safety
 /// The GIL is held and `owner` is a live instance of that class.
@@ -192,7 +193,11 @@ unsafe fn core_of<'py>(
         .cast::<*mut ffi::PyObject>();
     if core.is_null() {
         // As Python reports an unset slot.
-        return Err(PyAttributeError::new_err("_core"));
+        let owner = Bound::from_borrowed_ptr(py, owner);
+        return Err(PyAttributeError::new_err(format!(
+            "'{}' object has no attribute '_core'",
+            owner.get_type().name()?
+        )));
     }
     Ok(Bound::from_borrowed_ptr(py, core).cast_into::<StreamTransport>()?)
 }
