@@ -141,10 +141,15 @@ unsafe extern "C" fn is_closing(
     noargs_entry("is_closing", core_itself, slf, closing)
 }
 
-/// Add `write` and `is_closing` to the `StreamTransportCore` type.
-pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
+/// Add `write` and `is_closing` to `tp` with these entry points: the core
+/// type's own, or the owner class's forwarders.
+fn add_write_and_is_closing(
+    tp: &Bound<'_, PyType>,
+    write: ffi::PyCFunctionFastWithKeywords,
+    is_closing: ffi::PyCFunction,
+) -> PyResult<()> {
     add_method(
-        transport_type,
+        tp,
         c"is_closing",
         ffi::PyMethodDefPointer {
             PyCFunction: is_closing,
@@ -153,7 +158,7 @@ pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
         c"is_closing(): True once the transport is closing or closed.",
     )?;
     add_method(
-        transport_type,
+        tp,
         c"write",
         ffi::PyMethodDefPointer {
             PyCFunctionFastWithKeywords: write,
@@ -161,6 +166,11 @@ pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
         ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         c"write(data): send data, buffering what the socket does not take.",
     )
+}
+
+/// Add `write` and `is_closing` to the `StreamTransportCore` type.
+pub fn install(transport_type: &Bound<'_, PyType>) -> PyResult<()> {
+    add_write_and_is_closing(transport_type, write, is_closing)
 }
 
 /// Where the owner class keeps its core: the `_core` slot's offset in its
@@ -270,24 +280,7 @@ pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
             "core forwarders are installed already",
         ));
     }
-    add_method(
-        owner,
-        c"write",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: owner_write,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        c"write(data): send data, buffering what the socket does not take.",
-    )?;
-    add_method(
-        owner,
-        c"is_closing",
-        ffi::PyMethodDefPointer {
-            PyCFunction: owner_is_closing,
-        },
-        ffi::METH_NOARGS,
-        c"is_closing(): True once the transport is closing or closed.",
-    )?;
+    add_write_and_is_closing(owner, owner_write, owner_is_closing)?;
     add_method(
         owner,
         c"get_write_buffer_size",
