@@ -46,7 +46,7 @@ use crate::handles::{self, source_traceback, Args, Callback, Deadline, Handle, T
 use crate::heap_tuning;
 use crate::inet_address;
 use crate::loop_poll::LoopPoller;
-use crate::native_io::NativeIo;
+use crate::native_io::{NativeEntry, NativeIo};
 use crate::park::Wakeup;
 use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
@@ -225,8 +225,9 @@ pub struct LoopCore {
     /// For registering fds while `_run` has the runtime checked out.
     rt_handle: tokio::runtime::Handle,
     watchers: Mutex<FdWatchers>,
-    /// Native I/O objects by registration token (see `native_io`).
-    natives: Mutex<HashMap<u64, NativeIo>>,
+    /// Native I/O objects and their readiness state by registration token
+    /// (see `native_io`); the loop's epoll events are keyed by the tokens.
+    natives: Mutex<HashMap<u64, NativeEntry>>,
     next_native: AtomicU64,
     /// How many fds `watchers` and `natives` hold, each stored while its
     /// lock is held: both zero means no I/O to poll for but the signal
@@ -283,7 +284,7 @@ type Queued = (
     (Vec<Py<Handle>>, Vec<Py<PyAny>>),
     Vec<Py<Handle>>,
     (Vec<Py<Handle>>, Vec<Py<PyAny>>),
-    HashMap<u64, NativeIo>,
+    HashMap<u64, NativeEntry>,
     Vec<SockWait>,
     Vec<Py<SockWatch>>,
 );
@@ -1122,8 +1123,8 @@ impl LoopCore {
             }
         }
         if let Some(natives) = self.natives.try_lock() {
-            for t in natives.values() {
-                t.traverse(&visit)?;
+            for entry in natives.values() {
+                entry.io.traverse(&visit)?;
             }
         }
         if let Some(kwargs) = self.loop_kwargs.get() {

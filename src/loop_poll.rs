@@ -7,7 +7,9 @@
 //! request/response exchange is per request. The loop's hot fds (the native
 //! transports' sockets, `native_io`) are therefore registered here, in an
 //! epoll instance of the loop's own, edge-triggered, keyed by their never
-//! reused tokens, and the loop parks in one `epoll_wait` on it. Everything
+//! reused tokens, and the loop parks in one `epoll_wait` on it. The poller
+//! keeps no state per fd: [`LoopPoller::decode`] hands each edge, by token,
+//! to the loop, whose registry holds the object and its readiness. Everything
 //! else stays on tokio's reactor (`add_reader`/`add_writer` watchers, the
 //! signal socket): tokio's epoll
 //! fd is itself registered here, level-triggered, so when it has events the
@@ -28,13 +30,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
-use rustc_hash::FxHashMap as HashMap;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::fd_watch::{BorrowedFd, Direction, FdEvent, NATIVE_FD};
-use crate::native_io::IoState;
+use crate::fd_watch::{BorrowedFd, Direction};
 use crate::park::{WakeFlag, Wakeup};
 
 /// Keys of the fds of our own in the instance (tokens count up from 0).
@@ -42,7 +41,7 @@ const REACTOR_KEY: u64 = u64::MAX;
 const WAKE_KEY: u64 = u64::MAX - 1;
 const TIMER_KEY: u64 = u64::MAX - 2;
 /// Set in the key of a `sock_*` kept registration (`sock_watch`): its
-/// events go straight to the loop by token, with no readiness state here.
+/// edges need no readiness state (see [`LoopPoller::add_sock`]).
 const SOCK_TAG: u64 = 1 << 62;
 
 /// Events read per `epoll_wait`. A full batch makes the next iteration
@@ -67,6 +66,15 @@ enum Nesting {
     },
 }
 
+/// An edge of a native registration, as [`LoopPoller::decode`] reports it.
+pub enum NativeEdge {
+    /// A native I/O object's fd (`native_io`), with the event mask.
+    Io { token: u64, mask: u32 },
+    /// A socket kept registered for `sock_*` calls, with the directions the
+    /// edge reports (see [`sock_directions`]).
+    Sock { token: u64, mask: u32 },
+}
+
 /// What a poll found besides the native registrations' edges.
 #[derive(Default)]
 pub struct Polled {
@@ -83,8 +91,6 @@ pub struct LoopPoller {
     /// holds tokio's registration of `epfd`.
     nesting: Nesting,
     epfd: OwnedFd,
-    /// The registrations' readiness state by token.
-    regs: Mutex<HashMap<u64, Arc<IoState>>>,
 }
 
 /// How sockets are watched: edge-triggered, both directions, with the
@@ -152,11 +158,7 @@ impl LoopPoller {
                 nesting
             }
         };
-        Ok(LoopPoller {
-            nesting,
-            epfd,
-            regs: Mutex::new(HashMap::default()),
-        })
+        Ok(LoopPoller { nesting, epfd })
     }
 
     /// Whether the loop parks here (else in tokio, see the module doc).
@@ -195,29 +197,24 @@ impl LoopPoller {
         }
     }
 
-    /// Watch `fd` (edge-triggered, both directions) for `state`.
-    pub fn add(&self, fd: RawFd, state: Arc<IoState>) -> io::Result<()> {
-        let token = state.token();
-        self.regs.lock().insert(token, state);
-        let added = ctl(
+    /// Watch `fd` (edge-triggered, both directions) for the native I/O
+    /// object `token`.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        debug_assert!(token & SOCK_TAG == 0, "tokens count up from 0");
+        ctl(
             self.epfd.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
             fd,
             EDGE_BOTH,
             token,
-        );
-        if added.is_err() {
-            self.regs.lock().remove(&token);
-        }
-        added
+        )
     }
 
-    /// Stop watching `fd`, registered for `token`. A failed `EPOLL_CTL_DEL`
-    /// (the fd already closed) is ignored: its token is gone from `regs`,
-    /// so a stale event for it is dropped.
-    pub fn remove(&self, fd: RawFd, token: u64) {
-        self.regs.lock().remove(&token);
-        self.remove_sock(fd);
+    /// Stop watching `fd`. A failed `EPOLL_CTL_DEL` (the fd already
+    /// closed) is ignored: the object left the loop's registry first, so a
+    /// stale event for its token is dropped there.
+    pub fn remove(&self, fd: RawFd) {
+        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
     /// Watch a `sock_*` socket (edge-triggered, both directions), reported
@@ -241,11 +238,10 @@ impl LoopPoller {
         )
     }
 
-    /// Stop watching a `sock_*` socket (or any fd: [`remove`](Self::remove)
-    /// uses it too); errors (the fd closed already) are expected and
-    /// ignored, see [`add_sock`](Self::add_sock).
+    /// Stop watching a `sock_*` socket; errors (the fd closed already) are
+    /// expected and ignored, see [`add_sock`](Self::add_sock).
     pub fn remove_sock(&self, fd: RawFd) {
-        let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        self.remove(fd);
     }
 
     /// `epoll_wait` with `timeout_ms` (-1: until something happens): how
@@ -268,14 +264,14 @@ impl LoopPoller {
         Ok(n as usize)
     }
 
-    /// Turn the events of a `wait` into fd events for the loop (`out`),
-    /// through the registrations' readiness state. With the GIL held: the
-    /// state is also read and written by I/O attempts, which hold it.
+    /// Sort the events of a `wait`: the loop's own fds are noted in the
+    /// result, the native registrations' edges handed to `native` (the
+    /// loop's registry, which the caller locks at most once per batch).
     pub fn decode(
         &self,
         events: &[libc::epoll_event],
         wakeup: &Wakeup,
-        out: &mut Vec<FdEvent>,
+        mut native: impl FnMut(NativeEdge),
     ) -> Polled {
         let mut polled = Polled {
             more: events.len() == BATCH,
@@ -284,44 +280,37 @@ impl LoopPoller {
         if events.is_empty() {
             return polled;
         }
-        let regs = self.regs.lock();
         for event in events {
             let (mask, key) = (event.events, event.u64);
             match key {
                 REACTOR_KEY => polled.reactor = true,
                 WAKE_KEY => wakeup.drain_fd(),
                 TIMER_KEY => polled.timer = true,
-                key if key & SOCK_TAG != 0 => sock_edge(key & !SOCK_TAG, mask, out),
-                token => {
-                    if let Some(state) = regs.get(&token) {
-                        state.on_edge(mask, out);
-                    }
-                }
+                key if key & SOCK_TAG != 0 => native(NativeEdge::Sock {
+                    token: key & !SOCK_TAG,
+                    mask,
+                }),
+                token => native(NativeEdge::Io { token, mask }),
             }
         }
         polled
     }
 }
 
-/// A `sock_*` socket's edge, as fd events for its watch. Errors and
-/// hang-ups count for both directions, as with a selector; there is no
-/// readiness state to keep (a waiting call only starts after its syscall
-/// returned `EAGAIN`, so the next edge is exactly the news it waits for,
-/// and an edge while nobody waits is dropped by the loop: the next call
-/// tries the socket before it waits).
-fn sock_edge(token: u64, mask: u32, out: &mut Vec<FdEvent>) {
+/// The directions a `sock_*` socket's edge (`mask`) reports. Errors and
+/// hang-ups count for both, as with a selector; there is no readiness
+/// state to keep (a waiting call only starts after its syscall returned
+/// `EAGAIN`, so the next edge is exactly the news it waits for, and an
+/// edge while nobody waits is dropped by the loop: the next call tries the
+/// socket before it waits).
+pub fn sock_directions(mask: u32) -> impl Iterator<Item = Direction> {
     let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
     let read = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 | err;
     let write = libc::EPOLLOUT as u32 | err;
-    for (bits, direction) in [(read, Direction::Read), (write, Direction::Write)] {
-        if mask & bits != 0 {
-            out.push(FdEvent {
-                fd: NATIVE_FD,
-                token,
-                direction,
-            });
-        }
-    }
+    [(read, Direction::Read), (write, Direction::Write)]
+        .into_iter()
+        .filter(move |(bits, _)| mask & bits != 0)
+        .map(|(_, direction)| direction)
 }
 
 /// Have tokio raise the flag when our fd turns readable (fallback nesting).

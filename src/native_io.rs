@@ -9,10 +9,10 @@
 //! the fd is ready, whether the object waits for an edge (it found the fd
 //! not ready, or drained it), and whether an event is queued and not yet
 //! handled (so edges are de-duplicated until the object has handled the
-//! last one). An edge for a direction the object waits on records
-//! `(token, direction)` in the loop's event list; the loop looks the token
-//! up in its registry and queues the object itself (no `Handle`, no Python
-//! call) on the ready queue.
+//! last one). An edge for a direction the object waits on queues
+//! the object itself (no `Handle`, no Python call) on the loop's ready
+//! queue: the loop keeps each object and its state together in one registry
+//! ([`NativeEntry`], by token), so an epoll event costs one lookup.
 //!
 //! Unlike `fd_watch`, which has to emulate a selector's level-triggered
 //! callbacks with a `poll(2)` after each one, a native object knows exactly
@@ -65,37 +65,34 @@ pub struct IoState {
 }
 
 impl IoState {
-    pub fn token(&self) -> u64 {
-        self.token
-    }
-
-    /// Queue an event for `direction` unless one is queued already.
-    fn signal(&self, direction: Direction, out: Option<&mut Vec<FdEvent>>) {
-        if self.sides[direction as usize]
+    /// Claim the queued event for `direction`: false if one is queued
+    /// already (edges are de-duplicated until the object handled it).
+    fn claim(&self, direction: Direction) -> bool {
+        !self.sides[direction as usize]
             .pending
             .swap(true, Ordering::AcqRel)
-        {
+    }
+
+    /// Queue an event for `direction` through the loop's event list, unless
+    /// one is queued already (the object asks from inside its own I/O, so
+    /// the loop's registry may be locked: see `LoopCore::dispatch_fd_events`).
+    fn signal(&self, direction: Direction) {
+        if !self.claim(direction) {
             return;
         }
-        let event = FdEvent {
-            fd: NATIVE_FD,
-            token: self.token,
-            direction,
-        };
-        match out {
-            Some(out) => out.push(event),
-            None => {
-                if let Some(sink) = self.sink.upgrade() {
-                    sink.push_fd_event(event);
-                }
-            }
+        if let Some(sink) = self.sink.upgrade() {
+            sink.push_fd_event(FdEvent {
+                fd: NATIVE_FD,
+                token: self.token,
+                direction,
+            });
         }
     }
 
     /// An epoll event for this fd (`mask`): set readiness, and queue an
-    /// event for each direction the object waits on. Errors and hang-ups
-    /// count for both directions, as with a selector.
-    pub fn on_edge(&self, mask: u32, out: &mut Vec<FdEvent>) {
+    /// event (`queue`) for each direction the object waits on. Errors and
+    /// hang-ups count for both directions, as with a selector.
+    pub fn on_edge(&self, mask: u32, mut queue: impl FnMut(Direction)) {
         let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         if mask & err != 0 {
             self.error.store(true, Ordering::Relaxed);
@@ -116,8 +113,8 @@ impl IoState {
                 side.closed.store(true, Ordering::Relaxed);
             }
             side.ready.store(true, Ordering::Relaxed);
-            if side.armed.swap(false, Ordering::Relaxed) {
-                self.signal(direction, Some(&mut *out));
+            if side.armed.swap(false, Ordering::Relaxed) && self.claim(direction) {
+                queue(direction);
             }
         }
     }
@@ -164,12 +161,17 @@ impl IoRegistration {
             sides: Default::default(),
             error: AtomicBool::new(false),
         });
-        poller.add(fd, state.clone())?;
+        poller.add(fd, token)?;
         Ok(IoRegistration {
             poller: poller.clone(),
             fd,
             state,
         })
+    }
+
+    /// The readiness state, for the loop's registry to update from edges.
+    pub fn state(&self) -> Arc<IoState> {
+        self.state.clone()
     }
 
     fn side(&self, direction: Direction) -> &Side {
@@ -185,7 +187,7 @@ impl IoRegistration {
     /// Queue an event for `direction` now (readiness may still be set, or
     /// the object wants to look again next iteration).
     pub fn requeue(&self, direction: Direction) {
-        self.state.signal(direction, None);
+        self.state.signal(direction);
     }
 
     /// Readiness is gone: the next edge queues an event. On a hung-up side
@@ -262,8 +264,17 @@ impl IoRegistration {
 
 impl Drop for IoRegistration {
     fn drop(&mut self) {
-        self.poller.remove(self.fd, self.state.token);
+        self.poller.remove(self.fd);
     }
+}
+
+/// A native I/O object as the loop's registry holds it, by token.
+pub struct NativeEntry {
+    pub io: NativeIo,
+    /// The readiness state its fd's edges update; `None` for a socket's
+    /// kept registration, whose edges need none (see
+    /// `LoopPoller::add_sock`).
+    pub state: Option<Arc<IoState>>,
 }
 
 /// A native I/O object the loop dispatches readiness events to.

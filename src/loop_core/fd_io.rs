@@ -3,8 +3,9 @@
 //! and the registrations `sock_*` calls keep across waits (`sock_watch`,
 //! in the loop's own epoll instance, `loop_poll`), including how a socket's
 //! waiting calls move when a callback or a transport takes its fd over.
-//! Reactor events arrive here (`dispatch_fd_events`) and leave as entries
-//! of the ready queue.
+//! Events arrive here (`queue_polled`, from the loop's epoll instance;
+//! `dispatch_fd_events`, from tokio's reactor and native objects' requests)
+//! and leave as entries of the ready queue.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,20 +17,61 @@ use super::{LoopCore, Ready};
 use crate::errors::os_error;
 use crate::fd_watch::{Direction, EventSink, FdEvent, Removed, NATIVE_FD};
 use crate::handles::{Args, Handle};
-use crate::native_io::{IoRegistration, NativeIo};
+use crate::loop_poll::{self, NativeEdge, Polled};
+use crate::native_io::{IoRegistration, NativeEntry, NativeIo};
 use crate::sock_ops::{self, Registered};
 use crate::sock_watch::SockWatch;
 
 impl LoopCore {
+    /// Handle the events of a `wait` on the loop's epoll instance: the
+    /// native objects an edge concerns go on the ready queue (through
+    /// their readiness state, see `native_io`), with one lock of the
+    /// registry for the batch. With the GIL held: the state is also read
+    /// and written by I/O attempts, which hold it.
+    pub(super) fn queue_polled(&self, py: Python<'_>, events: &[libc::epoll_event]) -> Polled {
+        let mut natives = None;
+        let mut ready = None;
+        self.poller.decode(events, &self.shared.wakeup, |edge| {
+            let natives = natives.get_or_insert_with(|| self.natives.lock());
+            let ready = ready.get_or_insert_with(|| self.shared.ready.borrow_mut(py));
+            match edge {
+                NativeEdge::Io { token, mask } => {
+                    if let Some(NativeEntry {
+                        io,
+                        state: Some(state),
+                    }) = natives.get(&token)
+                    {
+                        state.on_edge(mask, |d| ready.push_back(Ready::Io(io.clone_ref(py), d)));
+                    }
+                }
+                NativeEdge::Sock { token, mask } => {
+                    // A socket's kept registration: only a waiting call
+                    // wants the edge (see `LoopPoller::add_sock`).
+                    if let Some(NativeEntry {
+                        io: NativeIo::Sock(watch),
+                        ..
+                    }) = natives.get(&token)
+                    {
+                        for d in loop_poll::sock_directions(mask) {
+                            if watch.get().waits_for(d) {
+                                let target = NativeIo::Sock(watch.clone_ref(py));
+                                ready.push_back(Ready::Io(target, d));
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     /// Queue the callbacks (or native objects) of fds the reactor reported
-    /// ready.
+    /// ready, and the native objects that asked to run again.
     /// Returns whether any fd watcher fired (and so needs re-arming).
     /// `events` is the caller's buffer, reused so that neither it nor the
     /// shared list is reallocated per iteration.
     pub(super) fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
-        // `events` may hold what the loop's own poll found already. Others
-        // are pushed by the reactor on this thread, so the hint is exact
-        // here.
+        // Events are pushed by the reactor and native objects on this
+        // thread, so the hint is exact here.
         if self.shared.fd_events.len_hint() != 0 {
             events.extend(self.shared.fd_events.lock().drain(..));
         }
@@ -43,15 +85,9 @@ impl LoopCore {
                 if e.fd != NATIVE_FD {
                     return true;
                 }
-                match natives.get(&e.token) {
-                    // A socket's kept registration: only a waiting call
-                    // wants the edge (see `LoopPoller::add_sock`).
-                    Some(NativeIo::Sock(watch)) if !watch.get().waits_for(e.direction) => {}
-                    Some(target) => {
-                        ready.push_back(Ready::Io(target.clone_ref(py), e.direction));
-                    }
-                    None => {} // released since
-                }
+                if let Some(entry) = natives.get(&e.token) {
+                    ready.push_back(Ready::Io(entry.io.clone_ref(py), e.direction));
+                } // else released since
                 false
             });
         }
@@ -82,8 +118,12 @@ impl LoopCore {
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
         let registration = IoRegistration::new(&self.poller, fd, token, sink).map_err(os_error)?;
         self.shared.note_registration();
+        let entry = NativeEntry {
+            io: target,
+            state: Some(registration.state()),
+        };
         let mut natives = self.natives.lock();
-        natives.insert(token, target);
+        natives.insert(token, entry);
         self.native_ios.store(natives.len(), Ordering::Relaxed);
         Ok((token, registration))
     }
@@ -180,7 +220,11 @@ impl LoopCore {
         }
         {
             let mut natives = this.natives.lock();
-            natives.insert(token, NativeIo::Sock(watch.clone_ref(py)));
+            let entry = NativeEntry {
+                io: NativeIo::Sock(watch.clone_ref(py)),
+                state: None,
+            };
+            natives.insert(token, entry);
             this.native_ios.store(natives.len(), Ordering::Relaxed);
         }
         this.sock_watches.lock().insert(fd, watch.clone_ref(py));
@@ -283,7 +327,7 @@ impl LoopCore {
         )
     }
 
-    pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeIo> {
+    pub(crate) fn unregister_native(&self, token: u64) -> Option<NativeEntry> {
         let mut natives = self.natives.lock();
         let removed = natives.remove(&token);
         self.native_ios.store(natives.len(), Ordering::Relaxed);

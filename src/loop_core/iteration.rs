@@ -16,7 +16,6 @@ use tokio::runtime::Runtime;
 
 use super::{LoopCore, Ready, Shared, SPARE_MAX, SPARE_MIN};
 use crate::clock;
-use crate::fd_watch::FdEvent;
 use crate::gil_park;
 use crate::handles::{self, Handle};
 use crate::loop_poll::{self, LoopPoller, RawEvents};
@@ -265,29 +264,27 @@ fn take_poll_notes(shared: &Shared) -> bool {
 /// tokio only when tokio's reactor (nested in it) has events; otherwise
 /// (see `loop_poll`) a `block_on` of tokio, then a look at the loop's
 /// instance if tokio reported it readable. The native registrations' edges
-/// go to `fd_events`. Returns whether to poll again next iteration (a full
-/// batch).
+/// queue their objects (`queue_polled`). Returns whether to poll again next
+/// iteration (a full batch).
 fn poll_io(
     slf: &Bound<'_, LoopCore>,
     driver: &Driver,
     raw: &mut RawEvents,
-    fd_events: &mut Vec<FdEvent>,
     timeout_ms: i32,
 ) -> PyResult<bool> {
     let this = slf.get();
     let poller = &*this.poller;
-    let wakeup = &this.shared.wakeup;
     if !poller.parks_here() {
         if timeout_ms == 0 {
             driver.runtime().block_on(park::poll_once());
         } else {
-            driver.runtime().block_on(park::park(wakeup));
+            driver.runtime().block_on(park::park(&this.shared.wakeup));
         }
         if !poller.take_reactor_report() {
             return Ok(false);
         }
         let n = poller.wait(raw, 0).unwrap_or(0);
-        return Ok(poller.decode(&raw[..n], wakeup, fd_events).more);
+        return Ok(this.queue_polled(slf.py(), &raw[..n]).more);
     }
     let waited = if timeout_ms == 0 {
         poller.wait(raw, 0)
@@ -303,7 +300,7 @@ fn poll_io(
         }
         Err(e) => return Err(crate::errors::os_error(e)),
     };
-    let polled = poller.decode(&raw[..n], wakeup, fd_events);
+    let polled = this.queue_polled(slf.py(), &raw[..n]);
     if polled.timer {
         driver.timer.fired();
     }
@@ -314,12 +311,7 @@ fn poll_io(
 }
 
 /// Park until the next timer or anything else happens (see `poll_io`).
-fn park(
-    slf: &Bound<'_, LoopCore>,
-    driver: &Driver,
-    raw: &mut RawEvents,
-    fd_events: &mut Vec<FdEvent>,
-) -> PyResult<bool> {
+fn park(slf: &Bound<'_, LoopCore>, driver: &Driver, raw: &mut RawEvents) -> PyResult<bool> {
     let shared = &*slf.get().shared;
     let deadline = shared.timers.lock().next_deadline();
     if let Some(when) = deadline {
@@ -332,7 +324,7 @@ fn park(
         };
         driver.timer.expire_by(when, now)?;
     }
-    poll_io(slf, driver, raw, fd_events, -1)
+    poll_io(slf, driver, raw, -1)
 }
 
 /// The body of `run_forever`: iterate until `stop()`.
@@ -368,7 +360,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             } else {
                 last_poll = now;
                 skipped = 0;
-                more = poll_io(slf, driver, &mut raw, &mut fd_events, 0)?;
+                more = poll_io(slf, driver, &mut raw, 0)?;
             }
         } else {
             shared.wakeup.about_to_park();
@@ -377,7 +369,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             let parked = if shared.has_ready(slf.py()) {
                 Ok(false)
             } else {
-                park(slf, driver, &mut raw, &mut fd_events)
+                park(slf, driver, &mut raw)
             };
             shared.wakeup.unparked();
             more = parked?;
