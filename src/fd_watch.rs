@@ -1,38 +1,30 @@
-//! File-descriptor readiness for `add_reader`/`add_writer`, on tokio's
-//! reactor, with asyncio's level-triggered semantics.
+//! File-descriptor callbacks (`add_reader`/`add_writer`) with asyncio's
+//! level-triggered semantics, in the loop's own epoll instance
+//! (`loop_poll`).
 //!
-//! Each watched fd is one `AsyncFd` registration (read and write interest).
-//! Instead of a tokio task per fd, the registration's wakers are
-//! [`FdWaker`]s: when the reactor sees the fd become ready inside the loop's
-//! `block_on`, the waker only records `(fd, token, direction)` in the loop's
-//! event list. After `block_on` returns, the loop thread turns each event
-//! into the registered callback's handle on the ready queue, outside the
-//! runtime's context, like a selector loop's `_process_events`.
+//! Each watched fd is one registration, level-triggered, for the
+//! directions that have a callback (`EPOLLIN`, `EPOLLOUT`), keyed by the fd
+//! and a token of the registration (`loop_poll::watch_key`). That is a
+//! selector exactly: every poll reports the fd while it is ready, and the
+//! loop queues the callbacks' handles ([`FdWatchers::fired`]) like a
+//! selector loop's `_process_events`. (They used to sit on tokio's reactor,
+//! which reports edges: a nested reactor turn per event, and a `poll(2)`
+//! after every callback to emulate levels, made a round trip through two
+//! `add_reader` callbacks twice as slow as uvloop's.)
 //!
-//! tokio reports edges; asyncio promises levels (a reader callback that
-//! does not drain the fd runs again next iteration). So after the callbacks
-//! of an iteration ran, every fd that fired has its cached readiness cleared
-//! and is checked with a zero-timeout `poll(2)`: still ready means another
-//! event now; not ready means the next edge will wake us.
-//!
-//! One more selector habit asyncio relies on: `EPOLLERR` alone counts as
-//! readable (a pipe's write end whose reader went away, which asyncio's
-//! write-pipe transport watches for reading; a connected UDP socket with a
-//! pending ICMP error). tokio reports it only as write-closed. So a reader
-//! also arms the write waker, and a write edge carrying write-closed with no
-//! writer registered runs the reader.
+//! A selector habit asyncio relies on comes with it: `EPOLLERR` alone
+//! counts as readable (a pipe's write end whose reader went away, which
+//! asyncio's write-pipe transport watches for reading; a connected UDP
+//! socket with a pending ICMP error), since epoll always reports errors.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use crate::handles::Handle;
+use crate::loop_poll::{self, LoopPoller};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -40,37 +32,17 @@ pub enum Direction {
     Write,
 }
 
-/// `FdEvent::fd` of events for native I/O objects (`native_io`), which are
-/// found by token, not by fd.
-pub const NATIVE_FD: RawFd = -1;
-
-/// One readiness edge reported by the reactor.
+/// A native I/O object's request to run for `direction` again (see
+/// `native_io::IoRegistration::requeue`), by its registration token.
 #[derive(Clone, Copy, Debug)]
 pub struct FdEvent {
-    pub fd: RawFd,
     pub token: u64,
     pub direction: Direction,
 }
 
-/// Where wakers deliver events; owned by the loop's shared state.
+/// Where native I/O objects' requests go; owned by the loop's shared state.
 pub trait EventSink: Send + Sync + 'static {
     fn push_fd_event(&self, event: FdEvent);
-}
-
-struct FdWaker<S: EventSink> {
-    sink: Weak<S>,
-    event: FdEvent,
-}
-
-impl<S: EventSink> Wake for FdWaker<S> {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(sink) = self.sink.upgrade() {
-            sink.push_fd_event(self.event);
-        }
-    }
 }
 
 /// A borrowed fd: the caller keeps ownership and closes it.
@@ -83,8 +55,9 @@ impl AsRawFd for BorrowedFd {
 }
 
 struct Entry {
+    /// Tells this registration's events from those of an earlier one of
+    /// the same fd number (see `loop_poll::watch_key`).
     token: u64,
-    afd: AsyncFd<BorrowedFd>,
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
     /// The object the fd was first registered with, when not an int: a
@@ -92,12 +65,8 @@ struct Entry {
     /// `fileno()` no longer answers (a socket closed while watched, then
     /// passed to `remove_reader`; see [`FdWatchers::fd_of`]).
     fileobj: Option<Py<PyAny>>,
-    wakers: [Waker; 2],
-    /// Callback already queued this iteration, per direction.
-    fired: [bool; 2],
-    /// The callback found the fd drained (see [`FdWatchers::mark_drained`]):
-    /// the re-check after it can skip its `poll(2)`.
-    drained: [bool; 2],
+    /// The events the fd is in the epoll instance for (0: not in it).
+    interest: u32,
 }
 
 impl Entry {
@@ -108,54 +77,35 @@ impl Entry {
         }
     }
 
-    /// Poll tokio's cached readiness, registering our waker if not ready.
-    fn poll_ready(&self, direction: Direction, clear: bool) -> bool {
-        let waker = &self.wakers[direction as usize];
-        let mut cx = Context::from_waker(waker);
-        let ready = match direction {
-            Direction::Read => match self.afd.poll_read_ready(&mut cx) {
-                Poll::Ready(Ok(mut guard)) => {
-                    if clear {
-                        guard.clear_ready();
-                    }
-                    true
-                }
-                _ => false,
-            },
-            Direction::Write => match self.afd.poll_write_ready(&mut cx) {
-                Poll::Ready(Ok(mut guard)) => {
-                    if clear {
-                        guard.clear_ready();
-                    }
-                    true
-                }
-                _ => false,
-            },
+    /// The events the callbacks registered now want.
+    fn wanted(&self) -> u32 {
+        let read = if self.reader.is_some() {
+            libc::EPOLLIN
+        } else {
+            0
         };
-        if ready && clear {
-            // Re-register the waker now that the cached readiness is gone.
-            return self.poll_ready(direction, false);
-        }
-        ready
+        let write = if self.writer.is_some() {
+            libc::EPOLLOUT
+        } else {
+            0
+        };
+        (read | write) as u32
     }
-}
 
-impl Entry {
-    /// Consume cached write readiness (re-arming the write waker) and say
-    /// whether it carried write-closed, i.e. `EPOLLERR`/`EPOLLHUP`.
-    fn take_write_closed(&self) -> bool {
-        let mut cx = Context::from_waker(&self.wakers[Direction::Write as usize]);
-        let closed = match self.afd.poll_write_ready(&mut cx) {
-            Poll::Ready(Ok(mut guard)) => {
-                let closed = guard.ready().is_write_closed();
-                guard.clear_ready();
-                closed
-            }
-            _ => return false,
-        };
-        // Registers the waker: nothing can have arrived since the clear.
-        let _ = self.afd.poll_write_ready(&mut cx);
-        closed
+    /// Bring the epoll registration in line with the callbacks.
+    fn sync(&mut self, poller: &LoopPoller, fd: RawFd) -> io::Result<()> {
+        let wanted = self.wanted();
+        if wanted == self.interest {
+            return Ok(());
+        }
+        let key = loop_poll::watch_key(fd, self.token);
+        if wanted == 0 {
+            poller.remove(fd);
+        } else {
+            poller.set_watch(fd, key, wanted, self.interest != 0)?;
+        }
+        self.interest = wanted;
+        Ok(())
     }
 }
 
@@ -193,81 +143,56 @@ pub type Registered<'a> = (Option<&'a Py<Handle>>, Option<&'a Py<Handle>>);
 pub struct FdWatchers {
     entries: HashMap<RawFd, Entry>,
     next_token: u64,
-    /// Events turned into callbacks this iteration, re-checked afterwards
-    /// (each entry's `fired` flags say the same, for O(1) de-duplication).
-    fired: Vec<FdEvent>,
+}
+
+/// The callbacks one epoll event of a watched fd runs, and the cancelled
+/// ones it found (to be removed, as asyncio's `_process_events` does).
+#[derive(Default)]
+pub struct Fired<'a> {
+    pub run: [Option<&'a Py<Handle>>; 2],
+    pub cancelled: [Option<Direction>; 2],
 }
 
 impl FdWatchers {
     /// Watch `fd` (given as `fileobj`, None for an int) for `direction`
-    /// with `handle`; returns the handle it replaces. Must run inside the
-    /// runtime's context (registration). The caller still holds
-    /// `fileobj`, so dropping it here (fd already watched) frees nothing.
-    pub fn add<S: EventSink>(
+    /// with `handle`; returns the handle it replaces. The caller still
+    /// holds `fileobj`, so dropping it here (fd already watched) frees
+    /// nothing.
+    pub fn add(
         &mut self,
-        sink: &Arc<S>,
+        poller: &LoopPoller,
         fd: RawFd,
         direction: Direction,
         handle: Py<Handle>,
         fileobj: Option<Py<PyAny>>,
     ) -> io::Result<Option<Py<Handle>>> {
-        if !self.entries.contains_key(&fd) {
+        let new = !self.entries.contains_key(&fd);
+        if new {
             let token = self.next_token;
             self.next_token += 1;
-            // SAFETY: asyncio's contract for add_reader/add_writer is that
-            // the caller keeps the fd open until it removes the callback, as
-            // with any selector. If a program closes it early, the worst case
-            // is what a selector loop suffers too: epoll drops the closed fd
-            // by itself, and our later deregistration of that number fails
-            // or hits a reused fd's registration; no memory is involved.
-            let afd = unsafe {
-                AsyncFd::register_with_interest(
-                    BorrowedFd(fd),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-            }
-            .map_err(io::Error::from)?;
-            let waker = |direction| {
-                Waker::from(Arc::new(FdWaker {
-                    sink: Arc::downgrade(sink),
-                    event: FdEvent {
-                        fd,
-                        token,
-                        direction,
-                    },
-                }))
+            let entry = Entry {
+                token,
+                reader: None,
+                writer: None,
+                fileobj,
+                interest: 0,
             };
-            let wakers = [waker(Direction::Read), waker(Direction::Write)];
-            self.entries.insert(
-                fd,
-                Entry {
-                    token,
-                    afd,
-                    reader: None,
-                    writer: None,
-                    fileobj,
-                    wakers,
-                    fired: [false; 2],
-                    drained: [false; 2],
-                },
-            );
+            self.entries.insert(fd, entry);
         }
         let entry = self.entries.get_mut(&fd).expect("inserted above");
         let old = entry.slot(direction).replace(handle);
-        let token = entry.token;
-        if entry.poll_ready(direction, false) {
-            sink.push_fd_event(FdEvent {
-                fd,
-                token,
-                direction,
-            });
-        }
-        if direction == Direction::Read && entry.writer.is_none() && entry.take_write_closed() {
-            sink.push_fd_event(FdEvent {
-                fd,
-                token,
-                direction: Direction::Write,
-            });
+        // asyncio's contract for add_reader/add_writer is that the caller
+        // keeps the fd open until it removes the callback, as with any
+        // selector. If a program closes it early, epoll drops the closed
+        // fd by itself, and a later change of that number's registration
+        // finds it gone (see `LoopPoller::set_watch`).
+        if let Err(err) = entry.sync(poller, fd) {
+            // As a selector whose `register` failed: nothing changes.
+            *entry.slot(direction) = old;
+            if new {
+                self.entries.remove(&fd);
+            }
+            return Err(err);
         }
         Ok(old)
     }
@@ -276,11 +201,14 @@ impl FdWatchers {
     /// The registration goes away with the last direction; its file object
     /// is returned too, for the caller to drop once its lock is released
     /// (it may be the last reference, and dropping it run Python code).
-    pub fn remove(&mut self, fd: RawFd, direction: Direction) -> Removed {
+    pub fn remove(&mut self, poller: &LoopPoller, fd: RawFd, direction: Direction) -> Removed {
         let Some(entry) = self.entries.get_mut(&fd) else {
             return Removed::default();
         };
         let handle = entry.slot(direction).take();
+        // Errors mean the fd was closed already, which took it out of the
+        // instance (see `add`).
+        let _ = entry.sync(poller, fd);
         let fileobj = if entry.reader.is_none() && entry.writer.is_none() {
             self.entries.remove(&fd).and_then(|e| e.fileobj)
         } else {
@@ -305,82 +233,35 @@ impl FdWatchers {
             .map(|e| (e.reader.as_ref(), e.writer.as_ref()))
     }
 
-    /// Turn reactor events into the callbacks to run this iteration.
-    pub fn dispatch(
-        &mut self,
-        events: impl IntoIterator<Item = FdEvent>,
-        mut run: impl FnMut(&Py<Handle>),
-    ) {
-        for event in events {
-            let Some(entry) = self.entries.get_mut(&event.fd) else {
-                continue;
-            };
-            if entry.token != event.token {
-                continue; // a stale event for an fd number since reused
-            }
-            let mut event = event;
-            if event.direction == Direction::Write && entry.writer.is_none() {
-                // An error edge: the reader hears about it, as with selectors.
-                if !entry.take_write_closed() || entry.reader.is_none() {
-                    continue;
-                }
-                event.direction = Direction::Read;
-            }
-            if entry.fired[event.direction as usize] {
-                continue; // already queued this iteration
-            }
-            if let Some(handle) = entry.slot(event.direction).as_ref() {
-                if !handle.get().is_cancelled() {
-                    run(handle);
-                    entry.fired[event.direction as usize] = true;
-                    self.fired.push(event);
-                }
+    /// The callbacks an epoll event (`mask`) of the registration `token`
+    /// of `fd` runs, read as asyncio's epoll selector reads it: anything
+    /// but `EPOLLIN` counts as writable and anything but `EPOLLOUT` as
+    /// readable (so an error or hang-up runs both callbacks). A stale
+    /// event (of an earlier registration of the number) runs nothing.
+    pub fn fired(&self, fd: RawFd, token: u64, mask: u32) -> Fired<'_> {
+        let mut fired = Fired::default();
+        let Some(entry) = self.entries.get(&fd) else {
+            return fired;
+        };
+        if loop_poll::watch_key(fd, entry.token) != loop_poll::watch_key(fd, token) {
+            return fired;
+        }
+        let read = mask & !(libc::EPOLLOUT as u32) != 0;
+        let write = mask & !(libc::EPOLLIN as u32) != 0;
+        for (i, (wanted, slot, direction)) in [
+            (read, &entry.reader, Direction::Read),
+            (write, &entry.writer, Direction::Write),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match slot {
+                Some(h) if wanted && h.get().is_cancelled() => fired.cancelled[i] = Some(direction),
+                Some(h) if wanted => fired.run[i] = Some(h),
+                _ => {}
             }
         }
-    }
-
-    /// After the iteration's callbacks ran: events for fds that are still
-    /// ready (level-triggered), wakers re-armed for the others.
-    pub fn rearm<S: EventSink>(&mut self, sink: &S) {
-        for event in std::mem::take(&mut self.fired) {
-            let Some(entry) = self.entries.get_mut(&event.fd) else {
-                continue;
-            };
-            if entry.token != event.token {
-                continue;
-            }
-            let d = event.direction as usize;
-            entry.fired[d] = false;
-            let drained = std::mem::take(&mut entry.drained[d]);
-            if entry.slot(event.direction).is_none() {
-                continue;
-            }
-            // Clearing the cached readiness keeps any edge that arrived
-            // after it was set, so a drained fd needs no poll(2): a new
-            // connection or datagram since the drain wakes us as usual.
-            let still = entry.poll_ready(event.direction, true);
-            let ready = if drained {
-                still
-            } else {
-                ready_now(event.fd, event.direction)
-            };
-            if ready {
-                sink.push_fd_event(event);
-            }
-        }
-    }
-
-    /// The callback running for `fd`'s `direction` event this iteration saw
-    /// it would block (the accept loop's `accept4` found the queue empty):
-    /// skip the level-triggered re-check after it. No-op unless an event
-    /// for that direction is being handled.
-    pub fn mark_drained(&mut self, fd: RawFd, direction: Direction) {
-        if let Some(entry) = self.entries.get_mut(&fd) {
-            let d = direction as usize;
-            if entry.fired[d] {
-                entry.drained[d] = true;
-            }
-        }
+        fired
     }
 
     /// Number of watched fds.
@@ -390,10 +271,6 @@ impl FdWatchers {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    pub fn has_fired(&self) -> bool {
-        !self.fired.is_empty()
     }
 
     /// Everything registered (for the GC and for close).
@@ -408,13 +285,15 @@ impl FdWatchers {
         self.entries.values().filter_map(|e| e.fileobj.as_ref())
     }
 
-    /// Empty the registry; what it held is returned, to be dropped once
-    /// the caller's lock is released.
-    pub fn take_all(&mut self) -> (Vec<Py<Handle>>, Vec<Py<PyAny>>) {
-        self.fired.clear();
+    /// Empty the registry (its fds out of the epoll instance); what it
+    /// held is returned, to be dropped once the caller's lock is released.
+    pub fn take_all(&mut self, poller: &LoopPoller) -> (Vec<Py<Handle>>, Vec<Py<PyAny>>) {
         let mut handles = Vec::new();
         let mut fileobjs = Vec::new();
-        for (_, e) in self.entries.drain() {
+        for (fd, e) in self.entries.drain() {
+            if e.interest != 0 {
+                poller.remove(fd);
+            }
             handles.extend(e.reader.into_iter().chain(e.writer));
             fileobjs.extend(e.fileobj);
         }

@@ -222,8 +222,6 @@ pub struct LoopCore {
     /// objects' fds (see `loop_poll`).
     poller: Arc<LoopPoller>,
     driver: Mutex<Option<Driver>>,
-    /// For registering fds while `_run` has the runtime checked out.
-    rt_handle: tokio::runtime::Handle,
     watchers: Mutex<FdWatchers>,
     /// Native I/O objects and their readiness state by registration token
     /// (see `native_io`); the loop's epoll events are keyed by the tokens.
@@ -582,7 +580,7 @@ impl LoopCore {
             (std::mem::take(&mut spare.handles), spare.contexts.trim(0))
         };
         let timers = self.shared.timers.lock().clear();
-        let watchers = self.watchers.lock().take_all();
+        let watchers = self.watchers.lock().take_all(&self.poller);
         self.watched_fds.store(0, Ordering::Relaxed);
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
@@ -754,7 +752,6 @@ impl LoopCore {
         Ok(LoopCore {
             shared,
             poller,
-            rt_handle: driver.runtime().handle().clone(),
             watchers: Mutex::new(FdWatchers::default()),
             natives: Mutex::new(HashMap::default()),
             next_native: AtomicU64::new(0),
@@ -927,11 +924,7 @@ impl LoopCore {
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         Ok(match accept::accept_inet(py, fd)? {
             accept::Accepted::Conn(conn) => Some(conn),
-            accept::Accepted::Empty => {
-                self.watchers.lock().mark_drained(fd, Direction::Read);
-                None
-            }
-            accept::Accepted::Interrupted => None,
+            accept::Accepted::Empty | accept::Accepted::Interrupted => None,
         })
     }
 

@@ -9,12 +9,13 @@
 //! epoll instance of the loop's own, edge-triggered, keyed by their never
 //! reused tokens, and the loop parks in one `epoll_wait` on it. The poller
 //! keeps no state per fd: [`LoopPoller::decode`] hands each edge, by token,
-//! to the loop, whose registry holds the object and its readiness. Everything
-//! else stays on tokio's reactor (`add_reader`/`add_writer` watchers, the
-//! signal socket): tokio's epoll
-//! fd is itself registered here, level-triggered, so when it has events the
-//! loop lets tokio turn once (`block_on` of a yield) and tokio dispatches
-//! them as before. The loop's timer fd is here too, and so are the sockets
+//! to the loop, whose registry holds the object and its readiness. The
+//! `add_reader`/`add_writer` callbacks are here too, level-triggered (see
+//! `fd_watch`). Everything else stays on tokio's reactor (the signal
+//! socket, Rust code's own tokio I/O): tokio's epoll fd is itself
+//! registered here, level-triggered, so when it has events the loop lets
+//! tokio turn once (`block_on` of a yield) and tokio dispatches them as
+//! before. The loop's timer fd is here too, and so are the sockets
 //! `sock_*` calls keep registered (`sock_watch`, tagged keys). A
 //! `call_soon_threadsafe` from another thread wakes the park through an
 //! eventfd here (see `park::Wakeup`).
@@ -43,6 +44,24 @@ const TIMER_KEY: u64 = u64::MAX - 2;
 /// Set in the key of a `sock_*` kept registration (`sock_watch`): its
 /// edges need no readiness state (see [`LoopPoller::add_sock`]).
 const SOCK_TAG: u64 = 1 << 62;
+/// Set in the key of an `add_reader`/`add_writer` registration
+/// (`fd_watch`), which holds the fd and the registration's token.
+const WATCH_TAG: u64 = 1 << 61;
+/// The bits of a watch's token its key keeps (29, above the fd's 32).
+const WATCH_TOKEN_BITS: u64 = (1 << 29) - 1;
+
+/// The key of `fd`'s `add_reader`/`add_writer` registration `token`: the
+/// fd number, and enough of the token to tell its events from those of an
+/// earlier registration of the same number that epoll still holds (a dup
+/// of a file closed while watched).
+pub fn watch_key(fd: RawFd, token: u64) -> u64 {
+    WATCH_TAG | ((token & WATCH_TOKEN_BITS) << 32) | u64::from(fd as u32)
+}
+
+/// Whether an event's key is a [`watch_key`].
+pub fn is_watch_key(key: u64) -> bool {
+    key & (SOCK_TAG | WATCH_TAG) == WATCH_TAG && key < TIMER_KEY
+}
 
 /// Events read per `epoll_wait`. A full batch makes the next iteration
 /// poll again, whatever the busy-poll pacing.
@@ -73,6 +92,9 @@ pub enum NativeEdge {
     /// A socket kept registered for `sock_*` calls, with the directions the
     /// edge reports (see [`sock_directions`]).
     Sock { token: u64, mask: u32 },
+    /// An `add_reader`/`add_writer` fd (level-triggered), with the token of
+    /// its registration as its key keeps it (see [`watch_key`]).
+    Watch { fd: RawFd, token: u64, mask: u32 },
 }
 
 /// What a poll found besides the native registrations' edges.
@@ -84,6 +106,9 @@ pub struct Polled {
     pub more: bool,
     /// The timer fd is readable.
     pub timer: bool,
+    /// An `add_reader`/`add_writer` callback was queued: the next
+    /// iteration polls, to see whether its fd is still ready.
+    pub watched: bool,
 }
 
 pub struct LoopPoller {
@@ -200,7 +225,7 @@ impl LoopPoller {
     /// Watch `fd` (edge-triggered, both directions) for the native I/O
     /// object `token`.
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        debug_assert!(token & SOCK_TAG == 0, "tokens count up from 0");
+        debug_assert!(token < WATCH_TAG, "tokens count up from 0");
         ctl(
             self.epfd.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -208,6 +233,22 @@ impl LoopPoller {
             EDGE_BOTH,
             token,
         )
+    }
+
+    /// Watch `fd` level-triggered for `events` (`EPOLLIN`, `EPOLLOUT`),
+    /// reporting as `key`; `added` if it is in the instance already (the
+    /// events change). An fd closed since it was added left the instance
+    /// by itself, so a change that finds it gone adds it again (the number
+    /// now names another file, which the caller now watches).
+    pub fn set_watch(&self, fd: RawFd, key: u64, events: u32, added: bool) -> io::Result<()> {
+        let raw = self.epfd.as_raw_fd();
+        if added {
+            match ctl(raw, libc::EPOLL_CTL_MOD, fd, events, key) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                other => return other,
+            }
+        }
+        ctl(raw, libc::EPOLL_CTL_ADD, fd, events, key)
     }
 
     /// Stop watching `fd`. A failed `EPOLL_CTL_DEL` (the fd already
@@ -228,7 +269,7 @@ impl LoopPoller {
     /// owns any more. (tokio, by contrast, keeps the state of a
     /// registration it could not deregister for the runtime's lifetime.)
     pub fn add_sock(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        debug_assert!(token & SOCK_TAG == 0, "tokens count up from 0");
+        debug_assert!(token < WATCH_TAG, "tokens count up from 0");
         ctl(
             self.epfd.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -248,7 +289,7 @@ impl LoopPoller {
     /// many events it wrote. The caller releases the GIL around a blocking
     /// wait and hands the events to [`decode`](Self::decode) with the GIL
     /// held again. An interrupted wait (a signal) is `Err(Interrupted)`.
-    pub fn wait(&self, events: &mut RawEvents, timeout_ms: i32) -> io::Result<usize> {
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
         // SAFETY: `events` has room for `events.len()` entries.
         let n = unsafe {
             libc::epoll_wait(
@@ -288,6 +329,11 @@ impl LoopPoller {
                 TIMER_KEY => polled.timer = true,
                 key if key & SOCK_TAG != 0 => native(NativeEdge::Sock {
                     token: key & !SOCK_TAG,
+                    mask,
+                }),
+                key if key & WATCH_TAG != 0 => native(NativeEdge::Watch {
+                    fd: key as u32 as RawFd,
+                    token: (key >> 32) & WATCH_TOKEN_BITS,
                     mask,
                 }),
                 token => native(NativeEdge::Io { token, mask }),

@@ -33,7 +33,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 
 use crate::datagram_transport::DatagramTransport;
-use crate::fd_watch::{Direction, EventSink, FdEvent, NATIVE_FD};
+use crate::fd_watch::{Direction, EventSink, FdEvent};
 use crate::loop_poll::LoopPoller;
 use crate::sock_watch::SockWatch;
 use crate::stream_transport::StreamTransport;
@@ -82,7 +82,6 @@ impl IoState {
         }
         if let Some(sink) = self.sink.upgrade() {
             sink.push_fd_event(FdEvent {
-                fd: NATIVE_FD,
                 token: self.token,
                 direction,
             });

@@ -246,6 +246,100 @@ def test_remove_reader_inside_callback_stops_calls(loop, sock_pair):
     assert calls == [1]
 
 
+@pytest.mark.parametrize("method", ["reader", "writer"])
+def test_cancelled_handle_on_a_ready_fd_is_removed(loop, sock_pair, method):
+    """A registered callback's handle cancelled by the program never runs;
+    once its fd is reported ready, the loop drops the registration (asyncio's
+    `_process_events`), so remove_*() then finds nothing."""
+    a, b = sock_pair
+    calls = []
+    # The private form returns the handle (asyncio's selector loop's too).
+    add = getattr(loop, f"_add_{method}")
+    remove = getattr(loop, f"remove_{method}")
+
+    async def main():
+        handle = add(a.fileno(), calls.append, method)
+        handle.cancel()
+        b.send(b"x")  # the reader's fd is ready; the writer's always was
+        await asyncio.sleep(0.02)
+        await iterations(3)
+        return remove(a.fileno())
+
+    assert run(loop, main()) is False
+    assert calls == []
+
+
+def test_peer_reset_runs_reader_and_writer(loop):
+    """An error on a watched socket counts for both directions, as with an
+    epoll selector: the reader and the writer both run."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    calls = []
+
+    def writer():
+        calls.append("w")
+        loop.remove_writer(a.fileno())
+
+    def reader():
+        calls.append("r")
+        loop.remove_reader(a.fileno())
+
+    async def main():
+        # Fill the send buffer so that only the peer's going away can make
+        # the socket writable again.
+        try:
+            while True:
+                a.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        loop.add_writer(a.fileno(), writer)
+        loop.add_reader(a.fileno(), reader)
+        await iterations(3)
+        assert calls == []
+        b.close()
+        await asyncio.sleep(0.02)
+        await iterations(3)
+
+    try:
+        run(loop, main())
+    finally:
+        a.close()
+    assert sorted(calls) == ["r", "w"]
+
+
+def test_ping_pong_between_two_readers(loop, sock_pair):
+    """Two readers answering each other through a socket pair: each one runs
+    once per message, and every message arrives."""
+    a, b = sock_pair
+    counts = {"a": 0, "b": 0}
+    rounds = 2000
+
+    async def main():
+        done = loop.create_future()
+
+        def on_a():
+            counts["a"] += 1
+            a.send(a.recv(64))
+
+        def on_b():
+            counts["b"] += 1
+            b.recv(64)
+            if counts["b"] == rounds:
+                done.set_result(None)
+            else:
+                b.send(b"x")
+
+        loop.add_reader(a.fileno(), on_a)
+        loop.add_reader(b.fileno(), on_b)
+        b.send(b"x")
+        await asyncio.wait_for(done, 10)
+        loop.remove_reader(a.fileno())
+        loop.remove_reader(b.fileno())
+
+    run(loop, main())
+    assert counts == {"a": rounds, "b": rounds}
+
+
 def test_reader_exception_goes_to_handler_and_reader_stays(loop, sock_pair):
     a, b = sock_pair
     rec = HandlerRecorder(loop)

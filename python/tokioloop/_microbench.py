@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import site
+import socket
 import statistics
 import subprocess
 import sys
@@ -263,6 +264,51 @@ def bench_run_in_executor(loop_factory: LoopFactory, n: int) -> float:
         loop.close()
 
 
+def bench_add_reader_pingpong(loop_factory: LoopFactory, n: int) -> float:
+    """n one-byte round trips over a socketpair whose two ends are watched
+    with add_reader (the pattern of libraries that drive their own sockets,
+    such as psycopg, pyzmq or pycares): the fd-watcher dispatch path."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def main():
+        done = loop.create_future()
+        count = 0
+
+        def echo():
+            data = a.recv(64)
+            if data:
+                a.send(data)
+
+        def answer():
+            nonlocal count
+            b.recv(64)
+            count += 1
+            if count == n:
+                done.set_result(None)
+            else:
+                b.send(b"x")
+
+        loop.add_reader(a.fileno(), echo)
+        loop.add_reader(b.fileno(), answer)
+        t0 = _now()
+        b.send(b"x")
+        await done
+        elapsed = _now() - t0
+        loop.remove_reader(a.fileno())
+        loop.remove_reader(b.fileno())
+        return elapsed
+
+    loop = loop_factory()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
 def bench_tcp_echo(loop_factory: LoopFactory, n: int) -> float:
     """n 1 KiB request/echo round trips over loopback TCP between a client
     and a server protocol on the same loop (8 connections in flight): the
@@ -338,6 +384,7 @@ WORKLOADS: dict[str, Callable[[LoopFactory, int], float]] = {
     "call_soon_threadsafe_ctx": bench_call_soon_threadsafe_ctx,
     "run_in_executor": bench_run_in_executor,
     "tcp_echo": bench_tcp_echo,
+    "add_reader_pingpong": bench_add_reader_pingpong,
 }
 
 # Operation counts for benches/micro.py.
@@ -351,6 +398,7 @@ FULL_SIZES = {
     "call_soon_threadsafe_ctx": 100_000,
     "run_in_executor": 10_000,
     "tcp_echo": 80_000,
+    "add_reader_pingpong": 100_000,
 }
 
 # Used by `python -m tokioloop` and `micro.py --quick`; sized so that four
@@ -367,6 +415,7 @@ QUICK_SIZES = {
     "call_soon_threadsafe_ctx": 40_000,
     "run_in_executor": 4_000,
     "tcp_echo": 24_000,
+    "add_reader_pingpong": 40_000,
 }
 
 

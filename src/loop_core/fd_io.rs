@@ -1,11 +1,11 @@
-//! The loop's fd side: `add_reader`/`add_writer` callbacks (`fd_watch`),
-//! native I/O objects registered with the reactor (transports, by token),
-//! and the registrations `sock_*` calls keep across waits (`sock_watch`,
-//! in the loop's own epoll instance, `loop_poll`), including how a socket's
-//! waiting calls move when a callback or a transport takes its fd over.
-//! Events arrive here (`queue_polled`, from the loop's epoll instance;
-//! `dispatch_fd_events`, from tokio's reactor and native objects' requests)
-//! and leave as entries of the ready queue.
+//! The loop's fd side, all in its own epoll instance (`loop_poll`):
+//! `add_reader`/`add_writer` callbacks (`fd_watch`), native I/O objects
+//! (transports, by token), and the registrations `sock_*` calls keep across
+//! waits (`sock_watch`), including how a socket's waiting calls move when a
+//! callback or a transport takes its fd over. Events arrive here
+//! (`queue_polled`, from the epoll instance; `dispatch_fd_events`, native
+//! objects' requests to run again) and leave as entries of the ready
+//! queue.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use pyo3::types::{PyInt, PyTuple};
 
 use super::{LoopCore, Ready};
 use crate::errors::os_error;
-use crate::fd_watch::{Direction, EventSink, FdEvent, Removed, NATIVE_FD};
+use crate::fd_watch::{Direction, EventSink, FdEvent, Removed};
 use crate::handles::{Args, Handle};
 use crate::loop_poll::{self, NativeEdge, Polled};
 use crate::native_io::{IoRegistration, NativeEntry, NativeIo};
@@ -28,13 +28,31 @@ impl LoopCore {
     /// their readiness state, see `native_io`), with one lock of the
     /// registry for the batch. With the GIL held: the state is also read
     /// and written by I/O attempts, which hold it.
+    ///
+    /// A watched fd's callbacks are queued as a selector loop's are; the
+    /// next iteration polls again (`Polled::watched`), so that a callback
+    /// that leaves its fd ready runs again in the next iteration, as there.
     pub(super) fn queue_polled(&self, py: Python<'_>, events: &[libc::epoll_event]) -> Polled {
         let mut natives = None;
+        let mut watchers = None;
         let mut ready = None;
-        self.poller.decode(events, &self.shared.wakeup, |edge| {
-            let natives = natives.get_or_insert_with(|| self.natives.lock());
+        let mut cancelled = Vec::new();
+        let mut watched = false;
+        let mut polled = self.poller.decode(events, &self.shared.wakeup, |edge| {
             let ready = ready.get_or_insert_with(|| self.shared.ready.borrow_mut(py));
+            if let NativeEdge::Watch { fd, token, mask } = edge {
+                let watchers = watchers.get_or_insert_with(|| self.watchers.lock());
+                let fired = watchers.fired(fd, token, mask);
+                for h in fired.run.into_iter().flatten() {
+                    ready.push_back(Ready::Native(h.clone_ref(py)));
+                    watched = true;
+                }
+                cancelled.extend(fired.cancelled.into_iter().flatten().map(|d| (fd, d)));
+                return;
+            }
+            let natives = natives.get_or_insert_with(|| self.natives.lock());
             match edge {
+                NativeEdge::Watch { .. } => {}
                 NativeEdge::Io { token, mask } => {
                     if let Some(NativeEntry {
                         io,
@@ -61,45 +79,42 @@ impl LoopCore {
                     }
                 }
             }
-        })
+        });
+        drop((natives, ready));
+        if !cancelled.is_empty() {
+            // asyncio's `_process_events` removes a cancelled callback it
+            // meets (level-triggered, it would be reported again and again).
+            let mut watchers = watchers.unwrap_or_else(|| self.watchers.lock());
+            let removed: Vec<Removed> = cancelled
+                .into_iter()
+                .map(|(fd, d)| watchers.remove(&self.poller, fd, d))
+                .collect();
+            self.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            drop(watchers);
+            drop(removed); // may run Python code: outside the lock
+        }
+        polled.watched = watched;
+        polled
     }
 
-    /// Queue the callbacks (or native objects) of fds the reactor reported
-    /// ready, and the native objects that asked to run again.
-    /// Returns whether any fd watcher fired (and so needs re-arming).
-    /// `events` is the caller's buffer, reused so that neither it nor the
-    /// shared list is reallocated per iteration.
-    pub(super) fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) -> bool {
-        // Events are pushed by the reactor and native objects on this
-        // thread, so the hint is exact here.
-        if self.shared.fd_events.len_hint() != 0 {
-            events.extend(self.shared.fd_events.lock().drain(..));
+    /// Queue the native objects that asked to run again (see
+    /// `native_io::IoRegistration::requeue`). `events` is the caller's
+    /// buffer, reused so that neither it nor the shared list is
+    /// reallocated per iteration.
+    pub(super) fn dispatch_fd_events(&self, py: Python<'_>, events: &mut Vec<FdEvent>) {
+        // Events are pushed by native objects on this thread, so the hint
+        // is exact here.
+        if self.shared.fd_events.len_hint() == 0 {
+            return;
         }
-        if events.is_empty() {
-            return false;
-        }
-        if events.iter().any(|e| e.fd == NATIVE_FD) {
-            let natives = self.natives.lock();
-            let mut ready = self.shared.ready.borrow_mut(py);
-            events.retain(|e| {
-                if e.fd != NATIVE_FD {
-                    return true;
-                }
-                if let Some(entry) = natives.get(&e.token) {
-                    ready.push_back(Ready::Io(entry.io.clone_ref(py), e.direction));
-                } // else released since
-                false
-            });
-        }
-        if events.is_empty() {
-            return false;
-        }
-        let mut watchers = self.watchers.lock();
+        events.extend(self.shared.fd_events.lock().drain(..));
+        let natives = self.natives.lock();
         let mut ready = self.shared.ready.borrow_mut(py);
-        watchers.dispatch(events.drain(..), |h| {
-            ready.push_back(Ready::Native(h.clone_ref(py)))
-        });
-        true
+        for e in events.drain(..) {
+            if let Some(entry) = natives.get(&e.token) {
+                ready.push_back(Ready::Io(entry.io.clone_ref(py), e.direction));
+            } // else released since
+        }
     }
 
     /// Put a native I/O object's fd on the reactor; events for it reach
@@ -112,8 +127,10 @@ impl LoopCore {
     ) -> PyResult<(u64, IoRegistration)> {
         self.check_open()?;
         // A transport takes over the fd: calls waiting through the socket's
-        // watch are dropped, as asyncio's transport replaces their reader.
+        // watch are dropped, as asyncio's transport replaces their reader,
+        // and so are callbacks (they share the epoll instance).
         self.release_sock_watch(py, fd);
+        self.release_fd_watchers(py, fd)?;
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
         let registration = IoRegistration::new(&self.poller, fd, token, sink).map_err(os_error)?;
@@ -126,6 +143,24 @@ impl LoopCore {
         natives.insert(token, entry);
         self.native_ios.store(natives.len(), Ordering::Relaxed);
         Ok((token, registration))
+    }
+
+    /// Cancel and remove `fd`'s `add_reader`/`add_writer` callbacks, if any.
+    fn release_fd_watchers(&self, py: Python<'_>, fd: i32) -> PyResult<()> {
+        let removed = {
+            let mut watchers = self.watchers.lock();
+            if watchers.get(fd).is_none() {
+                return Ok(());
+            }
+            let removed =
+                [Direction::Read, Direction::Write].map(|d| watchers.remove(&self.poller, fd, d));
+            self.watched_fds.store(watchers.len(), Ordering::Relaxed);
+            removed
+        };
+        for r in removed {
+            r.cancel(py)?;
+        }
+        Ok(())
     }
 
     /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
@@ -159,7 +194,7 @@ impl LoopCore {
         }
         let removed = {
             let mut watchers = this.watchers.lock();
-            let removed = watchers.remove(fd, direction);
+            let removed = watchers.remove(&this.poller, fd, direction);
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             removed
         };
@@ -339,13 +374,6 @@ impl LoopCore {
         self.watched_fds.load(Ordering::Relaxed) + self.native_ios.load(Ordering::Relaxed) > 0
     }
 
-    pub(super) fn rearm_fd_watchers(&self) {
-        let mut watchers = self.watchers.lock();
-        if watchers.has_fired() {
-            watchers.rearm(&*self.shared);
-        }
-    }
-
     pub(super) fn add_fd_callback(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
@@ -364,10 +392,9 @@ impl LoopCore {
         let args = Args::Tuple(args.unbind());
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
         let replaced = {
-            let _context = this.rt_handle.enter();
             let mut watchers = this.watchers.lock();
             let replaced = watchers
-                .add(&this.shared, fd, direction, handle.clone_ref(py), fileobj)
+                .add(&this.poller, fd, direction, handle.clone_ref(py), fileobj)
                 .map_err(os_error)?;
             this.watched_fds.store(watchers.len(), Ordering::Relaxed);
             replaced
@@ -420,7 +447,7 @@ impl LoopCore {
                 current.is_some_and(|h| h.is(handle))
             });
             let removed = if ours {
-                watchers.remove(wait.fd, wait.direction)
+                watchers.remove(&this.poller, wait.fd, wait.direction)
             } else {
                 Removed::default()
             };

@@ -265,7 +265,8 @@ fn take_poll_notes(shared: &Shared) -> bool {
 /// (see `loop_poll`) a `block_on` of tokio, then a look at the loop's
 /// instance if tokio reported it readable. The native registrations' edges
 /// queue their objects (`queue_polled`). Returns whether to poll again next
-/// iteration (a full batch).
+/// iteration (a full batch, or a callback of `add_reader`/`add_writer`
+/// queued: its fd may still be ready).
 fn poll_io(
     slf: &Bound<'_, LoopCore>,
     driver: &Driver,
@@ -275,16 +276,7 @@ fn poll_io(
     let this = slf.get();
     let poller = &*this.poller;
     if !poller.parks_here() {
-        if timeout_ms == 0 {
-            driver.runtime().block_on(park::poll_once());
-        } else {
-            driver.runtime().block_on(park::park(&this.shared.wakeup));
-        }
-        if !poller.take_reactor_report() {
-            return Ok(false);
-        }
-        let n = poller.wait(raw, 0).unwrap_or(0);
-        return Ok(this.queue_polled(slf.py(), &raw[..n]).more);
+        return poll_in_tokio(slf, driver, raw, timeout_ms);
     }
     let waited = if timeout_ms == 0 {
         poller.wait(raw, 0)
@@ -307,7 +299,49 @@ fn poll_io(
     if polled.reactor {
         driver.runtime().block_on(park::poll_once());
     }
-    Ok(polled.more)
+    Ok(polled.more || polled.watched)
+}
+
+/// `poll_io` where the loop's instance is nested in tokio's reactor (see
+/// `loop_poll`): a `block_on` of tokio, then a look at the instance if
+/// tokio reported it readable (every `block_on` is followed by that check,
+/// which re-arms the report). A level-triggered watch (`fd_watch`) that
+/// stays ready makes no new edge for tokio to report, so with watches the
+/// instance is looked at first, and the loop does not park while it has
+/// events.
+fn poll_in_tokio(
+    slf: &Bound<'_, LoopCore>,
+    driver: &Driver,
+    raw: &mut RawEvents,
+    timeout_ms: i32,
+) -> PyResult<bool> {
+    let this = slf.get();
+    let poller = &*this.poller;
+    let mut n = 0;
+    if this.watched_fds.load(Ordering::Relaxed) > 0 {
+        n = poller.wait(raw, 0).unwrap_or(0);
+    }
+    if timeout_ms == 0 || n > 0 {
+        driver.runtime().block_on(park::poll_once());
+    } else {
+        driver.runtime().block_on(park::park(&this.shared.wakeup));
+    }
+    if poller.take_reactor_report() && n < raw.len() {
+        // Edges since the first look; a watch reported then too is not
+        // queued twice (it is level-triggered: the next poll sees it).
+        let more = poller.wait(&mut raw[n..], 0).unwrap_or(0);
+        let mut kept = n;
+        for i in n..n + more {
+            let key = raw[i].u64;
+            if !(loop_poll::is_watch_key(key) && raw[..n].iter().any(|e| e.u64 == key)) {
+                raw[kept] = raw[i];
+                kept += 1;
+            }
+        }
+        n = kept;
+    }
+    let polled = this.queue_polled(slf.py(), &raw[..n]);
+    Ok(polled.more || polled.watched)
 }
 
 /// Park until the next timer or anything else happens (see `poll_io`).
@@ -382,15 +416,11 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
         if driver.signal_flag.take() {
             LoopCore::handle_signals(slf, driver)?;
         }
-        let watchers_fired = slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
+        slf.get().dispatch_fd_events(slf.py(), &mut fd_events);
         if shared.may_have_timers() {
             shared.move_due_timers(slf.py(), LoopCore::now(slf)?);
         }
-        let ran = LoopCore::run_ready(slf, &mut batch);
-        if watchers_fired {
-            slf.get().rearm_fd_watchers();
-        }
-        ran?;
+        LoopCore::run_ready(slf, &mut batch)?;
         if shared.stopping.load(Ordering::Relaxed) {
             return Ok(());
         }
