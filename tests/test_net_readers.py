@@ -613,6 +613,28 @@ def test_fd_of_closed_transport_is_free_again(loop, keep):
     assert fired == []
 
 
+def test_transport_replaces_a_reader_on_its_socket(loop, sock_pair):
+    """A transport made for a socket that has a reader takes the fd over: the
+    old reader is cancelled and never runs, and the data goes to the
+    protocol (asyncio's transport replaces the reader the same way)."""
+    a, b = sock_pair
+    calls = []
+
+    async def main():
+        handle = loop._add_reader(a.fileno(), calls.append, "old")
+        await iterations(2)
+        transport, proto = await loop.connect_accepted_socket(lambda: RecordingProtocol(loop), a)
+        await iterations(3)
+        b.send(b"hello")
+        await asyncio.sleep(0.02)
+        await iterations(3)
+        transport.close()
+        return handle.cancelled(), proto.data()
+
+    assert run(loop, main()) == (True, b"hello")
+    assert calls == []
+
+
 def test_transport_map_behaves_like_a_weak_value_dict():
     # tokioloop's native stand-in for asyncio's WeakValueDictionary.
     from tokioloop._tokioloop import TransportMap
