@@ -58,9 +58,15 @@ pub fn watch_key(fd: RawFd, token: u64) -> u64 {
     WATCH_TAG | ((token & WATCH_TOKEN_BITS) << 32) | u64::from(fd as u32)
 }
 
-/// Whether an event's key is a [`watch_key`].
+/// The fd and the token bits a [`watch_key`] holds.
+fn split_watch_key(key: u64) -> (RawFd, u64) {
+    (key as u32 as RawFd, (key >> 32) & WATCH_TOKEN_BITS)
+}
+
+/// Whether an event's key is a [`watch_key`] (the keys of the loop's own
+/// fds have both tag bits set).
 pub fn is_watch_key(key: u64) -> bool {
-    key & (SOCK_TAG | WATCH_TAG) == WATCH_TAG && key < TIMER_KEY
+    key & (SOCK_TAG | WATCH_TAG) == WATCH_TAG
 }
 
 /// Events read per `epoll_wait`. A full batch makes the next iteration
@@ -331,11 +337,10 @@ impl LoopPoller {
                     token: key & !SOCK_TAG,
                     mask,
                 }),
-                key if key & WATCH_TAG != 0 => native(NativeEdge::Watch {
-                    fd: key as u32 as RawFd,
-                    token: (key >> 32) & WATCH_TOKEN_BITS,
-                    mask,
-                }),
+                key if key & WATCH_TAG != 0 => {
+                    let (fd, token) = split_watch_key(key);
+                    native(NativeEdge::Watch { fd, token, mask })
+                }
                 token => native(NativeEdge::Io { token, mask }),
             }
         }
@@ -365,6 +370,27 @@ fn arm(nesting: &Nesting) {
         let mut cx = Context::from_waker(waker);
         if afd.poll_read_ready(&mut cx).is_ready() {
             flag.raise();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_keys_hold_the_fd_and_the_token_and_no_other_key_is_one() {
+        for (fd, token) in [(0, 0), (7, 1), (i32::MAX, WATCH_TOKEN_BITS)] {
+            let key = watch_key(fd, token);
+            assert!(is_watch_key(key));
+            assert_eq!(split_watch_key(key), (fd, token));
+        }
+        // Tokens wrap at 29 bits: a registration 2^29 later has the old key.
+        assert_eq!(watch_key(3, WATCH_TOKEN_BITS + 1), watch_key(3, 0));
+        assert_ne!(watch_key(3, 1), watch_key(3, 2));
+        assert_ne!(watch_key(3, 1), watch_key(4, 1));
+        for key in [REACTOR_KEY, WAKE_KEY, TIMER_KEY, 5, 5 | SOCK_TAG] {
+            assert!(!is_watch_key(key), "{key:#x}");
         }
     }
 }

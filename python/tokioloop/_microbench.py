@@ -402,7 +402,7 @@ FULL_SIZES = {
 }
 
 # Used by `python -m tokioloop` and `micro.py --quick`; sized so that four
-# loops x nine workloads x three rounds stay well under a minute on 2 cores.
+# loops x ten workloads x three rounds stay well under a minute on 2 cores.
 QUICK_SIZES = {
     "call_soon": 400_000,
     # Timers need enough volume that the 10 ms spread of delays is not the
