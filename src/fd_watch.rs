@@ -16,6 +16,15 @@
 //! counts as readable (a pipe's write end whose reader went away, which
 //! asyncio's write-pipe transport watches for reading; a connected UDP
 //! socket with a pending ICMP error), since epoll always reports errors.
+//!
+//! So does a selector's one trap: an fd closed without its callback removed
+//! leaves the instance only when its file is closed everywhere. While a dup
+//! (or a child process) keeps that file open and readable, epoll keeps
+//! reporting the old registration, and the loop keeps waking for it (once
+//! the callback is removed, or the number watched again, the events are
+//! dropped: the key's token no longer matches). asyncio's epoll selector
+//! spins the same way; the remedy is the same too: remove the callback
+//! before closing the fd.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io;
