@@ -28,6 +28,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -122,6 +123,10 @@ pub struct LoopPoller {
     /// holds tokio's registration of `epfd`.
     nesting: Nesting,
     epfd: OwnedFd,
+    /// Fallback nesting: the last look at the instance filled its batch, so
+    /// events may be left that tokio will not report again (it reports the
+    /// instance edge-triggered). The next poll looks first.
+    left_unread: AtomicBool,
 }
 
 /// How sockets are watched: edge-triggered, both directions, with the
@@ -189,7 +194,11 @@ impl LoopPoller {
                 nesting
             }
         };
-        Ok(LoopPoller { nesting, epfd })
+        Ok(LoopPoller {
+            nesting,
+            epfd,
+            left_unread: AtomicBool::new(false),
+        })
     }
 
     /// Whether the loop parks here (else in tokio, see the module doc).
@@ -226,6 +235,16 @@ impl LoopPoller {
                 true
             }
         }
+    }
+
+    /// Fallback nesting: note whether the last look filled its batch; and
+    /// take that note (see the field).
+    pub fn set_left_unread(&self, full: bool) {
+        self.left_unread.store(full, Ordering::Relaxed);
+    }
+
+    pub fn take_left_unread(&self) -> bool {
+        self.left_unread.swap(false, Ordering::Relaxed)
     }
 
     /// Watch `fd` (edge-triggered, both directions) for the native I/O

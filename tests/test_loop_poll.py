@@ -104,6 +104,57 @@ FALLBACK_FILES = [
 ]
 
 
+# More ready transports than one look at the instance reads (256): in the
+# fallback, tokio reports the instance edge-triggered, so what the first
+# look leaves must be read without a new report.
+MANY_READY = """
+import asyncio, resource, socket, sys
+import tokioloop
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+N = 600
+
+class Keep(asyncio.Protocol):
+    def __init__(self, fut):
+        self.fut = fut
+    def data_received(self, data):
+        if not self.fut.done():
+            self.fut.set_result(data)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    pairs = [socket.socketpair() for _ in range(N)]
+    futs = []
+    for a, _ in pairs:
+        fut = loop.create_future()
+        await loop.connect_accepted_socket(lambda fut=fut: Keep(fut), a)
+        futs.append(fut)
+    await asyncio.sleep(0.05)
+    for _, b in pairs:
+        b.send(b"x")
+    done, _ = await asyncio.wait(futs, timeout=5)
+    return len(done)
+
+loop = tokioloop.new_event_loop()
+print(loop._parks_in_own_epoll(), loop.run_until_complete(main()))
+"""
+
+
+@pytest.mark.parametrize("park_in_tokio", ["", "1"])
+def test_more_ready_transports_than_one_poll_reads(park_in_tokio):
+    env = dict(os.environ, TOKIOLOOP_PARK_IN_TOKIO=park_in_tokio)
+    proc = subprocess.run(
+        [sys.executable, "-c", MANY_READY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(not park_in_tokio), "600"]
+
+
 @pytest.mark.timeout(600)
 def test_network_and_wakeup_tests_pass_when_the_loop_parks_in_tokio():
     env = dict(os.environ, TOKIOLOOP_PARK_IN_TOKIO="1")

@@ -305,10 +305,11 @@ fn poll_io(
 /// `poll_io` where the loop's instance is nested in tokio's reactor (see
 /// `loop_poll`): a `block_on` of tokio, then a look at the instance if
 /// tokio reported it readable (every `block_on` is followed by that check,
-/// which re-arms the report). A level-triggered watch (`fd_watch`) that
-/// stays ready makes no new edge for tokio to report, so with watches the
-/// instance is looked at first, and the loop does not park while it has
-/// events.
+/// which re-arms the report). tokio reports the instance edge-triggered, so
+/// two things it does not report again are looked for first, and the loop
+/// does not park while the instance has events: a level-triggered watch
+/// (`fd_watch`) that stays ready, and events left by a look that filled its
+/// batch.
 fn poll_in_tokio(
     slf: &Bound<'_, LoopCore>,
     driver: &Driver,
@@ -318,7 +319,7 @@ fn poll_in_tokio(
     let this = slf.get();
     let poller = &*this.poller;
     let mut n = 0;
-    if this.watched_fds.load(Ordering::Relaxed) > 0 {
+    if poller.take_left_unread() || this.watched_fds.load(Ordering::Relaxed) > 0 {
         n = poller.wait(raw, 0).unwrap_or(0);
     }
     if timeout_ms == 0 || n > 0 {
@@ -330,6 +331,7 @@ fn poll_in_tokio(
         // Edges since the first look; a watch reported then too is not
         // queued twice (it is level-triggered: the next poll sees it).
         let more = poller.wait(&mut raw[n..], 0).unwrap_or(0);
+        poller.set_left_unread(n + more == raw.len());
         let mut kept = n;
         for i in n..n + more {
             let key = raw[i].u64;
@@ -339,6 +341,8 @@ fn poll_in_tokio(
             }
         }
         n = kept;
+    } else {
+        poller.set_left_unread(n == raw.len());
     }
     let polled = this.queue_polled(slf.py(), &raw[..n]);
     Ok(polled.more || polled.watched)
