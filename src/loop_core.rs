@@ -590,7 +590,7 @@ impl LoopCore {
             .lock()
             .drain()
             .map(|(fd, watch)| {
-                self.poller.remove_sock(fd);
+                self.poller.remove(fd);
                 watch
             })
             .collect();

@@ -276,9 +276,10 @@ impl LoopPoller {
         ctl(raw, libc::EPOLL_CTL_ADD, fd, events, key)
     }
 
-    /// Stop watching `fd`. A failed `EPOLL_CTL_DEL` (the fd already
-    /// closed) is ignored: the object left the loop's registry first, so a
-    /// stale event for its token is dropped there.
+    /// Stop watching `fd`, whatever registered it. A failed
+    /// `EPOLL_CTL_DEL` (the fd already closed) is ignored: the owner left
+    /// the loop's registries first, so a stale event for its key is dropped
+    /// there (see [`add_sock`](Self::add_sock)).
     pub fn remove(&self, fd: RawFd) {
         let _ = ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
@@ -289,7 +290,7 @@ impl LoopPoller {
     /// A kept registration usually outlives its socket: the program closes
     /// it between two `sock_*` calls without telling the loop. Here that
     /// costs nothing: the kernel drops a closed file's entry by itself, a
-    /// failed [`remove_sock`](Self::remove_sock) is ignored, and an entry
+    /// failed [`remove`](Self::remove) is ignored, and an entry
     /// kept alive by a dup of the file only ever reports a token nobody
     /// owns any more. (tokio, by contrast, keeps the state of a
     /// registration it could not deregister for the runtime's lifetime.)
@@ -302,12 +303,6 @@ impl LoopPoller {
             EDGE_BOTH,
             token | SOCK_TAG,
         )
-    }
-
-    /// Stop watching a `sock_*` socket; errors (the fd closed already) are
-    /// expected and ignored, see [`add_sock`](Self::add_sock).
-    pub fn remove_sock(&self, fd: RawFd) {
-        self.remove(fd);
     }
 
     /// `epoll_wait` with `timeout_ms` (-1: until something happens): how

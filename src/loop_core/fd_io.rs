@@ -80,18 +80,13 @@ impl LoopCore {
                 }
             }
         });
-        drop((natives, ready));
+        drop((natives, watchers, ready));
         if !cancelled.is_empty() {
             // asyncio's `_process_events` removes a cancelled callback it
             // meets (level-triggered, it would be reported again and again).
-            let mut watchers = watchers.unwrap_or_else(|| self.watchers.lock());
-            let removed: Vec<Removed> = cancelled
-                .into_iter()
-                .map(|(fd, d)| watchers.remove(&self.poller, fd, d))
-                .collect();
-            self.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            drop(watchers);
-            drop(removed); // may run Python code: outside the lock
+            for (fd, direction) in cancelled {
+                drop(self.remove_watches([(fd, direction)]));
+            }
         }
         polled.watched = watched;
         polled
@@ -147,20 +142,21 @@ impl LoopCore {
 
     /// Cancel and remove `fd`'s `add_reader`/`add_writer` callbacks, if any.
     fn release_fd_watchers(&self, py: Python<'_>, fd: i32) -> PyResult<()> {
-        let removed = {
-            let mut watchers = self.watchers.lock();
-            if watchers.get(fd).is_none() {
-                return Ok(());
-            }
-            let removed =
-                [Direction::Read, Direction::Write].map(|d| watchers.remove(&self.poller, fd, d));
-            self.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            removed
-        };
-        for r in removed {
+        for r in self.remove_watches([(fd, Direction::Read), (fd, Direction::Write)]) {
             r.cancel(py)?;
         }
         Ok(())
+    }
+
+    /// Remove these `fd_watch` callbacks under one lock of the registry
+    /// (with its fd count republished). What was removed is returned, for
+    /// the caller to cancel or drop once the lock is released (either may
+    /// run Python code).
+    fn remove_watches<const N: usize>(&self, which: [(i32, Direction); N]) -> [Removed; N] {
+        let mut watchers = self.watchers.lock();
+        let removed = which.map(|(fd, direction)| watchers.remove(&self.poller, fd, direction));
+        self.watched_fds.store(watchers.len(), Ordering::Relaxed);
+        removed
     }
 
     /// `remove_reader`/`remove_writer` by fd number: an `fd_watch` callback,
@@ -192,12 +188,7 @@ impl LoopCore {
         if this.shared.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let removed = {
-            let mut watchers = this.watchers.lock();
-            let removed = watchers.remove(&this.poller, fd, direction);
-            this.watched_fds.store(watchers.len(), Ordering::Relaxed);
-            removed
-        };
+        let [removed] = this.remove_watches([(fd, direction)]);
         removed.cancel(slf.py())
     }
 
@@ -302,7 +293,7 @@ impl LoopCore {
         let registered = self.unregister_native(watch.get().token);
         let ops = watch.get().release();
         // Fails harmlessly if the socket was closed (see `add_sock`).
-        self.poller.remove_sock(fd);
+        self.poller.remove(fd);
         drop(registered);
         let open = watch.get().socket_still_open(py);
         drop(watch);
