@@ -1,5 +1,7 @@
-//! One `accept4` on a TCP listener, for the loop's accept loop
-//! (`Loop._accept_connection` calls it as `loop._accept_inet(fd)`).
+//! Accepting on a TCP listener, for the loop's accept loop
+//! (`Loop._accept_connection`): one `accept4` (`loop._accept_inet(fd)`),
+//! or the whole loop for a listener without TLS outside debug mode
+//! (`loop._accept_inet_all(...)`, see `accept_all`).
 //!
 //! Python's `socket._accept()` accepts a blocking socket (the loop then pays
 //! an `ioctl(FIONBIO)` in `setblocking(False)`) and reports an empty queue
@@ -16,17 +18,24 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::RawFd;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
-use pyo3::IntoPyObjectExt;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::os_error;
 use crate::inet_address::{address_tuple, local_name};
+use crate::pyrefs::refs;
+
+/// A connection one accept took; the caller owns `fd`.
+pub struct Conn<'py> {
+    pub fd: RawFd,
+    pub peer: Bound<'py, PyAny>,
+    pub local: Bound<'py, PyAny>,
+}
 
 /// What one accept found.
 pub enum Accepted<'py> {
-    /// `(conn_fd, peer_address, local_address)`; the caller owns the fd.
-    Conn(Bound<'py, PyTuple>),
+    Conn(Conn<'py>),
     /// The queue is empty: the listener is drained.
     Empty,
     /// A signal interrupted the call (asyncio ends the round, as for an
@@ -63,10 +72,11 @@ pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
     // module's getsockname would format it again with printf.
     let names = address_tuple(py, &storage).and_then(|peer| Ok((peer, local_name(py, conn)?)));
     match names {
-        Ok((peer, local)) => Ok(Accepted::Conn(PyTuple::new(
-            py,
-            [conn.into_bound_py_any(py)?, peer, local],
-        )?)),
+        Ok((peer, local)) => Ok(Accepted::Conn(Conn {
+            fd: conn,
+            peer,
+            local,
+        })),
         Err(err) => {
             // SAFETY: `conn` is the fd accept4 just gave us, owned by no one
             // else; without an address nobody will take it.
@@ -74,4 +84,81 @@ pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
             Err(err)
         }
     }
+}
+
+/// The listener a batch of accepts is for, and what each connection goes to.
+pub struct Listener<'a, 'py> {
+    pub fd: RawFd,
+    /// The new sockets' `family`, `type` and `proto` (the listener's; the
+    /// type with `SOCK_NONBLOCK`, so the socket object knows).
+    pub family: i32,
+    pub kind: i32,
+    pub proto: i32,
+    /// Called through `call_soon` as `on_accept(protocol_factory, conn,
+    /// extra, server)`, where `extra` holds `peername` and `sockname`.
+    pub on_accept: &'a Bound<'py, PyAny>,
+    pub protocol_factory: &'a Bound<'py, PyAny>,
+    pub server: &'a Bound<'py, PyAny>,
+}
+
+/// How a batch ended.
+pub enum BatchEnd {
+    /// The queue is empty, a signal interrupted the accept, or `backlog`
+    /// connections were taken.
+    Done,
+    /// The accept of attempt number `attempts` (from 1) failed with `error`.
+    Failed { attempts: usize, error: PyErr },
+}
+
+/// asyncio's accept loop body for `backlog` attempts, with no Python frame
+/// per connection: each connection becomes a `socket.socket` (built as its
+/// `__init__` would, without the frame) and is queued with `schedule`
+/// (`call_soon`) as `on_accept(protocol_factory, conn, extra, server)`.
+/// An accept error ends the batch; the caller reports it as asyncio does
+/// and may go on.
+pub fn accept_all<'py>(
+    py: Python<'py>,
+    listener: &Listener<'_, 'py>,
+    backlog: usize,
+    mut schedule: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyTuple>) -> PyResult<()>,
+) -> PyResult<BatchEnd> {
+    let refs = refs(py);
+    for attempt in 1..=backlog {
+        let conn = match accept_inet(py, listener.fd) {
+            Ok(Accepted::Conn(conn)) => conn,
+            Ok(Accepted::Empty | Accepted::Interrupted) => return Ok(BatchEnd::Done),
+            Err(error) => {
+                return Ok(BatchEnd::Failed {
+                    attempts: attempt,
+                    error,
+                })
+            }
+        };
+        // socket.socket.__init__'s body (the same on 3.10-3.13).
+        let socket_type = refs.socket_type.bind(py);
+        let sock = refs.socket_new.bind(py).call1((socket_type,))?;
+        refs.socket_init.bind(py).call1((
+            &sock,
+            listener.family,
+            listener.kind,
+            listener.proto,
+            conn.fd,
+        ))?;
+        sock.setattr(intern!(py, "_io_refs"), 0)?;
+        sock.setattr(intern!(py, "_closed"), false)?;
+        let extra = PyDict::new(py);
+        extra.set_item(intern!(py, "peername"), conn.peer)?;
+        extra.set_item(intern!(py, "sockname"), conn.local)?;
+        let args = PyTuple::new(
+            py,
+            [
+                listener.protocol_factory.clone(),
+                sock,
+                extra.into_any(),
+                listener.server.clone(),
+            ],
+        )?;
+        schedule(listener.on_accept.clone(), args)?;
+    }
+    Ok(BatchEnd::Done)
 }

@@ -33,6 +33,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::accept;
@@ -923,8 +924,49 @@ impl LoopCore {
         fd: std::os::fd::RawFd,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         Ok(match accept::accept_inet(py, fd)? {
-            accept::Accepted::Conn(conn) => Some(conn),
+            accept::Accepted::Conn(conn) => Some(PyTuple::new(
+                py,
+                [conn.fd.into_bound_py_any(py)?, conn.peer, conn.local],
+            )?),
             accept::Accepted::Empty | accept::Accepted::Interrupted => None,
+        })
+    }
+
+    /// Up to `backlog` accepts on the TCP listener `fd`, each connection
+    /// queued as `on_accept(protocol_factory, conn, extra, server)` (see
+    /// `accept::accept_all`). None when the round is over; `(attempts,
+    /// error)` when an accept failed, for `Loop._accept_connection` to
+    /// report as asyncio does.
+    #[allow(clippy::too_many_arguments)]
+    fn _accept_inet_all<'py>(
+        slf: &Bound<'py, Self>,
+        fd: std::os::fd::RawFd,
+        family: i32,
+        kind: i32,
+        proto: i32,
+        backlog: usize,
+        on_accept: Bound<'py, PyAny>,
+        protocol_factory: Bound<'py, PyAny>,
+        server: Bound<'py, PyAny>,
+    ) -> PyResult<Option<(usize, Py<PyAny>)>> {
+        let py = slf.py();
+        let listener = accept::Listener {
+            fd,
+            family,
+            kind,
+            proto,
+            on_accept: &on_accept,
+            protocol_factory: &protocol_factory,
+            server: &server,
+        };
+        let end = accept::accept_all(py, &listener, backlog, |callback, args| {
+            Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
+        })?;
+        Ok(match end {
+            accept::BatchEnd::Done => None,
+            accept::BatchEnd::Failed { attempts, error } => {
+                Some((attempts, error.into_value(py).into_any()))
+            }
         })
     }
 

@@ -25,6 +25,10 @@ pub struct PyRefs {
     pub asyncio_logger: Py<PyAny>,
     /// `socket.socket`: exact instances take the native `sock_*` path.
     pub socket_type: Py<PyAny>,
+    /// `socket.socket.__new__` and the C type's `__init__`: a socket object
+    /// made without `socket.socket.__init__`'s frame (see `accept`).
+    pub socket_new: Py<PyAny>,
+    pub socket_init: Py<PyAny>,
     /// `weakref.WeakValueDictionary`, the type of `loop._transports`.
     pub weak_value_dict_type: Py<PyAny>,
     pub kw_loop_name: Py<PyTuple>,
@@ -48,6 +52,7 @@ pub fn refs(py: Python<'_>) -> &PyRefs {
 fn load(py: Python<'_>) -> PyResult<PyRefs> {
     let asyncio = py.import("asyncio")?;
     let support = py.import("tokioloop._native_support")?;
+    let socket_type = py.import("socket")?.getattr("socket")?;
     let names = |items: &[&str]| -> PyResult<Py<PyTuple>> { Ok(PyTuple::new(py, items)?.unbind()) };
     Ok(PyRefs {
         future_type: asyncio.getattr("Future")?.unbind(),
@@ -63,7 +68,13 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         buffered_protocol_type: asyncio.getattr("BufferedProtocol")?.unbind(),
         stream_reader_protocol_type: asyncio.getattr("StreamReaderProtocol")?.unbind(),
         asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
-        socket_type: py.import("socket")?.getattr("socket")?.unbind(),
+        socket_type: socket_type.clone().unbind(),
+        socket_new: socket_type.getattr("__new__")?.unbind(),
+        socket_init: py
+            .import("_socket")?
+            .getattr("socket")?
+            .getattr("__init__")?
+            .unbind(),
         weak_value_dict_type: py
             .import("weakref")?
             .getattr("WeakValueDictionary")?

@@ -1425,6 +1425,8 @@ def test_accepted_socket_state(loop, listener):
                     s._sock.getblocking(),
                     transport.get_extra_info("peername") == s.getpeername(),
                     transport.get_extra_info("sockname") == s.getsockname(),
+                    # socket.socket.__init__'s own state (makefile reads it).
+                    (s._sock._io_refs, s._sock._closed),
                 )
             )
             transport.close()
@@ -1446,8 +1448,54 @@ def test_accepted_socket_state(loop, listener):
     assert len(seen) == 3
     assert set(seen) == {
         # The accepted socket takes the listener's proto (0 here).
-        ("socket", socket.AF_INET, socket.SOCK_STREAM, 0, 0.0, False, True, True)
+        ("socket", socket.AF_INET, socket.SOCK_STREAM, 0, 0.0, False, True, True, (0, False))
     }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_connections_queued_before_the_loop_looks_are_all_served(loop, debug):
+    # Twenty connections wait in the listen queue when the loop first sees
+    # the listener readable: one round of the accept loop takes them all
+    # (natively outside debug mode, in Python in it), each its own transport.
+    loop.set_debug(debug)
+    peers = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            peers.append(transport.get_extra_info("peername"))
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        srv = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        # Blocking connects, all complete in the kernel's listen queue
+        # before the loop runs again.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            for i, c in enumerate(clients):
+                c.sendall(b"%d" % i)
+
+            def replies():
+                out = []
+                for c in clients:
+                    c.settimeout(5)
+                    out.append(c.recv(10))
+                return out
+
+            got = await asyncio.wait_for(loop.run_in_executor(None, replies), 10)
+        finally:
+            for c in clients:
+                c.close()
+        srv.close()
+        await srv.wait_closed()
+        return got
+
+    got = run(loop, main())
+    assert got == [b"%d" % i for i in range(20)]
+    assert sorted(peers) == sorted(set(peers)) and len(peers) == 20
 
 
 def test_accept_burst_of_pending_connections(loop):

@@ -46,6 +46,8 @@ _Future = futures.Future
 # the transports.
 _raw_family = _transports._raw_family
 _raw_type = _transports._raw_type
+_SocketTransport = _transports.SocketTransport
+_SOCKET_CLASS = _transports._SOCKET_CLASS
 _INET_FAMILIES = _transports._INET_FAMILIES
 _SelectorLoop = selector_events.BaseSelectorEventLoop
 # connect() errnos that mean "in progress": BlockingIOError's, and EINTR.
@@ -185,6 +187,15 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop driven by tokio. Create it with
     ``tokioloop.new_event_loop()``."""
 
+    # Whether _accept_plain builds transports in its own frame: not in a
+    # subclass that overrides _make_socket_transport, which sees every
+    # transport as on asyncio's loop.
+    _accepts_inline = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._accepts_inline = cls._make_socket_transport is Loop._make_socket_transport
+
     def __init__(self):
         # Not the selector loop's __init__: it would build a selector and a
         # self-pipe, and the native core replaces both.
@@ -308,20 +319,21 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     def _accept_connection(
         self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
     ):
-        """asyncio's accept loop (selector_events, 3.10-3.13), with the
-        accept itself made cheaper for a plain ``socket.socket`` listener:
-        ``socket.accept()`` builds the new socket from ``self.family`` and
-        ``self.type``, two enum conversions per connection, and checks the
-        default timeout only for ``setblocking(False)`` to override it right
-        after. Here the socket is the same (family, type, proto, fd;
-        non-blocking) but made from the C type's getters; a TCP connection is
-        accepted natively, non-blocking (``_accept_inet``, no ``ioctl``), and
-        an empty queue ends the round without a ``BlockingIOError`` (and
-        without the reader's level-triggered re-check); for
-        other families the C type's ``_accept`` is used, with a poll(2)
-        before each accept after the first. Errors, debug logging and the
-        retry after EMFILE & co. are asyncio's; TLS connections get
-        asyncio's ``_accept_connection2`` task, plain ones
+        """asyncio's accept loop (selector_events, 3.10-3.13), cheaper for a
+        plain ``socket.socket`` listener. ``socket.accept()`` builds the new
+        socket from ``self.family`` and ``self.type``, two enum conversions
+        per connection, and checks the default timeout only for
+        ``setblocking(False)`` to override it right after. Here the socket is
+        the same (family, type, proto, fd; non-blocking) but made from the C
+        type's getters. A TCP connection is accepted natively, non-blocking
+        (no ``ioctl``), and an empty queue ends the round without a
+        ``BlockingIOError``: without TLS and outside debug mode the whole
+        loop is native (``_accept_inet_all``, src/accept.rs), with no Python
+        frame per connection; otherwise one ``_accept_inet`` per connection.
+        Other families use the C type's ``_accept``, with a poll(2) before
+        each accept after the first. Errors, debug logging and the retry
+        after EMFILE & co. are asyncio's (``_accept_failed``); TLS
+        connections get asyncio's ``_accept_connection2`` task, plain ones
         ``_accept_plain``. Socket subclasses (their ``accept`` may be
         overridden) take asyncio's method."""
         if type(sock) is not socket.socket:
@@ -333,6 +345,28 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         proto = sock.proto
         fileno = sock.fileno()
         inet = family in _INET_FAMILIES
+        if inet and not sslcontext and not self._debug:
+            left = backlog
+            while left > 0:
+                failed = self._accept_inet_all(
+                    fileno,
+                    family,
+                    kind | _SOCK_NONBLOCK,
+                    proto,
+                    left,
+                    self._accept_plain,
+                    protocol_factory,
+                    server,
+                )
+                if failed is None:
+                    return None
+                attempts, exc = failed
+                left -= attempts
+                if self._accept_failed(
+                    exc, protocol_factory, sock, sslcontext, server, backlog, timeouts
+                ):
+                    return None
+            return None
         for i in range(backlog):
             try:
                 if inet:
@@ -358,34 +392,11 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     extra = {"peername": addr}
                 if self._debug:
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                # Early exit because the socket accept buffer is empty.
-                return None
             except OSError as exc:
-                # There's nowhere to send the error, so just log it.
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Linux keeps reporting the fd as ready: remove the
-                    # reader for a while, as asyncio does.
-                    self.call_exception_handler(
-                        {
-                            "message": "socket.accept() out of system resource",
-                            "exception": exc,
-                            "socket": trsock.TransportSocket(sock),
-                        }
-                    )
-                    self._remove_reader(sock.fileno())
-                    self.call_later(
-                        constants.ACCEPT_RETRY_DELAY,
-                        self._start_serving,
-                        protocol_factory,
-                        sock,
-                        sslcontext,
-                        server,
-                        backlog,
-                        *timeouts,
-                    )
-                else:
-                    raise  # The event loop will catch, log and ignore it.
+                if self._accept_failed(
+                    exc, protocol_factory, sock, sslcontext, server, backlog, timeouts
+                ):
+                    return None
             else:
                 if sslcontext:
                     accept = self._accept_connection2(
@@ -394,6 +405,39 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     self.create_task(accept)
                 else:
                     self.call_soon(self._accept_plain, protocol_factory, conn, extra, server)
+
+    def _accept_failed(self, exc, protocol_factory, sock, sslcontext, server, backlog, timeouts):
+        """asyncio's handling of an accept error: True when it ends the
+        round (an empty queue, a signal, an aborted connection); for a lack
+        of resources (EMFILE & co.), reported and the listener rested, as
+        asyncio does, and the round goes on; anything else raised (the
+        loop's handler logs it)."""
+        if isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
+            return True
+        # There's nowhere to send the error, so just log it.
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            # Linux keeps reporting the fd as ready: remove the reader for a
+            # while, as asyncio does.
+            self.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                }
+            )
+            self._remove_reader(sock.fileno())
+            self.call_later(
+                constants.ACCEPT_RETRY_DELAY,
+                self._start_serving,
+                protocol_factory,
+                sock,
+                sslcontext,
+                server,
+                backlog,
+                *timeouts,
+            )
+            return False
+        raise exc
 
     def _accept_plain(self, protocol_factory, conn, extra, server):
         """``_accept_connection2`` for a connection without TLS, as a
@@ -407,7 +451,14 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         protocol = None
         try:
             protocol = protocol_factory()
-            self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            if self._accepts_inline and type(conn) is _SOCKET_CLASS:
+                # _make_socket_transport without its helper frames, for a
+                # plain socket.socket; its fd is usually free.
+                if self._transports.get(conn.fileno()) is not None:
+                    self._ensure_fd_no_transport(conn)
+                _SocketTransport(self, conn, protocol, None, extra, server)
+            else:
+                self._make_socket_transport(conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 (asyncio catches everything here)

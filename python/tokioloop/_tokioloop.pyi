@@ -57,6 +57,20 @@ class LoopCore:
         self, fd: int, /
     ) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None] | None:
         """One non-blocking accept on a TCP listener: (fd, peer, local) or None."""
+    def _accept_inet_all(
+        self,
+        fd: int,
+        family: int,
+        kind: int,
+        proto: int,
+        backlog: int,
+        on_accept: Callable[..., object],
+        protocol_factory: Callable[[], Any],
+        server: Any,
+        /,
+    ) -> tuple[int, OSError] | None:
+        """Up to `backlog` accepts, each queued as on_accept(protocol_factory,
+        conn, extra, server); (attempts, error) when an accept failed."""
     def _socket_names(self, fd: int, /) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
         """(sockname, peername) of a connected TCP socket; None where unreadable."""
     def call_soon(

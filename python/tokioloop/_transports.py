@@ -73,18 +73,11 @@ def stream_transport_class(sock):
     return SocketTransport
 
 
-def _server_attach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._attach(transport)
-    else:
-        server._attach()
-
-
-def _server_detach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._detach(transport)
-    else:
-        server._detach()
+# `trsock.TransportSocket(sock)` without its `__init__` frame (see
+# SocketTransport.__init__): made with `object.__new__`, then the one slot
+# that `__init__` sets (the same on 3.10-3.13).
+_new_object = object.__new__
+_TransportSocket = trsock.TransportSocket
 
 
 class _NativeTransport(transports._FlowControlMixin):
@@ -98,36 +91,6 @@ class _NativeTransport(transports._FlowControlMixin):
     # Read by __del__ even when __init__ failed early.
     _sock = None
     _server = None
-
-    def _init_common(self, loop, sock, extra):
-        # BaseTransport.__init__, inline (one frame less per connection);
-        # not _FlowControlMixin.__init__: the native core keeps the limits.
-        self._extra = {} if extra is None else extra
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        # The loop passes the names it already has (a native accept or
-        # connect read them without the socket module's printf).
-        if "sockname" not in self._extra:
-            try:
-                self._extra["sockname"] = sock.getsockname()
-            except OSError:
-                self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._loop = loop
-        self._sock_fd = sock.fileno()
-
-    def _start(self, loop, core, protocol, waiter):
-        """Register with the loop, schedule connection_made and the first
-        read, as asyncio's transports do."""
-        loop._transports[self._sock_fd] = self
-        loop.call_soon(protocol.connection_made, self)
-        # Reading starts once connection_made() has run, as in asyncio.
-        loop.call_soon(core._start_reading)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     # -- state asyncio's own code and tests read ---------------------------
 
@@ -237,7 +200,10 @@ class _NativeTransport(transports._FlowControlMixin):
             self._loop = None
             server = self._server
             if server is not None:
-                _server_detach(server, self)
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
                 self._server = None
             # A sendfile waiting for the buffer to drain (stream transports).
             if empty_waiter is not None:
@@ -278,10 +244,30 @@ class SocketTransport(_NativeTransport, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        self._init_common(loop, sock, extra)
-        core = StreamTransportCore.create(
-            loop, self, self._sock_fd, protocol, contextvars.copy_context()
-        )
+        # BaseTransport.__init__ (not _FlowControlMixin's: the native core
+        # keeps the limits), the server's attach and the start, all inline:
+        # this runs once per connection, where a helper's frame costs about
+        # as much as its body (benches/churn.py). The loop passes the names
+        # it already has (a native accept or connect read them without the
+        # socket module's printf).
+        extra = {} if extra is None else extra
+        transport_socket = _new_object(_TransportSocket)
+        transport_socket._sock = sock
+        extra["socket"] = transport_socket
+        if "sockname" not in extra:
+            try:
+                extra["sockname"] = sock.getsockname()
+            except OSError:
+                extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        self._extra = extra
+        self._loop = loop
+        self._sock_fd = fd = sock.fileno()
+        core = StreamTransportCore.create(loop, self, fd, protocol, contextvars.copy_context())
         # Set first: __repr__ and __del__ read it, also of a transport whose
         # construction failed below (as asyncio's, it then warns "unclosed
         # transport" when collected and closes the socket).
@@ -291,7 +277,10 @@ class SocketTransport(_NativeTransport, transports.Transport):
         try:
             if server is not None:
                 # Fails if the server was closed meanwhile, as in asyncio.
-                _server_attach(server, self)
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._attach(self)
+                else:
+                    server._attach()
             # asyncio's base_events._set_nodelay, in this frame and without
             # its two enum conversions for a plain socket.socket.
             if type(sock) is not socket.socket:
@@ -307,7 +296,13 @@ class SocketTransport(_NativeTransport, transports.Transport):
             # Off the reactor: asyncio's transport would not be watching yet.
             core._detach()
             raise
-        self._start(loop, core, protocol, waiter)
+        loop._transports[fd] = self
+        call_soon = loop.call_soon
+        call_soon(protocol.connection_made, self)
+        # Reading starts once connection_made() has run, as in asyncio.
+        call_soon(core._start_reading)
+        if waiter is not None:
+            call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     @property
     def _paused(self):
@@ -361,14 +356,31 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
     engine."""
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        self._init_common(loop, sock, extra)
+        # BaseTransport.__init__ inline, not _FlowControlMixin.__init__: the
+        # native core keeps the limits. The loop passes the names it already
+        # has.
+        extra = {} if extra is None else extra
+        extra["socket"] = trsock.TransportSocket(sock)
+        if "sockname" not in extra:
+            try:
+                extra["sockname"] = sock.getsockname()
+            except OSError:
+                extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        self._extra = extra
+        self._loop = loop
+        self._sock_fd = sock.fileno()
         core = DatagramTransportCore.create(
             loop,
             self,
             sock,
             protocol,
             address,
-            bool(self._extra["peername"]),
+            bool(extra["peername"]),
             sock.family in _INET_FAMILIES,
             contextvars.copy_context(),
         )
@@ -379,7 +391,12 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
         self.sendto = core.sendto
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
-        self._start(loop, core, protocol, waiter)
+        # As SocketTransport's: registered, connection_made, then reading.
+        loop._transports[self._sock_fd] = self
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     @property
     def _address(self):
