@@ -92,6 +92,30 @@ class _NativeTransport(transports._FlowControlMixin):
     _sock = None
     _server = None
 
+    def _init_common(self, loop, sock, extra):
+        """BaseTransport.__init__, not _FlowControlMixin's (the native core
+        keeps the limits), plus the loop and the fd, which it returns. The
+        loop passes the names it already has (a native accept or connect
+        read them without the socket module's printf)."""
+        extra = {} if extra is None else extra
+        transport_socket = _new_object(_TransportSocket)
+        transport_socket._sock = sock
+        extra["socket"] = transport_socket
+        if "sockname" not in extra:
+            try:
+                extra["sockname"] = sock.getsockname()
+            except OSError:
+                extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        self._extra = extra
+        self._loop = loop
+        self._sock_fd = fd = sock.fileno()
+        return fd
+
     # -- state asyncio's own code and tests read ---------------------------
 
     @property
@@ -244,29 +268,9 @@ class SocketTransport(_NativeTransport, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # BaseTransport.__init__ (not _FlowControlMixin's: the native core
-        # keeps the limits), the server's attach and the start, all inline:
-        # this runs once per connection, where a helper's frame costs about
-        # as much as its body (benches/churn.py). The loop passes the names
-        # it already has (a native accept or connect read them without the
-        # socket module's printf).
-        extra = {} if extra is None else extra
-        transport_socket = _new_object(_TransportSocket)
-        transport_socket._sock = sock
-        extra["socket"] = transport_socket
-        if "sockname" not in extra:
-            try:
-                extra["sockname"] = sock.getsockname()
-            except OSError:
-                extra["sockname"] = None
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
-        self._extra = extra
-        self._loop = loop
-        self._sock_fd = fd = sock.fileno()
+        # The server's attach and the start are inline: this runs once per
+        # connection (benches/churn.py).
+        fd = self._init_common(loop, sock, extra)
         core = StreamTransportCore.create(loop, self, fd, protocol, contextvars.copy_context())
         # Set first: __repr__ and __del__ read it, also of a transport whose
         # construction failed below (as asyncio's, it then warns "unclosed
@@ -356,31 +360,14 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
     engine."""
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        # BaseTransport.__init__ inline, not _FlowControlMixin.__init__: the
-        # native core keeps the limits. The loop passes the names it already
-        # has.
-        extra = {} if extra is None else extra
-        extra["socket"] = trsock.TransportSocket(sock)
-        if "sockname" not in extra:
-            try:
-                extra["sockname"] = sock.getsockname()
-            except OSError:
-                extra["sockname"] = None
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
-        self._extra = extra
-        self._loop = loop
-        self._sock_fd = sock.fileno()
+        fd = self._init_common(loop, sock, extra)
         core = DatagramTransportCore.create(
             loop,
             self,
             sock,
             protocol,
             address,
-            bool(extra["peername"]),
+            bool(self._extra["peername"]),
             sock.family in _INET_FAMILIES,
             contextvars.copy_context(),
         )
@@ -392,7 +379,7 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
         # As SocketTransport's: registered, connection_made, then reading.
-        loop._transports[self._sock_fd] = self
+        loop._transports[fd] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)
         if waiter is not None:
