@@ -103,8 +103,9 @@ pub struct Listener<'a, 'py> {
 
 /// How a batch ended.
 pub enum BatchEnd {
-    /// The queue is empty, a signal interrupted the accept, or `backlog`
-    /// connections were taken.
+    /// The queue is empty: the listener is no longer readable.
+    Drained,
+    /// A signal interrupted the accept, or `backlog` connections were taken.
     Done,
     /// The accept of attempt number `attempts` (from 1) failed with `error`.
     Failed { attempts: usize, error: PyErr },
@@ -126,7 +127,8 @@ pub fn accept_all<'py>(
     for attempt in 1..=backlog {
         let conn = match accept_inet(py, listener.fd) {
             Ok(Accepted::Conn(conn)) => conn,
-            Ok(Accepted::Empty | Accepted::Interrupted) => return Ok(BatchEnd::Done),
+            Ok(Accepted::Empty) => return Ok(BatchEnd::Drained),
+            Ok(Accepted::Interrupted) => return Ok(BatchEnd::Done),
             Err(error) => {
                 return Ok(BatchEnd::Failed {
                     attempts: attempt,

@@ -23,7 +23,7 @@
 //! callbacks, native transports' registrations, `sock_*` waits).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -233,6 +233,13 @@ pub struct LoopCore {
     /// socket (see `BUSY_POLL_EVERY_NO_IO`).
     watched_fds: AtomicUsize,
     native_ios: AtomicUsize,
+    /// Watched fds whose callbacks the last poll queued and that no
+    /// callback has reported drained since: while any, the next iteration
+    /// polls whatever the busy-poll pacing, for asyncio's level-triggered
+    /// re-run of a callback whose fd stays ready. The native accept loop
+    /// reports its listener drained (it accepted until EAGAIN), which
+    /// spares a server that poll per accepted connection.
+    rechecks: AtomicU32,
     /// Waiting `sock_*` calls by future (see `sock_ops`).
     sock_waits: Mutex<SockWaits>,
     /// Sockets' registrations kept across `sock_*` waits, by fd (see
@@ -757,6 +764,7 @@ impl LoopCore {
             natives: Mutex::new(HashMap::default()),
             next_native: AtomicU64::new(0),
             watched_fds: AtomicUsize::new(0),
+            rechecks: AtomicU32::new(0),
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
@@ -963,6 +971,10 @@ impl LoopCore {
             Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
         })?;
         Ok(match end {
+            accept::BatchEnd::Drained => {
+                slf.get().report_drained();
+                None
+            }
             accept::BatchEnd::Done => None,
             accept::BatchEnd::Failed { attempts, error } => {
                 Some((attempts, error.into_value(py).into_any()))

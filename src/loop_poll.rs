@@ -113,9 +113,11 @@ pub struct Polled {
     pub more: bool,
     /// The timer fd is readable.
     pub timer: bool,
-    /// An `add_reader`/`add_writer` callback was queued: the next
-    /// iteration polls, to see whether its fd is still ready.
-    pub watched: bool,
+    /// How many watched fds had `add_reader`/`add_writer` callbacks
+    /// queued: the next iteration polls, to see whether they are still
+    /// ready (unless each callback reports its fd drained, see
+    /// `LoopCore::rechecks`).
+    pub watched: u32,
 }
 
 pub struct LoopPoller {

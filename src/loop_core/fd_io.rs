@@ -30,23 +30,26 @@ impl LoopCore {
     /// and written by I/O attempts, which hold it.
     ///
     /// A watched fd's callbacks are queued as a selector loop's are; the
-    /// next iteration polls again (`Polled::watched`), so that a callback
-    /// that leaves its fd ready runs again in the next iteration, as there.
+    /// next iteration polls again (`Polled::watched`, `LoopCore::rechecks`),
+    /// so that a callback that leaves its fd ready runs again in the next
+    /// iteration, as there.
     pub(super) fn queue_polled(&self, py: Python<'_>, events: &[libc::epoll_event]) -> Polled {
         let mut natives = None;
         let mut watchers = None;
         let mut ready = None;
         let mut cancelled = Vec::new();
-        let mut watched = false;
+        let mut watched = 0;
         let mut polled = self.poller.decode(events, &self.shared.wakeup, |edge| {
             let ready = ready.get_or_insert_with(|| self.shared.ready.borrow_mut(py));
             if let NativeEdge::Watch { fd, token, mask } = edge {
                 let watchers = watchers.get_or_insert_with(|| self.watchers.lock());
                 let fired = watchers.fired(fd, token, mask);
+                let mut queued = false;
                 for h in fired.run.into_iter().flatten() {
                     ready.push_back(Ready::Native(h.clone_ref(py)));
-                    watched = true;
+                    queued = true;
                 }
+                watched += u32::from(queued);
                 cancelled.extend(fired.cancelled.into_iter().flatten().map(|d| (fd, d)));
                 return;
             }
@@ -358,6 +361,21 @@ impl LoopCore {
         let removed = natives.remove(&token);
         self.native_ios.store(natives.len(), Ordering::Relaxed);
         removed
+    }
+
+    /// A watched fd's callback found its fd drained (see `rechecks`): one
+    /// fewer reason for the next iteration to poll.
+    pub(super) fn report_drained(&self) {
+        // Never below zero: a poll in between may have reset the count.
+        let _ = self
+            .rechecks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether the last poll's watched fds may still be ready (see
+    /// `rechecks`); takes the count.
+    pub(super) fn take_rechecks(&self) -> bool {
+        self.rechecks.swap(0, Ordering::Relaxed) > 0
     }
 
     /// Whether any fd is watched, by callbacks or native objects.

@@ -265,8 +265,9 @@ fn take_poll_notes(shared: &Shared) -> bool {
 /// (see `loop_poll`) a `block_on` of tokio, then a look at the loop's
 /// instance if tokio reported it readable. The native registrations' edges
 /// queue their objects (`queue_polled`). Returns whether to poll again next
-/// iteration (a full batch, or a callback of `add_reader`/`add_writer`
-/// queued: its fd may still be ready).
+/// iteration because the batch was full; the watched fds whose callbacks
+/// were queued, which may still be ready, are counted in
+/// `LoopCore::rechecks`.
 fn poll_io(
     slf: &Bound<'_, LoopCore>,
     driver: &Driver,
@@ -299,7 +300,8 @@ fn poll_io(
     if polled.reactor {
         driver.runtime().block_on(park::poll_once());
     }
-    Ok(polled.more || polled.watched)
+    this.rechecks.store(polled.watched, Ordering::Relaxed);
+    Ok(polled.more)
 }
 
 /// `poll_io` where the loop's instance is nested in tokio's reactor (see
@@ -345,7 +347,8 @@ fn poll_in_tokio(
         poller.set_left_unread(n == raw.len());
     }
     let polled = this.queue_polled(slf.py(), &raw[..n]);
-    Ok(polled.more || polled.watched)
+    this.rechecks.store(polled.watched, Ordering::Relaxed);
+    Ok(polled.more)
 }
 
 /// Park until the next timer or anything else happens (see `poll_io`).
@@ -392,7 +395,8 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
                 (BUSY_POLL_EVERY_NO_IO, BUSY_POLL_INTERVAL_NO_IO)
             };
             // (The notes are taken first: taking clears them.)
-            let noted = take_poll_notes(shared) | std::mem::take(&mut more);
+            let noted =
+                take_poll_notes(shared) | std::mem::take(&mut more) | slf.get().take_rechecks();
             if !stopping && !noted && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
