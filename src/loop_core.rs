@@ -924,8 +924,8 @@ impl LoopCore {
     /// One non-blocking accept on the TCP listener `fd` (see `accept`):
     /// `(conn_fd, peer_address, local_address)`, or None when no connection
     /// is waiting.
-    /// An empty queue also tells the listener's watcher that it is drained,
-    /// which spares the level-triggered re-check after the accept loop.
+    /// An empty queue also reports the listener drained, which spares the
+    /// level-triggered re-check poll after the accept loop (`rechecks`).
     fn _accept_inet<'py>(
         &self,
         py: Python<'py>,
@@ -936,7 +936,11 @@ impl LoopCore {
                 py,
                 [conn.fd.into_bound_py_any(py)?, conn.peer, conn.local],
             )?),
-            accept::Accepted::Empty | accept::Accepted::Interrupted => None,
+            accept::Accepted::Empty => {
+                self.report_drained();
+                None
+            }
+            accept::Accepted::Interrupted => None,
         })
     }
 

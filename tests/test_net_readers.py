@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import itertools
 import os
 import socket
 
@@ -12,6 +13,7 @@ import pytest
 from net_support import (
     HandlerRecorder,
     RecordingProtocol,
+    busy_chain,
     closed_port,
     iterations,
     run,
@@ -138,6 +140,38 @@ def test_callback_on_a_ready_fd_runs_in_the_next_iteration(loop, sock_pair, dire
 
     run(loop, main())
     assert order.index(direction) == 1, order
+
+
+def test_reader_beside_an_accepting_listener_runs_again_next_iteration(loop, sock_pair):
+    """A reader whose fd stays ready runs in every iteration, also when the
+    same poll found a listener with a connection waiting. (tokioloop skips
+    the re-check poll for a listener its accept loop drained; the reader
+    beside it still needs that poll.)"""
+    a, b = sock_pair
+    b.send(b"x")
+    order = []
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        await asyncio.sleep(0)
+        # In the listen queue before the loop polls again.
+        client = socket.create_connection(("127.0.0.1", port))
+        try:
+            loop.add_reader(a.fileno(), order.append, "r")
+            await busy_chain(loop, order, lambda: None, length=8)
+            loop.remove_reader(a.fileno())
+        finally:
+            client.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+    last_step = order.index(8)
+    runs = [i for i, item in enumerate(order[:last_step]) if item == "r"]
+    assert len(runs) >= 5, order
+    # One chain step, then the reader, in each iteration.
+    assert all(j - i == 2 for i, j in itertools.pairwise(runs)), order
 
 
 @pytest.mark.parametrize("kind", ["reader", "writer"])
