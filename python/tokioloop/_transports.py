@@ -74,8 +74,8 @@ def stream_transport_class(sock):
 
 
 # `trsock.TransportSocket(sock)` without its `__init__` frame (see
-# SocketTransport.__init__): made with `object.__new__`, then the one slot
-# that `__init__` sets (the same on 3.10-3.13).
+# _NativeTransport._init_common): made with `object.__new__`, then the one
+# slot that `__init__` sets (the same on 3.10-3.13).
 _new_object = object.__new__
 _TransportSocket = trsock.TransportSocket
 
@@ -115,6 +115,16 @@ class _NativeTransport(transports._FlowControlMixin):
         self._loop = loop
         self._sock_fd = fd = sock.fileno()
         return fd
+
+    def _start(self, loop, fd, core, protocol, waiter):
+        """Register with the loop, schedule connection_made and the first
+        read, as asyncio's transports do."""
+        loop._transports[fd] = self
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts once connection_made() has run, as in asyncio.
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     # -- state asyncio's own code and tests read ---------------------------
 
@@ -268,8 +278,8 @@ class SocketTransport(_NativeTransport, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # The server's attach and the start are inline: this runs once per
-        # connection (benches/churn.py).
+        # The server's attach is inline: this runs once per connection
+        # (benches/churn.py).
         fd = self._init_common(loop, sock, extra)
         core = StreamTransportCore.create(loop, self, fd, protocol, contextvars.copy_context())
         # Set first: __repr__ and __del__ read it, also of a transport whose
@@ -300,13 +310,7 @@ class SocketTransport(_NativeTransport, transports.Transport):
             # Off the reactor: asyncio's transport would not be watching yet.
             core._detach()
             raise
-        loop._transports[fd] = self
-        call_soon = loop.call_soon
-        call_soon(protocol.connection_made, self)
-        # Reading starts once connection_made() has run, as in asyncio.
-        call_soon(core._start_reading)
-        if waiter is not None:
-            call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(loop, fd, core, protocol, waiter)
 
     @property
     def _paused(self):
@@ -378,12 +382,7 @@ class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):
         self.sendto = core.sendto
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
-        # As SocketTransport's: registered, connection_made, then reading.
-        loop._transports[fd] = self
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(core._start_reading)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(loop, fd, core, protocol, waiter)
 
     @property
     def _address(self):
