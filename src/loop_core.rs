@@ -1129,6 +1129,19 @@ impl LoopCore {
         (self.shared.ready_len(py), self.shared.timers.lock().len())
     }
 
+    /// What the I/O registries hold: fds watched by callbacks, native I/O
+    /// objects (transports, sockets of `sock_*` calls), waiting `sock_*`
+    /// calls and kept `sock_*` registrations. All zero once everything is
+    /// closed: for the tests that check nothing is left behind.
+    fn _io_counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.watched_fds.load(Ordering::Relaxed),
+            self.natives.lock().len(),
+            self.sock_waits.lock().len(),
+            self.sock_watches.lock().len(),
+        )
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // A running loop is alive (its thread is inside `_run`, which holds
         // it), so nothing it holds is garbage by way of it, and reporting

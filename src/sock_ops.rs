@@ -297,6 +297,15 @@ impl SockWaits {
         self.by_future.insert(Self::key(future), wait);
     }
 
+    /// How many calls wait (for tests, see `LoopCore::_io_counts`).
+    pub fn len(&self) -> usize {
+        self.by_future.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_future.is_empty()
+    }
+
     pub fn remove(&mut self, future: &Bound<'_, PyAny>) -> Option<SockWait> {
         self.by_future.remove(&Self::key(future))
     }
