@@ -320,3 +320,54 @@ def test_sock_calls_leave_no_waits(loop):
     run(loop, scenario())
     assert len(fds) < CONNECTIONS
     assert_nothing_left(loop, tracked, kept_sock_watches=len(fds))
+
+
+def test_subprocess_transports_are_freed(loop):
+    tracked = Tracked()
+
+    async def scenario():
+        for _ in range(5):
+            proc = await asyncio.create_subprocess_exec(
+                "cat",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            tracked.add(proc, proc._transport, proc._protocol)
+            for pipe in (0, 1):
+                tracked.add(proc._transport.get_pipe_transport(pipe))
+            out, _ = await proc.communicate(MESSAGE)
+            assert out == MESSAGE
+            assert proc.returncode == 0
+
+    run(loop, scenario(), timeout=20)
+    assert_nothing_left(loop, tracked)
+
+
+def test_removed_readers_and_writers_leave_nothing(loop):
+    tracked = Tracked()
+
+    class Callback:
+        def __init__(self, fired):
+            self.fired = fired
+            tracked.add(self)
+
+        def __call__(self):
+            if not self.fired.done():
+                self.fired.set_result(None)
+
+    async def scenario():
+        for _ in range(CONNECTIONS):
+            a, b = socket.socketpair()
+            with a, b:
+                a.setblocking(False)
+                readable, writable = loop.create_future(), loop.create_future()
+                loop.add_reader(a, Callback(readable))
+                loop.add_writer(a, Callback(writable))
+                b.send(b"x")
+                await readable
+                await writable
+                assert loop.remove_reader(a)
+                assert loop.remove_writer(a)
+
+    run(loop, scenario())
+    assert_nothing_left(loop, tracked)
