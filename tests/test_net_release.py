@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
+import warnings
 import weakref
 
 import pytest
@@ -371,3 +373,39 @@ def test_removed_readers_and_writers_leave_nothing(loop):
 
     run(loop, scenario())
     assert_nothing_left(loop, tracked)
+
+
+def test_transports_left_open_at_loop_close_are_freed(loop_factory):
+    """A loop closed under open connections keeps none of them alive: once
+    the program drops them, the transports warn "unclosed transport" (as
+    asyncio's do) and are freed, with their sockets closed."""
+    tracked = Tracked()
+    loop = loop_factory()
+    fds = []
+
+    async def scenario():
+        closed = []
+        server = await loop.create_server(lambda: Echo(tracked, closed), "127.0.0.1", 0)
+        connect = _tcp_connect(loop)
+        for _ in range(5):
+            # A client that says nothing: both ends stay open.
+            transport, _ = await connect(lambda: Echo(tracked, closed), server)
+            fds.append(transport.get_extra_info("socket").fileno())
+        await _wait_for(lambda: len(tracked.refs) == 20)
+        server.close()
+        assert closed == []
+
+    try:
+        run(loop, scenario())
+    finally:
+        loop.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            gc.collect()
+    assert tracked.alive() == []
+    unclosed = [w for w in caught if "unclosed transport" in str(w.message)]
+    assert len(unclosed) == 10
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
