@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import socket
 import warnings
 import weakref
@@ -377,11 +376,10 @@ def test_removed_readers_and_writers_leave_nothing(loop):
 
 def test_transports_left_open_at_loop_close_are_freed(loop_factory):
     """A loop closed under open connections keeps none of them alive: once
-    the program drops them, the transports warn "unclosed transport" (as
-    asyncio's do) and are freed, with their sockets closed."""
+    the program drops them, they are freed. (Their "unclosed transport"
+    warnings and closed sockets: test_net_transport.py.)"""
     tracked = Tracked()
     loop = loop_factory()
-    fds = []
 
     async def scenario():
         closed = []
@@ -389,8 +387,7 @@ def test_transports_left_open_at_loop_close_are_freed(loop_factory):
         connect = _tcp_connect(loop)
         for _ in range(5):
             # A client that says nothing: both ends stay open.
-            transport, _ = await connect(lambda: Echo(tracked, closed), server)
-            fds.append(transport.get_extra_info("socket").fileno())
+            await connect(lambda: Echo(tracked, closed), server)
         await _wait_for(lambda: len(tracked.refs) == 20)
         server.close()
         assert closed == []
@@ -399,13 +396,8 @@ def test_transports_left_open_at_loop_close_are_freed(loop_factory):
         run(loop, scenario())
     finally:
         loop.close()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
         for _ in range(3):
             gc.collect()
     assert tracked.alive() == []
-    unclosed = [w for w in caught if "unclosed transport" in str(w.message)]
-    assert len(unclosed) == 10
-    for fd in fds:
-        with pytest.raises(OSError):
-            os.fstat(fd)
