@@ -1131,8 +1131,10 @@ impl LoopCore {
 
     /// What the I/O registries hold: fds watched by callbacks, native I/O
     /// objects (transports, sockets of `sock_*` calls), waiting `sock_*`
-    /// calls and kept `sock_*` registrations. All zero once everything is
-    /// closed: for the tests that check nothing is left behind.
+    /// calls and kept `sock_*` registrations. For the tests that check
+    /// nothing is left behind: all zero once everything is closed, but for
+    /// the registrations of closed `sock_*` sockets, which stay until their
+    /// fd number is used again (see `sock_watch`).
     fn _io_counts(&self) -> (usize, usize, usize, usize) {
         (
             self.watched_fds.load(Ordering::Relaxed),
