@@ -39,8 +39,11 @@ import subprocess
 import sys
 import tempfile
 
+# The blocking client of the connection benchmark: one connection after
+# another, a 100-byte echo each.
+from churn import connect_many
+
 LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop")
-MESSAGE = b"x" * 100
 
 
 class _MallInfo2(ctypes.Structure):
@@ -104,15 +107,6 @@ async def echo_stream(reader, writer):
         await writer.drain()
     writer.close()
     await writer.wait_closed()
-
-
-def connect_many(port: int, count: int) -> None:
-    for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(MESSAGE)
-            got = b""
-            while len(got) < len(MESSAGE):
-                got += s.recv(1000)
 
 
 async def one_round(ports: list[int], connections: int) -> None:

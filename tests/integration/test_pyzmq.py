@@ -3,11 +3,10 @@
 pyzmq drives its sockets through ``add_reader`` on the ZeroMQ socket's
 notification fd, which is edge-triggered: it becomes readable when the
 socket's events change and stays so until ``zmq.EVENTS`` is read. So this
-checks that the loop runs fd watchers as asyncio does (a watcher that
-finds nothing to do and a watcher removed and added again within one
-callback), and timers beside them (``Poller.poll`` timeouts). Every
-scenario returns its observations; the tokioloop run must match the stock
-one. Loopback TCP and ``ipc://`` (Unix sockets) only.
+exercises the loop's fd watchers with an fd that is not a plain socket,
+and timers beside them (``Poller.poll`` timeouts). Every scenario returns
+its observations; the tokioloop run must match the stock one. Loopback
+TCP and ``ipc://`` (Unix sockets) only.
 """
 
 from __future__ import annotations
