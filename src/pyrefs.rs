@@ -39,6 +39,9 @@ pub struct PyRefs {
     /// `Future()`/`Task(coro)` find the running loop without a syscall (on
     /// 3.10/3.11 asyncio's C lookup calls getpid() every time).
     pub running_loop_lookup_is_free: bool,
+    /// 3.12+: the stream transport's own `writelines` checks `write_eof`
+    /// and sendfile before it reads the list (earlier, `join` then `write`).
+    pub writelines_checks_first: bool,
 }
 
 static REFS: PyOnceLock<PyRefs> = PyOnceLock::new();
@@ -84,6 +87,7 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         kw_loop_name_context: names(&["loop", "name", "context"])?,
         task_takes_context: py.version_info() >= (3, 11),
         running_loop_lookup_is_free: py.version_info() >= (3, 12),
+        writelines_checks_first: py.version_info() >= (3, 12),
     })
 }
 

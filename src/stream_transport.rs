@@ -680,6 +680,13 @@ impl StreamTransport {
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
+        let joined = || PyBytes::new(py, b"").call_method1("join", (list_of_data,));
+        if !refs(py).writelines_checks_first {
+            // Before 3.12 asyncio's transport inherits `WriteTransport`'s
+            // writelines: join (its TypeError first), then `write()` with
+            // write's own errors.
+            return Self::write(slf, &joined()?);
+        }
         {
             let this = slf.borrow();
             if this.eof {
@@ -693,8 +700,7 @@ impl StreamTransport {
                 ));
             }
         }
-        let joined = PyBytes::new(py, b"").call_method1("join", (list_of_data,))?;
-        Self::write(slf, &joined)
+        Self::write(slf, &joined()?)
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {

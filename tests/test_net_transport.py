@@ -153,6 +153,41 @@ def test_write_eof_after_buffered_write_delivers_then_half_closes(loop):
     assert cp.data() == b"reply"
 
 
+def test_writes_after_write_eof_raise_as_asyncio(loop):
+    # Before 3.12 asyncio's writelines is WriteTransport's (join, then
+    # write(), so write's message and join's TypeError first); from 3.12 on
+    # the transport's own, which checks write_eof first.
+    own_writelines = sys.version_info >= (3, 12)
+
+    async def main():
+        server, tr, _cp, _sp = await _pair(loop)
+        tr.write_eof()
+        errors = []
+        for call in (
+            lambda: tr.write(b"x"),
+            lambda: tr.writelines([b"x", b"y"]),
+            lambda: tr.writelines(["not bytes"]),
+            lambda: tr.write("not bytes"),
+        ):
+            try:
+                call()
+            except (RuntimeError, TypeError) as exc:
+                errors.append((type(exc), str(exc)))
+        await _teardown(server, tr)
+        return errors
+
+    errors = run(loop, main())
+    assert errors[0] == (RuntimeError, "Cannot call write() after write_eof()")
+    if own_writelines:
+        assert errors[1] == (RuntimeError, "Cannot call writelines() after write_eof()")
+        assert errors[2] == (RuntimeError, "Cannot call writelines() after write_eof()")
+    else:
+        assert errors[1] == (RuntimeError, "Cannot call write() after write_eof()")
+        assert errors[2][0] is TypeError
+    assert errors[3][0] is TypeError
+    assert len(errors) == 4
+
+
 def test_write_accepts_any_contiguous_buffer(loop):
     ints = array.array("i", [1, 2, 3])
 
