@@ -700,6 +700,23 @@ impl StreamTransport {
                 ));
             }
         }
+        if list_of_data.is_empty()? {
+            return Ok(());
+        }
+        {
+            // As CPython's fix for gh-136234 (3.12.1 and 3.13.0 raise
+            // AttributeError here): a write after the connection is lost
+            // is counted and warned about as write() does, and the list
+            // is not read.
+            let mut this = slf.borrow_mut();
+            if this.base.conn_lost > 0 {
+                if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                    warn_write_after_loss(py)?;
+                }
+                this.base.conn_lost += 1;
+                return Ok(());
+            }
+        }
         Self::write(slf, &joined()?)
     }
 
