@@ -246,6 +246,10 @@ pub struct LoopCore {
     /// `sock_watch`); each is in `natives` too, under its token, and its
     /// socket in the loop's epoll instance (`LoopPoller::add_sock`).
     sock_watches: Mutex<HashMap<i32, Py<SockWatch>>>,
+    /// `sock_*` calls to retry as if their fd had reported ready, queued
+    /// once the running iteration's callbacks are done (see
+    /// `retry_sock_watch`).
+    sock_retries: Mutex<Vec<(i32, Direction)>>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
@@ -593,6 +597,7 @@ impl LoopCore {
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
         let sock_waits = self.sock_waits.lock().take_all();
+        self.sock_retries.lock().clear();
         let sock_watches: Vec<_> = self
             .sock_watches
             .lock()
@@ -768,6 +773,7 @@ impl LoopCore {
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
+            sock_retries: Mutex::new(Vec::new()),
             signal_fd: driver.signal_write_fd(),
             driver: Mutex::new(Some(driver)),
             task_factory: Mutex::new(None),

@@ -219,7 +219,7 @@ fn wait<'py>(
                 replaced.get().forget_wait(py);
             }
             if retry_soon {
-                loop_.get().queue_sock_watch(py, &watch, direction);
+                loop_.get().retry_sock_watch(fd, direction);
             }
             Registered::Watch(op)
         }

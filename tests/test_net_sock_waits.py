@@ -137,3 +137,41 @@ def test_many_concurrent_waits(loop):
                 b.close()
 
     assert run(loop, main()) == [str(63 - i).encode() for i in range(64)]
+
+
+def test_short_send_retry_comes_after_the_iteration_s_callbacks(loop):
+    # A sock_sendall whose first send was short registers a writer in
+    # asyncio, so its retry runs with the next poll's events: after the
+    # callbacks queued meanwhile. Here the main task resumes (sleep(0))
+    # and its own sock_sendall gets its data out first; the first call,
+    # its writer replaced, never completes (asyncio's add_writer rule).
+    async def main():
+        a, b = nb_socketpair()
+        try:
+            big = asyncio.ensure_future(loop.sock_sendall(a, b"B" * 3_000_000))
+            drained = asyncio.ensure_future(loop.sock_recv(b, 1 << 20))
+            await asyncio.sleep(0)
+            first = await drained
+            await asyncio.wait_for(loop.sock_sendall(a, b"s" * 2000), 5)
+            await iterations(3)
+            big_done = big.done()
+            big.cancel()
+            await asyncio.gather(big, return_exceptions=True)
+            # What reached the peer after the first read: the rest of the
+            # big send's first chunk is not interleaved with "s".
+            received = b""
+            while True:
+                try:
+                    received += b.recv(1 << 20)
+                except BlockingIOError:
+                    break
+            return set(first), big_done, received.count(b"s"), received.index(b"s")
+        finally:
+            a.close()
+            b.close()
+
+    first, big_done, small, at = run(loop, main())
+    assert first == {ord("B")}
+    assert big_done is False
+    assert small == 2000
+    assert at == 0

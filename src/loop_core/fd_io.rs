@@ -260,16 +260,25 @@ impl LoopCore {
         Ok(Some(watch))
     }
 
-    /// Run `watch`'s waiting call for `direction` next iteration, as if the
-    /// fd had reported ready.
-    pub(crate) fn queue_sock_watch(
-        &self,
-        py: Python<'_>,
-        watch: &Py<SockWatch>,
-        direction: Direction,
-    ) {
-        let target = NativeIo::Sock(watch.clone_ref(py));
-        self.shared.push_ready(py, Ready::Io(target, direction));
+    /// Run the waiting call of `fd`'s watch for `direction` as if the fd
+    /// had reported ready. asyncio's call registers a reader or writer, so
+    /// the retry comes with the next poll's events: after everything the
+    /// running iteration queues (`queue_sock_retries`), not ahead of it.
+    pub(crate) fn retry_sock_watch(&self, fd: i32, direction: Direction) {
+        self.sock_retries.lock().push((fd, direction));
+    }
+
+    /// Queue the retries `retry_sock_watch` noted, for the calls that still
+    /// wait (a spurious one finds the socket not ready and waits on).
+    pub(super) fn queue_sock_retries(&self, py: Python<'_>) {
+        let retries = std::mem::take(&mut *self.sock_retries.lock());
+        for (fd, direction) in retries {
+            let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
+            if let Some(watch) = watch.filter(|w| w.get().waits_for(direction)) {
+                self.shared
+                    .push_ready(py, Ready::Io(NativeIo::Sock(watch), direction));
+            }
+        }
     }
 
     /// Register `fd` in the loop's epoll instance as the socket watch

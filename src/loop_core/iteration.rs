@@ -384,6 +384,8 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
     let mut skipped = 0;
     // The last poll filled its batch: the next iteration polls too.
     let mut more = false;
+    // Retries noted by an iteration that an exception ended.
+    slf.get().queue_sock_retries(slf.py());
     loop {
         shared.drop_cancelled_timers(slf.py());
         let stopping = shared.stopping.load(Ordering::Relaxed);
@@ -429,6 +431,7 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             shared.move_due_timers(slf.py(), LoopCore::now(slf)?);
         }
         LoopCore::run_ready(slf, &mut batch)?;
+        slf.get().queue_sock_retries(slf.py());
         if shared.stopping.load(Ordering::Relaxed) {
             return Ok(());
         }
