@@ -128,9 +128,10 @@ pub fn start<'py>(
             if sent == Some(view.len()) {
                 return Ok(py.None().into_bound(py));
             }
-            // A short send without a would-block: asyncio waits for
-            // writability, which fires at once; the retry must run anyway,
-            // since a watch only hears of edges after a would-block.
+            // A short send without a would-block: asyncio's writer fires
+            // with the next poll if the socket is writable by then, which a
+            // kept watch would not report (no change); so it is looked at
+            // (`LoopCore::retry_sock_watch`).
             retry_soon = sent.is_some();
             SockCall::SendAll {
                 data: data.clone().unbind(),

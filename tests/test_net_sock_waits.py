@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 
 import pytest
 from net_support import close_then_new_pair, iterations, nb_socketpair, run
@@ -175,3 +176,34 @@ def test_short_send_retry_comes_after_the_iteration_s_callbacks(loop):
     assert big_done is False
     assert small == 2000
     assert at == 0
+
+
+def test_sendall_waiting_on_a_full_buffer_fails_only_once_writable(loop):
+    # The socket's own write side is shut while its sock_sendall waits for
+    # room: asyncio's writer fires only once the socket is writable, and
+    # the send then fails with EPIPE; nothing happens before.
+    async def main():
+        a, b = nb_socketpair()
+        try:
+            b.send(b"p" * 10)  # `a` is readable; its waiting call is a send
+            big = asyncio.ensure_future(loop.sock_sendall(a, b"B" * 3_000_000))
+            await asyncio.sleep(0)
+            await loop.sock_recv(b, 100)
+            a.shutdown(socket.SHUT_WR)
+            await asyncio.sleep(0.05)
+            pending_after_shutdown = not big.done()
+            while True:  # the peer drains the buffer: `a` turns writable
+                try:
+                    if not b.recv(1 << 20):
+                        break
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    if big.done():
+                        break
+            error = await asyncio.wait_for(asyncio.gather(big, return_exceptions=True), 5)
+            return pending_after_shutdown, type(error[0])
+        finally:
+            a.close()
+            b.close()
+
+    assert run(loop, main()) == (True, BrokenPipeError)

@@ -260,19 +260,36 @@ impl LoopCore {
         Ok(Some(watch))
     }
 
-    /// Run the waiting call of `fd`'s watch for `direction` as if the fd
-    /// had reported ready. asyncio's call registers a reader or writer, so
-    /// the retry comes with the next poll's events: after everything the
-    /// running iteration queues (`queue_sock_retries`), not ahead of it.
+    /// Run the waiting call of `fd`'s watch for `direction` if the fd is
+    /// ready then. asyncio's call registers a reader or writer, which fires
+    /// with the next poll's events (after everything the running iteration
+    /// queues) if the fd is ready; a kept watch hears only of changes, so
+    /// `queue_sock_retries` looks, once the iteration's callbacks are done.
     pub(crate) fn retry_sock_watch(&self, fd: i32, direction: Direction) {
         self.sock_retries.lock().push((fd, direction));
     }
 
-    /// Queue the retries `retry_sock_watch` noted, for the calls that still
-    /// wait (a spurious one finds the socket not ready and waits on).
+    /// Queue the retries `retry_sock_watch` noted whose fd is ready for
+    /// their direction now (as a level-triggered poll would report it) and
+    /// whose call still waits. One that is not ready waits for the edge its
+    /// short send arranged (the kernel wakes a writer that found no space).
     pub(super) fn queue_sock_retries(&self, py: Python<'_>) {
         let retries = std::mem::take(&mut *self.sock_retries.lock());
         for (fd, direction) in retries {
+            let events = match direction {
+                Direction::Read => libc::POLLIN,
+                Direction::Write => libc::POLLOUT,
+            };
+            let mut pollfd = libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no timeout; a closed fd is reported
+            // in `revents` (POLLNVAL), which counts as ready below.
+            if unsafe { libc::poll(&mut pollfd, 1, 0) } == 0 {
+                continue;
+            }
             let watch = self.sock_watches.lock().get(&fd).map(|w| w.clone_ref(py));
             if let Some(watch) = watch.filter(|w| w.get().waits_for(direction)) {
                 self.shared
