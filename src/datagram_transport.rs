@@ -29,10 +29,7 @@ use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::sock_io::{self, ByteView};
-use crate::transport_support::{
-    in_context, is_fatal, warn_write_after_loss, Peers, ProtocolMethod, TransportState,
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
-};
+use crate::transport_support::{in_context, is_fatal, Peers, ProtocolMethod, TransportState};
 
 /// The largest UDP payload over IPv4/IPv6: a bigger receive buffer buys
 /// nothing for inet sockets, and a 256 KiB `bytes` per datagram would be
@@ -463,11 +460,7 @@ impl DatagramTransport {
                 )));
             }
             addr = address;
-            if conn_lost > 0 {
-                if conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                    warn_write_after_loss(py)?;
-                }
-                slf.borrow_mut().base.conn_lost += 1;
+            if conn_lost > 0 && slf.borrow_mut().base.drop_write_after_loss(py)? {
                 return Ok(());
             }
         }

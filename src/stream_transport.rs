@@ -37,10 +37,7 @@ use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_stream, send_chunks, send_some, ByteView, Chunk, ReadSizer};
 use crate::ssl_protocol::SslProtocolCore;
-use crate::transport_support::{
-    in_context, warn_write_after_loss, Peers, ProtocolMethod, TransportState,
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
-};
+use crate::transport_support::{in_context, Peers, ProtocolMethod, TransportState};
 
 /// The protocol's read methods, looked up once per `set_protocol`.
 enum Reader {
@@ -577,11 +574,7 @@ impl StreamTransport {
             return Ok(());
         }
         let mut this = slf.borrow_mut();
-        if this.base.conn_lost > 0 {
-            if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                warn_write_after_loss(py)?;
-            }
-            this.base.conn_lost += 1;
+        if this.base.drop_write_after_loss(py)? {
             return Ok(());
         }
         let mut sent = 0;
@@ -703,19 +696,11 @@ impl StreamTransport {
         if list_of_data.is_empty()? {
             return Ok(());
         }
-        {
-            // As CPython's fix for gh-136234 (3.12.1 and 3.13.0 raise
-            // AttributeError here): a write after the connection is lost
-            // is counted and warned about as write() does, and the list
-            // is not read.
-            let mut this = slf.borrow_mut();
-            if this.base.conn_lost > 0 {
-                if this.base.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                    warn_write_after_loss(py)?;
-                }
-                this.base.conn_lost += 1;
-                return Ok(());
-            }
+        // As CPython's fix for gh-136234 (3.12.1 and 3.13.0 raise
+        // AttributeError here): a write after the connection is lost is
+        // counted and warned about as write() does, and the list is not read.
+        if slf.borrow_mut().base.drop_write_after_loss(py)? {
+            return Ok(());
         }
         Self::write(slf, &joined()?)
     }

@@ -18,7 +18,7 @@ use crate::native_io::IoRegistration;
 use crate::pyrefs::refs;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-pub const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 /// Exceptions that must stop the loop rather than be reported.
 pub fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -152,7 +152,7 @@ impl Peers<'_> {
 }
 
 /// asyncio's warning for the fifth and later write after connection loss.
-pub fn warn_write_after_loss(py: Python<'_>) -> PyResult<()> {
+fn warn_write_after_loss(py: Python<'_>) -> PyResult<()> {
     refs(py)
         .asyncio_logger
         .bind(py)
@@ -186,6 +186,20 @@ pub struct TransportState {
 }
 
 impl TransportState {
+    /// asyncio's rule for a write after the connection is lost: dropped
+    /// and counted, with a warning from the fifth on. Returns whether the
+    /// write was such a one.
+    pub fn drop_write_after_loss(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.conn_lost == 0 {
+            return Ok(false);
+        }
+        if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+            warn_write_after_loss(py)?;
+        }
+        self.conn_lost += 1;
+        Ok(true)
+    }
+
     pub fn new(loop_: Py<LoopCore>, owner: Py<PyAny>, context: Py<PyAny>, fd: i32) -> Self {
         TransportState {
             loop_,
