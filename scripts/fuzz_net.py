@@ -146,7 +146,7 @@ async def stream_scenario(seed, tls=None):
             if getattr(protocol, "transport", None):
                 protocol.transport.abort()
     server.close()
-    await server.wait_closed()
+    await asyncio.wait_for(server.wait_closed(), 10)
     # The two ends interleave by timing: compare each side's own sequence.
     return [e for e in log if e[0] == "client"], [e for e in log if e[0] == "server"]
 
