@@ -693,7 +693,9 @@ impl StreamTransport {
                 ));
             }
         }
-        if list_of_data.is_empty()? {
+        // Truthiness, as asyncio's `if not list_of_data` (a generator is
+        // true; it has no length).
+        if !list_of_data.is_truthy()? {
             return Ok(());
         }
         // As CPython's fix for gh-136234 (3.12.1 and 3.13.0 raise

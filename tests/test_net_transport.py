@@ -198,9 +198,11 @@ def test_write_accepts_any_contiguous_buffer(loop):
         tr.write(memoryview(b"xdefx")[1:4])
         tr.write(memoryview(ints))
         tr.writelines([b"g", bytearray(b"h"), memoryview(b"i")])
+        # Any iterable, a generator too (it has no length).
+        tr.writelines(chunk for chunk in (b"j", b"k"))
         tr.write(b"")
         tr.write(bytearray())
-        expected = b"abcdef" + ints.tobytes() + b"ghi"
+        expected = b"abcdef" + ints.tobytes() + b"ghijk"
         await sp.wait_for_data(len(expected))
         await _teardown(server, tr)
         return sp, expected
