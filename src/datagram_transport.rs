@@ -444,13 +444,7 @@ impl DatagramTransport {
             return Ok(());
         }
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
-        let (address, conn_lost) = {
-            let this = slf.borrow();
-            (
-                this.address.as_ref().map(|a| a.clone_ref(py)),
-                this.base.conn_lost,
-            )
-        };
+        let address = slf.borrow().address.as_ref().map(|a| a.clone_ref(py));
         if let Some(address) = address.filter(|a| a.bind(py).is_truthy().unwrap_or(true)) {
             let address = address.into_bound(py);
             if !addr.is_none() && !addr.eq(&address)? {
@@ -460,7 +454,8 @@ impl DatagramTransport {
                 )));
             }
             addr = address;
-            if conn_lost > 0 && slf.borrow_mut().base.drop_write_after_loss(py)? {
+            // As asyncio: only a connected endpoint counts writes after loss.
+            if slf.borrow_mut().base.drop_write_after_loss(py)? {
                 return Ok(());
             }
         }

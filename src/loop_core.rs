@@ -249,7 +249,7 @@ pub struct LoopCore {
     /// `sock_*` calls to retry as if their fd had reported ready, queued
     /// once the running iteration's callbacks are done (see
     /// `retry_sock_watch`).
-    sock_retries: Mutex<Vec<(i32, Direction)>>,
+    sock_retries: GilCell<Vec<(i32, Direction)>>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
@@ -597,7 +597,7 @@ impl LoopCore {
         let natives = std::mem::take(&mut *self.natives.lock());
         self.native_ios.store(0, Ordering::Relaxed);
         let sock_waits = self.sock_waits.lock().take_all();
-        self.sock_retries.lock().clear();
+        self.sock_retries.borrow_mut(py).clear();
         let sock_watches: Vec<_> = self
             .sock_watches
             .lock()
@@ -773,7 +773,7 @@ impl LoopCore {
             native_ios: AtomicUsize::new(0),
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
-            sock_retries: Mutex::new(Vec::new()),
+            sock_retries: GilCell::new(Vec::new()),
             signal_fd: driver.signal_write_fd(),
             driver: Mutex::new(Some(driver)),
             task_factory: Mutex::new(None),

@@ -220,7 +220,7 @@ fn wait<'py>(
                 replaced.get().forget_wait(py);
             }
             if retry_soon {
-                loop_.get().retry_sock_watch(fd, direction);
+                loop_.get().retry_sock_watch(py, fd, direction);
             }
             Registered::Watch(op)
         }

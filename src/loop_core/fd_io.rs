@@ -265,8 +265,8 @@ impl LoopCore {
     /// with the next poll's events (after everything the running iteration
     /// queues) if the fd is ready; a kept watch hears only of changes, so
     /// `queue_sock_retries` looks, once the iteration's callbacks are done.
-    pub(crate) fn retry_sock_watch(&self, fd: i32, direction: Direction) {
-        self.sock_retries.lock().push((fd, direction));
+    pub(crate) fn retry_sock_watch(&self, py: Python<'_>, fd: i32, direction: Direction) {
+        self.sock_retries.borrow_mut(py).push((fd, direction));
     }
 
     /// Queue the retries `retry_sock_watch` noted whose fd is ready for
@@ -274,7 +274,15 @@ impl LoopCore {
     /// whose call still waits. One that is not ready waits for the edge its
     /// short send arranged (the kernel wakes a writer that found no space).
     pub(super) fn queue_sock_retries(&self, py: Python<'_>) {
-        let retries = std::mem::take(&mut *self.sock_retries.lock());
+        // Runs after every iteration: the common empty case costs one
+        // plain load, no lock.
+        let retries = {
+            let mut noted = self.sock_retries.borrow_mut(py);
+            if noted.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *noted)
+        };
         for (fd, direction) in retries {
             let events = match direction {
                 Direction::Read => libc::POLLIN,
