@@ -1,10 +1,11 @@
 """Differential fuzzer for tokioloop's network objects, run by hand.
 
-    .venv/bin/python scripts/fuzz_net.py {stream,tls,udp,sock} FIRST_SEED LAST_SEED
+    .venv/bin/python scripts/fuzz_net.py {stream,tls,udp,sock,server} FIRST_SEED LAST_SEED
 
 Each seed generates a random sequence of operations on one kind of object
-(a TCP stream transport pair, the same over TLS, a UDP endpoint pair, or a
-socket pair driven by ``sock_*`` calls), runs it twice on stock asyncio and
+(a TCP stream transport pair, the same over TLS, a UDP endpoint pair, a
+socket pair driven by ``sock_*`` calls, or a server whose clients come and
+go while it starts and stops serving and closes), runs it twice on stock asyncio and
 once on tokioloop, and prints every seed whose tokioloop observations
 differ from asyncio's. A seed whose two asyncio runs disagree depends on
 timing and is skipped. What is observed: the exceptions the calls raise,
@@ -317,6 +318,113 @@ async def sock_scenario(seed):
     return log, len(received), {c: received.count(c.encode()) for c in "sBC"}
 
 
+SERVER_OPS = (
+    "connect",
+    "connect",
+    "write",
+    "client_close",
+    "start_serving",
+    "close",
+    "close_clients",
+    "abort_clients",
+    "wait_closed",
+    "serve_forever",
+    "cancel_forever",
+    "sleep",
+)
+
+
+async def outcome(task):
+    """How a cancelled serve_forever() ends, waiting a little: from 3.12 on
+    it waits for the server's connections to close first."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 0.2)
+    except asyncio.TimeoutError:
+        return "pending"
+    except BaseException as exc:  # noqa: BLE001
+        return type(exc).__name__
+    return "returned"
+
+
+async def server_scenario(seed):
+    """A server's life: clients connect, write and leave while the server
+    starts and stops serving, closes, closes or aborts its clients (3.13),
+    and serve_forever runs and is cancelled; then everything is closed."""
+    rnd = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    log, server_sides, clients = [], [], []
+
+    def server_protocol():
+        protocol = Recorder(f"server{len(server_sides)}", [], echo=True)
+        server_sides.append(protocol)
+        return protocol
+
+    server = await loop.create_server(
+        server_protocol, "127.0.0.1", 0, start_serving=rnd.random() < 0.7
+    )
+    port = server.sockets[0].getsockname()[1]
+    forever = None
+    for _ in range(rnd.randint(1, 14)):
+        op = rnd.choice(SERVER_OPS)
+        try:
+            if op == "connect":
+                connect = loop.create_connection(
+                    lambda: Recorder(f"client{len(clients)}", []), "127.0.0.1", port
+                )
+                try:
+                    _, client = await asyncio.wait_for(connect, 0.5)
+                except asyncio.TimeoutError:
+                    log.append((op, "timeout"))
+                else:
+                    clients.append(client)
+                    log.append((op, "ok"))
+            elif op == "write" and clients:
+                rnd.choice(clients).transport.write(b"x" * rnd.randint(1, 3000))
+            elif op == "client_close" and clients:
+                rnd.choice(clients).transport.close()
+            elif op == "start_serving":
+                await server.start_serving()
+            elif op in ("close", "close_clients", "abort_clients"):
+                if hasattr(server, op):
+                    getattr(server, op)()
+            elif op == "wait_closed":
+                try:
+                    await asyncio.wait_for(asyncio.shield(server.wait_closed()), 0.05)
+                    log.append((op, "done"))
+                except asyncio.TimeoutError:
+                    log.append((op, "pending"))
+            elif op == "serve_forever" and forever is None:
+                forever = asyncio.ensure_future(server.serve_forever())
+                await asyncio.sleep(0)
+                log.append((op, forever.done()))
+            elif op == "cancel_forever" and forever is not None:
+                forever.cancel()
+                log.append((op, await outcome(forever)))
+                forever = None
+            elif op == "sleep":
+                await asyncio.sleep(rnd.choice([0, 0.01]))
+        except Exception as exc:  # noqa: BLE001 (what it raises is the observation)
+            log.append((op, "raised", type(exc).__name__, str(exc).replace(str(port), "PORT")))
+        log.append((op, server.is_serving(), len(server.sockets or ())))
+    await asyncio.sleep(0.05)
+    for client in clients:
+        client.transport.close()
+    if forever is not None:
+        forever.cancel()
+        log.append(("end_forever", await outcome(forever)))
+    server.close()
+    try:
+        await asyncio.wait_for(server.wait_closed(), 5)
+    except asyncio.TimeoutError:
+        log.append(("wait_closed", "timeout"))
+    for protocol in [*clients, *server_sides]:
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.done), 5)
+        except asyncio.TimeoutError:
+            protocol.log.append((protocol.side, "timeout"))
+    return log, [p.log for p in clients], [p.log for p in server_sides]
+
+
 def tls_contexts():
     import trustme
 
@@ -347,8 +455,10 @@ def main():
         scenario = lambda seed: udp_scenario(seed, dead_port)
     elif kind == "sock":
         scenario = sock_scenario
+    elif kind == "server":
+        scenario = server_scenario
     else:
-        sys.exit(f"unknown kind {kind!r}: stream, tls, udp or sock")
+        sys.exit(f"unknown kind {kind!r}: stream, tls, udp, sock or server")
     compared = differ = 0
     for seed in range(first, last + 1):
         faulthandler.dump_traceback_later(120, exit=True)
