@@ -1,9 +1,9 @@
 """Differential fuzzer for tokioloop's network objects, run by hand.
 
-    .venv/bin/python scripts/fuzz_net.py {stream,tls,udp,sock,server} FIRST_SEED LAST_SEED
+    .venv/bin/python scripts/fuzz_net.py {stream,unix,tls,udp,sock,server} FIRST_SEED LAST_SEED
 
 Each seed generates a random sequence of operations on one kind of object
-(a TCP stream transport pair, the same over TLS, a UDP endpoint pair, a
+(a TCP stream transport pair, the same over a Unix socket or TLS, a UDP endpoint pair, a
 socket pair driven by ``sock_*`` calls, or a server whose clients come and
 go while it starts and stops serving and closes), runs it twice on stock asyncio and
 once on tokioloop, and prints every seed whose tokioloop observations
@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import hashlib
+import os
 import random
 import socket
 import ssl
 import sys
+import tempfile
 
 import tokioloop
 
@@ -78,9 +80,10 @@ class Recorder(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def stream_scenario(seed, tls=None):
+async def stream_scenario(seed, tls=None, unix=False):
     """Random writes, pauses and half-closes on a client transport, against
-    a server that may echo; then close or abort, and wait for both ends."""
+    a server that may echo; then close or abort, and wait for both ends.
+    Over TCP, or a Unix socket with ``unix``."""
     rnd = random.Random(seed)
     loop = asyncio.get_running_loop()
     log, servers = [], []
@@ -92,15 +95,21 @@ async def stream_scenario(seed, tls=None):
         return protocol
 
     server_ssl, client_ssl = tls or (None, None)
-    server = await loop.create_server(server_protocol, "127.0.0.1", 0, ssl=server_ssl)
-    port = server.sockets[0].getsockname()[1]
-    transport, client = await loop.create_connection(
-        lambda: Recorder("client", log),
-        "127.0.0.1",
-        port,
-        ssl=client_ssl,
-        server_hostname="localhost" if tls else None,
-    )
+    if unix:
+        scratch = tempfile.TemporaryDirectory()
+        path = os.path.join(scratch.name, "s")
+        server = await loop.create_unix_server(server_protocol, path)
+        transport, client = await loop.create_unix_connection(lambda: Recorder("client", log), path)
+    else:
+        server = await loop.create_server(server_protocol, "127.0.0.1", 0, ssl=server_ssl)
+        port = server.sockets[0].getsockname()[1]
+        transport, client = await loop.create_connection(
+            lambda: Recorder("client", log),
+            "127.0.0.1",
+            port,
+            ssl=client_ssl,
+            server_hostname="localhost" if tls else None,
+        )
 
     def peer_transport():
         # The server's end, once connection_made has run (after the TLS
@@ -148,6 +157,8 @@ async def stream_scenario(seed, tls=None):
                 protocol.transport.abort()
     server.close()
     await asyncio.wait_for(server.wait_closed(), 10)
+    if unix:
+        scratch.cleanup()
     # The two ends interleave by timing: compare each side's own sequence.
     return [e for e in log if e[0] == "client"], [e for e in log if e[0] == "server"]
 
@@ -450,6 +461,8 @@ def main():
     elif kind == "tls":
         contexts = tls_contexts()
         scenario = lambda seed: stream_scenario(seed, contexts)
+    elif kind == "unix":
+        scenario = lambda seed: stream_scenario(seed, unix=True)
     elif kind == "udp":
         dead_port = unused_udp_port()
         scenario = lambda seed: udp_scenario(seed, dead_port)
@@ -458,7 +471,7 @@ def main():
     elif kind == "server":
         scenario = server_scenario
     else:
-        sys.exit(f"unknown kind {kind!r}: stream, tls, udp, sock or server")
+        sys.exit(f"unknown kind {kind!r}: stream, unix, tls, udp, sock or server")
     compared = differ = 0
     for seed in range(first, last + 1):
         faulthandler.dump_traceback_later(120, exit=True)
