@@ -454,6 +454,15 @@ def unused_udp_port():
         return s.getsockname()[1]
 
 
+def observe(run, scenario, seed):
+    """One run's observations; a scenario that fails (a bounded wait that
+    ran out, say) is observed as its exception."""
+    try:
+        return run(scenario(seed))
+    except Exception as exc:  # noqa: BLE001
+        return ("scenario raised", type(exc).__name__, str(exc))
+
+
 def main():
     kind, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if kind == "stream":
@@ -475,10 +484,10 @@ def main():
     compared = differ = 0
     for seed in range(first, last + 1):
         faulthandler.dump_traceback_later(120, exit=True)
-        stock = asyncio.run(scenario(seed))
-        if asyncio.run(scenario(seed)) != stock:
+        stock = observe(asyncio.run, scenario, seed)
+        if observe(asyncio.run, scenario, seed) != stock:
             continue
-        ours = tokioloop.run(scenario(seed))
+        ours = observe(tokioloop.run, scenario, seed)
         faulthandler.cancel_dump_traceback_later()
         compared += 1
         if ours != stock:
