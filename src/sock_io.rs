@@ -87,24 +87,26 @@ impl ReadSizer {
     }
 
     pub(crate) fn mode(&self) -> ReadMode {
-        if self.last >= READ_SIZE {
+        match self.last_mode {
+            // A connection's first read takes everything queued, as
+            // asyncio's first `recv(256 KiB)` does: a peer that sends
+            // 100 KiB and closes gets one `data_received`, not two (a
+            // server echoing the second chunk would find the peer gone and
+            // see `EPIPE` where asyncio's sees EOF). One `FIONREAD` per
+            // connection.
+            None => ReadMode::Sized,
             // A direct read filled up: read the rest in one go.
-            ReadMode::Sized
-        } else if !self.consumer_copies
-            && self.last_mode == Some(ReadMode::Sized)
-            && self.last >= SMALL_READ_SIZE
-        {
+            Some(ReadMode::Direct) if self.last >= READ_SIZE => ReadMode::Sized,
             // Large messages keep coming: read each whole, so a 100 KiB
             // message is one `recv`, one `data_received` and one `send`
             // (protocol 100 KiB echo, 16 connections: 34 -> 25 us/request).
-            ReadMode::Sized
-        } else if self.last_mode == Some(ReadMode::Small) && self.last >= SMALL_READ_SIZE {
+            Some(ReadMode::Sized) if !self.consumer_copies && self.last >= SMALL_READ_SIZE => {
+                ReadMode::Sized
+            }
             // A small read filled up: more is waiting.
-            ReadMode::Direct
-        } else if self.small_streak >= SMALL_STREAK {
-            ReadMode::Small
-        } else {
-            ReadMode::Direct
+            Some(ReadMode::Small) if self.last >= SMALL_READ_SIZE => ReadMode::Direct,
+            _ if self.small_streak >= SMALL_STREAK => ReadMode::Small,
+            _ => ReadMode::Direct,
         }
     }
 
@@ -351,7 +353,7 @@ mod tests {
         use ReadMode::*;
         assert_eq!(
             run(&[1024; 6]),
-            [Direct, Direct, Direct, Direct, Small, Small]
+            [Sized, Direct, Direct, Direct, Small, Small]
         );
     }
 
@@ -361,15 +363,15 @@ mod tests {
         let modes = run(&[1024, 1024, 1024, 1024, 100_000, 20_000, 1024]);
         assert_eq!(
             modes,
-            [Direct, Direct, Direct, Direct, Small, Direct, Direct]
+            [Sized, Direct, Direct, Direct, Small, Direct, Direct]
         );
     }
 
     #[test]
     fn large_messages_are_read_whole_until_small_ones_come_back() {
         use ReadMode::*;
-        let modes = run(&[100_000, 36_000, 100_000, 300_000, 1024, 1024]);
-        assert_eq!(modes, [Direct, Sized, Sized, Sized, Sized, Direct]);
+        let modes = run(&[1024, 100_000, 36_000, 100_000, 300_000, 1024, 1024]);
+        assert_eq!(modes, [Sized, Direct, Sized, Sized, Sized, Sized, Direct]);
     }
 
     #[test]
@@ -377,7 +379,16 @@ mod tests {
         use ReadMode::*;
         let mut sizer = ReadSizer::default();
         sizer.set_consumer_copies(true);
-        let modes = run_with(sizer, &[100_000, 36_000, 100_000, 36_000]);
-        assert_eq!(modes, [Direct, Sized, Direct, Sized]);
+        let modes = run_with(sizer, &[100_000, 100_000, 36_000, 100_000, 36_000]);
+        // The first read is whole; a whole read does not keep the stream
+        // on whole reads.
+        assert_eq!(modes, [Sized, Direct, Sized, Direct, Sized]);
+    }
+
+    #[test]
+    fn a_connection_s_first_read_takes_everything_queued() {
+        use ReadMode::*;
+        assert_eq!(run(&[103_959, 1024, 1024]), [Sized, Sized, Direct]);
+        assert_eq!(run(&[10]), [Sized]);
     }
 }

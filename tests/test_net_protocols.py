@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import functools
 import io
 import os
 import socket
+import struct
 import sys
+import termios
 import time
 
 import pytest
@@ -1133,6 +1136,42 @@ def test_connect_accepted_socket(loop):
     assert data == b"accepted"
     assert got == b"back"
     assert kinds == ["made", "data", "eof", "lost"]
+
+
+def _queued(sock):
+    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_first_read_takes_everything_queued(loop):
+    # asyncio's first recv asks for 256 KiB: 90,000 bytes already queued
+    # (and the peer's FIN behind them) come as one data_received. Reading
+    # them in two pieces made an echoing server write to a closed peer.
+    size = 90_000
+
+    async def main():
+        lsock = tcp_listener()
+        try:
+            client = socket.create_connection(lsock.getsockname())
+            conn, _ = await loop.sock_accept(lsock)
+        finally:
+            lsock.close()
+        try:
+            client.sendall(b"q" * size)
+            client.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 5
+            while _queued(conn) < size:
+                assert time.monotonic() < deadline, "the data never arrived"
+                await asyncio.sleep(0.001)
+            tr, sp = await loop.connect_accepted_socket(lambda: RecordingProtocol(loop), conn)
+            await sp.eof
+            tr.close()
+            await sp.lost
+            return [len(e[1]) if e[0] == "data" else e[0] for e in sp.events]
+        finally:
+            client.close()
+            conn.close()
+
+    assert run(loop, main()) == ["made", size, "eof", "lost"]
 
 
 # --------------------------------------------------------------------------
