@@ -148,13 +148,7 @@ async def stream_scenario(seed, tls=None, unix=False):
     ending = rnd.choice(["close", "abort"])
     getattr(transport, ending)()
     log.append(("client", ending, transport.is_closing()))
-    for protocol in [client, *servers]:
-        try:
-            await asyncio.wait_for(asyncio.shield(protocol.done), 10)
-        except asyncio.TimeoutError:
-            log.append((protocol.side, "timeout"))
-            if getattr(protocol, "transport", None):
-                protocol.transport.abort()
+    await await_lost([client, *servers], 10, abort=True)
     server.close()
     await asyncio.wait_for(server.wait_closed(), 10)
     if unix:
@@ -345,16 +339,28 @@ SERVER_OPS = (
 )
 
 
-async def outcome(task):
-    """How a cancelled serve_forever() ends, waiting a little: from 3.12 on
-    it waits for the server's connections to close first."""
+async def outcome(awaitable, bound):
+    """How an awaitable ends within ``bound`` seconds, left running if it
+    does not: "returned", "pending" or the name of what it raised. (From
+    3.12 on a cancelled serve_forever() waits for the server's connections
+    to close, so it may still be pending.)"""
     try:
-        await asyncio.wait_for(asyncio.shield(task), 0.2)
+        await asyncio.wait_for(asyncio.shield(awaitable), bound)
     except asyncio.TimeoutError:
         return "pending"
     except BaseException as exc:  # noqa: BLE001
         return type(exc).__name__
     return "returned"
+
+
+async def await_lost(protocols, bound, *, abort=False):
+    """Waits up to ``bound`` seconds for each protocol's connection_lost;
+    one that does not come is logged (and its transport aborted if asked)."""
+    for protocol in protocols:
+        if await outcome(protocol.done, bound) == "pending":
+            protocol.log.append((protocol.side, "timeout"))
+            if abort and getattr(protocol, "transport", None):
+                protocol.transport.abort()
 
 
 async def server_scenario(seed):
@@ -399,18 +405,14 @@ async def server_scenario(seed):
                 if hasattr(server, op):
                     getattr(server, op)()
             elif op == "wait_closed":
-                try:
-                    await asyncio.wait_for(asyncio.shield(server.wait_closed()), 0.05)
-                    log.append((op, "done"))
-                except asyncio.TimeoutError:
-                    log.append((op, "pending"))
+                log.append((op, await outcome(server.wait_closed(), 0.05)))
             elif op == "serve_forever" and forever is None:
                 forever = asyncio.ensure_future(server.serve_forever())
                 await asyncio.sleep(0)
                 log.append((op, forever.done()))
             elif op == "cancel_forever" and forever is not None:
                 forever.cancel()
-                log.append((op, await outcome(forever)))
+                log.append((op, await outcome(forever, 0.2)))
                 forever = None
             elif op == "sleep":
                 await asyncio.sleep(rnd.choice([0, 0.01]))
@@ -422,17 +424,13 @@ async def server_scenario(seed):
         client.transport.close()
     if forever is not None:
         forever.cancel()
-        log.append(("end_forever", await outcome(forever)))
+        log.append(("end_forever", await outcome(forever, 0.2)))
     server.close()
     try:
         await asyncio.wait_for(server.wait_closed(), 5)
     except asyncio.TimeoutError:
         log.append(("wait_closed", "timeout"))
-    for protocol in [*clients, *server_sides]:
-        try:
-            await asyncio.wait_for(asyncio.shield(protocol.done), 5)
-        except asyncio.TimeoutError:
-            protocol.log.append((protocol.side, "timeout"))
+    await await_lost([*clients, *server_sides], 5)
     return log, [p.log for p in clients], [p.log for p in server_sides]
 
 

@@ -274,8 +274,9 @@ impl LoopCore {
     /// whose call still waits. One that is not ready waits for the edge its
     /// short send arranged (the kernel wakes a writer that found no space).
     pub(super) fn queue_sock_retries(&self, py: Python<'_>) {
-        // Runs after every iteration: the common empty case costs one
-        // plain load, no lock.
+        // Runs after every iteration: the common empty case costs the
+        // GilCell's borrow flag (set and cleared) and a length check, with
+        // no lock or atomic.
         let retries = {
             let mut noted = self.sock_retries.borrow_mut(py);
             if noted.is_empty() {
