@@ -20,7 +20,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 
-LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop")
+LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop", "rsloop")
 
 
 def _cpu_us(who: int) -> float:

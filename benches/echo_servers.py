@@ -3,7 +3,7 @@
 Usage: python benches/echo_servers.py --loop LOOP --style sock|streams|protocol
                                       (--tcp HOST:PORT | --unix PATH) [--tls PEM]
 
-LOOP is asyncio, uvloop, rloop or tokioloop.  The styles exercise different
+LOOP is asyncio, uvloop, rloop, tokioloop or rsloop.  The styles exercise different
 layers of a loop:
 
 - sock:     loop.sock_accept / sock_recv / sock_sendall on non-blocking
@@ -32,7 +32,7 @@ import socket
 import ssl
 import sys
 
-LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop")
+LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop", "rsloop")
 STYLES = ("sock", "streams", "protocol")
 READ_SIZE = 65536
 

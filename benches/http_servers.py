@@ -24,7 +24,7 @@ import asyncio
 import importlib
 import sys
 
-LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop")
+LOOPS = ("asyncio", "uvloop", "rloop", "tokioloop", "rsloop")
 APPS = ("aiohttp", "fastapi")
 HOST = "127.0.0.1"
 BODY = "Hello, World!"
@@ -35,6 +35,7 @@ UVICORN_LOOPS = {
     "uvloop": "uvloop",
     "rloop": "rloop:new_event_loop",
     "tokioloop": "tokioloop:new_event_loop",
+    "rsloop": "rsloop:new_event_loop",
 }
 
 
