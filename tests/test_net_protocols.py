@@ -1151,7 +1151,10 @@ def test_first_read_takes_everything_queued(loop):
     async def main():
         lsock = tcp_listener()
         try:
-            client = socket.create_connection(lsock.getsockname())
+            # Room for all of it in the receive queue on any kernel's
+            # defaults (the accepted socket inherits the listener's size).
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * size)
+            client = socket.create_connection(lsock.getsockname(), timeout=5)
             conn, _ = await loop.sock_accept(lsock)
         finally:
             lsock.close()
