@@ -8,7 +8,8 @@ socket pair driven by ``sock_*`` calls, or a server whose clients come and
 go while it starts and stops serving and closes), runs it twice on stock asyncio and
 once on tokioloop, and prints every seed whose tokioloop observations
 differ from asyncio's. A seed whose two asyncio runs disagree depends on
-timing and is skipped. What is observed: the exceptions the calls raise,
+timing and is skipped; one explained by a known stock bug (``STOCK_BUGS``)
+is counted, not printed. What is observed: the exceptions the calls raise,
 the protocol callbacks per side (in order), the state the transport
 reports, and how many bytes of what arrived.
 
@@ -452,6 +453,25 @@ def unused_udp_port():
         return s.getsockname()[1]
 
 
+# Stock asyncio bugs that tokioloop does not copy, each with a string that
+# marks it in an observation. A seed whose stock run shows one and whose
+# tokioloop run does not is counted under the bug's name, not printed (so
+# another difference in the same seed goes unseen).
+STOCK_BUGS = {
+    # An unconnected datagram endpoint's sendto() after close() reaches
+    # _fatal_error with self._loop already None (seen on 3.11 and 3.13.0).
+    "sendto after close": "'NoneType' object has no attribute 'call_exception_handler'",
+}
+
+
+def stock_bug(stock, ours):
+    """The name of the known stock bug that explains a difference, if any."""
+    for name, mark in STOCK_BUGS.items():
+        if mark in repr(stock) and mark not in repr(ours):
+            return name
+    return None
+
+
 def observe(run, scenario, seed):
     """One run's observations; a scenario that fails (a bounded wait that
     ran out, say) is observed as its exception."""
@@ -480,6 +500,7 @@ def main():
     else:
         sys.exit(f"unknown kind {kind!r}: stream, unix, tls, udp, sock or server")
     compared = differ = 0
+    explained = dict.fromkeys(STOCK_BUGS, 0)
     for seed in range(first, last + 1):
         faulthandler.dump_traceback_later(120, exit=True)
         stock = observe(asyncio.run, scenario, seed)
@@ -488,11 +509,18 @@ def main():
         ours = observe(tokioloop.run, scenario, seed)
         faulthandler.cancel_dump_traceback_later()
         compared += 1
-        if ours != stock:
-            differ += 1
-            print(f"seed {seed}\n  asyncio:   {stock}\n  tokioloop: {ours}", flush=True)
+        if ours == stock:
+            continue
+        bug = stock_bug(stock, ours)
+        if bug is not None:
+            explained[bug] += 1
+            continue
+        differ += 1
+        print(f"seed {seed}\n  asyncio:   {stock}\n  tokioloop: {ours}", flush=True)
+    known = "".join(f", {n} by the stock bug '{bug}'" for bug, n in explained.items() if n)
     print(
-        f"{kind}: {differ} of {compared} seeds differ ({last - first + 1 - compared} skipped as timing-dependent)"
+        f"{kind}: {differ} of {compared} seeds differ{known} "
+        f"({last - first + 1 - compared} skipped as timing-dependent)"
     )
 
 
