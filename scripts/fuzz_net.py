@@ -517,7 +517,9 @@ def main():
             continue
         differ += 1
         print(f"seed {seed}\n  asyncio:   {stock}\n  tokioloop: {ours}", flush=True)
-    known = "".join(f", {n} by the stock bug '{bug}'" for bug, n in explained.items() if n)
+    known = "".join(
+        f", {n} more only by the stock bug '{bug}'" for bug, n in explained.items() if n
+    )
     print(
         f"{kind}: {differ} of {compared} seeds differ{known} "
         f"({last - first + 1 - compared} skipped as timing-dependent)"
