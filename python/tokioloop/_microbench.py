@@ -39,8 +39,8 @@ from collections.abc import Callable
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 LOOP_NAMES = ("asyncio", "uvloop", "rloop", "tokioloop")
-# Also accepted by name, not run by default: rsloop (Rust, io_uring) has no
-# wheel for this machine's glibc and is built from source (benches/README.md).
+# Also accepted by name, not run by default: rsloop (Rust, io_uring), whose
+# wheels need a recent glibc (benches/build_rsloop.sh builds it from source).
 EXTRA_LOOPS = ("rsloop",)
 BASELINE = "asyncio"
 RIVALS = ("uvloop", "rloop")
