@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
 
-    bad_loops = [name for name in args.loops if name not in mb.LOOP_NAMES + mb.EXTRA_LOOPS]
+    bad_loops = [name for name in args.loops if name not in mb.KNOWN_LOOPS]
     bad_work = [w for w in args.only if w not in mb.WORKLOADS]
     if bad_loops or bad_work:
         parser.error(f"unknown loop/workload: {', '.join(bad_loops + bad_work)}")

@@ -44,10 +44,8 @@ from pathlib import Path
 
 import _netproc as proc
 from _netproc import CellError
+from tokioloop._microbench import EXTRA_LOOPS, KNOWN_LOOPS, LOOP_NAMES
 
-LOOP_NAMES = ("asyncio", "uvloop", "rloop", "tokioloop")
-# Accepted by name, not run by default (built from source, benches/README.md).
-EXTRA_LOOPS = ("rsloop",)
 TARGET = "tokioloop"
 BASELINES = ("uvloop", "rloop")
 STYLES = ("sock", "streams", "protocol")
@@ -730,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    bad = [lp for lp in args.loops if lp not in LOOP_NAMES + EXTRA_LOOPS]
+    bad = [lp for lp in args.loops if lp not in KNOWN_LOOPS]
     if bad:
         parser.error(f"unknown loop(s): {', '.join(bad)}")
     mode = args.mode

@@ -42,6 +42,7 @@ LOOP_NAMES = ("asyncio", "uvloop", "rloop", "tokioloop")
 # Also accepted by name, not run by default: rsloop (Rust, io_uring), whose
 # wheels need a recent glibc (benches/build_rsloop.sh builds it from source).
 EXTRA_LOOPS = ("rsloop",)
+KNOWN_LOOPS = LOOP_NAMES + EXTRA_LOOPS
 BASELINE = "asyncio"
 RIVALS = ("uvloop", "rloop")
 TARGET = "tokioloop"
@@ -429,8 +430,8 @@ QUICK_SIZES = {
 
 def loop_factory(name: str) -> LoopFactory:
     """Import loop implementation `name` and return its new_event_loop."""
-    if name not in LOOP_NAMES + EXTRA_LOOPS:
-        known = ", ".join(LOOP_NAMES + EXTRA_LOOPS)
+    if name not in KNOWN_LOOPS:
+        known = ", ".join(KNOWN_LOOPS)
         raise ValueError(f"unknown loop {name!r}; choose from {known}")
     return importlib.import_module(name).new_event_loop
 
