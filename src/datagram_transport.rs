@@ -439,12 +439,14 @@ impl DatagramTransport {
                 data.get_type().name()?
             )));
         }
-        let modern = slf.borrow().modern;
+        let (modern, address) = {
+            let this = slf.borrow();
+            (this.modern, this.address.as_ref().map(|a| a.clone_ref(py)))
+        };
         if !modern && !data.is_truthy()? {
             return Ok(());
         }
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
-        let address = slf.borrow().address.as_ref().map(|a| a.clone_ref(py));
         if let Some(address) = address.filter(|a| a.bind(py).is_truthy().unwrap_or(true)) {
             let address = address.into_bound(py);
             if !addr.is_none() && !addr.eq(&address)? {
@@ -454,8 +456,10 @@ impl DatagramTransport {
                 )));
             }
             addr = address;
-            // As asyncio: only a connected endpoint counts writes after loss.
-            if slf.borrow_mut().base.drop_write_after_loss(py)? {
+            // As asyncio: only a connected endpoint counts writes after loss
+            // (read now: comparing the addresses may have run Python code).
+            let lost = slf.borrow().base.conn_lost != 0;
+            if lost && slf.borrow_mut().base.drop_write_after_loss(py)? {
                 return Ok(());
             }
         }
