@@ -24,8 +24,10 @@
 //! layout (`PyContext` is not a public struct): it has been the same from
 //! 3.7 to 3.13, and [`layout_checked`] verifies it against the running
 //! interpreter once; where it does not match, every copy is
-//! `PyContext_CopyCurrent` as before. The current context is found by
-//! entering a probe context of our own, whose `ctx_prev` then points at it.
+//! `PyContext_CopyCurrent` as before. The current context is read from the
+//! thread state where `thread_context` has verified where it lies, and
+//! found otherwise by entering a probe context of our own, whose
+//! `ctx_prev` then points at it.
 
 use std::mem::offset_of;
 use std::os::raw::c_int;
@@ -36,6 +38,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use crate::handles::track_if_untracked;
+use crate::thread_context;
 
 /// CPython's `struct _pycontextobject` (Include/internal/pycore_context.h).
 #[repr(C)]
@@ -56,9 +59,13 @@ struct RawContext {
 /// the object from the GC's list unconditionally).
 pub struct ContextPool {
     contexts: Vec<Py<PyAny>>,
-    /// Entered and exited at once to read the current context; `None` where
-    /// the layout check failed (the pool then stays empty).
+    /// Entered and exited at once to read the current context where the
+    /// thread state's layout is not known (`context_slot`); `None` where
+    /// the context layout check failed (the pool then stays empty).
     probe: Option<Py<PyAny>>,
+    /// Where the thread state keeps the current context, if verified
+    /// (`thread_context`): read there instead of through the probe.
+    context_slot: Option<usize>,
 }
 
 impl ContextPool {
@@ -70,9 +77,13 @@ impl ContextPool {
         } else {
             None
         };
+        let context_slot = probe
+            .as_ref()
+            .and_then(|_| thread_context::context_offset(py));
         ContextPool {
             contexts: Vec::new(),
             probe,
+            context_slot,
         }
     }
 
@@ -83,9 +94,15 @@ impl ContextPool {
     /// Python code). This runs none.
     pub fn take_copy(&mut self) -> Option<Py<PyAny>> {
         if let (Some(probe), false) = (&self.probe, self.contexts.is_empty()) {
-            // SAFETY: the GIL is held; the probe is ours and is exited
-            // before anything else can run, and the layout was verified.
-            let vars = unsafe { current_vars(probe.as_ptr()) };
+            // SAFETY: the GIL is held; the layouts were verified, the
+            // offset by `context_offset`; the probe is ours and is exited
+            // before anything else can run.
+            let vars = unsafe {
+                match self.context_slot {
+                    Some(offset) => vars_of(thread_context::current_at(offset)),
+                    None => current_vars(probe.as_ptr()),
+                }
+            };
             if !vars.is_null() {
                 let context = self.contexts.pop().expect("checked above");
                 // SAFETY: a pooled context has no variables and no other
@@ -158,6 +175,11 @@ impl ContextPool {
         self.probe.is_some()
     }
 
+    /// Whether the current context is read from the thread state.
+    pub fn reads_thread_state(&self) -> bool {
+        self.context_slot.is_some()
+    }
+
     pub fn len(&self) -> usize {
         self.contexts.len()
     }
@@ -197,17 +219,26 @@ unsafe fn current_vars(probe: *mut ffi::PyObject) -> *mut ffi::PyObject {
         ffi::PyErr_Clear();
         return ptr::null_mut();
     }
-    let current = (*probe.cast::<RawContext>()).ctx_prev;
-    let vars = if current.is_null() {
-        ptr::null_mut()
-    } else {
-        (*current.cast::<RawContext>()).ctx_vars
-    };
+    let vars = vars_of((*probe.cast::<RawContext>()).ctx_prev);
     if ffi::PyContext_Exit(probe) != 0 {
         ffi::PyErr_Clear();
     }
-    // `current` stays alive across the probe: the thread state holds it.
+    // The current context stays alive across the probe: the thread state
+    // holds it.
     vars
+}
+
+/// The variables of `context` (borrowed), NULL for no context.
+///
+/// # Safety
+/// The GIL must be held; `context` must be NULL or a live `Context`, and
+/// [`layout_checked`] must have returned true.
+unsafe fn vars_of(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    if context.is_null() {
+        ptr::null_mut()
+    } else {
+        (*context.cast::<RawContext>()).ctx_vars
+    }
 }
 
 /// Whether the running interpreter's `Context` has the layout

@@ -57,6 +57,7 @@ pub mod sock_ops;
 pub mod sock_watch;
 pub mod ssl_protocol;
 pub mod stream_transport;
+pub mod thread_context;
 pub mod timer_fd;
 pub mod timers;
 pub mod transport_map;

@@ -1130,6 +1130,13 @@ impl LoopCore {
         )
     }
 
+    /// Whether `context=None` copies read the current context from the
+    /// thread state (its offset checked out, see `thread_context`) rather
+    /// than through a probe. For tests and debugging.
+    fn _reads_thread_context(&self, py: Python<'_>) -> bool {
+        self.spare.borrow_mut(py).contexts.reads_thread_state()
+    }
+
     /// Number of queued callbacks and timers (for tests and debugging).
     fn _native_counts(&self, py: Python<'_>) -> (usize, usize) {
         (self.shared.ready_len(py), self.shared.timers.lock().len())

@@ -58,6 +58,40 @@ def test_reused_copies_see_the_callers_values_and_keep_changes(loop):
     assert var.get() == "unset"
 
 
+def test_copies_follow_the_context_current_at_scheduling(loop):
+    # The copy is of whichever context is current when the callback is
+    # scheduled: the thread's own, or one entered with Context.run (nested
+    # too), however many rounds reuse the copies.
+    seen = []
+
+    def cb(label):
+        seen.append((label, var.get()))
+        var.set("changed")
+
+    outer = contextvars.copy_context()
+    outer.run(var.set, "outer")
+    inner = outer.copy()
+    inner.run(var.set, "inner")
+    var.set("main")
+    for _ in range(ROUNDS):
+        loop.call_soon(cb, "main")
+        outer.run(loop.call_soon, cb, "outer")
+        outer.run(inner.run, loop.call_soon, cb, "inner")
+        outer.run(lambda: (loop.call_soon(cb, "outer-after-inner"), inner.run(var.get)))
+        loop.call_soon(cb, "main-again")
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    expected = [
+        ("main", "main"),
+        ("outer", "outer"),
+        ("inner", "inner"),
+        ("outer-after-inner", "outer"),
+        ("main-again", "main"),
+    ]
+    assert seen == expected * ROUNDS
+    assert (var.get(), outer.run(var.get), inner.run(var.get)) == ("main", "outer", "inner")
+
+
 @pytest.mark.parametrize("set_in_thread", [True, False], ids=["thread-sets", "thread-never-set"])
 def test_reused_copies_from_another_thread(loop, set_in_thread):
     seen = []
@@ -275,6 +309,9 @@ def test_tokioloop_reuses_contexts_on_this_python():
             loop.run_forever()
         reuses, spare_handles, spare_contexts = loop._spare_counts()
         assert reuses
+        # ... and so does the check of where the thread state keeps the
+        # current context (src/thread_context.rs).
+        assert loop._reads_thread_context()
         assert spare_handles >= PER_ROUND
         assert spare_contexts >= PER_ROUND
     finally:
