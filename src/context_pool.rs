@@ -241,11 +241,55 @@ unsafe fn vars_of(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
     }
 }
 
+/// The variables of `context` (borrowed) if it is a private copy: exactly a
+/// `Context`, not entered, with no weak reference and no other reference
+/// than the caller's; else NULL. Nothing but its holder can ever see such a
+/// context (see `batch_context`).
+///
+/// # Safety
+/// The GIL must be held; `context` must be a live object, and
+/// [`layout_checked`] must have returned true.
+pub unsafe fn private_vars(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    if ffi::Py_REFCNT(context) != 1 || ffi::Py_TYPE(context) != &raw mut ffi::PyContext_Type {
+        return ptr::null_mut();
+    }
+    let raw = context.cast::<RawContext>();
+    if (*raw).ctx_entered != 0 || !(*raw).ctx_weakreflist.is_null() {
+        return ptr::null_mut();
+    }
+    (*raw).ctx_vars
+}
+
+/// The variables of `context` (borrowed; NULL once emptied).
+///
+/// # Safety
+/// As [`private_vars`]; `context` must be a `Context`.
+pub unsafe fn vars_ptr(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    (*context.cast::<RawContext>()).ctx_vars
+}
+
+/// Point `context` at `vars` (a new reference is taken; NULL empties it)
+/// and hand back its old variables, owned (NULL if it had none), for the
+/// caller to drop when it may run Python code.
+///
+/// # Safety
+/// As [`vars_ptr`]; nothing else may see `context` (a private one, not
+/// entered), since its variables change under it.
+pub unsafe fn swap_vars(
+    context: *mut ffi::PyObject,
+    vars: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if !vars.is_null() {
+        ffi::Py_INCREF(vars);
+    }
+    std::mem::replace(&mut (*context.cast::<RawContext>()).ctx_vars, vars)
+}
+
 /// Whether the running interpreter's `Context` has the layout
 /// [`RawContext`] describes, checked once: the type's size and weak
 /// reference offset, and the fields of a fresh context before, while and
 /// after it is entered.
-fn layout_checked(py: Python<'_>) -> bool {
+pub fn layout_checked(py: Python<'_>) -> bool {
     static CHECKED: OnceLock<bool> = OnceLock::new();
     *CHECKED.get_or_init(|| {
         // SAFETY: the GIL is held; the type object is static, and the

@@ -9,6 +9,7 @@
 //! handler exactly as `Handle._run` does; only `KeyboardInterrupt` and
 //! `SystemExit` escape, to stop `run_forever`.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::types::{PyFloat, PyTuple};
 
+use crate::context_pool;
 use crate::gil_cell::GilCell;
 use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
@@ -238,12 +240,89 @@ impl Handle {
         };
         match call_in_context(py, &context, &func, &args) {
             Ok(()) => Ok(()),
-            Err(err) => {
-                let args = this.args_tuple(py, args)?;
-                report_error(slf, func, args, err)
-            }
+            Err(err) => report_failure(slf, func, args, err),
         }
     }
+}
+
+/// What `batch_context` needs to run a handle in its own context instead
+/// of the handle's: the callback, its arguments and the variables of the
+/// handle's context (borrowed from it). Only for a handle nothing else can
+/// see (the ready queue's reference alone, no weak reference) whose context
+/// is private too (`context_pool::private_vars`): no one can then tell
+/// which of two contexts holding the same variables the callback ran in.
+/// A cancelled handle, or any other, answers None and runs as usual.
+///
+/// The callback and arguments are the handle's own, not new references:
+/// nothing can cancel or clear a handle no one else can reach, so they
+/// live as long as the caller's reference to the handle.
+///
+/// The caller must have checked the context layout
+/// (`context_pool::layout_checked`).
+pub fn private_call(handle: &Bound<'_, Handle>) -> Option<PrivateCall> {
+    let py = handle.py();
+    let this = handle.get();
+    // SAFETY: the GIL is held (we have a `Bound`) and the handle is live;
+    // `has_weakrefs` reads its type's layout.
+    let private = !this.is_cancelled()
+        && unsafe { ffi::Py_REFCNT(handle.as_ptr()) == 1 && !has_weakrefs(handle.as_ptr()) };
+    if !private {
+        return None;
+    }
+    let state = this.state.borrow_mut(py);
+    let call = state.call.as_ref()?;
+    // SAFETY: as above; the caller checked the layout. The variables stay
+    // alive while the context (held by the handle) holds them.
+    let vars = unsafe { context_pool::private_vars(call.context.as_ptr()) };
+    if vars.is_null() {
+        return None;
+    }
+    // SAFETY: bitwise copies that are never dropped (`ManuallyDrop`) and
+    // do not outlive the handle's own (see above).
+    unsafe {
+        Some(PrivateCall {
+            func: ManuallyDrop::new(std::ptr::read(&call.func)),
+            args: ManuallyDrop::new(std::ptr::read(&call.args)),
+            vars,
+        })
+    }
+}
+
+/// A private handle's call (see [`private_call`]), borrowed from it.
+pub struct PrivateCall {
+    pub func: ManuallyDrop<Py<PyAny>>,
+    pub args: ManuallyDrop<Args>,
+    /// The variables of its context (borrowed).
+    pub vars: *mut ffi::PyObject,
+}
+
+/// Make `context` the handle's context: the one its callback ran in (see
+/// `batch_context`). Returns the old one, for the caller to drop outside
+/// any borrow.
+pub fn adopt_context(handle: &Bound<'_, Handle>, context: Py<PyAny>) -> Py<PyAny> {
+    let old = {
+        let mut state = handle.get().state.borrow_mut(handle.py());
+        match state.call.as_mut() {
+            Some(call) => std::mem::replace(&mut call.context, context),
+            None => context,
+        }
+    };
+    // A pooled copy may be hidden from the GC; CPython's context dealloc
+    // expects it tracked (see `Callback`'s drop).
+    // SAFETY: the GIL is held (we have a `Bound`); `old` is live.
+    unsafe { track_if_untracked(old.as_ptr()) };
+    old
+}
+
+/// Report a callback's failure as `Handle._run` does (see [`Handle::run`]).
+pub fn report_failure(
+    slf: &Bound<'_, Handle>,
+    func: Py<PyAny>,
+    args: Args,
+    err: PyErr,
+) -> PyResult<()> {
+    let args = slf.get().args_tuple(slf.py(), args)?;
+    report_error(slf, func, args, err)
 }
 
 /// Hide a handle the loop has just made from the cyclic GC while the loop
@@ -423,6 +502,21 @@ fn call_in_context(
         if ffi::PyContext_Enter(context.as_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
+        let result = call(py, func, args);
+        // Exit even on error; an exit failure (context switched inside the
+        // callback) outranks the callback's own result.
+        if ffi::PyContext_Exit(context.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        result
+    }
+}
+
+/// `func(*args)` in the current context, without a Python frame.
+pub fn call(py: Python<'_>, func: &Py<PyAny>, args: &Args) -> PyResult<()> {
+    // SAFETY: the pointers are live references owned by the caller for the
+    // duration of the call, and the GIL is held (we have `py`).
+    unsafe {
         let result = match args {
             Args::Empty => ffi::PyObject_CallNoArgs(func.as_ptr()),
             Args::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
@@ -434,13 +528,7 @@ fn call_in_context(
                 _ => ffi::PyObject_Call(func.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
             },
         };
-        let result = Bound::from_owned_ptr_or_err(py, result);
-        // Exit even on error; an exit failure (context switched inside the
-        // callback) outranks the callback's own result.
-        if ffi::PyContext_Exit(context.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        result.map(drop)
+        Bound::from_owned_ptr_or_err(py, result).map(drop)
     }
 }
 

@@ -34,6 +34,7 @@
 use pyo3::prelude::*;
 
 pub mod accept;
+pub mod batch_context;
 pub mod clock;
 pub mod context_pool;
 pub mod counted_mutex;

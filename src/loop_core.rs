@@ -276,6 +276,9 @@ struct SpareHandles {
     /// The last iteration's callback count, within
     /// `SPARE_MIN..=SPARE_MAX`: about what the next one will make.
     cap: usize,
+    /// The context private callbacks run in (see `batch_context`), kept
+    /// empty between iterations.
+    batch_context: Option<Py<PyAny>>,
 }
 
 const SPARE_MIN: usize = 256;
@@ -783,6 +786,7 @@ impl LoopCore {
                 handles: Vec::new(),
                 contexts: ContextPool::new(py),
                 cap: SPARE_MIN,
+                batch_context: None,
             }),
             timers_hidden: AtomicBool::new(false),
             time_source: TimeSource::default(),

@@ -15,6 +15,7 @@ use pyo3::types::PyBytes;
 use tokio::runtime::Runtime;
 
 use super::{LoopCore, Ready, Shared, SPARE_MAX, SPARE_MIN};
+use crate::batch_context::BatchContext;
 use crate::clock;
 use crate::gil_park;
 use crate::handles::{self, Handle};
@@ -131,7 +132,7 @@ impl LoopCore {
         if batch.is_empty() {
             return Ok(());
         }
-        let surplus = {
+        let (surplus, kept_context) = {
             let mut spare = this.spare.borrow_mut(py);
             spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
             let cap = spare.cap;
@@ -141,19 +142,56 @@ impl LoopCore {
             } else {
                 Vec::new()
             };
-            (handles, contexts)
+            ((handles, contexts), spare.batch_context.take())
         };
         drop(surplus); // outside the borrow
+        let debug = shared.debug();
+        // Callbacks with private copies of a context run in one context
+        // entered across them (see `batch_context`); not in debug mode,
+        // where every handle takes asyncio's path.
+        let mut batch_context = if debug {
+            None
+        } else {
+            BatchContext::new(py, kept_context)
+        };
+        let result = Self::run_batch(slf, batch, batch_context.as_mut());
+        match batch_context.map(|b| b.finish(py)).transpose() {
+            Ok(kept) => {
+                if let Some(kept) = kept.flatten() {
+                    this.spare.borrow_mut(py).batch_context = Some(kept);
+                }
+                result
+            }
+            // The batch's own error first.
+            Err(err) => result.and(Err(err)),
+        }
+    }
+
+    /// `run_ready`'s loop over the batch.
+    fn run_batch(
+        slf: &Bound<'_, Self>,
+        batch: &mut VecDeque<Ready>,
+        mut batch_context: Option<&mut BatchContext>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let shared = &this.shared;
         let debug = shared.debug();
         while let Some(item) = batch.pop_front() {
             if let Ready::Native(h) = &item {
                 shared.take_up(h.get());
             }
-            let result = match &item {
-                Ready::Native(h) if !debug => Handle::run(h.bind(py)),
-                Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
-                Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
-                Ready::Io(t, direction) => t.on_ready(py, *direction),
+            let result = match (&item, batch_context.as_deref_mut()) {
+                (Ready::Native(h), Some(context)) => context.run(h.bind(py)),
+                (other, context) => match context.map(|c| c.leave(py)).transpose() {
+                    Err(err) => Err(err),
+                    Ok(_) => match other {
+                        Ready::Native(h) if !debug => Handle::run(h.bind(py)),
+                        Ready::Native(h) => run_debug(slf, h.bind(py).as_any()),
+                        Ready::Foreign(h) => run_foreign(slf, h.bind(py), debug),
+                        Ready::Io(t, direction) => t.on_ready(py, *direction),
+                    },
+                },
             };
             match item {
                 Ready::Native(h) => this.retire(py, slf.as_ptr(), h),
