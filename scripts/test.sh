@@ -3,8 +3,8 @@
 # tokioloop, real frameworks (uvicorn, aiohttp, asyncpg against a local
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
-# pytest-asyncio, Starlette, httpx, aiosmtpd, AsyncSSH, aioquic, asyncpg,
-# aiohttp: tests/*_suite), uvloop's test suite in its asyncio mode
+# pytest-asyncio, Starlette, httpx, Hypercorn, aiofiles, aiosmtpd, AsyncSSH,
+# aioquic, asyncpg, aiohttp: tests/*_suite), uvloop's test suite in its asyncio mode
 # (tests/uvloop_suite) and the pytest suite on every supported CPython. The
 # default Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
@@ -71,6 +71,16 @@ echo "== Starlette's and httpx's own test suites on tokioloop against stock asyn
     click rich pygments
 "$PY311" tests/starlette_suite/run.py || status=1
 "$PY311" tests/httpx_suite/run.py || status=1
+
+echo "== Hypercorn's and aiofiles' own test suites on tokioloop against stock asyncio (CPython 3.11)"
+# Their test dependencies: pytest-asyncio runs both suites' async tests;
+# trio and pytest-trio because Hypercorn's test modules import trio and its
+# --strict-markers wants the `trio` marker (the trio tests are not run);
+# httpx is imported by its trio end-to-end module.
+"$PY311" -m pip install -q --disable-pip-version-check "hypercorn==0.18.0" "aiofiles==25.1.0" \
+    pytest-asyncio trio pytest-trio httpx
+"$PY311" tests/hypercorn_suite/run.py || status=1
+"$PY311" tests/aiofiles_suite/run.py || status=1
 
 echo "== aiosmtpd's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # setuptools: its tests import pkg_resources.
