@@ -4,7 +4,7 @@
 # PostgreSQL, ...; scripts/integration.sh), other projects' own test suites
 # compared with stock asyncio (anyio, uvicorn, websockets, Tornado,
 # pytest-asyncio, Starlette, httpx, Hypercorn, aiofiles, aiosmtpd, AsyncSSH,
-# aioquic, asyncpg, aiohttp: tests/*_suite), uvloop's test suite in its asyncio mode
+# aioquic, pyzmq, janus, asyncpg, aiohttp: tests/*_suite), uvloop's test suite in its asyncio mode
 # (tests/uvloop_suite) and the pytest suite on every supported CPython. The
 # default Python (3.11) runs last so its pytest summary closes the output.
 set -euo pipefail
@@ -98,6 +98,15 @@ echo "== AsyncSSH's own test suite on tokioloop against stock asyncio (CPython 3
 echo "== aioquic's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 "$PY311" -m pip install -q --disable-pip-version-check "aioquic==1.7.2"
 "$PY311" tests/aioquic_suite/run.py || status=1
+
+echo "== pyzmq's own asyncio/Tornado tests and janus' suite on tokioloop against stock asyncio (CPython 3.11)"
+# pytest-asyncio comes with tests/integration; tornado for pyzmq's
+# Tornado-loop tests. The pyzmq runner wants exactly the version whose
+# sdist it pins.
+"$PY311" -m pip install -q --disable-pip-version-check "pyzmq==27.3.0" "tornado==6.6.1" \
+    "janus==2.0.0"
+"$PY311" tests/pyzmq_suite/run.py || status=1
+"$PY311" tests/janus_suite/run.py || status=1
 
 echo "== asyncpg's own test suite on tokioloop against stock asyncio (CPython 3.11)"
 # Against the PostgreSQL that scripts/services.sh starts (and stops).
