@@ -59,14 +59,11 @@ pub struct BatchContext {
 impl BatchContext {
     /// A batch context, reusing `kept` (from [`BatchContext::finish`]), or
     /// None where the layouts of `Context` and of the thread state are not
-    /// verified: callbacks then enter their own contexts.
-    pub fn new(py: Python<'_>, kept: Option<Py<PyAny>>) -> Option<BatchContext> {
-        if !context_pool::layout_checked(py) {
-            return None;
-        }
-        let slot = thread_context::context_offset(py)?;
+    /// verified (no `slot`, see `ContextPool::context_slot`): callbacks then
+    /// enter their own contexts.
+    pub fn new(slot: Option<usize>, kept: Option<Py<PyAny>>) -> Option<BatchContext> {
         Some(BatchContext {
-            slot,
+            slot: slot?,
             context: kept,
             entered: false,
         })
@@ -142,7 +139,7 @@ impl BatchContext {
         if self.entered {
             let context = self.context.as_ref().expect("entered implies a context");
             // SAFETY: the GIL is held; the layout was checked (`new`).
-            if unsafe { context_pool::vars_ptr(context.as_ptr()) } == vars {
+            if unsafe { context_pool::vars_of(context.as_ptr()) } == vars {
                 return Ok(());
             }
             self.leave(py)?;

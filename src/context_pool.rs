@@ -128,21 +128,14 @@ impl ContextPool {
     pub fn give_back(&mut self, py: Python<'_>, context: Py<PyAny>, cap: usize) -> Py<PyAny> {
         let ptr = context.as_ptr();
         // SAFETY: the GIL is held (`py`); `ptr` is live (we hold
-        // `context`). The fields are read only once the type is known to be
-        // the built-in `Context`.
+        // `context`); the layout was checked (`probe` is set).
         unsafe {
-            if self.probe.is_some()
-                && self.contexts.len() < cap
-                && ffi::Py_REFCNT(ptr) == 1
-                && ffi::Py_TYPE(ptr) == &raw mut ffi::PyContext_Type
-            {
+            if self.probe.is_some() && self.contexts.len() < cap {
+                // `private_vars` reads the fields only once the type is
+                // known to be the built-in `Context`.
+                let vars = private_vars(ptr);
                 let raw = ptr.cast::<RawContext>();
-                if (*raw).ctx_entered == 0
-                    && (*raw).ctx_weakreflist.is_null()
-                    && (*raw).ctx_prev.is_null()
-                    && !(*raw).ctx_vars.is_null()
-                {
-                    let vars = (*raw).ctx_vars;
+                if !vars.is_null() && (*raw).ctx_prev.is_null() {
                     (*raw).ctx_vars = ptr::null_mut();
                     if ffi::PyObject_GC_IsTracked(ptr) != 0 {
                         ffi::PyObject_GC_UnTrack(ptr.cast());
@@ -175,9 +168,10 @@ impl ContextPool {
         self.probe.is_some()
     }
 
-    /// Whether the current context is read from the thread state.
-    pub fn reads_thread_state(&self) -> bool {
-        self.context_slot.is_some()
+    /// Where the thread state keeps the current context, if both layouts
+    /// checked out (`thread_context`); the copies read it there.
+    pub fn context_slot(&self) -> Option<usize> {
+        self.context_slot
     }
 
     pub fn len(&self) -> usize {
@@ -233,7 +227,7 @@ unsafe fn current_vars(probe: *mut ffi::PyObject) -> *mut ffi::PyObject {
 /// # Safety
 /// The GIL must be held; `context` must be NULL or a live `Context`, and
 /// [`layout_checked`] must have returned true.
-unsafe fn vars_of(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
+pub unsafe fn vars_of(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
     if context.is_null() {
         ptr::null_mut()
     } else {
@@ -260,21 +254,13 @@ pub unsafe fn private_vars(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
     (*raw).ctx_vars
 }
 
-/// The variables of `context` (borrowed; NULL once emptied).
-///
-/// # Safety
-/// As [`private_vars`]; `context` must be a `Context`.
-pub unsafe fn vars_ptr(context: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    (*context.cast::<RawContext>()).ctx_vars
-}
-
 /// Point `context` at `vars` (a new reference is taken; NULL empties it)
 /// and hand back its old variables, owned (NULL if it had none), for the
 /// caller to drop when it may run Python code.
 ///
 /// # Safety
-/// As [`vars_ptr`]; nothing else may see `context` (a private one, not
-/// entered), since its variables change under it.
+/// As [`vars_of`]; `context` must be a `Context` that nothing else may see
+/// (a private one, not entered), since its variables change under it.
 pub unsafe fn swap_vars(
     context: *mut ffi::PyObject,
     vars: *mut ffi::PyObject,
@@ -289,7 +275,7 @@ pub unsafe fn swap_vars(
 /// [`RawContext`] describes, checked once: the type's size and weak
 /// reference offset, and the fields of a fresh context before, while and
 /// after it is entered.
-pub fn layout_checked(py: Python<'_>) -> bool {
+fn layout_checked(py: Python<'_>) -> bool {
     static CHECKED: OnceLock<bool> = OnceLock::new();
     *CHECKED.get_or_init(|| {
         // SAFETY: the GIL is held; the type object is static, and the

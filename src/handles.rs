@@ -257,8 +257,8 @@ impl Handle {
 /// nothing can cancel or clear a handle no one else can reach, so they
 /// live as long as the caller's reference to the handle.
 ///
-/// The caller must have checked the context layout
-/// (`context_pool::layout_checked`).
+/// The caller must know the context layout checked out (the pool has a
+/// `context_slot`).
 pub fn private_call(handle: &Bound<'_, Handle>) -> Option<PrivateCall> {
     let py = handle.py();
     let this = handle.get();

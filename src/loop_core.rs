@@ -1138,7 +1138,7 @@ impl LoopCore {
     /// thread state (its offset checked out, see `thread_context`) rather
     /// than through a probe. For tests and debugging.
     fn _reads_thread_context(&self, py: Python<'_>) -> bool {
-        self.spare.borrow_mut(py).contexts.reads_thread_state()
+        self.spare.borrow_mut(py).contexts.context_slot().is_some()
     }
 
     /// Number of queued callbacks and timers (for tests and debugging).

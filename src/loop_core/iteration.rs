@@ -132,7 +132,7 @@ impl LoopCore {
         if batch.is_empty() {
             return Ok(());
         }
-        let (surplus, kept_context) = {
+        let (surplus, (slot, kept_context)) = {
             let mut spare = this.spare.borrow_mut(py);
             spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
             let cap = spare.cap;
@@ -142,7 +142,8 @@ impl LoopCore {
             } else {
                 Vec::new()
             };
-            ((handles, contexts), spare.batch_context.take())
+            let slot = spare.contexts.context_slot();
+            ((handles, contexts), (slot, spare.batch_context.take()))
         };
         drop(surplus); // outside the borrow
         let debug = shared.debug();
@@ -152,9 +153,9 @@ impl LoopCore {
         let mut batch_context = if debug {
             None
         } else {
-            BatchContext::new(py, kept_context)
+            BatchContext::new(slot, kept_context)
         };
-        let result = Self::run_batch(slf, batch, batch_context.as_mut());
+        let result = Self::run_batch(slf, batch, debug, batch_context.as_mut());
         match batch_context.map(|b| b.finish(py)).transpose() {
             Ok(kept) => {
                 if let Some(kept) = kept.flatten() {
@@ -171,12 +172,12 @@ impl LoopCore {
     fn run_batch(
         slf: &Bound<'_, Self>,
         batch: &mut VecDeque<Ready>,
+        debug: bool,
         mut batch_context: Option<&mut BatchContext>,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let shared = &this.shared;
-        let debug = shared.debug();
         while let Some(item) = batch.pop_front() {
             if let Ready::Native(h) = &item {
                 shared.take_up(h.get());
