@@ -96,7 +96,19 @@ impl Drop for Callback {
         // SAFETY: a Callback lives only inside a Handle (a Python object) and
         // is dropped by its dealloc, `cancel` or `__clear__`, all with the GIL
         // held; the context is a live object we hold a reference to.
-        unsafe { track_if_untracked(self.context.as_ptr()) }
+        unsafe { track_context(&self.context) }
+    }
+}
+
+/// [`track_if_untracked`] for a handle's context, unless it is an unmade
+/// copy: a mapping shared with other contexts, which the loop never
+/// untracks (see `context_pool`).
+///
+/// # Safety
+/// The GIL must be held.
+pub(crate) unsafe fn track_context(context: &Py<PyAny>) {
+    if !context_pool::is_unmade(context) {
+        track_if_untracked(context.as_ptr());
     }
 }
 
@@ -202,6 +214,37 @@ impl Handle {
         }
     }
 
+    /// The handle's context, made first if it is an unmade copy (see
+    /// `context_pool`): from now on the handle holds that `Context`, so
+    /// everyone who asks gets the same one. None once cancelled.
+    pub fn made_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let unmade = {
+            let state = self.state.borrow_mut(py);
+            match &state.call {
+                None => return Ok(None),
+                Some(c) if !context_pool::is_unmade(&c.context) => {
+                    return Ok(Some(c.context.clone_ref(py)))
+                }
+                Some(c) => c.context.clone_ref(py),
+            }
+        };
+        // Outside the borrow: allocating may run the GC, which traverses
+        // the handle.
+        let made = context_pool::made_from(py, &unmade)?;
+        let replaced = {
+            let mut state = self.state.borrow_mut(py);
+            match state.call.as_mut() {
+                Some(c) if c.context.is(&unmade) => {
+                    Some(std::mem::replace(&mut c.context, made.clone_ref(py)))
+                }
+                // Cancelled meanwhile (the GC ran a finalizer that did).
+                _ => None,
+            }
+        };
+        drop((replaced, unmade)); // outside the borrow
+        Ok(Some(made))
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
@@ -227,16 +270,15 @@ impl Handle {
         if this.is_cancelled() {
             return Ok(());
         }
-        let (func, args, context) = {
+        let (func, args) = {
             let state = this.state.borrow_mut(py);
             match &state.call {
-                Some(c) => (
-                    c.func.clone_ref(py),
-                    c.args.clone_ref(py),
-                    c.context.clone_ref(py),
-                ),
+                Some(c) => (c.func.clone_ref(py), c.args.clone_ref(py)),
                 None => return Ok(()),
             }
+        };
+        let Some(context) = this.made_context(py)? else {
+            return Ok(());
         };
         match call_in_context(py, &context, &func, &args) {
             Ok(()) => Ok(()),
@@ -271,9 +313,14 @@ pub fn private_call(handle: &Bound<'_, Handle>) -> Option<PrivateCall> {
     }
     let state = this.state.borrow_mut(py);
     let call = state.call.as_ref()?;
-    // SAFETY: as above; the caller checked the layout. The variables stay
-    // alive while the context (held by the handle) holds them.
-    let vars = unsafe { context_pool::private_vars(call.context.as_ptr()) };
+    // An unmade copy is the variables themselves, held by the handle.
+    let vars = if context_pool::is_unmade(&call.context) {
+        call.context.as_ptr()
+    } else {
+        // SAFETY: as above; the caller checked the layout. The variables
+        // stay alive while the context (held by the handle) holds them.
+        unsafe { context_pool::private_vars(call.context.as_ptr()) }
+    };
     if vars.is_null() {
         return None;
     }
@@ -310,7 +357,7 @@ pub fn adopt_context(handle: &Bound<'_, Handle>, context: Py<PyAny>) -> Py<PyAny
     // A pooled copy may be hidden from the GC; CPython's context dealloc
     // expects it tracked (see `Callback`'s drop).
     // SAFETY: the GIL is held (we have a `Bound`); `old` is live.
-    unsafe { track_if_untracked(old.as_ptr()) };
+    unsafe { track_context(&old) };
     old
 }
 
@@ -346,6 +393,7 @@ pub fn untrack_owned(handle: &Bound<'_, Handle>) {
         .borrow_mut(handle.py())
         .call
         .as_ref()
+        .filter(|c| !context_pool::is_unmade(&c.context))
         .map(|c| c.context.as_ptr());
     // SAFETY: the GIL is held (we have a `Bound`); untracking a GC object is
     // always allowed (a no-op when untracked). PyO3's dealloc of the handle
@@ -466,7 +514,7 @@ pub fn track(py: Python<'_>, handle: &Py<Handle>) {
     if let Some(c) = handle.get().state.borrow_mut(py).call.as_ref() {
         // SAFETY: the GIL is held (`py`); the context is live while the
         // handle holds it. Tracking runs no Python code.
-        unsafe { track_if_untracked(c.context.as_ptr()) }
+        unsafe { track_context(&c.context) }
     }
     // SAFETY: as above; the handle is a live GC object.
     unsafe { track_if_untracked(handle.as_ptr()) }
@@ -596,13 +644,14 @@ impl Handle {
         self.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state.borrow_mut(py).call.as_ref().map(|c| {
+    fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let context = self.made_context(py)?;
+        if let Some(c) = &context {
             // Handed out: it may now end up in a cycle the GC must see.
             // SAFETY: the GIL is held (`py`); the context is live.
-            unsafe { track_if_untracked(c.context.as_ptr()) };
-            c.context.clone_ref(py)
-        })
+            unsafe { track_if_untracked(c.as_ptr()) };
+        }
+        Ok(context)
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -647,7 +696,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn _context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.get_context(py)
     }
 

@@ -160,6 +160,60 @@ def test_a_reachable_handle_runs_in_its_own_copy(loop, reach):
     assert seen == ["set-in-callback"] * 3
 
 
+def _context_of(handle):
+    return handle.get_context() if hasattr(handle, "get_context") else handle._context
+
+
+def test_a_handles_context_is_one_copy_taken_when_scheduled(loop):
+    # tokioloop keeps the caller's variables and makes the Context only when
+    # someone asks (src/context_pool.rs): it must be the copy asyncio takes
+    # at scheduling time, one object however often asked, before and after
+    # the callback ran in it.
+    seen = []
+
+    def cb():
+        seen.append(var.get())
+        var.set("set-in-callback")
+
+    var.set("at-scheduling")
+    handle = loop.call_soon(cb)
+    var.set("after-scheduling")
+    first = _context_of(handle)
+    assert isinstance(first, contextvars.Context)
+    assert first[var] == "at-scheduling"
+    assert _context_of(handle) is first
+    _run_once(loop)
+    assert seen == ["at-scheduling"]
+    assert _context_of(handle) is first
+    assert first[var] == "set-in-callback"
+    assert var.get() == "after-scheduling"
+
+
+def test_a_context_asked_for_after_the_run_shows_the_callbacks_sets(loop):
+    # Nobody asked before it ran: the copy is made to run the (shared)
+    # handle, and it is the one get_context() gives afterwards.
+    timer_handle = loop.call_later(0, var.set, "timer-set")
+    handle = loop.call_soon(var.set, "soon-set")
+    _run_once(loop)
+    _run_once(loop)
+    assert _context_of(handle)[var] == "soon-set"
+    assert _context_of(timer_handle)[var] == "timer-set"
+    assert _context_of(handle) is _context_of(handle)
+    assert var.get() not in ("soon-set", "timer-set")
+
+
+def test_cancelling_a_handle_with_an_unasked_context(loop):
+    ran = []
+    var.set("main")
+    handle = loop.call_soon(ran.append, 1)
+    later = loop.call_later(10, ran.append, 2)
+    handle.cancel()
+    later.cancel()
+    _run_once(loop)
+    assert ran == []
+    assert handle.cancelled() and later.cancelled()
+
+
 def test_threads_contexts_are_kept_apart(loop):
     # call_soon_threadsafe from threads with their own values, interleaved in
     # one batch: each callback sees its own thread's.
