@@ -1,6 +1,7 @@
 //! Copies of the caller's `contextvars.Context` made without allocating
-//! one per call: the loop keeps the `Context` objects of handles it has
-//! recycled and refills them.
+//! one per call: not made at all until someone can see them, or, where the
+//! thread state's layout is unknown, made from the `Context` objects of
+//! handles the loop has recycled.
 //!
 //! asyncio runs a callback scheduled without `context=` in a copy of the
 //! caller's context, taken when it is scheduled: a new `Context` object
@@ -11,9 +12,10 @@
 //! about a quarter of that row's time, which rloop does not pay because it
 //! skips the copy (its callbacks share one context).
 //!
-//! Here the copy is the same: a `Context` of the exact built-in type whose
-//! mapping is the caller's current one, not entered, with no weak
-//! references, held by nothing but the handle. It is just not always new:
+//! Where the copy is made at once, it is the same: a `Context` of the
+//! exact built-in type whose mapping is the caller's current one, not
+//! entered, with no weak references, held by nothing but the handle. It is
+//! just not always new:
 //! when a recycled handle's context is held by the handle alone, the loop
 //! empties it (drops its mapping) and keeps it; the next copy takes it and
 //! points it at the caller's mapping. No one can tell the difference: with a
@@ -99,39 +101,35 @@ impl ContextPool {
         }
     }
 
-    /// An unmade copy of the caller's current context (its mapping, a new
-    /// reference; see the module doc), where the thread state's context
-    /// field is known and the thread has a context; else None, and the
-    /// caller makes a copy with [`take_copy`](Self::take_copy) or
-    /// [`copy_current`]. Allocates nothing and runs no Python code.
-    pub fn unmade_copy(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        let offset = self.context_slot?;
-        // SAFETY: the GIL is held (`py`); the offset was verified by
-        // `context_offset`, the context layout by `layout_checked` (the slot
-        // is only set when the probe is); the mapping is live while the
-        // current context holds it, and we take a reference of our own.
-        unsafe {
-            let vars = vars_of(thread_context::current_at(offset));
-            Bound::from_borrowed_ptr_or_opt(py, vars).map(Bound::unbind)
+    /// A copy of the caller's current context that allocates nothing and
+    /// runs no Python code: unmade (the mapping, a new reference; see the
+    /// module doc) where the thread state's context field is known, else
+    /// made from a pooled context. None when the thread has no context yet,
+    /// the pool is empty or the layout is unknown: the caller then copies
+    /// with [`copy_current`], after letting go of the pool (that allocates,
+    /// and a collection it triggers may run Python code).
+    pub fn copy(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+        match self.context_slot {
+            // SAFETY: the GIL is held (`py`); the offset was verified by
+            // `context_offset`, the context layout by `layout_checked` (the
+            // slot is only set when the probe is); the mapping is live while
+            // the current context holds it, and we take a reference of our
+            // own.
+            Some(offset) => unsafe {
+                let vars = vars_of(thread_context::current_at(offset));
+                Bound::from_borrowed_ptr_or_opt(py, vars).map(Bound::unbind)
+            },
+            None => self.take_pooled(),
         }
     }
 
-    /// A copy of the caller's current context made from a pooled one (see
-    /// the module doc), if the pool has one and the thread has a context;
-    /// else the caller copies with [`copy_current`], after letting go of
-    /// the pool (that allocates, and a collection it triggers may run
-    /// Python code). This runs none.
-    pub fn take_copy(&mut self) -> Option<Py<PyAny>> {
+    /// A copy made from a pooled context, the current mapping found through
+    /// the probe (see [`copy`](Self::copy)).
+    fn take_pooled(&mut self) -> Option<Py<PyAny>> {
         if let (Some(probe), false) = (&self.probe, self.contexts.is_empty()) {
-            // SAFETY: the GIL is held; the layouts were verified, the
-            // offset by `context_offset`; the probe is ours and is exited
-            // before anything else can run.
-            let vars = unsafe {
-                match self.context_slot {
-                    Some(offset) => vars_of(thread_context::current_at(offset)),
-                    None => current_vars(probe.as_ptr()),
-                }
-            };
+            // SAFETY: the GIL is held; the layout was verified; the probe is
+            // ours and is exited before anything else can run.
+            let vars = unsafe { current_vars(probe.as_ptr()) };
             if !vars.is_null() {
                 let context = self.contexts.pop().expect("checked above");
                 // SAFETY: a pooled context has no variables and no other
@@ -148,6 +146,13 @@ impl ContextPool {
         None
     }
 
+    /// Whether freed contexts are kept for [`take_pooled`](Self::take_pooled):
+    /// only where copies are made at once (the layout is known but not the
+    /// thread state's). With unmade copies nothing would ever take them.
+    fn pools(&self) -> bool {
+        self.probe.is_some() && self.context_slot.is_none()
+    }
+
     /// Keep `context` (a handle's, being let go) for reuse if nothing else
     /// can see it, up to `cap` contexts. Returns what the caller must drop
     /// once the pool is no longer borrowed (dropping a mapping may run
@@ -161,9 +166,9 @@ impl ContextPool {
         }
         let ptr = context.as_ptr();
         // SAFETY: the GIL is held (`py`); `ptr` is live (we hold
-        // `context`); the layout was checked (`probe` is set).
+        // `context`); the layout was checked (`pools` implies the probe).
         unsafe {
-            if self.probe.is_some() && self.contexts.len() < cap {
+            if self.pools() && self.contexts.len() < cap {
                 // `private_vars` reads the fields only once the type is
                 // known to be the built-in `Context`.
                 let vars = private_vars(ptr);
@@ -196,7 +201,8 @@ impl ContextPool {
         surplus
     }
 
-    /// Whether copies reuse pooled contexts (the layout check passed).
+    /// Whether copies avoid a new `Context` per call, unmade or pooled
+    /// (the layout check passed).
     pub fn reuses(&self) -> bool {
         self.probe.is_some()
     }

@@ -471,14 +471,8 @@ impl LoopCore {
         let context = match context {
             Some(c) if !c.is_none() => c.unbind(),
             _ => {
-                let pooled = {
-                    let mut spare = self.spare.borrow_mut(py);
-                    match spare.contexts.unmade_copy(py) {
-                        Some(vars) => Some(vars),
-                        None => spare.contexts.take_copy(),
-                    }
-                };
-                match pooled {
+                let copied = self.spare.borrow_mut(py).contexts.copy(py);
+                match copied {
                     Some(context) => context,
                     None => context_pool::copy_current(py)?,
                 }
