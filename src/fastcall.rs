@@ -239,12 +239,10 @@ unsafe fn positional_tuple(
 ) -> PyResult<Args> {
     let len = nargs.saturating_sub(skip);
     if len == 0 {
-        return Ok(Args::Empty);
+        return Ok(Args::EMPTY);
     }
     if len == 1 {
-        return Ok(Args::One(
-            Bound::from_borrowed_ptr(py, *args.add(skip)).unbind(),
-        ));
+        return Args::one(py, Bound::from_borrowed_ptr(py, *args.add(skip)).unbind());
     }
     // A new tuple whose slots we fill with new references, as
     // PyTuple_SET_ITEM expects.
@@ -255,7 +253,7 @@ unsafe fn positional_tuple(
         ffi::Py_INCREF(item);
         ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item);
     }
-    Ok(Args::Tuple(tuple.cast_into_unchecked::<PyTuple>().unbind()))
+    Ok(Args::tuple(tuple.cast_into_unchecked::<PyTuple>().unbind()))
 }
 
 macro_rules! fastcall_method {

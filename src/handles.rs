@@ -30,43 +30,78 @@ pub struct Callback {
     pub context: Py<PyAny>,
 }
 
-/// A callback's positional arguments. None or one argument are kept without
-/// a tuple: asyncio's C `Future` schedules `callback(future)` for every
-/// completion and a task `step()` for every step, and the tuple would be
-/// built (or the empty one referenced) and dropped for nothing. `_args`
+/// A callback's positional arguments, in one word: nothing, the single
+/// argument itself, or a tuple of them. None or one argument are kept
+/// without a tuple: asyncio's C `Future` schedules `callback(future)` for
+/// every completion and a task `step()` for every step, and the tuple would
+/// be built (or the empty one referenced) and dropped for nothing. `_args`
 /// (and error reporting) build the tuple when asked, once.
-pub enum Args {
-    /// No arguments (`call_soon(cb)`, a task's step): no object at all.
+///
+/// An exact `tuple` held here is always the arguments tuple, so a single
+/// argument that is itself an exact tuple is wrapped in one (rare: futures
+/// and tasks pass themselves or nothing). One word instead of an enum's
+/// two keeps a handle in pymalloc's 96-byte class, which shows in bursts
+/// of `call_soon_threadsafe`.
+pub struct Args(Option<Py<PyAny>>);
+
+/// What an [`Args`] holds, borrowed.
+pub enum ArgsView<'a> {
     Empty,
-    Tuple(Py<PyTuple>),
-    One(Py<PyAny>),
+    One(&'a Py<PyAny>),
+    /// An exact tuple.
+    Tuple(&'a Py<PyAny>),
 }
 
 impl Args {
-    pub fn clone_ref(&self, py: Python<'_>) -> Args {
-        match self {
-            Args::Empty => Args::Empty,
-            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
-            Args::One(o) => Args::One(o.clone_ref(py)),
+    /// No arguments (`call_soon(cb)`, a task's step): no object at all.
+    pub const EMPTY: Args = Args(None);
+
+    pub fn one(py: Python<'_>, arg: Py<PyAny>) -> PyResult<Args> {
+        if is_exact_tuple(&arg) {
+            return Ok(Args::tuple(PyTuple::new(py, [arg])?.unbind()));
+        }
+        Ok(Args(Some(arg)))
+    }
+
+    pub fn tuple(args: Py<PyTuple>) -> Args {
+        Args(Some(args.into_any()))
+    }
+
+    pub fn view(&self) -> ArgsView<'_> {
+        match &self.0 {
+            None => ArgsView::Empty,
+            Some(o) if is_exact_tuple(o) => ArgsView::Tuple(o),
+            Some(o) => ArgsView::One(o),
         }
     }
 
-    /// The arguments as a tuple (a new one for `One`).
+    pub fn clone_ref(&self, py: Python<'_>) -> Args {
+        Args(self.0.as_ref().map(|o| o.clone_ref(py)))
+    }
+
+    /// The arguments as a tuple (a new one for a single argument).
     pub fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
-        match self {
-            Args::Empty => Ok(PyTuple::empty(py).unbind()),
-            Args::Tuple(t) => Ok(t.clone_ref(py)),
-            Args::One(o) => Ok(PyTuple::new(py, [o.bind(py)])?.unbind()),
+        match self.view() {
+            ArgsView::Empty => Ok(PyTuple::empty(py).unbind()),
+            ArgsView::Tuple(t) => {
+                // SAFETY: `view` checked it is exactly a tuple.
+                Ok(unsafe { t.bind(py).clone().cast_into_unchecked::<PyTuple>() }.unbind())
+            }
+            ArgsView::One(o) => Ok(PyTuple::new(py, [o.bind(py)])?.unbind()),
         }
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Args::Empty => Ok(()),
-            Args::Tuple(t) => visit.call(t),
-            Args::One(o) => visit.call(o),
+        match &self.0 {
+            None => Ok(()),
+            Some(o) => visit.call(o),
         }
     }
+}
+
+fn is_exact_tuple(object: &Py<PyAny>) -> bool {
+    // SAFETY: reading the type of a live object we hold a reference to.
+    unsafe { ffi::PyTuple_CheckExact(object.as_ptr()) != 0 }
 }
 
 impl Callback {
@@ -126,8 +161,8 @@ struct State {
     call: Option<Callback>,
     /// What few handles carry (debug mode's records, an odd deadline);
     /// boxed, so that other handles carry one pointer for it instead of
-    /// three (a handle fits pymalloc's 112-byte class instead of the
-    /// 128-byte one, which shows in bursts of `call_soon_threadsafe`).
+    /// three (with `Args` in one word and the deadline in `TimerHandle`,
+    /// a plain handle fits pymalloc's 96-byte class, GC header included).
     rare: Option<Box<Rare>>,
 }
 
@@ -155,15 +190,10 @@ pub struct Handle {
     state: GilCell<State>,
     cancelled: AtomicBool,
     loop_: Py<PyAny>,
-    /// Deadline for timers; NaN for plain handles.
-    when: f64,
     /// True while the timer sits in the loop's heap, and after the heap
     /// handed it to the ready queue until the loop takes it up to run it.
     scheduled: AtomicBool,
     is_timer: bool,
-    /// `call_at` was given an `int` deadline (exactly a float too):
-    /// asyncio keeps the number it was given, so `when()` answers an `int`.
-    when_is_int: bool,
 }
 
 /// A timer's deadline in loop seconds, and how `call_at` was given it:
@@ -178,26 +208,48 @@ pub struct Deadline {
 }
 
 /// `call_later`/`call_at` handles: a `Handle` with a deadline and ordering.
+/// The deadline lives here, not in `Handle`, so that plain handles stay in
+/// pymalloc's 96-byte class.
 #[pyclass(frozen, extends = Handle, module = "tokioloop", name = "TimerHandle")]
-pub struct TimerHandle;
+pub struct TimerHandle {
+    when: f64,
+    /// `call_at` was given an `int` deadline (exactly a float too):
+    /// asyncio keeps the number it was given, so `when()` answers an `int`.
+    when_is_int: bool,
+}
 
 impl Handle {
-    pub fn new(
+    /// A plain handle (`call_soon`).
+    pub fn new(loop_: Py<PyAny>, call: Callback, source_traceback: Option<Py<PyAny>>) -> Self {
+        Self::with_rare(loop_, call, source_traceback, None, false)
+    }
+
+    /// A timer (`call_later`/`call_at`) due at `when`.
+    pub fn new_timer(
         loop_: Py<PyAny>,
         call: Callback,
         source_traceback: Option<Py<PyAny>>,
-        when: Option<Deadline>,
+        when: Deadline,
+    ) -> PyClassInitializer<TimerHandle> {
+        let handle = Self::with_rare(loop_, call, source_traceback, when.given, true);
+        PyClassInitializer::from(handle).add_subclass(TimerHandle {
+            when: when.at,
+            when_is_int: when.is_int,
+        })
+    }
+
+    fn with_rare(
+        loop_: Py<PyAny>,
+        call: Callback,
+        source_traceback: Option<Py<PyAny>>,
+        given_when: Option<Py<PyAny>>,
+        is_timer: bool,
     ) -> Self {
-        let is_timer = when.is_some();
-        let (at, is_int, given) = match when {
-            Some(w) => (w.at, w.is_int, w.given),
-            None => (f64::NAN, false, None),
-        };
-        let rare = (source_traceback.is_some() || given.is_some()).then(|| {
+        let rare = (source_traceback.is_some() || given_when.is_some()).then(|| {
             Box::new(Rare {
                 source_traceback,
                 repr: None,
-                when: given,
+                when: given_when,
             })
         });
         Handle {
@@ -207,10 +259,8 @@ impl Handle {
             }),
             cancelled: AtomicBool::new(false),
             loop_,
-            when: at,
             scheduled: AtomicBool::new(false),
             is_timer,
-            when_is_int: is_int,
         }
     }
 
@@ -255,10 +305,6 @@ impl Handle {
 
     pub fn set_scheduled(&self, scheduled: bool) {
         self.scheduled.store(scheduled, Ordering::Relaxed);
-    }
-
-    pub fn when_value(&self) -> f64 {
-        self.when
     }
 
     /// Run the callback in its context. Returns `Err` only for exceptions
@@ -565,10 +611,10 @@ pub fn call(py: Python<'_>, func: &Py<PyAny>, args: &Args) -> PyResult<()> {
     // SAFETY: the pointers are live references owned by the caller for the
     // duration of the call, and the GIL is held (we have `py`).
     unsafe {
-        let result = match args {
-            Args::Empty => ffi::PyObject_CallNoArgs(func.as_ptr()),
-            Args::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
-            Args::Tuple(args) => match ffi::PyTuple_GET_SIZE(args.as_ptr()) {
+        let result = match args.view() {
+            ArgsView::Empty => ffi::PyObject_CallNoArgs(func.as_ptr()),
+            ArgsView::One(arg) => ffi::PyObject_CallOneArg(func.as_ptr(), arg.as_ptr()),
+            ArgsView::Tuple(args) => match ffi::PyTuple_GET_SIZE(args.as_ptr()) {
                 0 => ffi::PyObject_CallNoArgs(func.as_ptr()),
                 1 => {
                     ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(args.as_ptr(), 0))
@@ -741,7 +787,7 @@ impl Handle {
     /// tuple is built once and kept, so `_args` is the same object each
     /// time, as in asyncio.
     fn args_tuple(&self, py: Python<'_>, args: Args) -> PyResult<Py<PyTuple>> {
-        let Args::One(_) = &args else {
+        let ArgsView::One(_) = args.view() else {
             return args.to_tuple(py);
         };
         // Built outside the borrow: allocating may run the GC.
@@ -749,9 +795,9 @@ impl Handle {
         let replaced = {
             let mut state = self.state.borrow_mut(py);
             match state.call.as_mut() {
-                Some(c) if matches!(c.args, Args::One(_)) => Some(std::mem::replace(
+                Some(c) if matches!(c.args.view(), ArgsView::One(_)) => Some(std::mem::replace(
                     &mut c.args,
-                    Args::Tuple(tuple.clone_ref(py)),
+                    Args::tuple(tuple.clone_ref(py)),
                 )),
                 _ => None,
             }
@@ -806,14 +852,13 @@ impl TimerHandle {
         if let Some(given) = given {
             return Ok(given);
         }
-        if base.when_is_int {
+        if slf.when_is_int {
             // SAFETY: the GIL is held; PyLong_FromDouble returns a new
             // reference or NULL with an exception set.
-            let int =
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromDouble(base.when)) };
+            let int = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromDouble(slf.when)) };
             return Ok(int?.unbind());
         }
-        Ok(PyFloat::new(py, base.when).into_any().unbind())
+        Ok(PyFloat::new(py, slf.when).into_any().unbind())
     }
 
     #[getter]
@@ -823,7 +868,7 @@ impl TimerHandle {
 
     fn __hash__(slf: PyRef<'_, Self>) -> isize {
         // hash(float) semantics are not needed, only consistency with __eq__.
-        let bits = slf.as_super().when.to_bits();
+        let bits = slf.when.to_bits();
         (bits ^ (bits >> 32)) as isize
     }
 
@@ -836,13 +881,13 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let a = slf.as_super().get();
-        let b = other.as_super().get();
+        let (a, b) = (slf, &other);
+        let (wa, wb) = (a.get().when, b.get().when);
         let result = match op {
-            CompareOp::Lt => a.when < b.when,
-            CompareOp::Le => a.when < b.when || timer_eq(py, a, b)?,
-            CompareOp::Gt => a.when > b.when,
-            CompareOp::Ge => a.when > b.when || timer_eq(py, a, b)?,
+            CompareOp::Lt => wa < wb,
+            CompareOp::Le => wa < wb || timer_eq(py, a, b)?,
+            CompareOp::Gt => wa > wb,
+            CompareOp::Ge => wa > wb || timer_eq(py, a, b)?,
             CompareOp::Eq => timer_eq(py, a, b)?,
             CompareOp::Ne => !timer_eq(py, a, b)?,
         };
@@ -854,11 +899,19 @@ impl TimerHandle {
 }
 
 /// asyncio's `TimerHandle.__eq__`: same deadline, callback, args and state.
-fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
-    if std::ptr::eq(a, b) {
+fn timer_eq(
+    py: Python<'_>,
+    a: &Bound<'_, TimerHandle>,
+    b: &Bound<'_, TimerHandle>,
+) -> PyResult<bool> {
+    if a.is(b) {
         return Ok(true);
     }
-    if a.when != b.when || a.is_cancelled() != b.is_cancelled() {
+    if a.get().when != b.get().when {
+        return Ok(false);
+    }
+    let (a, b) = (a.as_super().get(), b.as_super().get());
+    if a.is_cancelled() != b.is_cancelled() {
         return Ok(false);
     }
     let (fa, aa) = {

@@ -31,7 +31,6 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap as HashMap;
@@ -485,13 +484,15 @@ impl LoopCore {
         })
     }
 
-    fn new_handle(
+    /// A new handle (made by `make`: `Handle::new` or `Handle::new_timer`)
+    /// for `callback(*args)` in `context`, with its traceback in debug mode.
+    fn new_handle<T>(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Args,
         context: Option<Bound<'_, PyAny>>,
-        when: Option<Deadline>,
-    ) -> PyResult<Handle> {
+        make: impl FnOnce(Py<PyAny>, Callback, Option<Py<PyAny>>) -> T,
+    ) -> PyResult<T> {
         let py = slf.py();
         let this = slf.get();
         let tb = if this.shared.debug() {
@@ -499,12 +500,8 @@ impl LoopCore {
         } else {
             None
         };
-        Ok(Handle::new(
-            slf.clone().into_any().unbind(),
-            this.make_callback(py, callback, args, context)?,
-            tb,
-            when,
-        ))
+        let call = this.make_callback(py, callback, args, context)?;
+        Ok(make(slf.clone().into_any().unbind(), call, tb))
     }
 
     fn schedule_soon(
@@ -540,7 +537,10 @@ impl LoopCore {
                     return Err(err);
                 }
             },
-            None => Py::new(py, Self::new_handle(slf, callback, args, context, None)?)?,
+            None => Py::new(
+                py,
+                Self::new_handle(slf, callback, args, context, Handle::new)?,
+            )?,
         };
         // Only a backlog is worth hiding from the GC (see `untrack_owned`):
         // a handle that runs in the next iteration dies young anyway, and
@@ -568,11 +568,10 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
         let at = when.at;
-        let handle = Self::new_handle(slf, callback, args, context, Some(when))?;
-        let timer = Bound::new(
-            slf.py(),
-            PyClassInitializer::from(handle).add_subclass(TimerHandle),
-        )?;
+        let timer = Self::new_handle(slf, callback, args, context, |loop_, call, tb| {
+            Handle::new_timer(loop_, call, tb, when)
+        })?;
+        let timer = Bound::new(slf.py(), timer)?;
         if this.is_running() {
             handles::untrack_owned(timer.as_super());
             this.timers_hidden.store(true, Ordering::Relaxed);
@@ -645,7 +644,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_open()?;
-        Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
+        Self::schedule_soon(slf, callback, Args::tuple(args.unbind()), None, false).map(drop)
     }
 
     /// `create_task(coro, name=, context=)`: the Task made directly where
@@ -982,7 +981,7 @@ impl LoopCore {
             server: &server,
         };
         let end = accept::accept_all(py, &listener, backlog, |callback, args| {
-            Self::schedule_soon(slf, callback, Args::Tuple(args.unbind()), None, false).map(drop)
+            Self::schedule_soon(slf, callback, Args::tuple(args.unbind()), None, false).map(drop)
         })?;
         Ok(match end {
             accept::BatchEnd::Drained => {

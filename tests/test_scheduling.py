@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import decimal
 import fractions
@@ -52,6 +53,33 @@ def test_call_soon_args(loop):
     loop.run_forever()
     assert out == [(), (1,), ("a", None, 3.5), (obj, [1, 2])]
     assert out[3][0] is obj
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later"])
+def test_single_tuple_argument_stays_one_argument(loop, method):
+    # A lone argument that is itself a tuple (or an empty one, or a tuple
+    # subclass) is passed as one argument, and `_args` wraps it once.
+    Pair = collections.namedtuple("Pair", "a b")
+    out = []
+
+    def cb(*args):
+        out.append(args)
+
+    def schedule(*args):
+        if method == "call_later":
+            return loop.call_later(0, cb, *args)
+        return getattr(loop, method)(cb, *args)
+
+    single, empty, pair = (1, 2), (), Pair(1, 2)
+    handles = [schedule(single), schedule(empty), schedule(pair), schedule(single, empty)]
+    shapes = [h._args for h in handles]
+    assert shapes == [((1, 2),), ((),), (Pair(1, 2),), ((1, 2), ())]
+    assert all(h._args is a for h, a in zip(handles, shapes))
+    assert shapes[0][0] is single and shapes[2][0] is pair
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert out == [((1, 2),), ((),), (Pair(1, 2),), ((1, 2), ())]
+    assert out[0][0] is single and type(out[2][0]) is Pair
 
 
 @pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])

@@ -433,8 +433,11 @@ impl LoopCore {
         // A socket's watch kept across sock_* waits goes first (before the
         // new registration; see `sock_watch`).
         Self::hand_over_sock_watch(slf, fd)?;
-        let args = Args::Tuple(args.unbind());
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None, None)?)?;
+        let args = Args::tuple(args.unbind());
+        let handle = Py::new(
+            py,
+            Self::new_handle(slf, callback, args, None, Handle::new)?,
+        )?;
         let replaced = {
             let mut watchers = this.watchers.lock();
             let replaced = watchers
