@@ -21,6 +21,7 @@
 //! - `inet_address`: IPv4/IPv6 socket addresses as the socket module's
 //!   tuples (accepted peers, a new connection's two ends).
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
+//! - `spare_bytes`: the loop's recycled `bytes` for small stream reads.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
 //! - `sock_watch`: a socket's registration kept across those waits (in the
@@ -56,6 +57,7 @@ pub mod runtime;
 pub mod sock_io;
 pub mod sock_ops;
 pub mod sock_watch;
+pub mod spare_bytes;
 pub mod ssl_protocol;
 pub mod stream_transport;
 pub mod thread_context;

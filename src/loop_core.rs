@@ -52,6 +52,7 @@ use crate::pyrefs::{refs, vectorcall};
 use crate::runtime;
 use crate::sock_ops::{self, Request, SockWait, SockWaits};
 use crate::sock_watch::SockWatch;
+use crate::spare_bytes::SpareBytes;
 use crate::timers::{TimerHeap, TimerPayload};
 
 mod fd_io;
@@ -259,6 +260,8 @@ pub struct LoopCore {
     /// Handles the loop has run that nothing else referred to, reset and
     /// kept for `call_soon` to reuse (see `handles::recycle`).
     spare: GilCell<SpareHandles>,
+    /// The `bytes` small stream reads are copied into when no one kept it.
+    pub(crate) spare_bytes: SpareBytes,
     /// A timer was hidden from the cyclic GC since the heap was last
     /// exposed (see `_expose_hidden_timers`).
     timers_hidden: AtomicBool,
@@ -787,6 +790,7 @@ impl LoopCore {
                 cap: SPARE_MIN,
                 batch_context: None,
             }),
+            spare_bytes: SpareBytes::default(),
             timers_hidden: AtomicBool::new(false),
             time_source: TimeSource::default(),
         })

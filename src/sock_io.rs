@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::native_io::Readiness;
+use crate::spare_bytes::{ReadBytes, SpareBytes};
 
 /// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
 /// mmap threshold, so the object is carved from the heap and shrinking it
@@ -121,13 +122,15 @@ impl ReadSizer {
     }
 }
 
-/// One `recv` in `mode` into a new `bytes`. Returns the object and whether
-/// the socket is now drained (a short read).
+/// One `recv` in `mode` into a `bytes` (a small read into the loop's
+/// `spare` where it fits). Returns the object and whether the socket is now
+/// drained (a short read).
 pub(crate) fn recv_stream(
     py: Python<'_>,
     fd: i32,
     mode: ReadMode,
-) -> io::Result<(Py<PyBytes>, bool)> {
+    spare: &SpareBytes,
+) -> io::Result<(ReadBytes, bool)> {
     let capacity = match mode {
         ReadMode::Small => SMALL_READ_SIZE,
         ReadMode::Direct => READ_SIZE,
@@ -140,12 +143,17 @@ pub(crate) fn recv_stream(
             _ => SMALL_READ_SIZE,
         },
     };
-    let bytes = match mode {
-        ReadMode::Small => recv_copied(py, fd, capacity)?,
-        ReadMode::Direct | ReadMode::Sized => recv_new_bytes(py, fd, capacity)?,
+    let read = match mode {
+        ReadMode::Small => recv_copied(py, fd, capacity, spare)?,
+        ReadMode::Direct | ReadMode::Sized => {
+            let bytes = recv_new_bytes(py, fd, capacity)?;
+            // Shrunk by `realloc` to what came.
+            let capacity = bytes.bind(py).as_bytes().len();
+            ReadBytes { bytes, capacity }
+        }
     };
-    let drained = bytes.bind(py).as_bytes().len() < capacity;
-    Ok((bytes, drained))
+    let drained = read.bytes.bind(py).as_bytes().len() < capacity;
+    Ok((read, drained))
 }
 
 /// Bytes waiting in a stream socket's receive queue (`FIONREAD`), if the
@@ -158,9 +166,9 @@ fn queued_bytes(fd: i32) -> Option<usize> {
     (rc == 0 && n >= 0).then_some(n as usize)
 }
 
-/// `recv` of at most `size` through the scratch buffer, copied into a new
-/// `bytes`.
-fn recv_copied(py: Python<'_>, fd: i32, size: usize) -> io::Result<Py<PyBytes>> {
+/// `recv` of at most `size` through the scratch buffer, copied into the
+/// `spare` object or a new `bytes`.
+fn recv_copied(py: Python<'_>, fd: i32, size: usize, spare: &SpareBytes) -> io::Result<ReadBytes> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         if scratch.len() < size {
@@ -171,7 +179,7 @@ fn recv_copied(py: Python<'_>, fd: i32, size: usize) -> io::Result<Py<PyBytes>> 
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PyBytes::new(py, &scratch[..n as usize]).unbind())
+        Ok(spare.bytes_of(py, &scratch[..n as usize]))
     })
 }
 

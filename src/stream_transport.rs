@@ -36,6 +36,7 @@ use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_stream, send_chunks, send_some, ByteView, Chunk, ReadSizer};
+use crate::spare_bytes::ReadBytes;
 use crate::ssl_protocol::SslProtocolCore;
 use crate::transport_support::{in_context, Peers, ProtocolMethod, TransportState};
 
@@ -71,7 +72,7 @@ pub struct StreamTransport {
 /// What a read produced, handled after the borrow is released.
 enum ReadOutcome {
     Nothing,
-    Data(Py<PyBytes>),
+    Data(ReadBytes),
     Filled(usize),
     Eof,
     Failed(io::Error),
@@ -133,27 +134,28 @@ impl StreamTransport {
             return ReadOutcome::Nothing;
         };
         let (fd, mode) = (this.base.fd, this.sizer.mode());
+        let spare = &this.base.loop_.get().spare_bytes;
         let attempt = io.attempt(Direction::Read, || {
-            let (bytes, drained) = recv_stream(py, fd, mode)?;
+            let (read, drained) = recv_stream(py, fd, mode, spare)?;
             // EOF: nothing more will come; leave readiness as it is.
-            let readiness = if bytes.bind(py).as_bytes().is_empty() {
+            let readiness = if read.bytes.bind(py).as_bytes().is_empty() {
                 Readiness::Unknown
             } else if drained {
                 Readiness::Drained
             } else {
                 Readiness::MoreLater
             };
-            Ok((bytes, readiness))
+            Ok((read, readiness))
         });
         match attempt {
             Attempt::NotReady => ReadOutcome::Nothing,
-            Attempt::Done(Ok(bytes)) => {
-                let n = bytes.bind(py).as_bytes().len();
+            Attempt::Done(Ok(read)) => {
+                let n = read.bytes.bind(py).as_bytes().len();
                 if n == 0 {
                     return ReadOutcome::Eof;
                 }
                 this.sizer.record(mode, n);
-                ReadOutcome::Data(bytes)
+                ReadOutcome::Data(read)
             }
             Attempt::Done(Err(e)) => Self::read_error(e),
         }
@@ -249,20 +251,24 @@ impl StreamTransport {
                 Self::fatal_error(slf, os_error(e), "Fatal read error on socket transport")
             }
             ReadOutcome::Eof => Self::on_eof(slf),
-            ReadOutcome::Data(bytes) => {
-                let method = {
+            ReadOutcome::Data(read) => {
+                let (method, loop_) = {
                     let this = slf.borrow();
-                    match &this.reader {
+                    let method = match &this.reader {
                         Some(Reader::Plain { data_received }) => this.method(py, data_received),
                         _ => None,
-                    }
+                    };
+                    (method, this.base.loop_.clone_ref(py))
                 };
                 let Some(method) = method else {
                     return Ok(());
                 };
                 let result = method
                     .resolve(py, "data_received")
-                    .and_then(|m| m.call1((bytes,)));
+                    .and_then(|m| m.call1((&read.bytes,)));
+                // The object is the loop's again if the protocol kept no
+                // reference to it (see `spare_bytes`).
+                loop_.get().spare_bytes.give_back(py, read);
                 match result {
                     Ok(_) => Ok(()),
                     Err(err) => Self::fatal_error(
