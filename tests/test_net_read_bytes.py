@@ -15,8 +15,16 @@ import socket
 from net_support import run
 
 # Sizes that make a recycled object hold less than it can (down to half),
-# less than half (a new object), more (a new object), and the same again.
-SIZES = [1000, 1000, 900, 700, 500, 480, 1000, 200, 1500, 1400, 800, 799, 10, 3000] * 4
+# less than half (a new object), more (a new object), and the same again;
+# then messages that take more than one read.
+SIZES = [1000, 1000, 900, 700, 500, 480, 1000, 200, 1500, 1400, 800, 799, 10, 3000] * 4 + [
+    16384,
+    16385,
+    40000,
+    1000,
+    12000,
+    1000,
+]
 
 
 def message(i, size):
