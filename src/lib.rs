@@ -24,6 +24,8 @@
 //! - `spare_bytes`: the loop's recycled `bytes` for small stream reads.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
+//! - `socket_fields`: a `socket.socket`'s fd and timeout read from the C
+//!   object (layout checked once against its methods).
 //! - `sock_watch`: a socket's registration kept across those waits (in the
 //!   loop's epoll instance, `loop_poll`).
 //! - `wakeup`: the signal wake-up socket.
@@ -57,6 +59,7 @@ pub mod runtime;
 pub mod sock_io;
 pub mod sock_ops;
 pub mod sock_watch;
+pub mod socket_fields;
 pub mod spare_bytes;
 pub mod ssl_protocol;
 pub mod stream_transport;
@@ -82,6 +85,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
+    m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
     m.add_function(wrap_pyfunction!(
         transport_write::_install_core_forwarders,
         m

@@ -33,7 +33,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueErro
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::{PyDict, PyFloat, PyInt};
+use pyo3::types::{PyDict, PyInt};
 
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
@@ -41,6 +41,7 @@ use crate::handles::Handle;
 use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_new_bytes, send_some, ByteView};
+use crate::socket_fields::{self, SocketFields};
 
 /// Largest `sock_recv` size read into a fresh `bytes` here; larger ones
 /// take asyncio's path (the allocation, and its `MemoryError`, are then
@@ -168,10 +169,7 @@ fn plain_socket_fd(loop_: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyRe
     if !sock.get_type().is(refs(py).socket_type.bind(py)) {
         return Ok(None);
     }
-    let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
-    let non_blocking = timeout
-        .cast_exact::<PyFloat>()
-        .is_ok_and(|t| t.value() == 0.0);
+    let SocketFields { fd, non_blocking } = socket_fields::of(sock)?;
     if !non_blocking {
         if loop_.get().debug_flag() {
             return Err(PyValueError::new_err("the socket must be non-blocking"));
@@ -179,7 +177,6 @@ fn plain_socket_fd(loop_: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyRe
         // socket.recv &c. would block or wait for the timeout.
         return Ok(None);
     }
-    let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
     Ok((fd >= 0).then_some(fd))
 }
 

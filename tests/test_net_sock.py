@@ -480,6 +480,45 @@ def test_sock_recv_on_closed_socket(loop, sock_pair):
 
 # --------------------------------------------------------------------------
 # non-blocking check (only enforced in debug mode, as in asyncio)
+def test_timeout_changes_are_seen_by_the_next_call(loop):
+    # The timeout is read at each call (tokioloop reads it from the socket
+    # object itself): the same socket is accepted, refused, and accepted
+    # again as it is switched, down to a timeout of one nanosecond.
+    loop.set_debug(True)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def main():
+        outcomes = []
+        for timeout in (0.0, 0.5, 1e-9, None, 0, 0.0):
+            a.settimeout(timeout)
+            b.send(b"x")
+            try:
+                outcomes.append(await loop.sock_recv(a, 1))
+            except ValueError as e:
+                outcomes.append(str(e))
+                a.setblocking(False)
+                assert await loop.sock_recv(a, 1) == b"x"
+        return outcomes
+
+    try:
+        refused = "the socket must be non-blocking"
+        assert run(loop, main()) == [b"x", refused, refused, refused, b"x", b"x"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tokioloop_reads_socket_fields_on_this_python():
+    # The layout check (src/socket_fields.rs) passes on every CPython we
+    # support, so sock_* calls read the fd and timeout without calling
+    # fileno() and gettimeout().
+    from tokioloop import _tokioloop
+
+    assert _tokioloop._reads_socket_fields()
+
+
 # --------------------------------------------------------------------------
 
 
