@@ -48,7 +48,7 @@ pub(crate) struct Chunk {
 /// carving a `READ_SIZE` object out of the heap and shrinking it (glibc's
 /// malloc + realloc + free of the 64 KiB chunk cost about 700 instructions
 /// per 1 KiB message, the copy about 50).
-const SMALL_READ_SIZE: usize = 16 * 1024;
+pub(crate) const SMALL_READ_SIZE: usize = 16 * 1024;
 /// Consecutive small reads before a stream switches to small reads, so a
 /// stream of large messages that sometimes arrive in pieces stays on
 /// direct reads.

@@ -16,9 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::gil_cell::GilCell;
-
-/// The largest object kept: what one small read takes at most.
-const MAX_CAPACITY: usize = 16 * 1024;
+use crate::sock_io::SMALL_READ_SIZE;
 
 /// A `bytes` from a read and how many bytes its allocation holds (what a
 /// recycled object can hold again).
@@ -80,7 +78,8 @@ impl SpareBytes {
         // SAFETY: reading the reference count of a live object; the GIL is
         // held (`py`).
         let only_ours = unsafe { ffi::Py_REFCNT(read.bytes.as_ptr()) == 1 };
-        if !only_ours || read.capacity > MAX_CAPACITY {
+        // The largest object kept is what one small read takes at most.
+        if !only_ours || read.capacity > SMALL_READ_SIZE {
             return;
         }
         let old = self.0.borrow_mut(py).replace(read);
