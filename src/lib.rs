@@ -11,6 +11,8 @@
 //!   `add_reader`/`add_writer` callbacks.
 //! - `native_io`: reactor registrations for native I/O objects.
 //! - `stream_transport`: the native engine of TCP/Unix stream transports.
+//! - `stream_owner`: the Python stream transport's construction and
+//!   connection-lost clean-up, natively.
 //! - `datagram_transport`: the native engine of UDP/Unix datagram transports.
 //! - `transport_support`: what the native transports share (contexts,
 //!   error reporting, flow-control callbacks).
@@ -62,6 +64,7 @@ pub mod sock_watch;
 pub mod socket_fields;
 pub mod spare_bytes;
 pub mod ssl_protocol;
+pub mod stream_owner;
 pub mod stream_transport;
 pub mod thread_context;
 pub mod timer_fd;
@@ -86,6 +89,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(stream_owner::_init_stream_owner, m)?)?;
     m.add_function(wrap_pyfunction!(
         transport_write::_install_core_forwarders,
         m

@@ -999,6 +999,18 @@ impl LoopCore {
         })
     }
 
+    /// `_accept_plain` for a connection `_accept_inet_all` took (see
+    /// `stream_owner::accept_plain`).
+    fn _accept_plain_native<'py>(
+        slf: &Bound<'py, Self>,
+        protocol_factory: &Bound<'py, PyAny>,
+        conn: &Bound<'py, PyAny>,
+        extra: &Bound<'py, PyAny>,
+        server: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        crate::stream_owner::accept_plain(slf, protocol_factory, conn, extra, server)
+    }
+
     /// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each
     /// None where the socket module's call would raise (see
     /// `inet_address`): what a new client transport records.

@@ -29,6 +29,19 @@ pub struct PyRefs {
     /// made without `socket.socket.__init__`'s frame (see `accept`).
     pub socket_new: Py<PyAny>,
     pub socket_init: Py<PyAny>,
+    /// `_socket.socket.close`: a plain socket closed without
+    /// `socket.socket.close()`'s two frames (`stream_owner`).
+    pub socket_base_close: Py<PyAny>,
+    /// `object.__new__` and `asyncio.trsock.TransportSocket`: the extra
+    /// info's socket made without its `__init__` frame.
+    pub object_new: Py<PyAny>,
+    pub transport_socket_type: Py<PyAny>,
+    /// `asyncio.base_events._set_nodelay`, for sockets not read natively.
+    pub set_nodelay: Py<PyAny>,
+    /// `asyncio.futures._set_result_unless_cancelled`, a transport's waiter.
+    pub set_result_unless_cancelled: Py<PyAny>,
+    /// 3.13+: `Server._attach`/`_detach` take the transport.
+    pub server_tracks_transports: bool,
     /// `weakref.WeakValueDictionary`, the type of `loop._transports`.
     pub weak_value_dict_type: Py<PyAny>,
     pub kw_loop_name: Py<PyTuple>,
@@ -78,6 +91,29 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
             .getattr("socket")?
             .getattr("__init__")?
             .unbind(),
+        socket_base_close: py
+            .import("_socket")?
+            .getattr("socket")?
+            .getattr("close")?
+            .unbind(),
+        object_new: py
+            .import("builtins")?
+            .getattr("object")?
+            .getattr("__new__")?
+            .unbind(),
+        transport_socket_type: py
+            .import("asyncio.trsock")?
+            .getattr("TransportSocket")?
+            .unbind(),
+        set_nodelay: py
+            .import("asyncio.base_events")?
+            .getattr("_set_nodelay")?
+            .unbind(),
+        set_result_unless_cancelled: py
+            .import("asyncio.futures")?
+            .getattr("_set_result_unless_cancelled")?
+            .unbind(),
+        server_tracks_transports: py.version_info() >= (3, 13),
         weak_value_dict_type: py
             .import("weakref")?
             .getattr("WeakValueDictionary")?

@@ -1,4 +1,5 @@
-//! The fd and timeout of a `socket.socket`, read from the C object.
+//! The fd and timeout of a `socket.socket`, and its family, type and
+//! protocol, read from the C object.
 //!
 //! Every `sock_recv`/`sock_sendall` needs both: the fd to call the kernel,
 //! the timeout to tell a non-blocking socket (the fast path) from one that
@@ -64,6 +65,38 @@ unsafe fn read(sock: &Bound<'_, PyAny>) -> SocketFields {
     }
 }
 
+/// A socket's family, type and protocol, as the C type's getters read them
+/// (the type without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, as CPython stores it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SocketKind {
+    pub family: i32,
+    pub sock_type: i32,
+    pub proto: i32,
+}
+
+/// The kind of `sock`, which must be exactly a `socket.socket`; None where
+/// the layout check failed (the caller then asks Python).
+pub fn kind_of(sock: &Bound<'_, PyAny>) -> Option<SocketKind> {
+    let py = sock.py();
+    debug_assert!(sock.get_type().is(refs(py).socket_type.bind(py)));
+    if !_reads_socket_fields(py) {
+        return None;
+    }
+    // SAFETY: as in `of`.
+    Some(unsafe { read_kind(sock) })
+}
+
+/// # Safety
+/// `sock` is a `socket.socket` laid out as `SocketObject`.
+unsafe fn read_kind(sock: &Bound<'_, PyAny>) -> SocketKind {
+    let object = sock.as_ptr().cast::<SocketObject>();
+    SocketKind {
+        family: (*object).sock_family,
+        sock_type: (*object).sock_type,
+        proto: (*object).sock_proto,
+    }
+}
+
 fn by_methods(sock: &Bound<'_, PyAny>) -> PyResult<SocketFields> {
     let py = sock.py();
     let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
@@ -90,7 +123,14 @@ fn layout_matches(py: Python<'_>) -> PyResult<bool> {
         // Nanoseconds: 1.5 s must read 1,500,000,000.
         (PyFloat::new(py, 1.5).into_any(), 1_500_000_000),
     ];
-    let mut matches = true;
+    // A default socket: IPv4, stream, protocol 0 (its getters' values).
+    // SAFETY: as below.
+    let mut matches = unsafe { read_kind(&sock) }
+        == SocketKind {
+            family: libc::AF_INET,
+            sock_type: libc::SOCK_STREAM,
+            proto: 0,
+        };
     for (timeout, nanoseconds) in timeouts {
         sock.call_method1("settimeout", (timeout,))?;
         // SAFETY: the object is big enough for `SocketObject` (checked

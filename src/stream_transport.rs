@@ -26,9 +26,10 @@ use std::io;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
@@ -38,6 +39,7 @@ use crate::pyrefs::refs;
 use crate::sock_io::{recv_stream, send_chunks, send_some, ByteView, Chunk, ReadSizer};
 use crate::spare_bytes::ReadBytes;
 use crate::ssl_protocol::SslProtocolCore;
+use crate::stream_owner::lose_connection;
 use crate::transport_support::{in_context, Peers, ProtocolMethod, TransportState};
 
 /// The protocol's read methods, looked up once per `set_protocol`.
@@ -422,9 +424,9 @@ impl StreamTransport {
             waiter.bind(py).call_method1("set_result", (py.None(),))?;
         }
         if closing {
-            owner
-                .bind(py)
-                .call_method1("_call_connection_lost", (py.None(),))?;
+            if !owner.is_none(py) {
+                lose_connection(slf, &py.None().into_bound(py))?;
+            }
         } else if eof {
             Self::shutdown_write(slf)?;
         }
@@ -483,6 +485,18 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// For the connection loss (`stream_owner`): the Python transport
+    /// (None once detached), whether the protocol is connected, and the
+    /// protocol.
+    pub(crate) fn loss_peers(&self, py: Python<'_>) -> Option<(Py<PyAny>, bool, Py<PyAny>)> {
+        let owner = self.base.owner.as_ref()?.clone_ref(py);
+        Some((
+            owner,
+            self.base.protocol_connected,
+            self.base.protocol_or_none(py),
+        ))
+    }
+
     /// The loop, the Python transport and the protocol, for the cold paths
     /// in `transport_support`.
     fn peers<'py>(slf: &Bound<'py, Self>) -> Peers<'py> {
@@ -493,8 +507,20 @@ impl StreamTransport {
         Self::peers(slf).fatal_error(err, message)
     }
 
+    /// `loop.call_soon(transport._call_connection_lost, exc)`, the native
+    /// `_connection_lost` standing in for the Python method (see
+    /// `stream_owner`).
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
-        Self::peers(slf).schedule_connection_lost(exc)
+        let py = slf.py();
+        let loop_ = {
+            let this = slf.borrow();
+            if this.base.owner.is_none() {
+                return Ok(());
+            }
+            this.base.loop_.clone_ref(py)
+        };
+        let callback = slf.getattr(intern!(py, "_connection_lost"))?;
+        LoopCore::call_soon_internal(loop_.bind(py), callback, PyTuple::new(py, [exc])?)
     }
 
     /// A cached read method of the protocol, to call once the borrow of
@@ -633,7 +659,7 @@ impl StreamTransport {
     /// Create the engine for `owner` (the Python transport) over the
     /// connected, non-blocking socket `fd` and put it on `loop`'s reactor.
     #[staticmethod]
-    fn create<'py>(
+    pub(crate) fn create<'py>(
         loop_: &Bound<'py, LoopCore>,
         owner: &Bound<'py, PyAny>,
         fd: i32,
@@ -786,7 +812,7 @@ impl StreamTransport {
     /// the Python side closes the socket right after. Returns the sendfile
     /// empty waiter, if one is pending, for the Python side to fail once
     /// the clean-up is done (as asyncio's `_call_connection_lost` does).
-    fn _detach(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+    pub(crate) fn _detach(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
         let py = slf.py();
         let (loop_, token, dropped, waiter) = {
             let mut this = slf.borrow_mut();
@@ -807,6 +833,11 @@ impl StreamTransport {
         let registered = loop_.get().unregister_native(token);
         drop((dropped, registered));
         waiter
+    }
+
+    /// The owner's `_call_connection_lost(exc)` (`stream_owner`).
+    fn _connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        lose_connection(slf, exc)
     }
 
     /// Take the fd off the reactor while `loop.sendfile` drives the socket

@@ -42,10 +42,10 @@ from . import _child_watch, _transports
 from ._tokioloop import LoopCore, TransportMap, _readable
 
 _Future = futures.Future
-# The C socket type's getters (plain ints, no enum per read), shared with
-# the transports.
-_raw_family = _transports._raw_family
-_raw_type = _transports._raw_type
+# The C socket type's own getters: plain ints, where socket.socket's
+# `family`/`type` properties build an enum member on every read.
+_raw_family = socket.socket.__mro__[1].family.__get__
+_raw_type = socket.socket.__mro__[1].type.__get__
 _SocketTransport = _transports.SocketTransport
 _SOCKET_CLASS = _transports._SOCKET_CLASS
 _INET_FAMILIES = _transports._INET_FAMILIES
@@ -354,7 +354,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                     kind | _SOCK_NONBLOCK,
                     proto,
                     left,
-                    self._accept_plain,
+                    self._accept_plain_native if self._accepts_inline else self._accept_plain,
                     protocol_factory,
                     server,
                 )
@@ -462,14 +462,20 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 (asyncio catches everything here)
-            if self._debug:
-                context = {
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                }
-                if protocol is not None:
-                    context["protocol"] = protocol
-                self.call_exception_handler(context)
+            self._accept_plain_failed(exc, protocol)
+
+    def _accept_plain_failed(self, exc, protocol):
+        """How ``_accept_plain`` (and its native twin, for connections the
+        native accept loop took: src/stream_owner.rs) report an error:
+        asyncio's ``_accept_connection2`` logs it in debug mode only."""
+        if self._debug:
+            context = {
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            }
+            if protocol is not None:
+                context["protocol"] = protocol
+            self.call_exception_handler(context)
 
     def _ensure_fd_no_transport(self, fd):
         """asyncio's check, with a lookup that answers None instead of

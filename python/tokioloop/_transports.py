@@ -26,28 +26,25 @@ import contextvars
 import socket
 import sys
 import warnings
-from asyncio import base_events, constants, futures, selector_events, transports, trsock
+from asyncio import constants, futures, selector_events, transports, trsock
 from asyncio.log import logger
 
-from ._tokioloop import DatagramTransportCore, StreamTransportCore, _install_core_forwarders
+from ._tokioloop import (
+    DatagramTransportCore,
+    _init_stream_owner,
+    _install_core_forwarders,
+)
 
 # Server._attach/_detach take the transport from 3.13 on.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_HAS_NODELAY = hasattr(socket, "TCP_NODELAY")
 # 3.11 rewrote asyncio's SSLProtocol (the design _sslproto builds on).
 _NATIVE_SSL = sys.version_info >= (3, 11)
-# The C socket type's own getters: plain ints, where socket.socket's
-# `family`/`type` properties build an enum member on every read.
-_raw_family = socket.socket.__mro__[1].family.__get__
-_raw_type = socket.socket.__mro__[1].type.__get__
 
 
 # socket.socket.close() without its two Python frames (close, _real_close),
 # for a plain socket.socket; see _call_connection_lost.
 _socket_close = socket.socket.__mro__[1].close
-_SOCK_STREAM = int(socket.SOCK_STREAM)
-_IPPROTO_TCP = int(socket.IPPROTO_TCP)
 
 
 # The socket methods asyncio's stream transport calls on the socket it is
@@ -278,39 +275,14 @@ class SocketTransport(_NativeTransport, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # The server's attach is inline: this runs once per connection
-        # (benches/churn.py).
-        fd = self._init_common(loop, sock, extra)
-        core = StreamTransportCore.create(loop, self, fd, protocol, contextvars.copy_context())
-        # Set first: __repr__ and __del__ read it, also of a transport whose
-        # construction failed below (as asyncio's, it then warns "unclosed
-        # transport" when collected and closes the socket).
-        self._core = core
-        self._sock = sock
-        self._server = server
-        try:
-            if server is not None:
-                # Fails if the server was closed meanwhile, as in asyncio.
-                if _SERVER_TRACKS_TRANSPORTS:
-                    server._attach(self)
-                else:
-                    server._attach()
-            # asyncio's base_events._set_nodelay, in this frame and without
-            # its two enum conversions for a plain socket.socket.
-            if type(sock) is not socket.socket:
-                base_events._set_nodelay(sock)
-            elif (
-                _HAS_NODELAY
-                and _raw_family(sock) in _INET_FAMILIES
-                and _raw_type(sock) == _SOCK_STREAM
-                and sock.proto == _IPPROTO_TCP
-            ):
-                sock.setsockopt(_IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            # Off the reactor: asyncio's transport would not be watching yet.
-            core._detach()
-            raise
-        self._start(loop, fd, core, protocol, waiter)
+        # All native (src/stream_owner.rs): this runs once per connection
+        # (benches/churn.py), and each Python helper frame cost ~650
+        # instructions.
+        _init_stream_owner(self, loop, sock, protocol, waiter, extra, server)
+
+    def _call_connection_lost(self, exc):
+        # Native (src/stream_owner.rs); the core schedules it directly.
+        self._core._connection_lost(exc)
 
     @property
     def _paused(self):

@@ -1,0 +1,314 @@
+//! The Python stream transport (`_transports.SocketTransport`) set up and
+//! torn down natively: the body of its `__init__` ([`_init_stream_owner`])
+//! and its `_call_connection_lost` ([`lose_connection`]).
+//!
+//! Both run once per connection. As Python they were five frames (the
+//! constructor's two helpers, the start, the connection loss and its
+//! socket close), and a Python frame costs about 650 instructions before it
+//! does anything: a server that accepts, echoes 100 bytes and closes spent
+//! about 50k instructions per connection against rloop's 24k
+//! (`benches/churn.py`). The steps, their order and their errors are those
+//! of the Python code they replace, itself asyncio's
+//! `_SelectorSocketTransport.__init__` and `_call_connection_lost`.
+
+use pyo3::exceptions::PyConnectionError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::loop_core::LoopCore;
+use crate::pyrefs::refs;
+use crate::socket_fields;
+use crate::stream_transport::StreamTransport;
+
+/// `SocketTransport.__init__(loop, sock, protocol, waiter, extra, server)`
+/// for `owner`: the extra info, the native core, the server's attach,
+/// `TCP_NODELAY`, then registration with the loop and the first callbacks
+/// (`connection_made`, the first read, the waiter's result).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn _init_stream_owner<'py>(
+    owner: &Bound<'py, PyAny>,
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: &Bound<'py, PyAny>,
+    extra: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = owner.py();
+    let fd = init_common(owner, loop_, sock, extra)?;
+    let context = copy_context(py)?;
+    let core = StreamTransport::create(loop_, owner, fd, protocol, context)?;
+    // Set first: `__repr__` and `__del__` read them, also of a transport
+    // whose construction fails below (as asyncio's, it then warns
+    // "unclosed transport" when collected and closes the socket).
+    owner.setattr(intern!(py, "_core"), &core)?;
+    owner.setattr(intern!(py, "_sock"), sock)?;
+    owner.setattr(intern!(py, "_server"), server)?;
+    if let Err(err) = attach_and_set_nodelay(owner, sock, server) {
+        // Off the reactor: asyncio's transport would not be watching yet.
+        drop(StreamTransport::_detach(&core));
+        return Err(err);
+    }
+    start(owner, loop_, fd, &core, protocol, waiter)
+}
+
+/// `_NativeTransport._init_common`: the extra info (the socket and both
+/// names, unless the loop passed them), the loop and the fd, which it
+/// returns.
+fn init_common<'py>(
+    owner: &Bound<'py, PyAny>,
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    extra: &Bound<'py, PyAny>,
+) -> PyResult<i32> {
+    let py = owner.py();
+    let r = refs(py);
+    let extra = if extra.is_none() {
+        PyDict::new(py).into_any()
+    } else {
+        extra.clone()
+    };
+    // `trsock.TransportSocket(sock)` without its `__init__` frame: the one
+    // slot that `__init__` sets (the same on 3.10-3.13).
+    let transport_socket = r
+        .object_new
+        .bind(py)
+        .call1((r.transport_socket_type.bind(py),))?;
+    transport_socket.setattr(intern!(py, "_sock"), sock)?;
+    extra.set_item(intern!(py, "socket"), transport_socket)?;
+    for (key, method) in [
+        (intern!(py, "sockname"), intern!(py, "getsockname")),
+        (intern!(py, "peername"), intern!(py, "getpeername")),
+    ] {
+        if !extra.contains(key)? {
+            let name = match sock.call_method0(method) {
+                Ok(name) => name,
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                    py.None().into_bound(py)
+                }
+                Err(err) => return Err(err),
+            };
+            extra.set_item(key, name)?;
+        }
+    }
+    owner.setattr(intern!(py, "_extra"), extra)?;
+    owner.setattr(intern!(py, "_loop"), loop_)?;
+    let fd: i32 = if sock.get_type().is(r.socket_type.bind(py)) {
+        socket_fields::of(sock)?.fd
+    } else {
+        sock.call_method0(intern!(py, "fileno"))?.extract()?
+    };
+    owner.setattr(intern!(py, "_sock_fd"), fd)?;
+    Ok(fd)
+}
+
+fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: the GIL is held; returns a new reference or NULL with an
+    // exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent()) }
+}
+
+/// The server's attach (it fails if the server was closed meanwhile, as in
+/// asyncio), then asyncio's `base_events._set_nodelay`: natively for a
+/// plain `socket.socket`, whose family, type and protocol are read from
+/// the C object as its own getters read them (no enum conversions).
+fn attach_and_set_nodelay(
+    owner: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+    server: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = owner.py();
+    let r = refs(py);
+    if !server.is_none() {
+        if r.server_tracks_transports {
+            server.call_method1(intern!(py, "_attach"), (owner,))?;
+        } else {
+            server.call_method0(intern!(py, "_attach"))?;
+        }
+    }
+    if !sock.get_type().is(r.socket_type.bind(py)) {
+        r.set_nodelay.bind(py).call1((sock,))?;
+        return Ok(());
+    }
+    let Some(kind) = socket_fields::kind_of(sock) else {
+        r.set_nodelay.bind(py).call1((sock,))?;
+        return Ok(());
+    };
+    let inet = kind.family == libc::AF_INET || kind.family == libc::AF_INET6;
+    if inet && kind.sock_type == libc::SOCK_STREAM && kind.proto == libc::IPPROTO_TCP {
+        sock.call_method1(
+            intern!(py, "setsockopt"),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
+        )?;
+    }
+    Ok(())
+}
+
+/// `_NativeTransport._start`: register with the loop, schedule
+/// `connection_made`, the first read once it has run, and the waiter's
+/// result, as asyncio's transports do.
+fn start<'py>(
+    owner: &Bound<'py, PyAny>,
+    loop_: &Bound<'py, LoopCore>,
+    fd: i32,
+    core: &Bound<'py, StreamTransport>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = owner.py();
+    loop_
+        .getattr(intern!(py, "_transports"))?
+        .set_item(fd, owner)?;
+    let connection_made = protocol.getattr(intern!(py, "connection_made"))?;
+    LoopCore::call_soon_internal(loop_, connection_made, PyTuple::new(py, [owner])?)?;
+    let start_reading = core.getattr(intern!(py, "_start_reading"))?;
+    LoopCore::call_soon_internal(loop_, start_reading, PyTuple::empty(py))?;
+    if !waiter.is_none() {
+        let set_result = refs(py).set_result_unless_cancelled.bind(py).clone();
+        LoopCore::call_soon_internal(
+            loop_,
+            set_result,
+            PyTuple::new(py, [waiter, &py.None().into_bound(py)])?,
+        )?;
+    }
+    Ok(())
+}
+
+/// `SocketTransport._call_connection_lost(exc)` for the transport `core`
+/// drives: `protocol.connection_lost(exc)` if the protocol was connected,
+/// then, whatever it did, asyncio's clean-up: off the reactor before the fd
+/// number can be reused, the socket closed (a plain `socket.socket` without
+/// `close()`'s two frames), the loop's map and the server let go, and a
+/// sendfile waiting for the buffer to drain failed. Nothing to do once done.
+pub fn lose_connection(core: &Bound<'_, StreamTransport>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = core.py();
+    let Some((owner, connected, protocol)) = core.borrow().loss_peers(py) else {
+        return Ok(());
+    };
+    let owner = owner.into_bound(py);
+    let sock = owner.getattr(intern!(py, "_sock"))?;
+    if sock.is_none() {
+        return Ok(());
+    }
+    let lost = if connected {
+        protocol
+            .bind(py)
+            .call_method1(intern!(py, "connection_lost"), (exc,))
+            .map(drop)
+    } else {
+        Ok(())
+    };
+    // The clean-up's own error, if any, replaces the protocol's (a
+    // `finally` that raises).
+    clean_up(core, &owner, &sock)?;
+    lost
+}
+
+fn clean_up(
+    core: &Bound<'_, StreamTransport>,
+    owner: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = owner.py();
+    let r = refs(py);
+    let empty_waiter = StreamTransport::_detach(core);
+    let loop_ = owner.getattr(intern!(py, "_loop"))?;
+    let fd = owner.getattr(intern!(py, "_sock_fd"))?;
+    loop_
+        .getattr(intern!(py, "_transports"))?
+        .call_method1(intern!(py, "discard"), (fd, owner))?;
+    if sock.get_type().is(r.socket_type.bind(py)) {
+        sock.setattr(intern!(py, "_closed"), true)?;
+        let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
+        if io_refs <= 0 {
+            r.socket_base_close.bind(py).call1((sock,))?;
+        }
+    } else {
+        sock.call_method0(intern!(py, "close"))?;
+    }
+    owner.setattr(intern!(py, "_sock"), py.None())?;
+    owner.setattr(intern!(py, "_loop"), py.None())?;
+    let server = owner.getattr(intern!(py, "_server"))?;
+    if !server.is_none() {
+        if r.server_tracks_transports {
+            server.call_method1(intern!(py, "_detach"), (owner,))?;
+        } else {
+            server.call_method0(intern!(py, "_detach"))?;
+        }
+        owner.setattr(intern!(py, "_server"), py.None())?;
+    }
+    if let Some(waiter) = empty_waiter {
+        let err = PyConnectionError::new_err("Connection is closed by peer");
+        waiter
+            .bind(py)
+            .call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+    }
+    Ok(())
+}
+
+/// `Loop._accept_plain(protocol_factory, conn, extra, server)` for a TCP
+/// connection the native accept loop took (`conn` is a plain
+/// `socket.socket`) on a loop whose `_make_socket_transport` is its own:
+/// the protocol made and the transport built one iteration after the
+/// accept, as in asyncio, without the two Python frames (`_accept_plain`,
+/// `SocketTransport.__init__`). An error goes to the loop's
+/// `_accept_plain_failed`, which reports it as asyncio does (only in debug
+/// mode); `KeyboardInterrupt` and `SystemExit` stop the loop.
+pub fn accept_plain<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    protocol_factory: &Bound<'py, PyAny>,
+    conn: &Bound<'py, PyAny>,
+    extra: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    let mut protocol = None;
+    let built = (|| {
+        let made = protocol_factory.call0()?;
+        let made = protocol.insert(made);
+        let fd = socket_fields::of(conn)?.fd;
+        // The fd is usually free; otherwise asyncio's check (and error).
+        if !loop_
+            .getattr(intern!(py, "_transports"))?
+            .call_method1(intern!(py, "get"), (fd,))?
+            .is_none()
+        {
+            loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (conn,))?;
+        }
+        let owner = refs(py)
+            .object_new
+            .bind(py)
+            .call1((socket_transport_type(py)?,))?;
+        let none = py.None().into_bound(py);
+        _init_stream_owner(&owner, loop_, conn, made, &none, extra, server)
+    })();
+    match built {
+        Ok(()) => Ok(()),
+        Err(err) if crate::transport_support::is_fatal(py, &err) => Err(err),
+        Err(err) => {
+            let protocol = protocol.unwrap_or_else(|| py.None().into_bound(py));
+            loop_.call_method1(
+                intern!(py, "_accept_plain_failed"),
+                (err.into_value(py), protocol),
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// `tokioloop._transports.SocketTransport`, imported on first use (that
+/// module imports this one).
+fn socket_transport_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    TYPE.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("tokioloop._transports")?
+                .getattr("SocketTransport")?
+                .unbind(),
+        )
+    })
+    .map(|t| t.bind(py))
+}
