@@ -38,15 +38,20 @@ pub fn _init_stream_owner<'py>(
     server: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     let py = owner.py();
-    let fd = init_common(owner, loop_, sock, extra)?;
+    let fd = init_common(owner, sock, extra)?;
     let context = copy_context(py)?;
     let core = StreamTransport::create(loop_, owner, fd, protocol, context)?;
-    // Set first: `__repr__` and `__del__` read them, also of a transport
-    // whose construction fails below (as asyncio's, it then warns
-    // "unclosed transport" when collected and closes the socket).
+    {
+        let mut this = core.borrow_mut();
+        this.owner_attrs.sock = Some(sock.clone().unbind());
+        this.owner_attrs.server = Some(server.clone().unbind()).filter(|s| !s.is_none(py));
+        this.owner_attrs.loop_ = Some(loop_.clone().into_any().unbind());
+    }
+    // The transport's `_sock`, `_loop`, `_server` and `_sock_fd` read the
+    // core from here on; `__repr__` and `__del__` read them, also of a
+    // transport whose construction fails below (as asyncio's, it then
+    // warns "unclosed transport" when collected and closes the socket).
     owner.setattr(intern!(py, "_core"), &core)?;
-    owner.setattr(intern!(py, "_sock"), sock)?;
-    owner.setattr(intern!(py, "_server"), server)?;
     if let Err(err) = attach_and_set_nodelay(owner, sock, server) {
         // Off the reactor: asyncio's transport would not be watching yet.
         drop(StreamTransport::_detach(&core));
@@ -56,11 +61,9 @@ pub fn _init_stream_owner<'py>(
 }
 
 /// `_NativeTransport._init_common`: the extra info (the socket and both
-/// names, unless the loop passed them), the loop and the fd, which it
-/// returns.
+/// names, unless the loop passed them), and the fd, which it returns.
 fn init_common<'py>(
     owner: &Bound<'py, PyAny>,
-    loop_: &Bound<'py, LoopCore>,
     sock: &Bound<'py, PyAny>,
     extra: &Bound<'py, PyAny>,
 ) -> PyResult<i32> {
@@ -95,14 +98,11 @@ fn init_common<'py>(
         }
     }
     owner.setattr(intern!(py, "_extra"), extra)?;
-    owner.setattr(intern!(py, "_loop"), loop_)?;
-    let fd: i32 = if sock.get_type().is(r.socket_type.bind(py)) {
-        socket_fields::of(sock)?.fd
+    if sock.get_type().is(r.socket_type.bind(py)) {
+        Ok(socket_fields::of(sock)?.fd)
     } else {
-        sock.call_method0(intern!(py, "fileno"))?.extract()?
-    };
-    owner.setattr(intern!(py, "_sock_fd"), fd)?;
-    Ok(fd)
+        sock.call_method0(intern!(py, "fileno"))?.extract()
+    }
 }
 
 fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -185,14 +185,16 @@ fn start<'py>(
 /// sendfile waiting for the buffer to drain failed. Nothing to do once done.
 pub fn lose_connection(core: &Bound<'_, StreamTransport>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = core.py();
-    let Some((owner, connected, protocol)) = core.borrow().loss_peers(py) else {
-        return Ok(());
+    let (owner, connected, protocol) = {
+        let this = core.borrow();
+        if this.owner_attrs.sock.is_none() {
+            return Ok(());
+        }
+        let Some(peers) = this.loss_peers(py) else {
+            return Ok(());
+        };
+        peers
     };
-    let owner = owner.into_bound(py);
-    let sock = owner.getattr(intern!(py, "_sock"))?;
-    if sock.is_none() {
-        return Ok(());
-    }
     let lost = if connected {
         protocol
             .bind(py)
@@ -203,42 +205,46 @@ pub fn lose_connection(core: &Bound<'_, StreamTransport>, exc: &Bound<'_, PyAny>
     };
     // The clean-up's own error, if any, replaces the protocol's (a
     // `finally` that raises).
-    clean_up(core, &owner, &sock)?;
+    clean_up(core, owner.bind(py))?;
     lost
 }
 
-fn clean_up(
-    core: &Bound<'_, StreamTransport>,
-    owner: &Bound<'_, PyAny>,
-    sock: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+fn clean_up(core: &Bound<'_, StreamTransport>, owner: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = owner.py();
     let r = refs(py);
+    let fd = core.borrow().fd();
     let empty_waiter = StreamTransport::_detach(core);
-    let loop_ = owner.getattr(intern!(py, "_loop"))?;
-    let fd = owner.getattr(intern!(py, "_sock_fd"))?;
-    loop_
-        .getattr(intern!(py, "_transports"))?
-        .call_method1(intern!(py, "discard"), (fd, owner))?;
-    if sock.get_type().is(r.socket_type.bind(py)) {
-        sock.setattr(intern!(py, "_closed"), true)?;
-        let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
-        if io_refs <= 0 {
-            r.socket_base_close.bind(py).call1((sock,))?;
-        }
-    } else {
-        sock.call_method0(intern!(py, "close"))?;
+    // The owner's view of the loop, sock and server, let go of here.
+    let (loop_, sock, server) = {
+        let mut this = core.borrow_mut();
+        let attrs = &mut this.owner_attrs;
+        (attrs.loop_.take(), attrs.sock.take(), attrs.server.take())
+    };
+    if let Some(loop_) = loop_ {
+        loop_
+            .bind(py)
+            .getattr(intern!(py, "_transports"))?
+            .call_method1(intern!(py, "discard"), (fd, owner))?;
     }
-    owner.setattr(intern!(py, "_sock"), py.None())?;
-    owner.setattr(intern!(py, "_loop"), py.None())?;
-    let server = owner.getattr(intern!(py, "_server"))?;
-    if !server.is_none() {
+    if let Some(sock) = sock {
+        let sock = sock.bind(py);
+        if sock.get_type().is(r.socket_type.bind(py)) {
+            sock.setattr(intern!(py, "_closed"), true)?;
+            let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
+            if io_refs <= 0 {
+                r.socket_base_close.bind(py).call1((sock,))?;
+            }
+        } else {
+            sock.call_method0(intern!(py, "close"))?;
+        }
+    }
+    if let Some(server) = server {
+        let server = server.bind(py);
         if r.server_tracks_transports {
             server.call_method1(intern!(py, "_detach"), (owner,))?;
         } else {
             server.call_method0(intern!(py, "_detach"))?;
         }
-        owner.setattr(intern!(py, "_server"), py.None())?;
     }
     if let Some(waiter) = empty_waiter {
         let err = PyConnectionError::new_err("Connection is closed by peer");

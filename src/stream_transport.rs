@@ -69,6 +69,20 @@ pub struct StreamTransport {
     empty_waiter: Option<Py<PyAny>>,
     /// How the next read gets its `bytes` (see `ReadSizer`).
     sizer: ReadSizer,
+    /// The Python transport's `_sock`, `_server` and `_loop`, kept here
+    /// so that the native set-up and clean-up (`stream_owner`) reach them
+    /// without Python's attribute protocol; the transport's properties of
+    /// those names read and write them. `_loop` is the owner's view (None
+    /// once the connection is lost), not the core's own `base.loop_`.
+    pub(crate) owner_attrs: OwnerAttrs,
+}
+
+/// See `StreamTransport::owner_attrs`.
+#[derive(Default)]
+pub(crate) struct OwnerAttrs {
+    pub sock: Option<Py<PyAny>>,
+    pub server: Option<Py<PyAny>>,
+    pub loop_: Option<Py<PyAny>>,
 }
 
 /// What a read produced, handled after the borrow is released.
@@ -681,6 +695,7 @@ impl StreamTransport {
             eof: false,
             empty_waiter: None,
             sizer: ReadSizer::default(),
+            owner_attrs: OwnerAttrs::default(),
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;
@@ -934,6 +949,42 @@ impl StreamTransport {
         self.base.conn_lost
     }
 
+    /// The transport's fd (its `_sock_fd`).
+    #[getter(_fd)]
+    pub(crate) fn fd(&self) -> i32 {
+        self.base.fd
+    }
+
+    #[getter(_owner_sock)]
+    fn owner_sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.owner_attrs.sock.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_owner_sock)]
+    fn set_owner_sock(&mut self, value: Option<Py<PyAny>>) {
+        self.owner_attrs.sock = value;
+    }
+
+    #[getter(_owner_server)]
+    fn owner_server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.owner_attrs.server.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_owner_server)]
+    fn set_owner_server(&mut self, value: Option<Py<PyAny>>) {
+        self.owner_attrs.server = value;
+    }
+
+    #[getter(_owner_loop)]
+    fn owner_loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.owner_attrs.loop_.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_owner_loop)]
+    fn set_owner_loop(&mut self, value: Option<Py<PyAny>>) {
+        self.owner_attrs.loop_ = value;
+    }
+
     /// `(reading, writing)`: whether the fd is polled for each, for repr.
     fn _polling(&self) -> (bool, bool) {
         (self.base.reading, self.base.writing)
@@ -966,10 +1017,18 @@ impl StreamTransport {
         if let Some(w) = &self.empty_waiter {
             visit.call(w)?;
         }
+        let attrs = &self.owner_attrs;
+        for obj in [&attrs.sock, &attrs.server, &attrs.loop_]
+            .into_iter()
+            .flatten()
+        {
+            visit.call(obj)?;
+        }
         Ok(())
     }
 
     fn __clear__(&mut self) {
+        self.owner_attrs = OwnerAttrs::default();
         self.base.owner = None;
         self.base.protocol = None;
         self.reader = None;

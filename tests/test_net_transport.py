@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import contextvars
+import errno
 import gc
 import hashlib
 import logging
@@ -27,7 +29,7 @@ import time
 import warnings
 
 import pytest
-from loop_support import FACTORY_EXPR
+from loop_support import FACTORY_EXPR, import_tokioloop
 from net_support import RecordingProtocol, busy_chain, iterations, run, tcp_listener
 
 VAR = contextvars.ContextVar("VAR", default="unset")
@@ -898,3 +900,40 @@ def test_data_written_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(l
 
     run(loop, main())
     assert order.index("data") == 4, order
+
+
+def test_tokioloop_transport_on_a_dead_fd_fails_cleanly():
+    """tokioloop-only (asyncio's transport registers its fd a callback
+    later): a stream transport made over a socket whose fd was closed
+    underneath it fails with EBADF as the fd is registered, and the
+    half-built transport, which has no native core then
+    (src/stream_owner.rs), is collected with no error from ``__del__``, and
+    its ``repr`` works."""
+    from tokioloop._transports import SocketTransport
+
+    loop = import_tokioloop().new_event_loop()
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    a, b = socket_mod.socketpair()
+    a.setblocking(False)
+    os.close(a.fileno())  # the socket object does not know
+    half_built = object.__new__(SocketTransport)
+    try:
+        with pytest.raises(OSError) as info:
+            SocketTransport(loop, a, asyncio.Protocol())
+        errno_seen = info.value.errno
+        del info  # its traceback holds the half-built transport
+        gc.collect()
+        shown = repr(half_built)
+        del half_built
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+        with contextlib.suppress(OSError):
+            a.close()
+        b.close()
+        loop.close()
+    assert errno_seen == errno.EBADF
+    assert shown == "<SocketTransport closed fd=-1>"
+    assert [u.exc_value for u in unraisable] == []

@@ -8,9 +8,12 @@ and TLS (under ``_sslproto.SSLProtocol`` on 3.11+, asyncio's ``SSLProtocol`` on 
 Both are real asyncio transports (``isinstance`` checks hold) and behave as
 asyncio's ``_SelectorSocketTransport``/``_SelectorDatagramTransport`` do, but
 their per-event and per-write work is the native ``StreamTransportCore`` /
-``DatagramTransportCore``. These classes hold the cold paths: construction,
-``get_extra_info``, ``repr``, error reporting and the connection-lost
-bookkeeping, each copied from asyncio's own.
+``DatagramTransportCore``. These classes hold the cold paths: ``repr``,
+error reporting, and for datagrams construction and the connection-lost
+bookkeeping, each copied from asyncio's own. A stream transport's
+construction and connection loss, once per connection, are native
+(src/stream_owner.rs), and its ``_sock``, ``_server``, ``_loop`` and
+``_sock_fd`` live in its core.
 
 The methods protocols call per message (``write``, ``is_closing``,
 ``get_write_buffer_size``) call native code directly, with no Python frame in
@@ -23,6 +26,7 @@ specialising interpreter turns into a direct C call;
 from __future__ import annotations
 
 import contextvars
+import operator
 import socket
 import sys
 import warnings
@@ -92,6 +96,8 @@ class _NativeTransport(transports._FlowControlMixin):
     def _init_common(self, loop, sock, extra):
         """BaseTransport.__init__, not _FlowControlMixin's (the native core
         keeps the limits), plus the loop and the fd, which it returns. The
+        datagram transport's: SocketTransport's is native, as are its
+        ``_start`` and ``_call_connection_lost`` (src/stream_owner.rs). The
         loop passes the names it already has (a native accept or connect
         read them without the socket module's printf)."""
         extra = {} if extra is None else extra
@@ -242,12 +248,14 @@ class _NativeTransport(transports._FlowControlMixin):
 
     def __repr__(self):
         info = [self.__class__.__name__]
-        if self._sock is None:
+        if getattr(self, "_sock", None) is None:
             info.append("closed")
         elif self._core._closing:
             info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed():
+        # (A SocketTransport without a core has neither: see __del__.)
+        info.append(f"fd={getattr(self, '_sock_fd', -1)}")
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
             reading, writing = self._core._polling()
             info.append("read=polling" if reading else "read=idle")
             state = "polling" if writing else "idle"
@@ -255,7 +263,9 @@ class _NativeTransport(transports._FlowControlMixin):
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
+        # getattr: a SocketTransport whose construction failed before its
+        # core was made has no `_sock` at all (see _core_attribute).
+        if getattr(self, "_sock", None) is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
             self._sock = None
@@ -264,12 +274,34 @@ class _NativeTransport(transports._FlowControlMixin):
                 self._server._detach(self)
 
 
+def _core_attribute(name, read_only=False):
+    """A property of SocketTransport that is the core's attribute ``name``:
+    the native set-up and clean-up (src/stream_owner.rs) reach the
+    transport's socket, server, loop and fd there without Python's
+    attribute protocol. Reading costs no Python frame (``attrgetter`` is
+    C); writing, which only ``__del__`` and asyncio-internal code do, does.
+    Without a core (its construction failed first), AttributeError."""
+    get = operator.attrgetter(f"_core.{name}")
+    if read_only:
+        return property(get)
+
+    def set_(self, value):
+        setattr(self._core, name, value)
+
+    return property(get, set_)
+
+
 class SocketTransport(_NativeTransport, transports.Transport):
     """A connected stream socket, driven by tokioloop's native engine."""
 
     # The core in a slot: the native `write`, `is_closing` and
     # `get_write_buffer_size` installed below read it at a fixed offset.
     __slots__ = ("_core",)
+
+    _sock = _core_attribute("_owner_sock")
+    _server = _core_attribute("_owner_server")
+    _loop = _core_attribute("_owner_loop")
+    _sock_fd = _core_attribute("_fd", read_only=True)
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
