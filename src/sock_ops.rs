@@ -42,6 +42,7 @@ use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_new_bytes, send_some, ByteView};
 use crate::socket_fields::{self, SocketFields};
+use crate::transport_map::TransportMap;
 
 /// Largest `sock_recv` size read into a fresh `bytes` here; larger ones
 /// take asyncio's path (the allocation, and its `MemoryError`, are then
@@ -240,11 +241,15 @@ fn wait<'py>(
 }
 
 /// `_ensure_fd_no_transport(fd)`, asyncio's own, called only when the
-/// transports map has an entry for `fd` at all (a plain dict lookup).
+/// transports map has a live entry for `fd` at all (a lookup in the
+/// loop's `TransportMap`, or a plain dict lookup in a
+/// `WeakValueDictionary` put in its place).
 fn ensure_fd_no_transport(loop_: &Bound<'_, LoopCore>, fd: i32) -> PyResult<()> {
     let py = loop_.py();
     let transports = loop_.getattr(intern!(py, "_transports"))?;
-    let maybe_used = if transports
+    let maybe_used = if let Ok(map) = transports.cast::<TransportMap>() {
+        map.get().live(py, i64::from(fd)).is_some()
+    } else if transports
         .get_type()
         .is(refs(py).weak_value_dict_type.bind(py))
     {

@@ -794,7 +794,7 @@ impl StreamTransport {
         self.base.watch(Direction::Read);
     }
 
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let lost_now = {
             let mut this = slf.borrow_mut();
             let empty = this.buffer.is_empty();

@@ -27,7 +27,7 @@ pub struct TransportMap {
 
 impl TransportMap {
     /// The live transport at `fd`; a dead entry is dropped.
-    fn live<'py>(&self, py: Python<'py>, fd: i64) -> Option<Bound<'py, PyAny>> {
+    pub(crate) fn live<'py>(&self, py: Python<'py>, fd: i64) -> Option<Bound<'py, PyAny>> {
         let weak = self.entries.borrow_mut(py).get(&fd)?.clone_ref(py);
         let live = weak.bind(py).upgrade();
         if live.is_none() {

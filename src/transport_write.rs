@@ -9,8 +9,8 @@
 //! `is_closing()` is a `METH_NOARGS` C method for the same reason: uvicorn
 //! and aiohttp ask it once per request.
 //!
-//! The same three methods (with `get_write_buffer_size()`) are also method
-//! descriptors of the Python transport class, `_transports.SocketTransport`
+//! The same methods (with `get_write_buffer_size()` and `close()`) are also
+//! method descriptors of the Python transport class, `_transports.SocketTransport`
 //! ([`_install_core_forwarders`]), forwarding to the core the transport
 //! keeps in its `_core` slot. Bound as instance attributes instead
 //! (`self.write = core.write`), `transport.write` cannot be specialised by
@@ -248,10 +248,28 @@ unsafe extern "C" fn owner_get_write_buffer_size(
     noargs_entry("get_write_buffer_size", core_of, slf, buffered)
 }
 
-/// Make `write`, `is_closing` and `get_write_buffer_size` of `owner` (the
-/// Python `SocketTransport` class, which declares `__slots__ = ("_core",)`)
-/// method descriptors forwarding to the core in that slot. Once per
-/// process: the class is the module's own.
+/// `SocketTransport.close()`: the core's `close`. Once per connection,
+/// where the Python method was a frame (~700 instructions) that only
+/// called it.
+///
+/// # Safety
+/// As for [`owner_is_closing`].
+unsafe extern "C" fn owner_close(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_attached();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
+        StreamTransport::close(&core_of(py, slf)?)?;
+        Ok(py.None())
+    }));
+    finish(py, "close", outcome)
+}
+
+/// Make `write`, `is_closing`, `get_write_buffer_size` and `close` of
+/// `owner` (the Python `SocketTransport` class, which declares
+/// `__slots__ = ("_core",)`) method descriptors forwarding to the core in
+/// that slot. Once per process: the class is the module's own.
 #[pyfunction]
 pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
     let member = owner.getattr("__dict__")?.get_item("_core")?;
@@ -289,5 +307,14 @@ pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
         },
         ffi::METH_NOARGS,
         c"get_write_buffer_size(): bytes buffered and not yet sent.",
+    )?;
+    add_method(
+        owner,
+        c"close",
+        ffi::PyMethodDefPointer {
+            PyCFunction: owner_close,
+        },
+        ffi::METH_NOARGS,
+        c"close(): close once the buffer is sent; connection_lost follows.",
     )
 }

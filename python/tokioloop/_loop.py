@@ -187,9 +187,9 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop driven by tokio. Create it with
     ``tokioloop.new_event_loop()``."""
 
-    # Whether _accept_plain builds transports in its own frame: not in a
-    # subclass that overrides _make_socket_transport, which sees every
-    # transport as on asyncio's loop.
+    # Whether _accept_plain (and _connect_numeric) build transports
+    # without _make_socket_transport: not in a subclass that overrides it,
+    # which sees every transport as on asyncio's loop.
     _accepts_inline = True
 
     def __init_subclass__(cls, **kwargs):
@@ -764,9 +764,17 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         protocol = protocol_factory()
         waiter = self.create_future()
         # Both ends read and formatted natively (src/inet_address.rs).
-        sockname, peername = self._socket_names(sock.fileno())
+        fd = sock.fileno()
+        sockname, peername = self._socket_names(fd)
         extra = {"sockname": sockname, "peername": peername}
-        transport = self._make_socket_transport(sock, protocol, waiter, extra=extra)
+        if self._accepts_inline and type(sock) is _SOCKET_CLASS:
+            # _make_socket_transport without its helper frames, as in
+            # _accept_plain.
+            if self._transports.get(fd) is not None:
+                self._ensure_fd_no_transport(sock)
+            transport = _SocketTransport(self, sock, protocol, waiter, extra)
+        else:
+            transport = self._make_socket_transport(sock, protocol, waiter, extra=extra)
         try:
             await waiter
         except BaseException:
