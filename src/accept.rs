@@ -1,7 +1,8 @@
 //! Accepting on a TCP listener, for the loop's accept loop
 //! (`Loop._accept_connection`): one `accept4` (`loop._accept_inet(fd)`),
 //! or the whole loop for a listener without TLS outside debug mode
-//! (`loop._accept_inet_all(...)`, see `accept_all`).
+//! (`loop._accept_inet_all(...)`, see `accept_all`, run by the listener's
+//! native reader callback `loop._accept_inet_round`).
 //!
 //! Python's `socket._accept()` accepts a blocking socket (the loop then pays
 //! an `ioctl(FIONBIO)` in `setblocking(False)`) and reports an empty queue

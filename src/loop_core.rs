@@ -29,6 +29,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyTuple};
@@ -997,6 +998,67 @@ impl LoopCore {
                 Some((attempts, error.into_value(py).into_any()))
             }
         })
+    }
+
+    /// The reader callback of a plain TCP listener (`Loop._start_serving`):
+    /// `Loop._accept_connection`'s round without its frame. Outside debug
+    /// mode, `_accept_inet_all` until the queue is empty or `backlog`
+    /// connections were taken, each accept error handled by Python's
+    /// `_accept_failed` as asyncio does; in debug mode, or where the
+    /// socket's fields cannot be read, `_accept_connection` itself.
+    fn _accept_inet_round<'py>(
+        slf: &Bound<'py, Self>,
+        protocol_factory: Bound<'py, PyAny>,
+        sock: Bound<'py, PyAny>,
+        server: Bound<'py, PyAny>,
+        backlog: usize,
+        on_accept: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let none = py.None().into_bound(py);
+        let kind = crate::socket_fields::kind_of(&sock);
+        let (Some(kind), false) = (kind, slf.get().shared.debug()) else {
+            slf.call_method1(
+                intern!(py, "_accept_connection"),
+                (&protocol_factory, &sock, &none, &server, backlog),
+            )?;
+            return Ok(());
+        };
+        let fd = crate::socket_fields::of(&sock)?.fd;
+        let mut left = backlog;
+        while left > 0 {
+            let failed = Self::_accept_inet_all(
+                slf,
+                fd,
+                kind.family,
+                kind.sock_type | libc::SOCK_NONBLOCK,
+                kind.proto,
+                left,
+                on_accept.clone(),
+                protocol_factory.clone(),
+                server.clone(),
+            )?;
+            let Some((attempts, exc)) = failed else {
+                return Ok(());
+            };
+            left = left.saturating_sub(attempts);
+            let ends = slf.call_method1(
+                intern!(py, "_accept_failed"),
+                (
+                    exc,
+                    &protocol_factory,
+                    &sock,
+                    &none,
+                    &server,
+                    backlog,
+                    PyTuple::empty(py),
+                ),
+            )?;
+            if ends.is_truthy()? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// `_accept_plain` for a connection `_accept_inet_all` took (see

@@ -316,6 +316,29 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
 
     # -- transports ------------------------------------------------------
 
+    def _start_serving(
+        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
+    ):
+        """asyncio's, but a plain TCP listener (a ``socket.socket``, no TLS)
+        gets the native round as its reader callback
+        (``LoopCore._accept_inet_round``): ``_accept_connection`` below
+        without its frame, which falls back to it in debug mode."""
+        if not sslcontext and type(sock) is socket.socket and _raw_family(sock) in _INET_FAMILIES:
+            on_accept = self._accept_plain_native if self._accepts_inline else self._accept_plain
+            self._add_reader(
+                sock.fileno(),
+                self._accept_inet_round,
+                protocol_factory,
+                sock,
+                server,
+                backlog,
+                on_accept,
+            )
+            return
+        _SelectorLoop._start_serving(
+            self, protocol_factory, sock, sslcontext, server, backlog, *timeouts
+        )
+
     def _accept_connection(
         self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
     ):
