@@ -46,10 +46,10 @@ use std::mem::offset_of;
 use std::os::raw::c_int;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 use crate::handles::track_if_untracked;
 use crate::thread_context;
@@ -342,8 +342,8 @@ pub unsafe fn swap_vars(
 /// reference offset, and the fields of a fresh context before, while and
 /// after it is entered.
 fn layout_checked(py: Python<'_>) -> bool {
-    static CHECKED: OnceLock<bool> = OnceLock::new();
-    *CHECKED.get_or_init(|| {
+    static CHECKED: PyOnceLock<bool> = PyOnceLock::new();
+    *CHECKED.get_or_init(py, || {
         // SAFETY: the GIL is held; the type object is static, and the
         // fields of `context` are only read once its size and type match.
         unsafe {

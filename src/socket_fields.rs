@@ -12,10 +12,10 @@
 //! and where it does not match the methods are called as before.
 
 use std::os::raw::{c_int, c_void};
-use std::sync::OnceLock;
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyFloat;
 
 use crate::pyrefs::refs;
@@ -41,7 +41,7 @@ pub struct SocketFields {
     pub non_blocking: bool,
 }
 
-static LAYOUT_MATCHES: OnceLock<bool> = OnceLock::new();
+static LAYOUT_MATCHES: PyOnceLock<bool> = PyOnceLock::new();
 
 /// The fields of `sock`, which must be exactly a `socket.socket`.
 pub fn of(sock: &Bound<'_, PyAny>) -> PyResult<SocketFields> {
@@ -153,5 +153,5 @@ fn layout_matches(py: Python<'_>) -> PyResult<bool> {
 /// passed). For tests and debugging.
 #[pyfunction]
 pub fn _reads_socket_fields(py: Python<'_>) -> bool {
-    *LAYOUT_MATCHES.get_or_init(|| layout_matches(py).unwrap_or(false))
+    *LAYOUT_MATCHES.get_or_init(py, || layout_matches(py).unwrap_or(false))
 }

@@ -17,10 +17,9 @@
 //! own and seeing each appear at that offset and leave it. Where the check
 //! fails (another version, another build), the caller keeps the probe.
 
-use std::sync::OnceLock;
-
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 /// `offsetof(PyThreadState, context)` in the headers of each supported
 /// CPython minor version.
@@ -37,8 +36,8 @@ fn header_offset(py: Python<'_>) -> Option<usize> {
 /// The offset of the current context in the thread state, if the running
 /// interpreter verifiably keeps it where its headers say (checked once).
 pub fn context_offset(py: Python<'_>) -> Option<usize> {
-    static OFFSET: OnceLock<Option<usize>> = OnceLock::new();
-    *OFFSET.get_or_init(|| {
+    static OFFSET: PyOnceLock<Option<usize>> = PyOnceLock::new();
+    *OFFSET.get_or_init(py, || {
         let offset = header_offset(py)?;
         // SAFETY: the GIL is held. The offset is inside `PyThreadState` on
         // the versions `header_offset` names (it is the field's own); the
