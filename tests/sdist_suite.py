@@ -8,7 +8,12 @@ source archive), edits the project's conftest to put tokioloop in
 (every edit must apply, so a changed conftest fails loudly instead of
 silently testing the wrong loop), runs pytest on it, and re-runs each
 failing test once, alone, before it counts (timing-sensitive tests on a
-loaded 2-core machine).
+loaded 2-core machine). Every pytest session has a wall-clock limit
+(`SESSION_LIMIT`): a session that hangs (a test that blocks its thread
+where pytest-timeout's signal cannot reach, or a thread that never ends and
+holds up the interpreter's exit) gets SIGABRT, whose faulthandler dump
+shows every thread's stack, and its tests count as not passed: one hang
+fails its suite instead of running CI out of time.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -189,23 +195,71 @@ class Run:
             print(f"  FAILED: {t}")
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+# Seconds a pytest session may take; the longest (AsyncSSH's) takes ~270.
+SESSION_LIMIT = 900
+
+
+def pytest_session(command: list[str], suite: Path) -> None:
+    """Runs one pytest session in `suite`, within SESSION_LIMIT seconds."""
+    with subprocess.Popen(command, cwd=suite) as session:
+        try:
+            session.wait(SESSION_LIMIT)
+        except subprocess.TimeoutExpired:
+            print(f"pytest session over {SESSION_LIMIT} s: aborted", file=sys.stderr, flush=True)
+            session.send_signal(signal.SIGABRT)
+            try:
+                session.wait(30)
+            except subprocess.TimeoutExpired:
+                session.kill()
+
+
+# The options among the suites' pytest arguments that take a value.
+WITH_VALUE = {"-k", "-m", "-p", "-o", "-W", "--timeout", "--deselect", "--ignore"}
+
+
+def options(args: list[str]) -> list[str]:
+    """`args` without its positional arguments (the paths to collect): what
+    a run of chosen tests keeps, so that they run as they did in the whole
+    suite (plugins off, timeouts, ini overrides)."""
+    kept, value = [], False
+    for arg in args:
+        if value or arg.startswith("-"):
+            kept.append(arg)
+            value = not value and arg in WITH_VALUE
+    return kept
+
+
 def pytest_run(suite: Path, args: list[str], recheck: Callable[[dict[str, str]], list[str]]) -> Run:
     """pytest `args` in `suite`; the tests `recheck(results)` picks are
     re-run once, alone: those that pass then are flaky, the rest failed."""
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     with tempfile.TemporaryDirectory() as tmp:
         first = Path(tmp) / "first.xml"
-        subprocess.call([*base, "--junit-xml", str(first), *args], cwd=suite)
+        pytest_session([*PYTEST, "--junit-xml", str(first), *args], suite)
         run = Run(outcomes(first))
-        suspects = recheck(run.results)
-        if suspects:
-            again = Path(tmp) / "again.xml"
-            nodes = [node_id(suite, t) for t in suspects]
-            subprocess.call([*base, "--junit-xml", str(again), "--tb=short", *nodes], cwd=suite)
-            retried = outcomes(again)
-            for t in suspects:
-                (run.flaky if retried.get(t) == "passed" else run.failed).append(t)
+    recheck_alone(suite, args, run, recheck(run.results))
     return run
+
+
+def pytest_nodes(suite: Path, args: list[str], tests: list[str]) -> dict[str, str]:
+    """The outcomes of `tests` (JUnit ids) run on their own, in one pytest
+    session with the options of `args`: none when `tests` is empty."""
+    if not tests:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        nodes = [node_id(suite, t) for t in dict.fromkeys(tests)]
+        command = [*PYTEST, "--junit-xml", str(report), *options(args), "--tb=short", *nodes]
+        pytest_session(command, suite)
+        return outcomes(report)
+
+
+def recheck_alone(suite: Path, args: list[str], run: Run, suspects: list[str]) -> None:
+    """Re-runs `suspects` (failures of `run`, made with `args`) once, alone:
+    those that pass then go to `run.flaky`, the rest to `run.failed`."""
+    retried = pytest_nodes(suite, args, suspects)
+    for t in suspects:
+        (run.flaky if retried.get(t) == "passed" else run.failed).append(t)
 
 
 def failures(results: dict[str, str]) -> list[str]:

@@ -10,11 +10,11 @@ from a file to a file and to a socket (`writer.transport.get_extra_info(
 leaves the loop free to serve another client meanwhile. Its tests run under
 pytest-asyncio (auto mode), which makes each test's loop with
 `asyncio.Runner` from its `event_loop_policy` fixture, whose default is
-the policy installed, so tests/policy_suite.py runs the suite twice, on
-stock asyncio and with tokioloop's policy installed, and counts a test as
-failing only when it fails on tokioloop alone and again when re-run
-alone. A check test asserts each session's loop, and that aiofiles' file
-I/O went through that loop's default executor.
+the policy installed, so tests/policy_suite.py runs the suite with
+tokioloop's policy installed, then its failures on stock asyncio, and counts
+a test as failing only when it fails on tokioloop alone and again when
+re-run alone. A check test asserts each session's loop, and that aiofiles'
+file I/O went through that loop's default executor.
 
     python tests/aiofiles_suite/run.py [pytest args...]
 
@@ -130,7 +130,7 @@ def main() -> int:
         extra={**policy_suite.plugin_files(), "tests/test_zz_tokioloop.py": LOOP_CHECK},
     )
     args = ["--tb=short", "-rN", *(f"--deselect={t}" for t in DESELECT), "tests", *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("aiofiles", stock, ours, check=CHECK)
 
 

@@ -5,11 +5,11 @@ aiohttp's tests get their loops from its pytest plugin
 that --aiohttp-loop names, "pyloop" by default, which is
 `asyncio.new_event_loop`, and async tests that do not use `loop` run on a
 loop from `asyncio.new_event_loop()` too: every test's loop comes from the
-event loop policy. So tests/policy_suite.py runs the suite twice, on stock
-asyncio and with tokioloop's policy installed (its test ids are the same in
-both, "[pyloop]" included), and counts a test as failing only when it fails
-on tokioloop alone and again when re-run alone. A check test asserts each
-session's loop, for tests with and without the `loop` fixture.
+event loop policy. So tests/policy_suite.py runs the suite with tokioloop's
+policy installed (its test ids are the same in both, "[pyloop]" included),
+then its failures on stock asyncio, and counts a test as failing only when
+it fails on tokioloop alone and again when re-run alone. A check test
+asserts each session's loop, for tests with and without the `loop` fixture.
 
     python tests/aiohttp_suite/run.py [pytest args...]
 
@@ -146,7 +146,7 @@ def main() -> int:
         },
     )
     args = ["--tb=short", "-rN", *(f"--deselect={t}" for t in DESELECT), "tests", *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("aiohttp", stock, ours, check=CHECK)
 
 

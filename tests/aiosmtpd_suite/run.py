@@ -12,11 +12,11 @@ its loop with `asyncio.new_event_loop()` unless given one (no test gives
 one that does not come from the policy too), aiosmtpd's conftest's
 `temp_event_loop` fixture calls `asyncio.new_event_loop()`, and
 `aiosmtpd.main`/`SMTP()` without a loop use `asyncio.get_event_loop()`.
-So tests/policy_suite.py runs the suite twice, on stock asyncio and with
-tokioloop's policy installed, and counts a test as failing only when it
-fails on tokioloop alone and again when re-run alone. A check test asserts
-each session's loop: a running `Controller`'s, as seen from the test and
-from inside it, and `temp_event_loop`'s.
+So tests/policy_suite.py runs the suite with tokioloop's policy installed,
+then its failures on stock asyncio, and counts a test as failing only when
+it fails on tokioloop alone and again when re-run alone. A check test
+asserts each session's loop: a running `Controller`'s, as seen from the test
+and from inside it, and `temp_event_loop`'s.
 
     python tests/aiosmtpd_suite/run.py [pytest args...]
 
@@ -120,7 +120,7 @@ def main() -> int:
         },
     )
     args = ["--tb=short", "-rN", *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("aiosmtpd", stock, ours, check=CHECK)
 
 

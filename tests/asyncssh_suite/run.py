@@ -10,11 +10,11 @@ redirections), an `ssh-agent` started per test class, `add_reader` on
 pipes and ttys, and executors (key generation, file I/O). Every test
 class makes its loop with `asyncio.new_event_loop()` (tests/util.py's
 `AsyncTestCase`; AsyncSSH switches to uvloop the same way, under
-USE_UVLOOP), so tests/policy_suite.py runs the suite twice, on stock
-asyncio and with tokioloop's policy installed, and counts a test as
-failing only when it fails on tokioloop alone and again when re-run
-alone. A check test asserts each session's loop from inside a test that
-makes an SSH connection.
+USE_UVLOOP), so tests/policy_suite.py runs the suite with tokioloop's policy
+installed, then its failures on stock asyncio, and counts a test as failing
+only when it fails on tokioloop alone and again when re-run alone. A check
+test asserts each session's loop from inside a test that makes an SSH
+connection.
 
     python tests/asyncssh_suite/run.py [pytest args...]
 
@@ -87,7 +87,7 @@ def main() -> int:
     # unittest cases that run their own loops. pytest-timeout: a hang fails
     # one test rather than the session.
     args = ["-p", "no:asyncio", "--timeout", "120", "--tb=short", "-rN", *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("asyncssh", stock, ours, check=CHECK)
 
 

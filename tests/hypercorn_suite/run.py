@@ -12,15 +12,15 @@ WSGI and sync paths, `run_in_executor` with `run_coroutine_threadsafe`
 back to the loop; one test's statsd logger sends UDP to localhost. They
 run under pytest-asyncio (strict mode), which makes each test's loop with
 `asyncio.Runner` from its `event_loop_policy` fixture, whose default is
-the policy installed, so tests/policy_suite.py runs the suite twice, on
-stock asyncio and with tokioloop's policy installed, and counts a test as
-failing only when it fails on tokioloop alone and again when re-run
-alone. Only the asyncio side runs: its trio tests (marked `trio`, among
-them the one end-to-end test, which binds 0.0.0.0) are deselected with
+the policy installed, so tests/policy_suite.py runs the suite with
+tokioloop's policy installed, then its failures on stock asyncio, and counts
+a test as failing only when it fails on tokioloop alone and again when
+re-run alone. Only the asyncio side runs: its trio tests (marked `trio`,
+among them the one end-to-end test, which binds 0.0.0.0) are deselected with
 `-m "not trio"`. A check test asserts each session's loop, and serves a
 request over loopback with `hypercorn.asyncio.serve` (real sockets, which
-the suite's own tests do not use), the app answering with the loop it
-runs on.
+the suite's own tests do not use), the app answering with the loop it runs
+on.
 
     python tests/hypercorn_suite/run.py [pytest args...]
 
@@ -152,7 +152,7 @@ def main() -> int:
         "tests",
         *sys.argv[1:],
     ]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("hypercorn", stock, ours, check=CHECK)
 
 

@@ -88,7 +88,7 @@ def main() -> int:
         extra={**policy_suite.plugin_files(), "tests/test_zz_tokioloop.py": LOOP_CHECK},
     )
     args = ["-rN", "docs", "tests", *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK, CHECK)
     return policy_suite.report("pytest-asyncio", stock, ours, check=CHECK)
 
 

@@ -25,11 +25,11 @@ each test's loop with `asyncio.Runner` from its `event_loop_policy`
 fixture, whose default is the policy installed; the rest that use a loop
 call `asyncio.new_event_loop()` or make a Tornado `IOLoop`, whose asyncio
 loop comes from `asyncio.new_event_loop()` too. So tests/policy_suite.py
-runs them twice, on stock asyncio and with tokioloop's policy installed,
-and counts a test as failing only when it fails on tokioloop alone and
-again when re-run alone. A check test asserts each session's loop
-(pytest-asyncio's and Tornado's) and a zmq.asyncio receive woken through
-the reader on zmq's fd.
+runs them with tokioloop's policy installed, then their failures on stock
+asyncio, and counts a test as failing only when it fails on tokioloop alone
+and again when re-run alone. A check test asserts each session's loop
+(pytest-asyncio's and Tornado's) and a zmq.asyncio receive woken through the
+reader on zmq's fd.
 
     python tests/pyzmq_suite/run.py [pytest args...]
 
@@ -149,7 +149,7 @@ def main() -> int:
         extra={**policy_suite.plugin_files(), "tests/test_zz_tokioloop.py": LOOP_CHECK},
     )
     args = ["--tb=short", "-rN", *TESTS, *sys.argv[1:]]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("pyzmq", stock, ours, check=CHECK)
 
 

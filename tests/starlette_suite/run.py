@@ -5,17 +5,16 @@ backend makes each test's loop with `asyncio.Runner` and no loop factory
 (anyio passes one only for `use_uvloop`), that is through the event loop
 policy; and most of its tests drive an app through `TestClient`, which
 runs the app in an anyio blocking portal: a loop in a thread of its own,
-made the same way. So tests/policy_suite.py runs the suite twice, on stock
-asyncio and with tokioloop's policy installed, and counts a test as
-failing only when it fails on tokioloop alone and again when re-run
-alone. What it exercises: a loop run from a thread other than the main
-one, `call_soon_threadsafe` and `run_coroutine_threadsafe` (the portal),
-`run_in_executor` (anyio's worker threads: sync endpoints, file
-responses, WSGI), cancellation and task groups, and, with Starlette's
-`filterwarnings = error`, any warning the loop lets out (a ResourceWarning
-or "coroutine was never awaited" fails the test). A check test asserts
-each session's loop, in an anyio test and in a `TestClient` request
-handler (the portal's loop).
+made the same way. So tests/policy_suite.py runs the suite with tokioloop's
+policy installed, then its failures on stock asyncio, and counts a test as
+failing only when it fails on tokioloop alone and again when re-run alone.
+What it exercises: a loop run from a thread other than the main one,
+`call_soon_threadsafe` and `run_coroutine_threadsafe` (the portal),
+`run_in_executor` (anyio's worker threads: sync endpoints, file responses,
+WSGI), cancellation and task groups, and, with Starlette's `filterwarnings =
+error`, any warning the loop lets out (a ResourceWarning or "coroutine was
+never awaited" fails the test). A check test asserts each session's loop, in
+an anyio test and in a `TestClient` request handler (the portal's loop).
 
     python tests/starlette_suite/run.py [pytest args...]
 
@@ -30,7 +29,7 @@ one runs (`-k "not trio"`). pytest-asyncio (installed for
 tests/integration) is turned off: anyio's plugin runs the async tests,
 each with a limit (pytest-timeout, 60 s). Those settings are edits to its
 pyproject.toml, so that the re-runs alone have them too. About 775 tests
-a session; both sessions take about 20 s on 2 cores.
+a session, which takes about 10 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ def main() -> int:
         "tests",
         *sys.argv[1:],
     ]
-    stock, ours = policy_suite.run(suite, args)
+    stock, ours = policy_suite.run(suite, args, CHECK)
     return policy_suite.report("starlette", stock, ours, check=CHECK)
 
 
