@@ -19,5 +19,8 @@ services_env="$(bash scripts/services.sh start)"
 eval "$services_env"
 trap 'bash "$ROOT/scripts/services.sh" stop "$TOKIOLOOP_SERVICES_DIR"' EXIT
 
-"$PY" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
+# Within 10 minutes (it takes under one): a hang gets SIGABRT, whose
+# faulthandler dump shows every thread's stack.
+timeout --signal=ABRT --kill-after=30 600 \
+    "$PY" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
     tests/integration

@@ -142,6 +142,10 @@ for version in 3.10 3.12 3.13 3.11; do
     fi
     # pytest-asyncio (installed for tests/integration) is not used here:
     # off, so it does not warn about its unset loop scope.
-    "$PY" -m pytest -q -p no:cacheprovider -p no:asyncio --ignore=tests/integration tests || status=1
+    # A session that hangs gets SIGABRT (faulthandler prints every
+    # thread's stack) after 15 minutes instead of running CI out of time.
+    timeout --signal=ABRT --kill-after=30 900 \
+        "$PY" -m pytest -q -p no:cacheprovider -p no:asyncio --ignore=tests/integration tests \
+        || status=1
 done
 exit $status
