@@ -1004,28 +1004,29 @@ impl LoopCore {
     /// `Loop._accept_connection`'s round without its frame. Outside debug
     /// mode, `_accept_inet_all` until the queue is empty or `backlog`
     /// connections were taken, each accept error handled by Python's
-    /// `_accept_failed` as asyncio does; in debug mode, or where the
-    /// socket's fields cannot be read, `_accept_connection` itself.
+    /// `_accept_failed` as asyncio does; in debug mode (which logs each
+    /// connection), `_accept_connection` itself.
     fn _accept_inet_round<'py>(
         slf: &Bound<'py, Self>,
         protocol_factory: Bound<'py, PyAny>,
         sock: Bound<'py, PyAny>,
         server: Bound<'py, PyAny>,
-        backlog: usize,
+        backlog: isize,
         on_accept: Bound<'py, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
         let none = py.None().into_bound(py);
-        let kind = crate::socket_fields::kind_of(&sock);
-        let (Some(kind), false) = (kind, slf.get().shared.debug()) else {
+        if slf.get().shared.debug() {
             slf.call_method1(
                 intern!(py, "_accept_connection"),
                 (&protocol_factory, &sock, &none, &server, backlog),
             )?;
             return Ok(());
-        };
+        }
+        let kind = crate::socket_fields::kind_of(&sock)?;
         let fd = crate::socket_fields::of(&sock)?.fd;
-        let mut left = backlog;
+        // asyncio's `for _ in range(backlog)`: none for a backlog below 1.
+        let mut left = usize::try_from(backlog).unwrap_or(0);
         while left > 0 {
             let failed = Self::_accept_inet_all(
                 slf,
@@ -1071,6 +1072,24 @@ impl LoopCore {
         server: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
         crate::stream_owner::accept_plain(slf, protocol_factory, conn, extra, server)
+    }
+
+    /// A `SocketTransport` for `sock`, exactly a `socket.socket`, built
+    /// natively (see `stream_owner::new_socket_transport`): what
+    /// `_accept_plain` and `_connect_numeric` use in place of
+    /// `_make_socket_transport` when no subclass overrides that.
+    #[pyo3(signature = (sock, protocol, waiter, extra, server=None))]
+    fn _new_socket_transport<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        protocol: &Bound<'py, PyAny>,
+        waiter: &Bound<'py, PyAny>,
+        extra: &Bound<'py, PyAny>,
+        server: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let none = slf.py().None().into_bound(slf.py());
+        let server = server.unwrap_or(&none);
+        crate::stream_owner::new_socket_transport(slf, sock, protocol, waiter, extra, server)
     }
 
     /// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each

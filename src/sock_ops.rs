@@ -33,7 +33,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueErro
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::{PyDict, PyInt};
+use pyo3::types::PyInt;
 
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
@@ -42,7 +42,7 @@ use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 use crate::sock_io::{recv_new_bytes, send_some, ByteView};
 use crate::socket_fields::{self, SocketFields};
-use crate::transport_map::TransportMap;
+use crate::transport_map;
 
 /// Largest `sock_recv` size read into a fresh `bytes` here; larger ones
 /// take asyncio's path (the allocation, and its `MemoryError`, are then
@@ -205,7 +205,7 @@ fn wait<'py>(
     retry_soon: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
-    ensure_fd_no_transport(loop_, fd)?;
+    transport_map::ensure_fd_no_transport(loop_, fd, PyInt::new(py, fd).as_any())?;
     let future = LoopCore::create_future(loop_)?;
     let direction = call.direction();
     let op = Py::new(
@@ -238,33 +238,6 @@ fn wait<'py>(
         },
     );
     Ok(future)
-}
-
-/// `_ensure_fd_no_transport(fd)`, asyncio's own, called only when the
-/// transports map has a live entry for `fd` at all (a lookup in the
-/// loop's `TransportMap`, or a plain dict lookup in a
-/// `WeakValueDictionary` put in its place).
-fn ensure_fd_no_transport(loop_: &Bound<'_, LoopCore>, fd: i32) -> PyResult<()> {
-    let py = loop_.py();
-    let transports = loop_.getattr(intern!(py, "_transports"))?;
-    let maybe_used = if let Ok(map) = transports.cast::<TransportMap>() {
-        map.get().live(py, i64::from(fd)).is_some()
-    } else if transports
-        .get_type()
-        .is(refs(py).weak_value_dict_type.bind(py))
-    {
-        let data = transports.getattr(intern!(py, "data"))?;
-        match data.cast::<PyDict>() {
-            Ok(data) => data.contains(fd)?,
-            Err(_) => true,
-        }
-    } else {
-        true
-    };
-    if maybe_used {
-        loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
-    }
-    Ok(())
 }
 
 /// Where a waiting call is registered.

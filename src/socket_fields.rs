@@ -74,16 +74,21 @@ pub struct SocketKind {
     pub proto: i32,
 }
 
-/// The kind of `sock`, which must be exactly a `socket.socket`; None where
-/// the layout check failed (the caller then asks Python).
-pub fn kind_of(sock: &Bound<'_, PyAny>) -> Option<SocketKind> {
+/// The kind of `sock`, which must be exactly a `socket.socket`: read from
+/// the C object, or through its Python properties where the layout check
+/// failed.
+pub fn kind_of(sock: &Bound<'_, PyAny>) -> PyResult<SocketKind> {
     let py = sock.py();
     debug_assert!(sock.get_type().is(refs(py).socket_type.bind(py)));
-    if !_reads_socket_fields(py) {
-        return None;
+    if _reads_socket_fields(py) {
+        // SAFETY: as in `of`.
+        return Ok(unsafe { read_kind(sock) });
     }
-    // SAFETY: as in `of`.
-    Some(unsafe { read_kind(sock) })
+    Ok(SocketKind {
+        family: sock.getattr(intern!(py, "family"))?.extract()?,
+        sock_type: sock.getattr(intern!(py, "type"))?.extract()?,
+        proto: sock.getattr(intern!(py, "proto"))?.extract()?,
+    })
 }
 
 /// # Safety
@@ -150,8 +155,14 @@ fn layout_matches(py: Python<'_>) -> PyResult<bool> {
 }
 
 /// Whether this Python's sockets are read directly (the layout check
-/// passed). For tests and debugging.
+/// passed, and `TOKIOLOOP_SOCKET_FIELDS_BY_METHODS` is unset: set, it
+/// makes the tests run the fallback through the socket's methods, which
+/// no supported CPython needs otherwise). For tests and debugging.
 #[pyfunction]
 pub fn _reads_socket_fields(py: Python<'_>) -> bool {
-    *LAYOUT_MATCHES.get_or_init(py, || layout_matches(py).unwrap_or(false))
+    *LAYOUT_MATCHES.get_or_init(py, || {
+        let by_methods =
+            std::env::var_os("TOKIOLOOP_SOCKET_FIELDS_BY_METHODS").is_some_and(|v| !v.is_empty());
+        !by_methods && layout_matches(py).unwrap_or(false)
+    })
 }

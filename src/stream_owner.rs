@@ -133,10 +133,7 @@ fn attach_and_set_nodelay(
         r.set_nodelay.bind(py).call1((sock,))?;
         return Ok(());
     }
-    let Some(kind) = socket_fields::kind_of(sock) else {
-        r.set_nodelay.bind(py).call1((sock,))?;
-        return Ok(());
-    };
+    let kind = socket_fields::kind_of(sock)?;
     let inet = kind.family == libc::AF_INET || kind.family == libc::AF_INET6;
     if inet && kind.sock_type == libc::SOCK_STREAM && kind.proto == libc::IPPROTO_TCP {
         sock.call_method1(
@@ -275,21 +272,8 @@ pub fn accept_plain<'py>(
     let built = (|| {
         let made = protocol_factory.call0()?;
         let made = protocol.insert(made);
-        let fd = socket_fields::of(conn)?.fd;
-        // The fd is usually free; otherwise asyncio's check (and error).
-        if !loop_
-            .getattr(intern!(py, "_transports"))?
-            .call_method1(intern!(py, "get"), (fd,))?
-            .is_none()
-        {
-            loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (conn,))?;
-        }
-        let owner = refs(py)
-            .object_new
-            .bind(py)
-            .call1((socket_transport_type(py)?,))?;
         let none = py.None().into_bound(py);
-        _init_stream_owner(&owner, loop_, conn, made, &none, extra, server)
+        new_socket_transport(loop_, conn, made, &none, extra, server).map(drop)
     })();
     match built {
         Ok(()) => Ok(()),
@@ -303,6 +287,30 @@ pub fn accept_plain<'py>(
             Ok(())
         }
     }
+}
+
+/// A `SocketTransport` for `sock`, exactly a `socket.socket`:
+/// `_make_socket_transport` without its Python frames (the fd check, the
+/// class's choice, `__init__`), for the loop's own connections (accepted
+/// or connected). asyncio's check that no live transport has the fd, then
+/// what `SocketTransport.__init__` does.
+pub fn new_socket_transport<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: &Bound<'py, PyAny>,
+    extra: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = loop_.py();
+    let fd = socket_fields::of(sock)?.fd;
+    crate::transport_map::ensure_fd_no_transport(loop_, fd, sock)?;
+    let owner = refs(py)
+        .object_new
+        .bind(py)
+        .call1((socket_transport_type(py)?,))?;
+    _init_stream_owner(&owner, loop_, sock, protocol, waiter, extra, server)?;
+    Ok(owner)
 }
 
 /// `tokioloop._transports.SocketTransport`, imported on first use (that

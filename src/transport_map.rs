@@ -15,10 +15,46 @@
 use std::collections::HashMap;
 
 use pyo3::exceptions::PyKeyError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyWeakrefReference};
+use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 
 use crate::gil_cell::GilCell;
+use crate::loop_core::LoopCore;
+use crate::pyrefs::refs;
+
+/// asyncio's `_ensure_fd_no_transport(subject)` for `fd` (`subject` is
+/// `fd` itself or the socket that has it, which the error names), called
+/// only when the loop's transports map has a live entry for `fd` at all:
+/// a lookup in its `TransportMap`, or a plain dict lookup in a
+/// `WeakValueDictionary` put in its place. The fd is usually free, and the
+/// Python method is a frame per new transport or `sock_*` wait.
+pub(crate) fn ensure_fd_no_transport(
+    loop_: &Bound<'_, LoopCore>,
+    fd: i32,
+    subject: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    let transports = loop_.getattr(intern!(py, "_transports"))?;
+    let maybe_used = if let Ok(map) = transports.cast::<TransportMap>() {
+        map.get().live(py, i64::from(fd)).is_some()
+    } else if transports
+        .get_type()
+        .is(refs(py).weak_value_dict_type.bind(py))
+    {
+        let data = transports.getattr(intern!(py, "data"))?;
+        match data.cast::<PyDict>() {
+            Ok(data) => data.contains(fd)?,
+            Err(_) => true,
+        }
+    } else {
+        true
+    };
+    if maybe_used {
+        loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (subject,))?;
+    }
+    Ok(())
+}
 
 #[pyclass(frozen, module = "tokioloop", name = "TransportMap")]
 pub struct TransportMap {
@@ -27,7 +63,7 @@ pub struct TransportMap {
 
 impl TransportMap {
     /// The live transport at `fd`; a dead entry is dropped.
-    pub(crate) fn live<'py>(&self, py: Python<'py>, fd: i64) -> Option<Bound<'py, PyAny>> {
+    fn live<'py>(&self, py: Python<'py>, fd: i64) -> Option<Bound<'py, PyAny>> {
         let weak = self.entries.borrow_mut(py).get(&fd)?.clone_ref(py);
         let live = weak.bind(py).upgrade();
         if live.is_none() {

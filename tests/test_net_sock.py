@@ -10,6 +10,9 @@ import io
 import os
 import random
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from loop_support import PY311
@@ -517,6 +520,46 @@ def test_tokioloop_reads_socket_fields_on_this_python():
     from tokioloop import _tokioloop
 
     assert _tokioloop._reads_socket_fields()
+
+
+@pytest.mark.timeout(300)
+def test_tokioloop_network_tests_pass_reading_sockets_through_their_methods():
+    # Where the layout check fails, sockets are read through their Python
+    # methods and properties (fileno(), gettimeout(), family, type, proto):
+    # the sock_* calls, the native accept round and new transports. No
+    # supported CPython takes that path, so TOKIOLOOP_SOCKET_FIELDS_BY_METHODS
+    # forces it, for these files' tests in a fresh interpreter.
+    env = dict(os.environ, TOKIOLOOP_SOCKET_FIELDS_BY_METHODS="1")
+    probe = "from tokioloop import _tokioloop; print(_tokioloop._reads_socket_fields())"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
+    tests = Path(__file__).parent
+    files = ["test_net_sock.py", "test_net_transport.py", "test_net_connect.py"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            "-k",
+            "tokioloop and not reads_socket_fields and not reading_sockets_through",
+            *[str(tests / name) for name in files],
+        ],
+        env=env,
+        cwd=tests.parent,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
 
 
 # --------------------------------------------------------------------------

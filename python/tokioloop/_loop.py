@@ -46,7 +46,6 @@ _Future = futures.Future
 # `family`/`type` properties build an enum member on every read.
 _raw_family = socket.socket.__mro__[1].family.__get__
 _raw_type = socket.socket.__mro__[1].type.__get__
-_SocketTransport = _transports.SocketTransport
 _SOCKET_CLASS = _transports._SOCKET_CLASS
 _INET_FAMILIES = _transports._INET_FAMILIES
 _SelectorLoop = selector_events.BaseSelectorEventLoop
@@ -343,22 +342,22 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts
     ):
         """asyncio's accept loop (selector_events, 3.10-3.13), cheaper for a
-        plain ``socket.socket`` listener. ``socket.accept()`` builds the new
-        socket from ``self.family`` and ``self.type``, two enum conversions
-        per connection, and checks the default timeout only for
-        ``setblocking(False)`` to override it right after. Here the socket is
-        the same (family, type, proto, fd; non-blocking) but made from the C
-        type's getters. A TCP connection is accepted natively, non-blocking
-        (no ``ioctl``), and an empty queue ends the round without a
-        ``BlockingIOError``: without TLS and outside debug mode the whole
-        loop is native (``_accept_inet_all``, src/accept.rs), with no Python
-        frame per connection; otherwise one ``_accept_inet`` per connection.
-        Other families use the C type's ``_accept``, with a poll(2) before
-        each accept after the first. Errors, debug logging and the retry
-        after EMFILE & co. are asyncio's (``_accept_failed``); TLS
-        connections get asyncio's ``_accept_connection2`` task, plain ones
-        ``_accept_plain``. Socket subclasses (their ``accept`` may be
-        overridden) take asyncio's method."""
+        plain ``socket.socket`` listener whose round is not native (see
+        ``_start_serving``: TLS, other families, debug mode).
+        ``socket.accept()`` builds the new socket from ``self.family`` and
+        ``self.type``, two enum conversions per connection, and checks the
+        default timeout only for ``setblocking(False)`` to override it right
+        after. Here the socket is the same (family, type, proto, fd;
+        non-blocking) but made from the C type's getters. A TCP connection
+        is accepted natively, non-blocking (no ``ioctl``), and an empty
+        queue ends the round without a ``BlockingIOError``
+        (``_accept_inet``, src/accept.rs). Other families use the C type's
+        ``_accept``, with a poll(2) before each accept after the first.
+        Errors, debug logging and the retry after EMFILE & co. are asyncio's
+        (``_accept_failed``); TLS connections get asyncio's
+        ``_accept_connection2`` task, plain ones ``_accept_plain``. Socket
+        subclasses (their ``accept`` may be overridden) take asyncio's
+        method."""
         if type(sock) is not socket.socket:
             return _SelectorLoop._accept_connection(
                 self, protocol_factory, sock, sslcontext, server, backlog, *timeouts
@@ -368,28 +367,6 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         proto = sock.proto
         fileno = sock.fileno()
         inet = family in _INET_FAMILIES
-        if inet and not sslcontext and not self._debug:
-            left = backlog
-            while left > 0:
-                failed = self._accept_inet_all(
-                    fileno,
-                    family,
-                    kind | _SOCK_NONBLOCK,
-                    proto,
-                    left,
-                    self._accept_plain_native if self._accepts_inline else self._accept_plain,
-                    protocol_factory,
-                    server,
-                )
-                if failed is None:
-                    return None
-                attempts, exc = failed
-                left -= attempts
-                if self._accept_failed(
-                    exc, protocol_factory, sock, sslcontext, server, backlog, timeouts
-                ):
-                    return None
-            return None
         for i in range(backlog):
             try:
                 if inet:
@@ -475,11 +452,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         try:
             protocol = protocol_factory()
             if self._accepts_inline and type(conn) is _SOCKET_CLASS:
-                # _make_socket_transport without its helper frames, for a
-                # plain socket.socket; its fd is usually free.
-                if self._transports.get(conn.fileno()) is not None:
-                    self._ensure_fd_no_transport(conn)
-                _SocketTransport(self, conn, protocol, None, extra, server)
+                self._new_socket_transport(conn, protocol, None, extra, server)
             else:
                 self._make_socket_transport(conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
@@ -791,11 +764,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         sockname, peername = self._socket_names(fd)
         extra = {"sockname": sockname, "peername": peername}
         if self._accepts_inline and type(sock) is _SOCKET_CLASS:
-            # _make_socket_transport without its helper frames, as in
-            # _accept_plain.
-            if self._transports.get(fd) is not None:
-                self._ensure_fd_no_transport(sock)
-            transport = _SocketTransport(self, sock, protocol, waiter, extra)
+            transport = self._new_socket_transport(sock, protocol, waiter, extra)
         else:
             transport = self._make_socket_transport(sock, protocol, waiter, extra=extra)
         try:

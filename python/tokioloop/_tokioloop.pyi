@@ -73,6 +73,10 @@ class LoopCore:
         conn, extra, server); (attempts, error) when an accept failed."""
     def _socket_names(self, fd: int, /) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
         """(sockname, peername) of a connected TCP socket; None where unreadable."""
+    def _new_socket_transport(
+        self, sock: Any, protocol: Any, waiter: Any, extra: Any, server: Any = None, /
+    ) -> Any:
+        """A SocketTransport for a plain socket.socket, built natively."""
     def call_soon(
         self,
         callback: Callable[..., object],
