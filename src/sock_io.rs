@@ -15,6 +15,12 @@ use pyo3::types::PyBytes;
 use crate::native_io::Readiness;
 use crate::spare_bytes::{ReadBytes, SpareBytes};
 
+/// Flags of every send: no SIGPIPE for a closed peer (an EPIPE instead),
+/// and no blocking even if the program made the socket blocking meanwhile
+/// (the loop thread holds the GIL here; the receives pass MSG_DONTWAIT for
+/// the same reason).
+const SEND_FLAGS: c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+
 /// Bytes asked of the kernel per read into a fresh `bytes`. Below glibc's
 /// mmap threshold, so the object is carved from the heap and shrinking it
 /// to the size received costs no syscall.
@@ -175,7 +181,7 @@ fn recv_copied(py: Python<'_>, fd: i32, size: usize, spare: &SpareBytes) -> io::
             scratch.resize(size, 0);
         }
         // SAFETY: the scratch buffer holds at least `size` writable bytes.
-        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), size, 0) };
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), size, libc::MSG_DONTWAIT) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -197,7 +203,7 @@ pub(crate) fn recv_new_bytes(py: Python<'_>, fd: i32, size: usize) -> io::Result
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         let buf = ffi::PyBytes_AsString(obj) as *mut libc::c_void;
-        let n = libc::recv(fd, buf, size, 0);
+        let n = libc::recv(fd, buf, size, libc::MSG_DONTWAIT);
         if n < 0 {
             let err = io::Error::last_os_error();
             ffi::Py_DECREF(obj);
@@ -280,7 +286,7 @@ pub(crate) fn take_sent() -> bool {
 pub(crate) fn send_some(fd: i32, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns a closed peer into
     // EPIPE instead of SIGPIPE.
-    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -314,7 +320,7 @@ pub(crate) fn send_chunks(
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = iov.len() as _;
-        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+        libc::sendmsg(fd, &msg, SEND_FLAGS)
     };
     if n < 0 {
         Err(io::Error::last_os_error())

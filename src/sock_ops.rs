@@ -100,7 +100,7 @@ pub fn start<'py>(
             let received = retry_eintr(py, || {
                 // SAFETY: the view keeps `len` writable bytes at `ptr` alive
                 // until it is dropped, after the call.
-                let n = unsafe { libc::recv(fd, ptr, len, 0) };
+                let n = unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -461,7 +461,7 @@ fn recv_into(py: Python<'_>, fd: i32, buffer: &Bound<'_, PyAny>) -> PyResult<Opt
     let (ptr, len) = view.raw_parts();
     // SAFETY: the view keeps `len` writable bytes at `ptr` alive until it
     // is dropped, after the call.
-    let n = unsafe { libc::recv(fd, ptr, len, 0) };
+    let n = unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) };
     drop(view);
     if n < 0 {
         return wait_again_or_raise(io::Error::last_os_error());

@@ -235,7 +235,7 @@ impl StreamTransport {
                     match io.attempt(Direction::Read, || {
                         // SAFETY: `ptr` is a writable buffer of `len` bytes
                         // held by `view` until after this call.
-                        let n = unsafe { libc::recv(fd, ptr, len, 0) };
+                        let n = unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) };
                         if n < 0 {
                             return Err(io::Error::last_os_error());
                         }
