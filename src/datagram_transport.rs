@@ -21,6 +21,7 @@ use pyo3::exceptions::{
     PyBlockingIOError, PyInterruptedError, PyOSError, PyTypeError, PyValueError,
 };
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyTuple};
@@ -350,7 +351,7 @@ impl DatagramTransport {
 
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) {
         self.datagram_received = protocol
-            .getattr("datagram_received")
+            .getattr(intern!(protocol.py(), "datagram_received"))
             .ok()
             .map(Bound::unbind);
         self.base.protocol = Some(protocol.clone().unbind());

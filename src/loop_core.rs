@@ -881,7 +881,10 @@ impl LoopCore {
                 self.shared
                     .push_ready(handle.py(), Ready::Native(native.clone().unbind()));
             }
-        } else if !handle.getattr("_cancelled")?.is_truthy()? {
+        } else if !handle
+            .getattr(intern!(handle.py(), "_cancelled"))?
+            .is_truthy()?
+        {
             self.shared
                 .push_ready(handle.py(), Ready::Foreign(handle.clone().unbind()));
         }

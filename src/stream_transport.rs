@@ -335,7 +335,7 @@ impl StreamTransport {
         };
         let keep_open = match protocol
             .bind(py)
-            .call_method0("eof_received")
+            .call_method0(intern!(py, "eof_received"))
             .and_then(|r| r.is_truthy())
         {
             Ok(keep_open) => keep_open,
@@ -410,7 +410,9 @@ impl StreamTransport {
             Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
             let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
             if let Some(waiter) = waiter {
-                waiter.bind(py).call_method1("set_exception", (exc,))?;
+                waiter
+                    .bind(py)
+                    .call_method1(intern!(py, "set_exception"), (exc,))?;
             }
             return Ok(());
         }
@@ -435,7 +437,9 @@ impl StreamTransport {
             )
         };
         if let Some(waiter) = waiter {
-            waiter.bind(py).call_method1("set_result", (py.None(),))?;
+            waiter
+                .bind(py)
+                .call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
         if closing {
             if !owner.is_none(py) {

@@ -8,6 +8,7 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyTuple};
@@ -146,7 +147,7 @@ impl Peers<'_> {
             return Ok(());
         }
         let py = self.loop_.py();
-        let callback = self.owner.getattr("_call_connection_lost")?;
+        let callback = self.owner.getattr(intern!(py, "_call_connection_lost"))?;
         LoopCore::call_soon_internal(&self.loop_, callback, PyTuple::new(py, [exc])?)
     }
 }

@@ -27,6 +27,7 @@ use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
 use crate::fastcall::{add_method, finish};
@@ -193,6 +194,22 @@ unsafe fn core_of<'py>(
     py: Python<'py>,
     owner: *mut ffi::PyObject,
 ) -> PyResult<Bound<'py, StreamTransport>> {
+    let Some(core) = core_slot(owner) else {
+        // As Python reports an unset slot.
+        let owner = Bound::from_borrowed_ptr(py, owner);
+        return Err(PyAttributeError::new_err(format!(
+            "'{}' object has no attribute '_core'",
+            owner.get_type().name()?
+        )));
+    };
+    Ok(Bound::from_borrowed_ptr(py, core).cast_into::<StreamTransport>()?)
+}
+
+/// The object in `owner`'s `_core` slot, None while it is unset.
+///
+/// # Safety
+/// As for [`core_of`].
+unsafe fn core_slot(owner: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
     let slot = OWNER_SLOT
         .get()
         .expect("installed before the class is used");
@@ -201,15 +218,7 @@ unsafe fn core_of<'py>(
         .cast::<u8>()
         .offset(slot.offset)
         .cast::<*mut ffi::PyObject>();
-    if core.is_null() {
-        // As Python reports an unset slot.
-        let owner = Bound::from_borrowed_ptr(py, owner);
-        return Err(PyAttributeError::new_err(format!(
-            "'{}' object has no attribute '_core'",
-            owner.get_type().name()?
-        )));
-    }
-    Ok(Bound::from_borrowed_ptr(py, core).cast_into::<StreamTransport>()?)
+    (!core.is_null()).then_some(core)
 }
 
 /// `SocketTransport.write(data)`: the core's `write`.
@@ -266,12 +275,52 @@ unsafe extern "C" fn owner_close(
     finish(py, "close", outcome)
 }
 
-/// Make `write`, `is_closing`, `get_write_buffer_size` and `close` of
-/// `owner` (the Python `SocketTransport` class, which declares
+/// What `SocketTransport.__del__` does for a transport still holding its
+/// socket (the ResourceWarning, the socket's close): the Python
+/// `_NativeTransport.__del__`, given to `_install_core_forwarders`.
+static UNCLOSED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `SocketTransport.__del__()`: nothing for a transport whose connection
+/// was lost (its socket gone, the usual case) or whose construction failed
+/// before its core was made; otherwise the Python clean-up. Once per
+/// connection, where the Python method was a frame that only checked.
+///
+/// # Safety
+/// As for [`owner_is_closing`].
+unsafe extern "C" fn owner_del(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_attached();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
+        let holds_socket = match core_slot(slf) {
+            None => false,
+            Some(core) => match Bound::from_borrowed_ptr(py, core).cast::<StreamTransport>() {
+                Ok(core) => core
+                    .try_borrow()
+                    .map_or(true, |c| c.owner_attrs.sock.is_some()),
+                Err(_) => true,
+            },
+        };
+        if holds_socket {
+            let unclosed = UNCLOSED.get(py).expect("installed with the forwarders");
+            unclosed
+                .bind(py)
+                .call1((Bound::from_borrowed_ptr(py, slf),))?;
+        }
+        Ok(py.None())
+    }));
+    finish(py, "__del__", outcome)
+}
+
+/// Make `write`, `is_closing`, `get_write_buffer_size`, `close` and
+/// `__del__` of `owner` (the Python `SocketTransport` class, which declares
 /// `__slots__ = ("_core",)`) method descriptors forwarding to the core in
-/// that slot. Once per process: the class is the module's own.
+/// that slot; `unclosed` is what `__del__` calls for a transport that still
+/// holds its socket. Once per process: the class is the module's own.
 #[pyfunction]
-pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
+pub fn _install_core_forwarders(owner: &Bound<'_, PyType>, unclosed: Py<PyAny>) -> PyResult<()> {
+    let _ = UNCLOSED.set(owner.py(), unclosed);
     let member = owner.getattr("__dict__")?.get_item("_core")?;
     // SAFETY: the GIL is held; the descriptor's fields are read only once
     // its type is known to be the member descriptor type, and the offset
@@ -316,5 +365,14 @@ pub fn _install_core_forwarders(owner: &Bound<'_, PyType>) -> PyResult<()> {
         },
         ffi::METH_NOARGS,
         c"close(): close once the buffer is sent; connection_lost follows.",
+    )?;
+    add_method(
+        owner,
+        c"__del__",
+        ffi::PyMethodDefPointer {
+            PyCFunction: owner_del,
+        },
+        ffi::METH_NOARGS,
+        c"__del__(): warn about, and close, a transport never closed.",
     )
 }

@@ -14,10 +14,11 @@ __version__: str
 def _readable(fd: int, /) -> bool:
     """Whether ``fd`` would report readable now (a zero-timeout poll)."""
 
-def _install_core_forwarders(owner: type, /) -> None:
-    """Make ``owner``'s ``write``, ``is_closing`` and
-    ``get_write_buffer_size`` native methods forwarding to the
-    ``StreamTransportCore`` in its ``_core`` slot."""
+def _install_core_forwarders(owner: type, unclosed: Callable[[Any], object], /) -> None:
+    """Make ``owner``'s ``write``, ``is_closing``, ``get_write_buffer_size``,
+    ``close`` and ``__del__`` native methods forwarding to the
+    ``StreamTransportCore`` in its ``_core`` slot; ``__del__`` calls
+    ``unclosed(transport)`` for a transport that still holds its socket."""
 
 class Handle:
     def cancel(self) -> None: ...

@@ -359,8 +359,10 @@ class SocketTransport(_NativeTransport, transports.Transport):
         self._core._empty_waiter = None
 
 
-# `write`, `is_closing`, `get_write_buffer_size`: native, reading `_core`.
-_install_core_forwarders(SocketTransport)
+# `write`, `is_closing`, `get_write_buffer_size`, `close`: native, reading
+# `_core`; `__del__` too, which calls _NativeTransport.__del__ only for a
+# transport that still holds its socket (never closed).
+_install_core_forwarders(SocketTransport, _NativeTransport.__del__)
 
 
 class DatagramSocketTransport(_NativeTransport, transports.DatagramTransport):

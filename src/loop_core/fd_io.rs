@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
@@ -448,7 +449,7 @@ impl LoopCore {
         };
         this.shared.note_registration();
         if let Some(old) = replaced {
-            old.bind(py).call_method0("cancel")?;
+            old.bind(py).call_method0(intern!(py, "cancel"))?;
         }
         Ok(handle)
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokio::runtime::Runtime;
@@ -278,13 +279,16 @@ fn run_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>) -> PyResult<(
 }
 
 fn run_foreign(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
-    if handle.getattr("_cancelled")?.is_truthy()? {
+    if handle
+        .getattr(intern!(handle.py(), "_cancelled"))?
+        .is_truthy()?
+    {
         return Ok(());
     }
     if debug {
         return run_debug(slf, handle);
     }
-    handle.call_method0("_run")?;
+    handle.call_method0(intern!(handle.py(), "_run"))?;
     Ok(())
 }
 
