@@ -340,6 +340,15 @@ impl SockCall {
             _ => Direction::Read,
         }
     }
+
+    fn method(&self) -> &'static str {
+        match self {
+            SockCall::Recv { .. } => "sock_recv",
+            SockCall::RecvInto { .. } => "sock_recv_into",
+            SockCall::SendAll { .. } => "sock_sendall",
+            SockCall::Connect { .. } => "sock_connect",
+        }
+    }
 }
 
 /// What one attempt produced.
@@ -355,7 +364,13 @@ pub struct SockOp {
     loop_: Py<LoopCore>,
     fd: i32,
     future: Py<PyAny>,
+    /// Taken only by the attempt (on the loop thread, which may run Python
+    /// code meanwhile: a buffer's `__buffer__`, an address's repr) and by
+    /// the GC's `try_lock`; what others ask (direction, repr) is copied
+    /// out at construction, so no thread can wait for it holding the GIL.
     call: Mutex<SockCall>,
+    direction: Direction,
+    method: &'static str,
 }
 
 impl SockOp {
@@ -364,12 +379,14 @@ impl SockOp {
             loop_,
             fd,
             future,
+            direction: call.direction(),
+            method: call.method(),
             call: Mutex::new(call),
         }
     }
 
     pub fn direction(&self) -> Direction {
-        self.call.lock().direction()
+        self.direction
     }
 
     pub fn future(&self) -> &Py<PyAny> {
@@ -543,13 +560,7 @@ impl SockOp {
     }
 
     fn __repr__(&self) -> String {
-        let what = match &*self.call.lock() {
-            SockCall::Recv { .. } => "sock_recv",
-            SockCall::RecvInto { .. } => "sock_recv_into",
-            SockCall::SendAll { .. } => "sock_sendall",
-            SockCall::Connect { .. } => "sock_connect",
-        };
-        format!("<{what} fd={}>", self.fd)
+        format!("<{} fd={}>", self.method, self.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

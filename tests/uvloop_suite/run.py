@@ -10,8 +10,9 @@ authors.
 
     python tests/uvloop_suite/run.py [pytest args...]
 
-The tests are those of the installed uvloop's version (its `_testbase` must
-match them), fetched as tests/sdist_suite.py describes. The uvloop wheel is
+The tests are those of uvloop 0.23.0, which must be the installed uvloop
+(its `_testbase` must match them), fetched as tests/sdist_suite.py
+describes. The uvloop wheel is
 only the test base; no test here runs on uvloop. Exit code 0 when every
 test passes (a failure counts only if it fails again when re-run alone).
 """
@@ -23,6 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sdist_suite  # tests/ is not a package: imported by path
+
+# The uvloop whose tests run (its `_testbase` must match them; scripts/test.sh
+# installs it). Its sdist is fetched from its URL: `pip download` would
+# prepare its metadata, which takes minutes for uvloop's build (libuv).
+VERSION = "0.23.0"
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/fa/42/"
+    "02c739ce85fb2ee8d99212c61417da8140c6b87e9d97c430bea520d76044/uvloop-0.23.0.tar.gz"
+)
+SDIST_SHA256 = "28d160f51ab4da3b187063652e643dea6831072add4adc1e6d62afbe73b6be27"
 
 # Routes AIOTestCase to tokioloop. is_asyncio_loop() picks asyncio's
 # expectations in the tests where the two loops differ; it looks at the
@@ -58,11 +69,13 @@ if (3, 13) <= sys.version_info < (3, 13, 3):
 
 
 def main() -> int:
-    import uvloop
-
-    suite = sdist_suite.fetch(
+    if not sdist_suite.installed("uvloop", VERSION):
+        return 1
+    suite = sdist_suite.fetch_url(
         "uvloop",
-        uvloop.__version__,
+        VERSION,
+        SDIST_URL,
+        SDIST_SHA256,
         keep=lambda path: path.startswith("tests/"),
         edits={},
         extra={"tests/conftest.py": CONFTEST, "pytest.ini": PYTEST_INI},
