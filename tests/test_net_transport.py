@@ -468,6 +468,51 @@ def test_transport_is_an_asyncio_transport(loop):
     assert run(loop, main()) == (True, True, True, "dflt")
 
 
+def test_get_extra_info_call_forms(loop):
+    # tokioloop's get_extra_info is native for positional calls and hands
+    # keyword calls to asyncio's method: every form answers as asyncio's.
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        try:
+            peer = tr.get_extra_info("peername")
+            answers = [
+                tr.get_extra_info("peername") == sp.transport.get_extra_info("sockname"),
+                tr.get_extra_info(name="peername") == peer,
+                tr.get_extra_info("peername", default=None) == peer,
+                tr.get_extra_info("missing"),
+                tr.get_extra_info("missing", 7),
+                tr.get_extra_info("missing", default=8),
+                tr.get_extra_info(name="missing", default=9),
+            ]
+            for bad in ((), ("a", "b", "c"), ("peername",)):
+                kwargs = {"nope": 1} if bad == ("peername",) else {}
+                try:
+                    tr.get_extra_info(*bad, **kwargs)
+                except TypeError:
+                    answers.append("TypeError")
+            try:
+                tr.get_extra_info(["unhashable"])
+            except TypeError:
+                answers.append("unhashable")
+            return answers
+        finally:
+            await _teardown(server, tr)
+
+    assert run(loop, main()) == [
+        True,
+        True,
+        True,
+        None,
+        7,
+        8,
+        9,
+        "TypeError",
+        "TypeError",
+        "TypeError",
+        "unhashable",
+    ]
+
+
 def test_loop_closed_with_open_transport_warns_and_closes_socket(loop_factory):
     lp = loop_factory()
     try:
