@@ -10,8 +10,11 @@
 # TOKIOLOOP_PG_SOCKET_DIR and TOKIOLOOP_REDIS_SOCKET (the same servers over
 # Unix sockets) and TOKIOLOOP_SERVICES_DIR, which `stop` reads (or pass the
 # directory as its second argument).
-# Ports: TOKIOLOOP_PG_PORT (default 54329) and TOKIOLOOP_REDIS_PORT (default
-# 63799); a port already in use is replaced by a free one.
+# Ports: TOKIOLOOP_PG_PORT (default 64329) and TOKIOLOOP_REDIS_PORT (default
+# 63799), both above Linux's ephemeral range (32768-60999 by default), where
+# a client connection's local port can hold the address (PostgreSQL then
+# fails to bind though nothing listens); a port already in use is replaced
+# by a free one.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -82,7 +85,7 @@ start() {
     # If anything below fails, stop whatever did start and remove $dir.
     started=0
     trap '[ "$started" = 1 ] || stop "$dir"' EXIT
-    pg_port="$(pick_port "${TOKIOLOOP_PG_PORT:-54329}")"
+    pg_port="$(pick_port "${TOKIOLOOP_PG_PORT:-64329}")"
     redis_port="$(pick_port "${TOKIOLOOP_REDIS_PORT:-63799}")"
 
     # --- PostgreSQL: its own cluster, trust auth, TCP on loopback only.
