@@ -22,6 +22,8 @@
 //!   accept loop.
 //! - `inet_address`: IPv4/IPv6 socket addresses as the socket module's
 //!   tuples (accepted peers, a new connection's two ends).
+//! - `numeric_host`: asyncio's `_ipaddr_info` (is the host already an IP
+//!   address?) for `create_connection`'s common case.
 //! - `sock_io`: syscall-level socket reads and writes into/out of `bytes`.
 //! - `spare_bytes`: the loop's recycled `bytes` for small stream reads.
 //! - `sock_ops`: `sock_recv`/`sock_recv_into`/`sock_sendall` below the
@@ -55,6 +57,7 @@ pub mod inet_address;
 pub mod loop_core;
 pub mod loop_poll;
 pub mod native_io;
+pub mod numeric_host;
 pub mod park;
 mod pyrefs;
 pub mod runtime;
@@ -89,6 +92,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport_map::TransportMap>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(numeric_host::_numeric_host_info, m)?)?;
     m.add_function(wrap_pyfunction!(stream_owner::_init_stream_owner, m)?)?;
     m.add_function(wrap_pyfunction!(
         transport_write::_install_core_forwarders,

@@ -451,3 +451,47 @@ def test_subclass_hook_sees_every_socket_transport(loop_factory):
     finally:
         lp.close()
     assert sorted(made) == ["client", "server"]
+
+
+def test_tokioloop_numeric_host_info_answers_as_asyncio():
+    # create_connection's "is the host already an IP address?" is native for
+    # a str host and an int port (src/numeric_host.rs); wherever it answers
+    # (not NotImplemented), it must answer exactly as asyncio's _ipaddr_info.
+    from asyncio import base_events
+
+    from tokioloop._tokioloop import _numeric_host_info
+
+    hosts = [
+        "127.0.0.1",
+        "::1",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",
+        "localhost",
+        "",
+        "1.2.3",
+        "01.2.3.4",
+        " 1.2.3.4",
+        "::1%lo",
+        "fe80::1%1",
+        "1.2.3.4.5",
+        "é",
+    ]
+    ports = [0, 80, 65535, None, "80", b"", True]
+    families = [0, socket.AF_INET, socket.AF_INET6, socket.AF_UNIX]
+    protos = [0, socket.IPPROTO_TCP, socket.IPPROTO_UDP]
+    answered = 0
+    for host in hosts:
+        for port in ports:
+            for family in families:
+                for proto in protos:
+                    ours = _numeric_host_info(host, port, family, proto)
+                    if ours is NotImplemented:
+                        continue
+                    answered += 1
+                    theirs = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
+                    assert ours == theirs, (host, port, family, proto)
+    assert answered > 100
+    # What only asyncio decides.
+    assert _numeric_host_info("127.0.0.1", "80", 0, 0) is NotImplemented
+    assert _numeric_host_info(b"127.0.0.1", 80, 0, 0) is NotImplemented
+    assert _numeric_host_info("a\0b", 80, 0, 0) is NotImplemented

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
     ssl = None
 
 from . import _child_watch, _transports
-from ._tokioloop import LoopCore, TransportMap, _readable
+from ._tokioloop import LoopCore, TransportMap, _numeric_host_info, _readable
 
 _Future = futures.Future
 # The C socket type's own getters: plain ints, where socket.socket's
@@ -697,9 +697,12 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             and _only_default_options(options)
         ):
             # asyncio's own check for "already an IP address" (with the
-            # same port, family and proto rules); flags only matter to
+            # same port, family and proto rules), natively for a str host
+            # and an int port (src/numeric_host.rs); flags only matter to
             # getaddrinfo, which a numeric host never reaches.
-            info = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
+            info = _numeric_host_info(host, port, family, proto)
+            if info is NotImplemented:
+                info = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
             if info is not None:
                 return await self._connect_numeric(
                     protocol_factory, info, options.get("all_errors", False)

@@ -14,6 +14,10 @@ __version__: str
 def _readable(fd: int, /) -> bool:
     """Whether ``fd`` would report readable now (a zero-timeout poll)."""
 
+def _numeric_host_info(host: Any, port: Any, family: Any, proto: Any, /) -> Any:
+    """asyncio's ``_ipaddr_info(host, port, family, SOCK_STREAM, proto)``
+    for a str host and an int port; ``NotImplemented`` for the rest."""
+
 def _install_core_forwarders(owner: type, unclosed: Callable[[Any], object], /) -> None:
     """Make ``owner``'s ``write``, ``is_closing``, ``get_write_buffer_size``,
     ``close`` and ``__del__`` native methods forwarding to the
