@@ -25,7 +25,6 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::os_error;
 use crate::inet_address::{address_tuple, local_name};
-use crate::pyrefs::refs;
 
 /// A connection one accept took; the caller owns `fd`.
 pub struct Conn<'py> {
@@ -124,7 +123,6 @@ pub fn accept_all<'py>(
     backlog: usize,
     mut schedule: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyTuple>) -> PyResult<()>,
 ) -> PyResult<BatchEnd> {
-    let refs = refs(py);
     for attempt in 1..=backlog {
         let conn = match accept_inet(py, listener.fd) {
             Ok(Accepted::Conn(conn)) => conn,
@@ -137,18 +135,13 @@ pub fn accept_all<'py>(
                 })
             }
         };
-        // socket.socket.__init__'s body (the same on 3.10-3.13).
-        let socket_type = refs.socket_type.bind(py);
-        let sock = refs.socket_new.bind(py).call1((socket_type,))?;
-        refs.socket_init.bind(py).call1((
-            &sock,
+        let sock = crate::socket_object::new_socket(
+            py,
             listener.family,
             listener.kind,
             listener.proto,
-            conn.fd,
-        ))?;
-        sock.setattr(intern!(py, "_io_refs"), 0)?;
-        sock.setattr(intern!(py, "_closed"), false)?;
+            Some(conn.fd),
+        )?;
         let extra = PyDict::new(py);
         extra.set_item(intern!(py, "peername"), conn.peer)?;
         extra.set_item(intern!(py, "sockname"), conn.local)?;

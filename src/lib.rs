@@ -30,6 +30,8 @@
 //!   coroutine: asyncio's prologue in one call, and the waiting half.
 //! - `socket_fields`: a `socket.socket`'s fd and timeout read from the C
 //!   object (layout checked once against its methods).
+//! - `socket_object`: `socket.socket` objects built without the frame of
+//!   their `__init__` (accepted and client connections).
 //! - `sock_watch`: a socket's registration kept across those waits (in the
 //!   loop's epoll instance, `loop_poll`).
 //! - `wakeup`: the signal wake-up socket.
@@ -65,6 +67,7 @@ pub mod sock_io;
 pub mod sock_ops;
 pub mod sock_watch;
 pub mod socket_fields;
+pub mod socket_object;
 pub mod spare_bytes;
 pub mod ssl_protocol;
 pub mod stream_owner;

@@ -1077,6 +1077,18 @@ impl LoopCore {
         crate::stream_owner::accept_plain(slf, protocol_factory, conn, extra, server)
     }
 
+    /// `socket.socket(family, kind, proto)` without its `__init__` frame
+    /// (`socket_object`), for `Loop._connect_numeric`.
+    fn _new_socket<'py>(
+        &self,
+        py: Python<'py>,
+        family: i32,
+        kind: i32,
+        proto: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::socket_object::new_socket(py, family, kind, proto, None)
+    }
+
     /// A `SocketTransport` for `sock`, exactly a `socket.socket`, built
     /// natively (see `stream_owner::new_socket_transport`): what
     /// `_accept_plain` and `_connect_numeric` use in place of

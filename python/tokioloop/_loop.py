@@ -737,7 +737,7 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
         family, kind, proto, _, address = info
         failure = None
         try:
-            sock = socket.socket(family, kind | _SOCK_NONBLOCK, proto)
+            sock = self._new_socket(family, kind | _SOCK_NONBLOCK, proto)
         except OSError as exc:
             failure = exc
         else:

@@ -78,6 +78,8 @@ class LoopCore:
         conn, extra, server); (attempts, error) when an accept failed."""
     def _socket_names(self, fd: int, /) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
         """(sockname, peername) of a connected TCP socket; None where unreadable."""
+    def _new_socket(self, family: int, kind: int, proto: int, /) -> Any:
+        """socket.socket(family, kind, proto), built natively."""
     def _new_socket_transport(
         self, sock: Any, protocol: Any, waiter: Any, extra: Any, server: Any = None, /
     ) -> Any:
