@@ -96,6 +96,10 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
     m.add_function(wrap_pyfunction!(numeric_host::_numeric_host_info, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        transport_support::_set_result_unless_cancelled,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(stream_owner::_init_stream_owner, m)?)?;
     m.add_function(wrap_pyfunction!(
         transport_write::_install_core_forwarders,

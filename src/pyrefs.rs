@@ -38,7 +38,8 @@ pub struct PyRefs {
     pub transport_socket_type: Py<PyAny>,
     /// `asyncio.base_events._set_nodelay`, for sockets not read natively.
     pub set_nodelay: Py<PyAny>,
-    /// `asyncio.futures._set_result_unless_cancelled`, a transport's waiter.
+    /// asyncio's `futures._set_result_unless_cancelled`, natively
+    /// (`transport_support`): a transport's waiter.
     pub set_result_unless_cancelled: Py<PyAny>,
     /// 3.13+: `Server._attach`/`_detach` take the transport.
     pub server_tracks_transports: bool,
@@ -109,10 +110,12 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
             .import("asyncio.base_events")?
             .getattr("_set_nodelay")?
             .unbind(),
-        set_result_unless_cancelled: py
-            .import("asyncio.futures")?
-            .getattr("_set_result_unless_cancelled")?
-            .unbind(),
+        set_result_unless_cancelled: wrap_pyfunction!(
+            crate::transport_support::_set_result_unless_cancelled,
+            py
+        )?
+        .into_any()
+        .unbind(),
         server_tracks_transports: py.version_info() >= (3, 13),
         weak_value_dict_type: py
             .import("weakref")?

@@ -321,3 +321,18 @@ impl TransportState {
         Ok(())
     }
 }
+
+/// asyncio's `futures._set_result_unless_cancelled(fut, result)` without
+/// its frame: how a transport's waiter gets its result, once per
+/// connection (`stream_owner`; the Python transports' `_start`).
+#[pyfunction]
+pub fn _set_result_unless_cancelled(
+    fut: &Bound<'_, PyAny>,
+    result: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (result,))?;
+    }
+    Ok(())
+}

@@ -18,6 +18,9 @@ def _numeric_host_info(host: Any, port: Any, family: Any, proto: Any, /) -> Any:
     """asyncio's ``_ipaddr_info(host, port, family, SOCK_STREAM, proto)``
     for a str host and an int port; ``NotImplemented`` for the rest."""
 
+def _set_result_unless_cancelled(fut: Any, result: Any, /) -> None:
+    """asyncio's futures._set_result_unless_cancelled, natively."""
+
 def _install_core_forwarders(owner: type, unclosed: Callable[[Any], object], /) -> None:
     """Make ``owner``'s ``write``, ``is_closing``, ``get_write_buffer_size``,
     ``close`` and ``__del__`` native methods forwarding to the

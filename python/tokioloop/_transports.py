@@ -30,13 +30,14 @@ import operator
 import socket
 import sys
 import warnings
-from asyncio import constants, futures, selector_events, transports, trsock
+from asyncio import constants, selector_events, transports, trsock
 from asyncio.log import logger
 
 from ._tokioloop import (
     DatagramTransportCore,
     _init_stream_owner,
     _install_core_forwarders,
+    _set_result_unless_cancelled,
 )
 
 # Server._attach/_detach take the transport from 3.13 on.
@@ -127,7 +128,7 @@ class _NativeTransport(transports._FlowControlMixin):
         # Reading starts once connection_made() has run, as in asyncio.
         loop.call_soon(core._start_reading)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
     # -- state asyncio's own code and tests read ---------------------------
 
