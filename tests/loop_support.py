@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import subprocess
 import sys
+from pathlib import Path
 
 LOOP_KINDS = ("asyncio", "tokioloop")
 
@@ -49,3 +51,34 @@ def child_prelude(kind: str) -> str:
         lines.append("import tokioloop")
     lines.append(f"factory = {FACTORY_EXPR[kind]}")
     return "\n".join(lines) + "\n"
+
+
+def pytest_in_child(files, env, timeout, *args):
+    """pytest on `files` (names in tests/) in a fresh interpreter with the
+    environment `env`: for behaviour chosen once per process (an
+    environment variable read at start-up). Returns the finished process
+    after asserting it passed."""
+    tests = Path(__file__).parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            *args,
+            *[str(tests / name) for name in files],
+        ],
+        env=env,
+        cwd=tests.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+    return proc

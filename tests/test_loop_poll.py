@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from loop_support import import_tokioloop
+from loop_support import import_tokioloop, pytest_in_child
 
 TESTS = Path(__file__).parent
 
@@ -168,24 +168,4 @@ def test_network_and_wakeup_tests_pass_when_the_loop_parks_in_tokio():
         check=True,
     )
     assert probe.stdout.strip() == "False"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:asyncio",
-            *[str(TESTS / name) for name in FALLBACK_FILES],
-        ],
-        env=env,
-        cwd=TESTS.parent,
-        capture_output=True,
-        text=True,
-        timeout=580,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout
+    pytest_in_child(FALLBACK_FILES, env, 580)

@@ -12,10 +12,9 @@ import random
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from loop_support import PY311
+from loop_support import PY311, pytest_in_child
 from net_support import (
     iterations,
     needs_ipv6,
@@ -535,31 +534,14 @@ def test_tokioloop_network_tests_pass_reading_sockets_through_their_methods():
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False"
-    tests = Path(__file__).parent
     files = ["test_net_sock.py", "test_net_transport.py", "test_net_connect.py"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:asyncio",
-            "-k",
-            "tokioloop and not reads_socket_fields and not reading_sockets_through",
-            *[str(tests / name) for name in files],
-        ],
-        env=env,
-        cwd=tests.parent,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
+    pytest_in_child(
+        files,
+        env,
+        280,
+        "-k",
+        "tokioloop and not reads_socket_fields and not reading_sockets_through",
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout
 
 
 # --------------------------------------------------------------------------
