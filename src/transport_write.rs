@@ -28,7 +28,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyInt, PyType};
+use pyo3::types::{PyBool, PyInt, PyType};
 
 use crate::fastcall::{add_method, finish};
 use crate::stream_transport::StreamTransport;
@@ -313,78 +313,8 @@ unsafe extern "C" fn owner_del(
     finish(py, "__del__", outcome)
 }
 
-/// `SocketTransport.get_extra_info(name, default=None)`: asyncio's
-/// `self._extra.get(name, default)` without its frame (frameworks ask for
-/// several entries per connection). Keyword arguments go to asyncio's own
-/// method.
-///
-/// # Safety
-/// As for [`write_entry`].
-unsafe extern "C" fn owner_get_extra_info(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    let py = Python::assume_attached();
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<PyAny>> {
-        let owner = Bound::from_borrowed_ptr(py, slf);
-        if !kwnames.is_null() || !(1..=2).contains(&nargs) {
-            return asyncio_get_extra_info(py, &owner, args, nargs, kwnames);
-        }
-        let name = Bound::from_borrowed_ptr(py, *args);
-        let default = || match nargs {
-            2 => Bound::from_borrowed_ptr(py, *args.add(1)),
-            _ => py.None().into_bound(py),
-        };
-        let extra = owner.getattr(intern!(py, "_extra"))?;
-        Ok(match extra.cast::<PyDict>() {
-            Ok(extra) => extra.get_item(&name)?.unwrap_or_else(default),
-            Err(_) => extra.call_method1(intern!(py, "get"), (name, default()))?,
-        }
-        .unbind())
-    }));
-    finish(py, "get_extra_info", outcome)
-}
-
-/// asyncio's `BaseTransport.get_extra_info(owner, *args, **kwargs)`, for
-/// the calls [`owner_get_extra_info`] does not read itself.
-///
-/// # Safety
-/// As for [`write_entry`].
-unsafe fn asyncio_get_extra_info(
-    py: Python<'_>,
-    owner: &Bound<'_, PyAny>,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<Py<PyAny>> {
-    static METHOD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let method = METHOD.get_or_try_init(py, || {
-        PyResult::Ok(
-            py.import("asyncio.transports")?
-                .getattr("BaseTransport")?
-                .getattr("get_extra_info")?
-                .unbind(),
-        )
-    })?;
-    let nkw = if kwnames.is_null() {
-        0
-    } else {
-        ffi::PyTuple_GET_SIZE(kwnames)
-    };
-    let mut all = Vec::with_capacity((1 + nargs + nkw) as usize);
-    all.push(owner.as_ptr());
-    all.extend((0..nargs + nkw).map(|i| *args.offset(i)));
-    Bound::from_owned_ptr_or_err(
-        py,
-        ffi::PyObject_Vectorcall(method.as_ptr(), all.as_ptr(), (1 + nargs) as usize, kwnames),
-    )
-    .map(Bound::unbind)
-}
-
-/// Make `write`, `is_closing`, `get_write_buffer_size`, `close`,
-/// `__del__` and `get_extra_info` of `owner` (the Python `SocketTransport` class, which declares
+/// Make `write`, `is_closing`, `get_write_buffer_size`, `close` and
+/// `__del__` of `owner` (the Python `SocketTransport` class, which declares
 /// `__slots__ = ("_core",)`) method descriptors forwarding to the core in
 /// that slot; `unclosed` is what `__del__` calls for a transport that still
 /// holds its socket. Once per process: the class is the module's own.
@@ -444,14 +374,5 @@ pub fn _install_core_forwarders(owner: &Bound<'_, PyType>, unclosed: Py<PyAny>) 
         },
         ffi::METH_NOARGS,
         c"__del__(): warn about, and close, a transport never closed.",
-    )?;
-    add_method(
-        owner,
-        c"get_extra_info",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: owner_get_extra_info,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        c"get_extra_info(name, default=None): optional transport information.",
     )
 }

@@ -468,9 +468,26 @@ def test_transport_is_an_asyncio_transport(loop):
     assert run(loop, main()) == (True, True, True, "dflt")
 
 
+def test_get_extra_info_patched_on_the_base_class(loop, monkeypatch):
+    # websockets' tests patch asyncio.BaseTransport.get_extra_info: the
+    # transports of both loops must answer through the patch.
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        try:
+            monkeypatch.setattr(
+                asyncio.BaseTransport, "get_extra_info", lambda self, name, default=None: "patched"
+            )
+            return tr.get_extra_info("peername"), sp.transport.get_extra_info("sockname")
+        finally:
+            monkeypatch.undo()
+            await _teardown(server, tr)
+
+    assert run(loop, main()) == ("patched", "patched")
+
+
 def test_get_extra_info_call_forms(loop):
-    # tokioloop's get_extra_info is native for positional calls and hands
-    # keyword calls to asyncio's method: every form answers as asyncio's.
+    # Every form answers as asyncio's (tokioloop's transport keeps asyncio's
+    # inherited method: see test_get_extra_info_patched_on_the_base_class).
     async def main():
         server, tr, _cp, sp = await _pair(loop)
         try:
