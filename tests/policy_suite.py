@@ -105,17 +105,12 @@ def run(
         "PYTEST_PLUGINS": PLUGIN_MODULE,
     }
     with environment({**common, VAR: OURS}):
-        ours = sdist_suite.pytest_run(suite, args, recheck=lambda results: [])
-    reference = sdist_suite.failures(ours.results) + [
-        t for t in ours.results if t.startswith(check)
-    ]
+        ours = sdist_suite.pytest_run(suite, args)
+    failed = sdist_suite.failures(ours.results)
+    checks = [t for t in ours.results if t.startswith(check)]
     with environment({**common, VAR: STOCK}):
-        stock = sdist_suite.Run(sdist_suite.pytest_nodes(suite, args, reference))
-    suspects = [
-        t
-        for t in sdist_suite.failures(ours.results)
-        if stock.results.get(t) in ("passed", "skipped")
-    ]
+        stock = sdist_suite.Run(sdist_suite.pytest_nodes(suite, args, failed + checks))
+    suspects = [t for t in failed if stock.results.get(t) in ("passed", "skipped")]
     with environment({**common, VAR: OURS}):
         sdist_suite.recheck_alone(suite, args, ours, suspects)
     return stock, ours

@@ -230,14 +230,18 @@ def options(args: list[str]) -> list[str]:
     return kept
 
 
-def pytest_run(suite: Path, args: list[str], recheck: Callable[[dict[str, str]], list[str]]) -> Run:
-    """pytest `args` in `suite`; the tests `recheck(results)` picks are
-    re-run once, alone: those that pass then are flaky, the rest failed."""
+def pytest_run(
+    suite: Path, args: list[str], recheck: Callable[[dict[str, str]], list[str]] | None = None
+) -> Run:
+    """pytest `args` in `suite`; the tests `recheck(results)` picks (none
+    without `recheck`) are re-run once, alone: those that pass then are
+    flaky, the rest failed."""
     with tempfile.TemporaryDirectory() as tmp:
         first = Path(tmp) / "first.xml"
         pytest_session([*PYTEST, "--junit-xml", str(first), *args], suite)
         run = Run(outcomes(first))
-    recheck_alone(suite, args, run, recheck(run.results))
+    if recheck is not None:
+        recheck_alone(suite, args, run, recheck(run.results))
     return run
 
 

@@ -53,9 +53,7 @@ def main() -> int:
     # run when they are collected.
     both_backends = "asyncio and not eager and not ipv6"
     args = ["--tb=no", "-rN", "tests", *sys.argv[1:]]
-    run = sdist_suite.pytest_run(
-        suite, ["-k", f"{both_backends} and tokioloop", *args], recheck=lambda r: []
-    )
+    run = sdist_suite.pytest_run(suite, ["-k", f"{both_backends} and tokioloop", *args])
     twins = {t: t.replace(OURS, STOCK) for t in sdist_suite.failures(run.results)}
     stock = sdist_suite.pytest_nodes(suite, ["-k", both_backends, *args], list(twins.values()))
     suspects = [t for t, twin in twins.items() if stock.get(twin) in ("passed", "skipped")]
