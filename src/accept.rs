@@ -10,32 +10,34 @@
 //! accept. Here the connection is accepted non-blocking and close-on-exec
 //! (`SOCK_NONBLOCK | SOCK_CLOEXEC`, as libuv does), an empty queue (or
 //! `EINTR`, which asyncio treats the same way) is `None`, and the peer
-//! and local addresses are the tuples Python's socket module builds
-//! (`inet_address`). Other errors are raised as Python's accept raises
-//! them (`OSError` with its errno). Only for AF_INET/AF_INET6 listeners;
-//! the caller keeps Python's accept for other families.
+//! and local addresses are kept raw (`inet_address::SocketNames`) until
+//! someone reads them as the tuples Python's socket module builds. Other
+//! errors are raised as Python's accept raises them (`OSError` with its
+//! errno). Only for AF_INET/AF_INET6 listeners; the caller keeps Python's
+//! accept for other families.
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::RawFd;
 
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 
 use crate::errors::os_error;
-use crate::inet_address::{address_tuple, local_name};
+use crate::inet_address::SocketNames;
 
 /// A connection one accept took; the caller owns `fd`.
-pub struct Conn<'py> {
+pub struct Conn {
     pub fd: RawFd,
-    pub peer: Bound<'py, PyAny>,
-    pub local: Bound<'py, PyAny>,
+    pub names: SocketNames,
 }
 
 /// What one accept found.
-pub enum Accepted<'py> {
-    Conn(Conn<'py>),
+// Consumed as soon as it is returned: boxing the connection would be a
+// malloc per accept to save a move of 280 bytes.
+#[allow(clippy::large_enum_variant)]
+pub enum Accepted {
+    Conn(Conn),
     /// The queue is empty: the listener is drained.
     Empty,
     /// A signal interrupted the call (asyncio ends the round, as for an
@@ -45,7 +47,7 @@ pub enum Accepted<'py> {
 
 /// Accept one connection on the non-blocking AF_INET/AF_INET6 listener
 /// `fd`. The new fd is non-blocking and close-on-exec.
-pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
+pub fn accept_inet(fd: RawFd) -> PyResult<Accepted> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` is a writable sockaddr_storage of `len` bytes; an
@@ -67,23 +69,13 @@ pub fn accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Accepted<'_>> {
         };
     }
     // SAFETY: zero-initialised, and the kernel filled in the peer address.
-    let storage = unsafe { storage.assume_init() };
-    // The local address too: the transport records it, and the socket
-    // module's getsockname would format it again with printf.
-    let names = address_tuple(py, &storage).and_then(|peer| Ok((peer, local_name(py, conn)?)));
-    match names {
-        Ok((peer, local)) => Ok(Accepted::Conn(Conn {
-            fd: conn,
-            peer,
-            local,
-        })),
-        Err(err) => {
-            // SAFETY: `conn` is the fd accept4 just gave us, owned by no one
-            // else; without an address nobody will take it.
-            unsafe { libc::close(conn) };
-            Err(err)
-        }
-    }
+    let peer = unsafe { storage.assume_init() };
+    // The local address too (as asyncio's transport records it), read now
+    // and formatted only if asked for.
+    Ok(Accepted::Conn(Conn {
+        fd: conn,
+        names: SocketNames::of(conn, Some(peer)),
+    }))
 }
 
 /// The listener a batch of accepts is for, and what each connection goes to.
@@ -95,7 +87,7 @@ pub struct Listener<'a, 'py> {
     pub kind: i32,
     pub proto: i32,
     /// Called through `call_soon` as `on_accept(protocol_factory, conn,
-    /// extra, server)`, where `extra` holds `peername` and `sockname`.
+    /// names, server)`, where `names` is the connection's `SocketNames`.
     pub on_accept: &'a Bound<'py, PyAny>,
     pub protocol_factory: &'a Bound<'py, PyAny>,
     pub server: &'a Bound<'py, PyAny>,
@@ -114,7 +106,7 @@ pub enum BatchEnd {
 /// asyncio's accept loop body for `backlog` attempts, with no Python frame
 /// per connection: each connection becomes a `socket.socket` (built as its
 /// `__init__` would, without the frame) and is queued with `schedule`
-/// (`call_soon`) as `on_accept(protocol_factory, conn, extra, server)`.
+/// (`call_soon`) as `on_accept(protocol_factory, conn, names, server)`.
 /// An accept error ends the batch; the caller reports it as asyncio does
 /// and may go on.
 pub fn accept_all<'py>(
@@ -124,7 +116,7 @@ pub fn accept_all<'py>(
     mut schedule: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyTuple>) -> PyResult<()>,
 ) -> PyResult<BatchEnd> {
     for attempt in 1..=backlog {
-        let conn = match accept_inet(py, listener.fd) {
+        let conn = match accept_inet(listener.fd) {
             Ok(Accepted::Conn(conn)) => conn,
             Ok(Accepted::Empty) => return Ok(BatchEnd::Drained),
             Ok(Accepted::Interrupted) => return Ok(BatchEnd::Done),
@@ -142,15 +134,13 @@ pub fn accept_all<'py>(
             listener.proto,
             Some(conn.fd),
         )?;
-        let extra = PyDict::new(py);
-        extra.set_item(intern!(py, "peername"), conn.peer)?;
-        extra.set_item(intern!(py, "sockname"), conn.local)?;
+        let names = Bound::new(py, conn.names)?;
         let args = PyTuple::new(
             py,
             [
                 listener.protocol_factory.clone(),
                 sock,
-                extra.into_any(),
+                names.into_any(),
                 listener.server.clone(),
             ],
         )?;

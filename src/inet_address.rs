@@ -1,7 +1,7 @@
 //! AF_INET/AF_INET6 socket addresses as the Python tuples the socket module
 //! builds: `(host, port)` for IPv4, `(host, port, flowinfo, scope_id)` for
 //! IPv6. Used for the peer of an accepted connection and the two ends of a
-//! new one (`socket_names`), where the socket module's `getsockname` and
+//! new one (`SocketNames`, formatted when first read), where the socket module's `getsockname` and
 //! `getpeername` would each cost a method call and a `printf` (`inet_ntop`
 //! formats IPv4 with `sprintf`, ~1,000 instructions an address).
 //!
@@ -14,8 +14,9 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::RawFd;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use pyo3::IntoPyObjectExt;
 
 use crate::errors::os_error;
@@ -112,43 +113,84 @@ pub fn address_tuple<'py>(
     }
 }
 
-/// `getsockname` or `getpeername` of `fd`, as a tuple; None when the call
-/// fails (asyncio's transports record None then) or the socket is not
-/// AF_INET/AF_INET6.
-fn name_of<'py>(
-    py: Python<'py>,
-    fd: RawFd,
-    call: unsafe extern "C" fn(
-        libc::c_int,
-        *mut libc::sockaddr,
-        *mut libc::socklen_t,
-    ) -> libc::c_int,
-) -> PyResult<Bound<'py, PyAny>> {
+type NameCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// `getsockname` or `getpeername` of `fd` as the kernel gives it; None when
+/// the call fails (asyncio's transports record None then).
+fn raw_name(fd: RawFd, call: NameCall) -> Option<libc::sockaddr_storage> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` is a writable sockaddr_storage of `len` bytes; a bad
     // fd is an error return, not undefined behaviour.
     if unsafe { call(fd, storage.as_mut_ptr().cast(), &mut len) } != 0 {
-        return Ok(py.None().into_bound(py));
+        return None;
     }
     // SAFETY: zero-initialised, and the kernel filled in the address.
-    let storage = unsafe { storage.assume_init() };
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET | libc::AF_INET6 => address_tuple(py, &storage),
+    Some(unsafe { storage.assume_init() })
+}
+
+/// The tuple for an address `raw_name` read; None for a failed call or a
+/// socket that is not AF_INET/AF_INET6.
+fn name_tuple<'py>(
+    py: Python<'py>,
+    name: Option<&libc::sockaddr_storage>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match name {
+        Some(storage)
+            if matches!(
+                storage.ss_family as libc::c_int,
+                libc::AF_INET | libc::AF_INET6
+            ) =>
+        {
+            address_tuple(py, storage)
+        }
         _ => Ok(py.None().into_bound(py)),
     }
 }
 
-/// `getsockname` of an AF_INET/AF_INET6 socket, None where the socket
-/// module's call would raise `OSError`.
-pub fn local_name(py: Python<'_>, fd: RawFd) -> PyResult<Bound<'_, PyAny>> {
-    name_of(py, fd, libc::getsockname)
+/// The two ends of a connected AF_INET/AF_INET6 socket as the kernel gave
+/// them (`getsockname`, and `accept4`'s address or `getpeername`), made
+/// into the socket module's tuples only when read: a transport's extra
+/// info often never is, and the two tuples cost ~1k instructions a
+/// connection. Read when the connection is made, as asyncio reads them.
+#[pyclass(frozen, module = "tokioloop._tokioloop", name = "SocketNames")]
+pub struct SocketNames {
+    local: Option<libc::sockaddr_storage>,
+    peer: Option<libc::sockaddr_storage>,
 }
 
-/// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each None
-/// where the socket module's call would raise `OSError`.
-pub fn socket_names(py: Python<'_>, fd: RawFd) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
-    Ok((local_name(py, fd)?, name_of(py, fd, libc::getpeername)?))
+impl SocketNames {
+    /// The names of `fd`; `peer` when the caller already has it.
+    pub fn of(fd: RawFd, peer: Option<libc::sockaddr_storage>) -> Self {
+        SocketNames {
+            local: raw_name(fd, libc::getsockname),
+            peer: peer.or_else(|| raw_name(fd, libc::getpeername)),
+        }
+    }
+
+    /// `sockname` as the socket module's `getsockname()` returns it, None
+    /// where it would raise `OSError`.
+    pub fn local<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        name_tuple(py, self.local.as_ref())
+    }
+
+    /// `peername`, likewise.
+    pub fn peer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        name_tuple(py, self.peer.as_ref())
+    }
+}
+
+#[pymethods]
+impl SocketNames {
+    /// `{"sockname": ..., "peername": ...}`: the extra info asyncio's
+    /// transports take, for a transport class that wants a dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item(intern!(py, "sockname"), self.local(py)?)?;
+        dict.set_item(intern!(py, "peername"), self.peer(py)?)?;
+        Ok(dict)
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub mod context_pool;
 pub mod counted_mutex;
 pub mod datagram_transport;
 pub mod errors;
+pub mod extra_info;
 pub mod fastcall;
 pub mod fd_watch;
 pub mod gil_cell;
@@ -93,6 +94,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add_class::<transport_map::TransportMap>()?;
+    m.add_class::<inet_address::SocketNames>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
     m.add_function(wrap_pyfunction!(numeric_host::_numeric_host_info, m)?)?;

@@ -251,6 +251,10 @@ pub struct LoopCore {
     /// once the running iteration's callbacks are done (see
     /// `retry_sock_watch`).
     sock_retries: GilCell<Vec<(i32, Direction)>>,
+    /// `loop._transports` (asyncio's fd -> transport map, a `TransportMap`
+    /// unless replaced), held here so that a connection's insert, check
+    /// and removal read it without an attribute lookup each.
+    transports: GilCell<Option<Py<PyAny>>>,
     signal_fd: i32,
     task_factory: Mutex<Option<Py<PyAny>>>,
     /// `pthread_self()` of the thread inside `_run`, 0 when not running.
@@ -588,6 +592,17 @@ impl LoopCore {
 
     /// Everything queued or registered, taken out so the caller drops it
     /// after the locks are released (dropping may run Python code).
+    /// `loop._transports`; AttributeError before it is set, as for a
+    /// missing attribute.
+    pub(crate) fn transports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.transports.borrow_mut(py).as_ref() {
+            Some(t) => Ok(t.bind(py).clone()),
+            None => Err(pyo3::exceptions::PyAttributeError::new_err(
+                "'Loop' object has no attribute '_transports'",
+            )),
+        }
+    }
+
     fn take_queued(&self) -> Queued {
         // SAFETY: `take_queued` runs from `_close_native` and the GC's
         // `__clear__`, both with the GIL held.
@@ -780,6 +795,7 @@ impl LoopCore {
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
             sock_retries: GilCell::new(Vec::new()),
+            transports: GilCell::new(None),
             signal_fd: driver.signal_write_fd(),
             driver: Mutex::new(Some(driver)),
             task_factory: Mutex::new(None),
@@ -948,10 +964,14 @@ impl LoopCore {
         py: Python<'py>,
         fd: std::os::fd::RawFd,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        Ok(match accept::accept_inet(py, fd)? {
+        Ok(match accept::accept_inet(fd)? {
             accept::Accepted::Conn(conn) => Some(PyTuple::new(
                 py,
-                [conn.fd.into_bound_py_any(py)?, conn.peer, conn.local],
+                [
+                    conn.fd.into_bound_py_any(py)?,
+                    conn.names.peer(py)?,
+                    conn.names.local(py)?,
+                ],
             )?),
             accept::Accepted::Empty => {
                 self.report_drained();
@@ -962,7 +982,7 @@ impl LoopCore {
     }
 
     /// Up to `backlog` accepts on the TCP listener `fd`, each connection
-    /// queued as `on_accept(protocol_factory, conn, extra, server)` (see
+    /// queued as `on_accept(protocol_factory, conn, names, server)` (see
     /// `accept::accept_all`). None when the round is over; `(attempts,
     /// error)` when an accept failed, for `Loop._accept_connection` to
     /// report as asyncio does.
@@ -1107,15 +1127,11 @@ impl LoopCore {
         crate::stream_owner::new_socket_transport(slf, sock, protocol, waiter, extra, server)
     }
 
-    /// `(sockname, peername)` of a connected AF_INET/AF_INET6 socket, each
-    /// None where the socket module's call would raise (see
-    /// `inet_address`): what a new client transport records.
-    fn _socket_names<'py>(
-        &self,
-        py: Python<'py>,
-        fd: std::os::fd::RawFd,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        inet_address::socket_names(py, fd)
+    /// The `SocketNames` of a connected AF_INET/AF_INET6 socket (each name
+    /// None where the socket module's call would raise): what a new client
+    /// transport records, formatted when first read.
+    fn _socket_names(&self, fd: std::os::fd::RawFd) -> inet_address::SocketNames {
+        inet_address::SocketNames::of(fd, None)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -1337,13 +1353,32 @@ impl LoopCore {
                 visit.call(f)?;
             }
         }
+        if let Some(transports) = self.transports.try_borrow_mut(py) {
+            if let Some(t) = transports.as_ref() {
+                visit.call(t)?;
+            }
+        }
         Ok(())
     }
 
     fn __clear__(&self) {
         let queued = self.take_queued();
         let factory = self.task_factory.lock().take();
-        drop((queued, factory));
+        // SAFETY: the GC calls tp_clear with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        let transports = self.transports.borrow_mut(py).take();
+        drop((queued, factory, transports));
+    }
+
+    #[getter(_transports)]
+    fn get_transports(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.transports(py).map(Bound::unbind)
+    }
+
+    #[setter(_transports)]
+    fn set_transports(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut *self.transports.borrow_mut(py), value);
+        drop(old); // after the borrow: dropping may run Python code
     }
 
     #[getter(_closed)]

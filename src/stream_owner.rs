@@ -15,12 +15,14 @@ use pyo3::exceptions::PyConnectionError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 
+use crate::extra_info::ExtraInfo;
 use crate::loop_core::LoopCore;
 use crate::pyrefs::refs;
 use crate::socket_fields;
 use crate::stream_transport::StreamTransport;
+use crate::transport_map::TransportMap;
 
 /// `SocketTransport.__init__(loop, sock, protocol, waiter, extra, server)`
 /// for `owner`: the extra info, the native core, the server's attach,
@@ -38,11 +40,13 @@ pub fn _init_stream_owner<'py>(
     server: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     let py = owner.py();
-    let fd = init_common(owner, sock, extra)?;
+    let extra = ExtraInfo::new(sock, extra)?;
+    let fd = fd_of(sock)?;
     let context = copy_context(py)?;
     let core = StreamTransport::create(loop_, owner, fd, protocol, context)?;
     {
         let mut this = core.borrow_mut();
+        this.extra = extra;
         this.owner_attrs.sock = Some(sock.clone().unbind());
         this.owner_attrs.server = Some(server.clone().unbind()).filter(|s| !s.is_none(py));
         this.owner_attrs.loop_ = Some(loop_.clone().into_any().unbind());
@@ -60,45 +64,10 @@ pub fn _init_stream_owner<'py>(
     start(owner, loop_, fd, &core, protocol, waiter)
 }
 
-/// `_NativeTransport._init_common`: the extra info (the socket and both
-/// names, unless the loop passed them), and the fd, which it returns.
-fn init_common<'py>(
-    owner: &Bound<'py, PyAny>,
-    sock: &Bound<'py, PyAny>,
-    extra: &Bound<'py, PyAny>,
-) -> PyResult<i32> {
-    let py = owner.py();
-    let r = refs(py);
-    let extra = if extra.is_none() {
-        PyDict::new(py).into_any()
-    } else {
-        extra.clone()
-    };
-    // `trsock.TransportSocket(sock)` without its `__init__` frame: the one
-    // slot that `__init__` sets (the same on 3.10-3.13).
-    let transport_socket = r
-        .object_new
-        .bind(py)
-        .call1((r.transport_socket_type.bind(py),))?;
-    transport_socket.setattr(intern!(py, "_sock"), sock)?;
-    extra.set_item(intern!(py, "socket"), transport_socket)?;
-    for (key, method) in [
-        (intern!(py, "sockname"), intern!(py, "getsockname")),
-        (intern!(py, "peername"), intern!(py, "getpeername")),
-    ] {
-        if !extra.contains(key)? {
-            let name = match sock.call_method0(method) {
-                Ok(name) => name,
-                Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
-                    py.None().into_bound(py)
-                }
-                Err(err) => return Err(err),
-            };
-            extra.set_item(key, name)?;
-        }
-    }
-    owner.setattr(intern!(py, "_extra"), extra)?;
-    if sock.get_type().is(r.socket_type.bind(py)) {
+/// The fd of `sock`, read from the C object for a plain `socket.socket`.
+fn fd_of(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let py = sock.py();
+    if sock.get_type().is(refs(py).socket_type.bind(py)) {
         Ok(socket_fields::of(sock)?.fd)
     } else {
         sock.call_method0(intern!(py, "fileno"))?.extract()
@@ -169,13 +138,20 @@ fn start<'py>(
     waiter: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     let py = owner.py();
-    loop_
-        .getattr(intern!(py, "_transports"))?
-        .set_item(fd, owner)?;
+    let transports = loop_.get().transports(py)?;
+    match transports.cast::<TransportMap>() {
+        Ok(map) => map.get().insert(py, i64::from(fd), owner)?,
+        Err(_) => transports.set_item(fd, owner)?,
+    }
     let connection_made = protocol.getattr(intern!(py, "connection_made"))?;
     LoopCore::call_soon_internal(loop_, connection_made, PyTuple::new(py, [owner])?)?;
-    let start_reading = core.getattr(intern!(py, "_start_reading"))?;
-    LoopCore::call_soon_internal(loop_, start_reading, PyTuple::empty(py))?;
+    // The class's method descriptor with the core as its argument: no
+    // bound method to build per connection.
+    LoopCore::call_soon_internal(
+        loop_,
+        start_reading_method(py)?.clone(),
+        PyTuple::new(py, [core])?,
+    )?;
     if !waiter.is_none() {
         let set_result = refs(py).set_result_unless_cancelled.bind(py).clone();
         LoopCore::call_soon_internal(
@@ -231,10 +207,18 @@ fn clean_up(core: &Bound<'_, StreamTransport>, owner: &Bound<'_, PyAny>) -> PyRe
         (attrs.loop_.take(), attrs.sock.take(), attrs.server.take())
     };
     if let Some(loop_) = loop_ {
-        loop_
+        // asyncio's map drops the entry when the transport dies (a weak
+        // value); ours drops it now. A map put in its place is left alone.
+        let transports = loop_
             .bind(py)
-            .getattr(intern!(py, "_transports"))?
-            .call_method1(intern!(py, "discard"), (fd, owner))?;
+            .cast::<LoopCore>()
+            .ok()
+            .map(|l| l.get().transports(py));
+        if let Some(Ok(transports)) = transports {
+            if let Ok(map) = transports.cast::<TransportMap>() {
+                map.get().discard(py, i64::from(fd), owner);
+            }
+        }
     }
     if let Some(sock) = sock {
         let sock = sock.bind(py);
@@ -324,6 +308,20 @@ pub fn new_socket_transport<'py>(
         .call1((socket_transport_type(py)?,))?;
     _init_stream_owner(&owner, loop_, sock, protocol, waiter, extra, server)?;
     Ok(owner)
+}
+
+/// `StreamTransport._start_reading`, the unbound method.
+fn start_reading_method(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static METHOD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    METHOD
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.get_type::<StreamTransport>()
+                    .getattr("_start_reading")?
+                    .unbind(),
+            )
+        })
+        .map(|m| m.bind(py))
 }
 
 /// `tokioloop._transports.SocketTransport`, imported on first use (that

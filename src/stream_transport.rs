@@ -29,9 +29,10 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::errors::os_error;
+use crate::extra_info::ExtraInfo;
 use crate::fd_watch::Direction;
 use crate::loop_core::LoopCore;
 use crate::native_io::{Attempt, NativeIo, Readiness};
@@ -75,6 +76,8 @@ pub struct StreamTransport {
     /// those names read and write them. `_loop` is the owner's view (None
     /// once the connection is lost), not the core's own `base.loop_`.
     pub(crate) owner_attrs: OwnerAttrs,
+    /// The Python transport's `_extra` (see `extra_info`).
+    pub(crate) extra: ExtraInfo,
 }
 
 /// See `StreamTransport::owner_attrs`.
@@ -95,6 +98,11 @@ enum ReadOutcome {
 }
 
 impl StreamTransport {
+    fn replace_extra(slf: &Bound<'_, Self>, value: ExtraInfo) {
+        let old = std::mem::replace(&mut slf.borrow_mut().extra, value);
+        drop(old); // after the borrow: dropping may run Python code
+    }
+
     /// What `is_closing()` returns (`transport_write::is_closing`).
     pub(crate) fn closing(&self) -> bool {
         self.base.closing
@@ -555,7 +563,9 @@ impl StreamTransport {
         // A protocol without the method fails when data arrives, as on
         // asyncio (through `_fatal_error`), not here: a missing one is
         // looked up again then (`ProtocolMethod`).
-        let lookup = |name: &str| protocol.getattr(name).ok().map(Bound::unbind);
+        // Interned names: the type's method cache only keys on interned
+        // strings, and a fresh one cost ~1k instructions a lookup.
+        let lookup = |name: &Bound<'_, PyString>| protocol.getattr(name).ok().map(Bound::unbind);
         let tls = if buffered {
             SslProtocolCore::native_reader(protocol)?
         } else {
@@ -565,12 +575,12 @@ impl StreamTransport {
             Reader::Tls { protocol }
         } else if buffered {
             Reader::Buffered {
-                get_buffer: lookup("get_buffer"),
-                buffer_updated: lookup("buffer_updated"),
+                get_buffer: lookup(intern!(py, "get_buffer")),
+                buffer_updated: lookup(intern!(py, "buffer_updated")),
             }
         } else {
             Reader::Plain {
-                data_received: lookup("data_received"),
+                data_received: lookup(intern!(py, "data_received")),
             }
         });
         self.base.protocol = Some(protocol.clone().unbind());
@@ -700,6 +710,7 @@ impl StreamTransport {
             empty_waiter: None,
             sizer: ReadSizer::default(),
             owner_attrs: OwnerAttrs::default(),
+            extra: ExtraInfo::Unset,
         };
         core.set_protocol_inner(protocol)?;
         let core = Bound::new(py, core)?;
@@ -959,6 +970,24 @@ impl StreamTransport {
         self.base.fd
     }
 
+    /// The Python transport's `_extra`, built on first read (see
+    /// `extra_info`).
+    #[getter(_extra)]
+    fn extra(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let (extra, built) = slf.borrow().extra.read(py)?;
+        if built {
+            Self::replace_extra(slf, ExtraInfo::Built(extra.clone().unbind()));
+        }
+        Ok(extra.unbind())
+    }
+
+    #[setter(_extra)]
+    fn set_extra(slf: &Bound<'_, Self>, value: Option<Py<PyAny>>) {
+        let value = value.map_or(ExtraInfo::Unset, ExtraInfo::Built);
+        Self::replace_extra(slf, value);
+    }
+
     #[getter(_owner_sock)]
     fn owner_sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.owner_attrs.sock.as_ref().map(|o| o.clone_ref(py))
@@ -1028,11 +1057,12 @@ impl StreamTransport {
         {
             visit.call(obj)?;
         }
-        Ok(())
+        self.extra.traverse(&visit)
     }
 
     fn __clear__(&mut self) {
         self.owner_attrs = OwnerAttrs::default();
+        self.extra = ExtraInfo::Unset;
         self.base.owner = None;
         self.base.protocol = None;
         self.reader = None;

@@ -35,7 +35,7 @@ pub(crate) fn ensure_fd_no_transport(
     subject: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let py = loop_.py();
-    let transports = loop_.getattr(intern!(py, "_transports"))?;
+    let transports = loop_.get().transports(py)?;
     let maybe_used = if let Ok(map) = transports.cast::<TransportMap>() {
         map.get().live(py, i64::from(fd)).is_some()
     } else if transports
@@ -70,6 +70,16 @@ impl TransportMap {
             self.remove(py, fd);
         }
         live
+    }
+
+    /// `map[fd] = transport`, natively (a new transport's registration).
+    pub(crate) fn insert(
+        &self,
+        py: Python<'_>,
+        fd: i64,
+        transport: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.__setitem__(py, fd, transport)
     }
 
     fn remove(&self, py: Python<'_>, fd: i64) {
@@ -158,7 +168,7 @@ impl TransportMap {
 
     /// Remove the entry for `fd` if it is `transport` (a transport whose
     /// connection is lost; the fd number may already be someone else's).
-    fn discard(&self, py: Python<'_>, fd: i64, transport: &Bound<'_, PyAny>) {
+    pub(crate) fn discard(&self, py: Python<'_>, fd: i64, transport: &Bound<'_, PyAny>) {
         if self.live(py, fd).is_some_and(|t| t.is(transport)) {
             self.remove(py, fd);
         }

@@ -420,10 +420,15 @@ def test_subclass_hook_sees_every_socket_transport(loop_factory):
     base = type(probe)
     probe.close()
     made = []
+    extras = []
 
     class Hooked(base):
         def _make_socket_transport(self, sock, protocol, waiter=None, **kw):
             made.append("server" if kw.get("server") is not None else "client")
+            if kw.get("server") is not None:
+                # asyncio passes the accepted peer's address in a dict.
+                extra = kw["extra"]
+                extras.append(type(extra) is dict and extra["peername"] == sock.getpeername())
             return super()._make_socket_transport(sock, protocol, waiter, **kw)
 
     lp = Hooked()
@@ -451,6 +456,7 @@ def test_subclass_hook_sees_every_socket_transport(loop_factory):
     finally:
         lp.close()
     assert sorted(made) == ["client", "server"]
+    assert extras == [True]
 
 
 def test_tokioloop_numeric_host_info_answers_as_asyncio():

@@ -530,6 +530,94 @@ def test_get_extra_info_call_forms(loop):
     ]
 
 
+def test_extra_info_first_read_after_the_connection_is_lost(loop):
+    # tokioloop builds a connection's extra info when it is first read
+    # (src/extra_info.rs): read only once the connection is lost, it still
+    # holds the addresses of the connection, as asyncio's does.
+    seen = {}
+
+    class Late(RecordingProtocol):
+        def connection_lost(self, exc):
+            seen["server"] = [
+                self.transport.get_extra_info(name) for name in ("sockname", "peername")
+            ]
+            seen["server_fd"] = self.transport.get_extra_info("socket").fileno()
+            super().connection_lost(exc)
+
+    async def main():
+        server, tr, cp, sp = await _pair(loop, server_factory=lambda: Late(loop))
+        addr = server.sockets[0].getsockname()
+        tr.close()
+        await cp.lost
+        await sp.lost
+        client = [tr.get_extra_info(name) for name in ("sockname", "peername")]
+        client_fd = tr.get_extra_info("socket").fileno()
+        await _teardown(server)
+        return addr, client, client_fd
+
+    addr, client, client_fd = run(loop, main())
+    assert client[1] == addr
+    assert seen["server"] == [addr, client[0]]
+    # asyncio closes the socket after connection_lost returns.
+    assert client_fd == -1 and seen["server_fd"] >= 0
+
+
+def test_extra_info_dict_kept_and_assignable(loop):
+    # `_extra` is asyncio's slot on the base transport; code that adds to
+    # it or replaces it is answered through get_extra_info on both loops.
+    async def main():
+        server, tr, _cp, sp = await _pair(loop)
+        try:
+            extra = sp.transport._extra
+            same = sp.transport._extra is extra
+            extra["custom"] = 1
+            custom = sp.transport.get_extra_info("custom")
+            sp.transport._extra = {"replaced": 2}
+            return [
+                same,
+                custom,
+                sp.transport.get_extra_info("replaced"),
+                sp.transport.get_extra_info("peername"),
+                sorted(tr._extra)[:3],
+            ]
+        finally:
+            await _teardown(server, tr)
+
+    assert run(loop, main()) == [True, 1, 2, None, ["peername", "socket", "sockname"]]
+
+
+def test_transports_map_replaced_by_a_weak_value_dict(loop):
+    # asyncio's loop keeps `_transports` as a WeakValueDictionary; code that
+    # puts one in its place (as asyncio's own loop has) still gets its
+    # transports registered, the fd check, and clean connection loss.
+    import weakref
+
+    errors = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+    async def main():
+        loop._transports = weakref.WeakValueDictionary()
+        server, tr, cp, sp = await _pair(loop)
+        fd = tr.get_extra_info("socket").fileno()
+        registered = loop._transports.get(fd) is tr
+        try:
+            loop.add_reader(fd, lambda: None)
+        except RuntimeError as exc:
+            refused = str(exc).startswith(f"File descriptor {fd} is used by transport")
+        else:
+            refused = False
+        tr.write(b"ping")
+        await sp.wait_for_data(4)
+        tr.close()
+        await cp.lost
+        await sp.lost
+        await _teardown(server)
+        return registered, refused, sp.data()
+
+    assert run(loop, main()) == (True, True, b"ping")
+    assert errors == []
+
+
 def test_loop_closed_with_open_transport_warns_and_closes_socket(loop_factory):
     lp = loop_factory()
     try:

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
     ssl = None
 
 from . import _child_watch, _transports
-from ._tokioloop import LoopCore, TransportMap, _numeric_host_info, _readable
+from ._tokioloop import LoopCore, SocketNames, TransportMap, _numeric_host_info, _readable
 
 _Future = futures.Future
 # The C socket type's own getters: plain ints, where socket.socket's
@@ -454,6 +454,8 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             if self._accepts_inline and type(conn) is _SOCKET_CLASS:
                 self._new_socket_transport(conn, protocol, None, extra, server)
             else:
+                if type(extra) is SocketNames:  # from the native accept loop
+                    extra = extra.as_dict()
                 self._make_socket_transport(conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -765,14 +767,13 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
                 failure = None
         protocol = protocol_factory()
         waiter = self.create_future()
-        # Both ends read and formatted natively (src/inet_address.rs).
-        fd = sock.fileno()
-        sockname, peername = self._socket_names(fd)
-        extra = {"sockname": sockname, "peername": peername}
+        # Both ends read natively now, formatted when first read
+        # (src/inet_address.rs, src/extra_info.rs).
+        names = self._socket_names(sock.fileno())
         if self._accepts_inline and type(sock) is _SOCKET_CLASS:
-            transport = self._new_socket_transport(sock, protocol, waiter, extra)
+            transport = self._new_socket_transport(sock, protocol, waiter, names)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter, extra=extra)
+            transport = self._make_socket_transport(sock, protocol, waiter, extra=names.as_dict())
         try:
             await waiter
         except BaseException:

@@ -79,8 +79,8 @@ class LoopCore:
     ) -> tuple[int, OSError] | None:
         """Up to `backlog` accepts, each queued as on_accept(protocol_factory,
         conn, extra, server); (attempts, error) when an accept failed."""
-    def _socket_names(self, fd: int, /) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
-        """(sockname, peername) of a connected TCP socket; None where unreadable."""
+    def _socket_names(self, fd: int, /) -> SocketNames:
+        """Both ends of a connected TCP socket, read now, formatted when read."""
     def _new_socket(self, family: int, kind: int, proto: int, /) -> Any:
         """socket.socket(family, kind, proto), built natively."""
     def _new_socket_transport(
@@ -192,6 +192,13 @@ class StreamTransportCore:
     _eof: bool
     _conn_lost: int
     _empty_waiter: Future[None] | None
+    _extra: dict[str, Any]
+
+class SocketNames:
+    """Both ends of a connected TCP socket as the kernel gave them."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"sockname": ..., "peername": ...}`` (None where unreadable)."""
 
 class DatagramTransportCore:
     """The native engine of ``tokioloop._transports.DatagramSocketTransport``."""

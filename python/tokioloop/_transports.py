@@ -303,6 +303,8 @@ class SocketTransport(_NativeTransport, transports.Transport):
     _server = _core_attribute("_owner_server")
     _loop = _core_attribute("_owner_loop")
     _sock_fd = _core_attribute("_fd", read_only=True)
+    # Built on first read for the loop's own connections (src/extra_info.rs).
+    _extra = _core_attribute("_extra")
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
