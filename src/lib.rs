@@ -45,6 +45,7 @@ use pyo3::prelude::*;
 pub mod accept;
 pub mod batch_context;
 pub mod clock;
+pub mod connect_op;
 pub mod context_pool;
 pub mod counted_mutex;
 pub mod datagram_transport;
@@ -95,6 +96,7 @@ fn _tokioloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ssl_protocol::SslProtocolCore>()?;
     m.add_class::<transport_map::TransportMap>()?;
     m.add_class::<inet_address::SocketNames>()?;
+    m.add_class::<connect_op::ConnectOp>()?;
     m.add_function(wrap_pyfunction!(fd_watch::_readable, m)?)?;
     m.add_function(wrap_pyfunction!(socket_fields::_reads_socket_fields, m)?)?;
     m.add_function(wrap_pyfunction!(numeric_host::_numeric_host_info, m)?)?;

@@ -1097,6 +1097,28 @@ impl LoopCore {
         crate::stream_owner::accept_plain(slf, protocol_factory, conn, extra, server)
     }
 
+    /// `create_connection` to one resolved address, natively from the
+    /// socket to the transport (see `connect_op`): the op whose `future`
+    /// resolves to `(transport, protocol)`.
+    #[allow(clippy::too_many_arguments)]
+    fn _connect_start<'py>(
+        slf: &Bound<'py, Self>,
+        protocol_factory: &Bound<'py, PyAny>,
+        family: i32,
+        kind: i32,
+        proto: i32,
+        address: &Bound<'py, PyAny>,
+        all_errors: bool,
+    ) -> PyResult<Bound<'py, crate::connect_op::ConnectOp>> {
+        crate::connect_op::start(
+            slf,
+            protocol_factory,
+            (family, kind, proto),
+            address,
+            all_errors,
+        )
+    }
+
     /// `socket.socket(family, kind, proto)` without its `__init__` frame
     /// (`socket_object`), for `Loop._connect_numeric`.
     fn _new_socket<'py>(
@@ -1124,7 +1146,7 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let none = slf.py().None().into_bound(slf.py());
         let server = server.unwrap_or(&none);
-        crate::stream_owner::new_socket_transport(slf, sock, protocol, waiter, extra, server)
+        crate::stream_owner::new_socket_transport(slf, sock, protocol, waiter, extra, server, false)
     }
 
     /// The `SocketNames` of a connected AF_INET/AF_INET6 socket (each name

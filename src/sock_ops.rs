@@ -35,6 +35,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::PyInt;
 
+use crate::connect_op::ConnectOp;
 use crate::errors::os_error;
 use crate::fd_watch::Direction;
 use crate::handles::Handle;
@@ -207,11 +208,26 @@ fn wait<'py>(
     let py = loop_.py();
     transport_map::ensure_fd_no_transport(loop_, fd, PyInt::new(py, fd).as_any())?;
     let future = LoopCore::create_future(loop_)?;
+    register(loop_, sock, fd, call, retry_soon, &future, None)?;
+    Ok(future)
+}
+
+/// The waiter on the fd for `call`, which resolves `future`, or, with
+/// `then`, hands its outcome to that connect (see `connect_op`).
+pub fn register<'py>(
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    fd: i32,
+    call: SockCall,
+    retry_soon: bool,
+    future: &Bound<'py, PyAny>,
+    then: Option<Py<ConnectOp>>,
+) -> PyResult<()> {
+    let py = loop_.py();
     let direction = call.direction();
-    let op = Py::new(
-        py,
-        SockOp::new(loop_.clone().unbind(), fd, future.clone().unbind(), call),
-    )?;
+    let mut op = SockOp::new(loop_.clone().unbind(), fd, future.clone().unbind(), call);
+    op.then = then;
+    let op = Py::new(py, op)?;
     let registered = match LoopCore::sock_watch(loop_, sock, fd)? {
         Some(watch) => {
             if let Some(replaced) = watch.get().start(op.clone_ref(py), direction) {
@@ -230,14 +246,14 @@ fn wait<'py>(
         )?),
     };
     loop_.get().sock_waits().lock().insert(
-        &future,
+        future,
         SockWait {
             fd,
             direction,
             registered,
         },
     );
-    Ok(future)
+    Ok(())
 }
 
 /// Where a waiting call is registered.
@@ -371,6 +387,9 @@ pub struct SockOp {
     call: Mutex<SockCall>,
     direction: Direction,
     method: &'static str,
+    /// The `create_connection` this connect is for, which takes the
+    /// outcome instead of the future (see `connect_op`).
+    then: Option<Py<ConnectOp>>,
 }
 
 impl SockOp {
@@ -382,6 +401,7 @@ impl SockOp {
             direction: call.direction(),
             method: call.method(),
             call: Mutex::new(call),
+            then: None,
         }
     }
 
@@ -430,6 +450,9 @@ impl SockOp {
     /// Resolve the future with what the call produced. Only
     /// `KeyboardInterrupt`/`SystemExit` escape, to stop the loop.
     pub fn finish(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
+        if let Some(then) = &self.then {
+            return ConnectOp::connected(then.bind(py), outcome);
+        }
         let future = self.future.bind(py);
         match outcome {
             Outcome::Done(value) => {
@@ -506,7 +529,7 @@ fn send_rest(
 
 /// asyncio's `_sock_connect_cb` once the socket is writable: the pending
 /// error from `SO_ERROR`, raised as asyncio raises it.
-fn connect_result(
+pub(crate) fn connect_result(
     py: Python<'_>,
     fd: i32,
     address: &Bound<'_, PyAny>,
@@ -566,6 +589,9 @@ impl SockOp {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.future)?;
+        if let Some(then) = &self.then {
+            visit.call(then)?;
+        }
         if let Some(call) = self.call.try_lock() {
             match &*call {
                 SockCall::RecvInto { buffer } => visit.call(buffer)?,

@@ -39,6 +39,21 @@ pub fn _init_stream_owner<'py>(
     extra: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    init_stream_owner(owner, loop_, sock, protocol, (waiter, None), extra, server)
+}
+
+/// `_init_stream_owner`, with the waiter's result: `None` unless given
+/// (`connect_op` resolves its future with the transport and protocol).
+#[allow(clippy::too_many_arguments)]
+fn init_stream_owner<'py>(
+    owner: &Bound<'py, PyAny>,
+    loop_: &Bound<'py, LoopCore>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: (&Bound<'py, PyAny>, Option<Bound<'py, PyAny>>),
+    extra: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<()> {
     let py = owner.py();
     let extra = ExtraInfo::new(sock, extra)?;
     let fd = fd_of(sock)?;
@@ -135,7 +150,7 @@ fn start<'py>(
     fd: i32,
     core: &Bound<'py, StreamTransport>,
     protocol: &Bound<'py, PyAny>,
-    waiter: &Bound<'py, PyAny>,
+    (waiter, result): (&Bound<'py, PyAny>, Option<Bound<'py, PyAny>>),
 ) -> PyResult<()> {
     let py = owner.py();
     let transports = loop_.get().transports(py)?;
@@ -154,11 +169,8 @@ fn start<'py>(
     )?;
     if !waiter.is_none() {
         let set_result = refs(py).set_result_unless_cancelled.bind(py).clone();
-        LoopCore::call_soon_internal(
-            loop_,
-            set_result,
-            PyTuple::new(py, [waiter, &py.None().into_bound(py)])?,
-        )?;
+        let result = result.unwrap_or_else(|| py.None().into_bound(py));
+        LoopCore::call_soon_internal(loop_, set_result, PyTuple::new(py, [waiter, &result])?)?;
     }
     Ok(())
 }
@@ -270,7 +282,7 @@ pub fn accept_plain<'py>(
         let made = protocol_factory.call0()?;
         let made = protocol.insert(made);
         let none = py.None().into_bound(py);
-        new_socket_transport(loop_, conn, made, &none, extra, server).map(drop)
+        new_socket_transport(loop_, conn, made, &none, extra, server, false).map(drop)
     })();
     match built {
         Ok(()) => Ok(()),
@@ -290,7 +302,8 @@ pub fn accept_plain<'py>(
 /// `_make_socket_transport` without its Python frames (the fd check, the
 /// class's choice, `__init__`), for the loop's own connections (accepted
 /// or connected). asyncio's check that no live transport has the fd, then
-/// what `SocketTransport.__init__` does.
+/// what `SocketTransport.__init__` does. With `pair`, the waiter's result
+/// is `(transport, protocol)`, what `create_connection` returns.
 pub fn new_socket_transport<'py>(
     loop_: &Bound<'py, LoopCore>,
     sock: &Bound<'py, PyAny>,
@@ -298,6 +311,7 @@ pub fn new_socket_transport<'py>(
     waiter: &Bound<'py, PyAny>,
     extra: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
+    pair: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
     let fd = socket_fields::of(sock)?.fd;
@@ -306,7 +320,20 @@ pub fn new_socket_transport<'py>(
         .object_new
         .bind(py)
         .call1((socket_transport_type(py)?,))?;
-    _init_stream_owner(&owner, loop_, sock, protocol, waiter, extra, server)?;
+    let result = if pair {
+        Some(PyTuple::new(py, [&owner, protocol])?.into_any())
+    } else {
+        None
+    };
+    init_stream_owner(
+        &owner,
+        loop_,
+        sock,
+        protocol,
+        (waiter, result),
+        extra,
+        server,
+    )?;
     Ok(owner)
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import gc
 import os
@@ -267,6 +268,52 @@ def test_protocol_factory_error_propagates(loop):
             assert got == run_reference(scenario)
             gc.collect()
         assert got[0] == "no protocol"
+    finally:
+        listener.close()
+
+
+def test_protocol_factory_runs_in_the_calling_task(loop):
+    # asyncio makes the protocol inside the connecting task: its context
+    # (a variable the factory sets is the task's from then on, and what
+    # connection_made sees) and current_task(). tokioloop makes it when
+    # the connect completes, natively (src/connect_op.rs), as the task.
+    var = contextvars.ContextVar("var", default="unset")
+    listener = tcp_listener()
+
+    async def scenario(lp):
+        seen = {}
+        made = lp.create_future()
+
+        class Probe(asyncio.Protocol):
+            def __init__(self):
+                seen["factory"] = (var.get(), asyncio.current_task() is task)
+                var.set("set by the factory")
+
+            def connection_made(self, transport):
+                seen["made"] = (var.get(), asyncio.current_task())
+                transport.close()
+                made.set_result(None)
+
+        async def connect():
+            var.set("set by the task")
+            await lp.create_connection(Probe, *listener.getsockname())
+            seen["after"] = (var.get(), asyncio.current_task() is task)
+
+        task = lp.create_task(connect())
+        await task
+        await made
+        seen["outside"] = var.get()
+        return seen
+
+    try:
+        got = run(loop, scenario(loop))
+        assert got == run_reference(scenario)
+        assert got == {
+            "factory": ("set by the task", True),
+            "made": ("set by the factory", None),
+            "after": ("set by the factory", True),
+            "outside": "unset",
+        }
     finally:
         listener.close()
 

@@ -706,9 +706,24 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
             if info is NotImplemented:
                 info = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
             if info is not None:
-                return await self._connect_numeric(
-                    protocol_factory, info, options.get("all_errors", False)
-                )
+                all_errors = options.get("all_errors", False)
+                if socket.socket is not _SOCKET_CLASS or not self._accepts_inline:
+                    # A patched socket.socket (AsyncSSH's tests) or a
+                    # subclass's _make_socket_transport: called as asyncio would.
+                    return await self._connect_numeric(protocol_factory, info, all_errors)
+                # The rest natively: socket, connect, protocol, transport
+                # (src/connect_op.rs).
+                family, kind, proto, _, address = info
+                op = self._connect_start(protocol_factory, family, kind, proto, address, all_errors)
+                try:
+                    return await op.future
+                except CancelledError:
+                    op.cancel()
+                    raise
+                finally:
+                    # A failure's traceback holds this frame: not the op,
+                    # nor through it the future that holds the exception.
+                    op = None
         return await _SelectorLoop.create_connection(
             self,
             protocol_factory,
@@ -726,7 +741,9 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     create_connection.__signature__ = inspect.signature(_SelectorLoop.create_connection)
 
     async def _connect_numeric(self, protocol_factory, info, all_errors):
-        """What asyncio's ``create_connection``, ``_connect_sock``,
+        """``create_connection``'s path where ``socket.socket`` is patched
+        or a subclass overrides ``_make_socket_transport`` (otherwise the
+        same steps are native: ``_connect_start``). What asyncio's ``create_connection``, ``_connect_sock``,
         ``sock_connect`` and ``_create_connection_transport`` do for one
         resolved address, without their frames, the two re-resolutions of
         the address and the error-list bookkeeping: a non-blocking socket

@@ -81,6 +81,17 @@ class LoopCore:
         conn, extra, server); (attempts, error) when an accept failed."""
     def _socket_names(self, fd: int, /) -> SocketNames:
         """Both ends of a connected TCP socket, read now, formatted when read."""
+    def _connect_start(
+        self,
+        protocol_factory: Any,
+        family: int,
+        kind: int,
+        proto: int,
+        address: Any,
+        all_errors: bool,
+        /,
+    ) -> ConnectOp:
+        """create_connection to one resolved address, natively."""
     def _new_socket(self, family: int, kind: int, proto: int, /) -> Any:
         """socket.socket(family, kind, proto), built natively."""
     def _new_socket_transport(
@@ -193,6 +204,13 @@ class StreamTransportCore:
     _conn_lost: int
     _empty_waiter: Future[None] | None
     _extra: dict[str, Any]
+
+class ConnectOp:
+    """One create_connection in progress."""
+
+    @property
+    def future(self) -> Future[tuple[Any, Any]]: ...
+    def cancel(self) -> None: ...
 
 class SocketNames:
     """Both ends of a connected TCP socket as the kernel gave them."""

@@ -468,7 +468,7 @@ impl LoopCore {
 
     /// The task awaiting a `sock_*` future was cancelled: stop watching the
     /// fd if this call's callback is still the one registered there.
-    pub(super) fn cancel_sock_wait(
+    pub(crate) fn cancel_sock_wait(
         slf: &Bound<'_, Self>,
         future: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
