@@ -25,10 +25,8 @@ pub struct PyRefs {
     pub asyncio_logger: Py<PyAny>,
     /// `socket.socket`: exact instances take the native `sock_*` path.
     pub socket_type: Py<PyAny>,
-    /// `socket.socket.__new__` and the C type's `__init__`: a socket object
-    /// made without `socket.socket.__init__`'s frame (see `accept`).
-    pub socket_new: Py<PyAny>,
-    pub socket_init: Py<PyAny>,
+    /// `_socket.socket`, the C type `socket.socket` derives from.
+    pub socket_base_type: Py<PyAny>,
     /// `_socket.socket.close`: a plain socket closed without
     /// `socket.socket.close()`'s two frames (`stream_owner`).
     pub socket_base_close: Py<PyAny>,
@@ -86,12 +84,7 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         stream_reader_protocol_type: asyncio.getattr("StreamReaderProtocol")?.unbind(),
         asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
         socket_type: socket_type.clone().unbind(),
-        socket_new: socket_type.getattr("__new__")?.unbind(),
-        socket_init: py
-            .import("_socket")?
-            .getattr("socket")?
-            .getattr("__init__")?
-            .unbind(),
+        socket_base_type: py.import("_socket")?.getattr("socket")?.unbind(),
         socket_base_close: py
             .import("_socket")?
             .getattr("socket")?
