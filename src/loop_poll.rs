@@ -262,6 +262,22 @@ impl LoopPoller {
         )
     }
 
+    /// [`add`](Self::add) for an fd that may still be in the instance
+    /// under a key nobody owns any more (a released `sock_*` watch): the
+    /// entry re-keyed in one `EPOLL_CTL_MOD`, which reports the fd's
+    /// current readiness as an addition would. If the entry is gone (the
+    /// watched file was closed and the number reused), an addition.
+    pub fn rekey(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        debug_assert!(token < WATCH_TAG, "tokens count up from 0");
+        let raw = self.epfd.as_raw_fd();
+        match ctl(raw, libc::EPOLL_CTL_MOD, fd, EDGE_BOTH, token) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                ctl(raw, libc::EPOLL_CTL_ADD, fd, EDGE_BOTH, token)
+            }
+            other => other,
+        }
+    }
+
     /// Watch `fd` level-triggered for `events` (`EPOLLIN`, `EPOLLOUT`),
     /// reporting as `key`; `added` if it is in the instance already (the
     /// events change). An fd closed since it was added left the instance

@@ -147,12 +147,15 @@ pub enum Attempt<T> {
 
 impl IoRegistration {
     /// Register `fd` (borrowed: the caller closes it, after dropping this)
-    /// with `poller`, reporting events as `token` to `sink`.
+    /// with `poller`, reporting events as `token` to `sink`. `in_poller`:
+    /// the fd may still be in the instance under a released key (see
+    /// `LoopPoller::rekey`).
     pub fn new(
         poller: &Arc<LoopPoller>,
         fd: RawFd,
         token: u64,
         sink: Weak<dyn EventSink>,
+        in_poller: bool,
     ) -> io::Result<Self> {
         let state = Arc::new(IoState {
             token,
@@ -160,7 +163,11 @@ impl IoRegistration {
             sides: Default::default(),
             error: AtomicBool::new(false),
         });
-        poller.add(fd, token)?;
+        if in_poller {
+            poller.rekey(fd, token)?;
+        } else {
+            poller.add(fd, token)?;
+        }
         Ok(IoRegistration {
             poller: poller.clone(),
             fd,

@@ -272,6 +272,44 @@ def test_protocol_factory_error_propagates(loop):
         listener.close()
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["quiet-peer", "peer-wrote-first"])
+def test_transport_over_a_socket_sock_connect_connected(loop, early):
+    # aiohappyeyeballs' (aiohttp's) way: sock_connect, then
+    # create_connection(sock=...). On tokioloop the transport takes over
+    # the connect wait's registration of the fd (src/loop_poll.rs,
+    # `rekey`); data the peer sent before the transport existed, and data
+    # after, must both arrive, and the fd must leave the loop with it.
+    listener = tcp_listener()
+
+    async def scenario(lp):
+        sock = socket.socket()
+        sock.setblocking(False)
+        await lp.sock_connect(sock, listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            if early:
+                peer.sendall(b"early")
+                await asyncio.sleep(0.05)
+            tr, proto = await lp.create_connection(lambda: RecordingProtocol(lp), sock=sock)
+            if early:
+                await proto.wait_for_data(5)
+            peer.sendall(b"late")
+            await proto.wait_for_data(len(b"early" * early + b"late"))
+            tr.write(b"back")
+            peer.settimeout(5)
+            got = peer.recv(100)
+            tr.close()
+            await proto.lost
+            return proto.data(), got, sock.fileno()
+
+    try:
+        got = run(loop, scenario(loop))
+        assert got == run_reference(scenario)
+        assert got == (b"early" * early + b"late", b"back", -1)
+    finally:
+        listener.close()
+
+
 def test_protocol_factory_runs_in_the_calling_task(loop):
     # asyncio makes the protocol inside the connecting task: its context
     # (a variable the factory sets is the task's from then on, and what

@@ -128,11 +128,12 @@ impl LoopCore {
         // A transport takes over the fd: calls waiting through the socket's
         // watch are dropped, as asyncio's transport replaces their reader,
         // and so are callbacks (they share the epoll instance).
-        self.release_sock_watch(py, fd);
+        let in_poller = self.release_sock_watch(py, fd);
         self.release_fd_watchers(py, fd)?;
         let token = self.next_native.fetch_add(1, Ordering::Relaxed);
         let sink: std::sync::Weak<dyn EventSink> = Arc::downgrade(&self.shared) as _;
-        let registration = IoRegistration::new(&self.poller, fd, token, sink).map_err(os_error)?;
+        let registration =
+            IoRegistration::new(&self.poller, fd, token, sink, in_poller).map_err(os_error)?;
         self.shared.note_registration();
         let entry = NativeEntry {
             io: target,
@@ -318,33 +319,45 @@ impl LoopCore {
     /// Take `fd`'s watch off the poller (if there is one); returns its
     /// waiting calls, still in the waits table, and whether its socket is
     /// still open on that fd.
+    /// `fd`'s watch released: its waiting calls, and whether its socket
+    /// is still open; None if it had none. With `keep_in_poller` the fd
+    /// stays in the epoll instance (under the watch's key, which nobody
+    /// owns any more) for the caller to re-key.
     pub(super) fn take_sock_watch(
         &self,
         py: Python<'_>,
         fd: i32,
-    ) -> (Vec<Py<sock_ops::SockOp>>, bool) {
+        keep_in_poller: bool,
+    ) -> Option<(Vec<Py<sock_ops::SockOp>>, bool)> {
         if self.native_ios.load(Ordering::Relaxed) == 0 {
-            return (Vec::new(), false); // no watch at all: the common case
+            return None; // no watch at all: the common case
         }
-        let Some(watch) = self.sock_watches.lock().remove(&fd) else {
-            return (Vec::new(), false);
-        };
+        let watch = self.sock_watches.lock().remove(&fd)?;
         let registered = self.unregister_native(watch.get().token);
         let ops = watch.get().release();
-        // Fails harmlessly if the socket was closed (see `add_sock`).
-        self.poller.remove(fd);
+        if !keep_in_poller {
+            // Fails harmlessly if the socket was closed (see `add_sock`).
+            self.poller.remove(fd);
+        }
         drop(registered);
         let open = watch.get().socket_still_open(py);
         drop(watch);
-        (ops.into_iter().flatten().collect(), open)
+        Some((ops.into_iter().flatten().collect(), open))
     }
 
     /// For a transport taking over `fd`: its watch released, waiting calls
-    /// dropped (their futures stay pending, as with asyncio).
-    pub(super) fn release_sock_watch(&self, py: Python<'_>, fd: i32) {
-        for op in self.take_sock_watch(py, fd).0 {
+    /// dropped (their futures stay pending, as with asyncio). Whether the
+    /// fd was left in the epoll instance for the transport to re-key (one
+    /// `EPOLL_CTL_MOD` instead of a removal and an addition: a socket that
+    /// `sock_connect` connected, made into a transport).
+    pub(super) fn release_sock_watch(&self, py: Python<'_>, fd: i32) -> bool {
+        let Some((ops, _)) = self.take_sock_watch(py, fd, true) else {
+            return false;
+        };
+        for op in ops {
             op.get().forget_wait(py);
         }
+        true
     }
 
     /// For `add_reader`/`add_writer` on `fd`: its watch released, waiting
@@ -353,7 +366,9 @@ impl LoopCore {
     /// dropped if their socket no longer has this fd.
     pub(super) fn hand_over_sock_watch(slf: &Bound<'_, Self>, fd: i32) -> PyResult<()> {
         let py = slf.py();
-        let (ops, open) = slf.get().take_sock_watch(py, fd);
+        let Some((ops, open)) = slf.get().take_sock_watch(py, fd, false) else {
+            return Ok(());
+        };
         for op in ops {
             let sock_op = op.get();
             if !open || sock_op.future_done(py)? {
