@@ -82,7 +82,7 @@ pub fn start<'py>(
     let sock =
         crate::socket_object::new_socket(py, family, kind | libc::SOCK_NONBLOCK, proto, None)
             .map_err(|err| grouped(py, err, all_errors))?;
-    let (context, task) = calling_task(py)?;
+    let (context, task) = calling_task(loop_)?;
     let op = Bound::new(
         py,
         ConnectOp {
@@ -160,8 +160,9 @@ fn grouped(py: Python<'_>, err: PyErr, all_errors: bool) -> PyErr {
 }
 
 /// The current context (the object itself, as the task runs in it) and
-/// `asyncio.current_task()`.
-fn calling_task(py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+/// `asyncio.current_task(loop)`.
+fn calling_task<'py>(loop_: &Bound<'py, LoopCore>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let py = loop_.py();
     let current = crate::thread_context::context_offset(py).and_then(|offset| {
         // SAFETY: the GIL is held; the offset was checked for this
         // interpreter. The pointer is borrowed, NULL if never set.
@@ -174,17 +175,27 @@ fn calling_task(py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         // SAFETY: the GIL is held; a new reference or NULL with an error.
         None => unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? },
     };
-    let task = task_functions(py)?.0.bind(py).call0()?;
+    let task = task_functions(py)?.0.bind(py).call1((loop_,))?;
     Ok((context.unbind(), task.unbind()))
 }
 
-/// `asyncio.current_task`, `_enter_task` and `_leave_task`.
+/// `current_task(loop)`, `_enter_task` and `_leave_task`, the C versions
+/// where there are: `asyncio.current_task` is Python up to 3.13, and
+/// before 3.12 only the table it reads is C (`_current_tasks`).
 fn task_functions(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     static FUNCTIONS: PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
     FUNCTIONS.get_or_try_init(py, || {
         let tasks = py.import("asyncio.tasks")?;
+        let c_current = py
+            .import("_asyncio")
+            .and_then(|m| m.getattr("current_task"))
+            .ok();
+        let current = match c_current {
+            Some(current) => current,
+            None => tasks.getattr("_current_tasks")?.getattr("get")?,
+        };
         Ok::<_, PyErr>((
-            tasks.getattr("current_task")?.unbind(),
+            current.unbind(),
             tasks.getattr("_enter_task")?.unbind(),
             tasks.getattr("_leave_task")?.unbind(),
         ))
