@@ -102,12 +102,7 @@ pub fn start<'py>(
         Err(err) => {
             op.get().take_state(py);
             sock.call_method0(intern!(py, "close"))?;
-            let fatal = !err.is_instance_of::<pyo3::exceptions::PyOSError>(py);
-            return Err(if fatal {
-                err
-            } else {
-                grouped(py, err, all_errors)
-            });
+            return Err(grouped(py, err, all_errors));
         }
     };
     if pending {
@@ -143,10 +138,11 @@ fn connect(sock: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<bool
     }
 }
 
-/// `err`, or with `all_errors` asyncio's `ExceptionGroup("create_connection
-/// failed", [err])`.
+/// `err`, or, for an `OSError` with `all_errors`, asyncio's
+/// `ExceptionGroup("create_connection failed", [err])` (asyncio collects
+/// only the `OSError`s of its connect attempts; anything else propagates).
 fn grouped(py: Python<'_>, err: PyErr, all_errors: bool) -> PyErr {
-    if !all_errors {
+    if !all_errors || !err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
         return err;
     }
     let group = py

@@ -1100,7 +1100,6 @@ impl LoopCore {
     /// `create_connection` to one resolved address, natively from the
     /// socket to the transport (see `connect_op`): the op whose `future`
     /// resolves to `(transport, protocol)`.
-    #[allow(clippy::too_many_arguments)]
     fn _connect_start<'py>(
         slf: &Bound<'py, Self>,
         protocol_factory: &Bound<'py, PyAny>,
