@@ -29,7 +29,6 @@
 
 use std::io;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -41,7 +40,7 @@ use crate::inet_address::SocketNames;
 use crate::loop_core::LoopCore;
 use crate::sock_ops::{self, Outcome, SockCall};
 use crate::socket_fields;
-use crate::transport_support::in_context;
+use crate::transport_support::{in_context, is_fatal};
 
 /// Where a connection is.
 enum State {
@@ -276,10 +275,6 @@ impl ConnectOp {
         )?;
         Ok(transport.unbind())
     }
-}
-
-fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 /// Run `f` as the calling task's step would: in its context, with the

@@ -590,8 +590,6 @@ impl LoopCore {
         Ok(timer)
     }
 
-    /// Everything queued or registered, taken out so the caller drops it
-    /// after the locks are released (dropping may run Python code).
     /// `loop._transports`; AttributeError before it is set, as for a
     /// missing attribute.
     pub(crate) fn transports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -603,6 +601,8 @@ impl LoopCore {
         }
     }
 
+    /// Everything queued or registered, taken out so the caller drops it
+    /// after the locks are released (dropping may run Python code).
     fn take_queued(&self) -> Queued {
         // SAFETY: `take_queued` runs from `_close_native` and the GC's
         // `__clear__`, both with the GIL held.

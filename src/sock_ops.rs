@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -459,9 +459,7 @@ impl SockOp {
                 future.call_method1(intern!(py, "set_result"), (value,))?;
             }
             Outcome::Failed(err) => {
-                if err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    || err.is_instance_of::<PySystemExit>(py)
-                {
+                if crate::transport_support::is_fatal(py, &err) {
                     return Err(err);
                 }
                 future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
@@ -529,7 +527,7 @@ fn send_rest(
 
 /// asyncio's `_sock_connect_cb` once the socket is writable: the pending
 /// error from `SO_ERROR`, raised as asyncio raises it.
-pub(crate) fn connect_result(
+fn connect_result(
     py: Python<'_>,
     fd: i32,
     address: &Bound<'_, PyAny>,

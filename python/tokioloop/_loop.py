@@ -743,10 +743,11 @@ class Loop(LoopCore, unix_events._UnixSelectorEventLoop):
     async def _connect_numeric(self, protocol_factory, info, all_errors):
         """``create_connection``'s path where ``socket.socket`` is patched
         or a subclass overrides ``_make_socket_transport`` (otherwise the
-        same steps are native: ``_connect_start``). What asyncio's ``create_connection``, ``_connect_sock``,
-        ``sock_connect`` and ``_create_connection_transport`` do for one
-        resolved address, without their frames, the two re-resolutions of
-        the address and the error-list bookkeeping: a non-blocking socket
+        same steps are native: ``_connect_start``). What asyncio's
+        ``create_connection``, ``_connect_sock``, ``sock_connect`` and
+        ``_create_connection_transport`` do for one resolved address,
+        without their frames, the two re-resolutions of the address and the
+        error-list bookkeeping: a non-blocking socket
         made as such (no ``ioctl``), ``connect_ex``, the native wait for a
         connect in progress, then the transport and its waiter. A failure
         raises what asyncio raises for a single address: the ``OSError``

@@ -78,7 +78,7 @@ class LoopCore:
         /,
     ) -> tuple[int, OSError] | None:
         """Up to `backlog` accepts, each queued as on_accept(protocol_factory,
-        conn, extra, server); (attempts, error) when an accept failed."""
+        conn, names, server); (attempts, error) when an accept failed."""
     def _socket_names(self, fd: int, /) -> SocketNames:
         """Both ends of a connected TCP socket, read now, formatted when read."""
     def _connect_start(

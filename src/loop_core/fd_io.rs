@@ -316,13 +316,11 @@ impl LoopCore {
         self.poller.add_sock(fd, token)
     }
 
-    /// Take `fd`'s watch off the poller (if there is one); returns its
-    /// waiting calls, still in the waits table, and whether its socket is
-    /// still open on that fd.
-    /// `fd`'s watch released: its waiting calls, and whether its socket
-    /// is still open; None if it had none. With `keep_in_poller` the fd
-    /// stays in the epoll instance (under the watch's key, which nobody
-    /// owns any more) for the caller to re-key.
+    /// Release `fd`'s watch (if there is one): its waiting calls, still in
+    /// the waits table, and whether its socket is still open on that fd;
+    /// None if it had none. The fd comes off the poller, unless
+    /// `keep_in_poller`: then it stays in the epoll instance (under the
+    /// watch's key, which nobody owns any more) for the caller to re-key.
     pub(super) fn take_sock_watch(
         &self,
         py: Python<'_>,
