@@ -344,6 +344,17 @@ def busy_chain(loop, order, action, *, at=2, length=8):
     return done
 
 
+def transport_io_index(loop, at=2):
+    """Where, in a ``busy_chain`` whose callback at index ``at`` sent data
+    to a transport of the same loop, the receiving protocol's callback
+    lands: in the next iteration on both loops, after the chain's next
+    callback on the stock loop (I/O is queued last there) and before it on
+    tokioloop (a transport's I/O runs first, as libuv's poll phase runs
+    before the callbacks queued by the last iteration)."""
+    stock = type(loop).__module__.startswith("asyncio")
+    return at + 2 if stock else at + 1
+
+
 def watch_once(loop, kind, key, action, *args, trigger=None, remove_key=None):
     """Watch ``key`` with ``loop.add_<kind>(key, callback, *args)`` (``kind`` is
     ``"reader"`` or ``"writer"``) and run the loop until the callback has run.

@@ -30,7 +30,14 @@ import warnings
 
 import pytest
 from loop_support import FACTORY_EXPR, import_tokioloop
-from net_support import RecordingProtocol, busy_chain, iterations, run, tcp_listener
+from net_support import (
+    RecordingProtocol,
+    busy_chain,
+    iterations,
+    run,
+    tcp_listener,
+    transport_io_index,
+)
 
 VAR = contextvars.ContextVar("VAR", default="unset")
 
@@ -1033,10 +1040,10 @@ def test_transport_of_a_connection_accepted_as_the_server_closes(loop_factory):
 
 def test_data_written_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(loop):
     """A client and its server in one loop: what a callback writes reaches
-    the server's data_received in the next iteration, after the callbacks
-    queued before it, even while a chain of callbacks keeps the loop busy
-    (the stock loop selects on every iteration; tokioloop polls I/O only
-    every few busy iterations, and a send makes the next one poll)."""
+    the server's data_received in the next iteration (where in it: see
+    ``transport_io_index``), even while a chain of callbacks keeps the loop
+    busy (the stock loop selects on every iteration; tokioloop polls I/O
+    only every few busy iterations, and a send makes the next one poll)."""
     order = []
 
     class Receiver(RecordingProtocol):
@@ -1049,7 +1056,30 @@ def test_data_written_to_a_peer_in_the_same_loop_arrives_in_the_next_iteration(l
         await _teardown(server, tr)
 
     run(loop, main())
-    assert order.index("data") == 4, order
+    assert order.index("data") == transport_io_index(loop), order
+
+
+def test_callbacks_queued_before_a_run_come_before_the_io_it_first_polls(loop):
+    """Data that reached a transport while the loop was not running is
+    delivered after the callbacks queued before the run, on both loops
+    (asyncio queues I/O last; tokioloop puts a transport's I/O first only
+    from a run's second poll on, see ``transport_io_index``). CPython's
+    ``test_datagram_send_to_non_listening_address`` counts on it: it sends,
+    then runs a task whose first step makes the future the datagram sets."""
+    order = []
+
+    class Receiver(RecordingProtocol):
+        def data_received(self, data):
+            order.append("data")
+
+    server, tr, _cp, sp = run(loop, _pair(loop, server_factory=lambda: Receiver(loop)))
+    try:
+        tr.write(b"x")  # sent at once: the server's socket is readable now
+        loop.call_soon(order.append, "queued")
+        run(loop, iterations(3))
+        assert order == ["queued", "data"]
+    finally:
+        run(loop, _teardown(server, tr, sp.transport))
 
 
 def test_tokioloop_transport_on_a_dead_fd_fails_cleanly():

@@ -316,11 +316,12 @@ fn poll_io(
     driver: &Driver,
     raw: &mut RawEvents,
     timeout_ms: i32,
+    transports_first: bool,
 ) -> PyResult<bool> {
     let this = slf.get();
     let poller = &*this.poller;
     if !poller.parks_here() {
-        return poll_in_tokio(slf, driver, raw, timeout_ms);
+        return poll_in_tokio(slf, driver, raw, timeout_ms, transports_first);
     }
     let waited = if timeout_ms == 0 {
         poller.wait(raw, 0)
@@ -336,7 +337,7 @@ fn poll_io(
         }
         Err(e) => return Err(crate::errors::os_error(e)),
     };
-    let polled = this.queue_polled(slf.py(), &raw[..n]);
+    let polled = this.queue_polled(slf.py(), &raw[..n], transports_first);
     if polled.timer {
         driver.timer.fired();
     }
@@ -360,6 +361,7 @@ fn poll_in_tokio(
     driver: &Driver,
     raw: &mut RawEvents,
     timeout_ms: i32,
+    transports_first: bool,
 ) -> PyResult<bool> {
     let this = slf.get();
     let poller = &*this.poller;
@@ -389,7 +391,7 @@ fn poll_in_tokio(
     } else {
         poller.set_left_unread(n == raw.len());
     }
-    let polled = this.queue_polled(slf.py(), &raw[..n]);
+    let polled = this.queue_polled(slf.py(), &raw[..n], transports_first);
     this.rechecks.store(polled.watched, Ordering::Relaxed);
     Ok(polled.more)
 }
@@ -408,7 +410,9 @@ fn park(slf: &Bound<'_, LoopCore>, driver: &Driver, raw: &mut RawEvents) -> PyRe
         };
         driver.timer.expire_by(when, now)?;
     }
-    poll_io(slf, driver, raw, -1)
+    // Only callbacks other threads queued meanwhile can be waiting: they
+    // keep their place ahead of the I/O, as on the stock loop.
+    poll_io(slf, driver, raw, -1, false)
 }
 
 /// The body of `run_forever`: iterate until `stop()`.
@@ -424,6 +428,10 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
     let mut raw = loop_poll::raw_events();
     // The first iteration of every run polls, as the stock loop would.
     let mut last_poll = f64::NEG_INFINITY;
+    // Its transports' I/O runs after the callbacks queued before the run
+    // (uvloop runs those before its first poll, and asyncio queues I/O
+    // last); later polls put it first (see `queue_polled`).
+    let mut first_poll = true;
     let mut skipped = 0;
     // The last poll filled its batch: the next iteration polls too.
     let mut more = false;
@@ -447,7 +455,8 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             } else {
                 last_poll = now;
                 skipped = 0;
-                more = poll_io(slf, driver, &mut raw, 0)?;
+                more = poll_io(slf, driver, &mut raw, 0, !first_poll)?;
+                first_poll = false;
             }
         } else {
             shared.wakeup.about_to_park();
