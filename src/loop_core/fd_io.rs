@@ -35,14 +35,14 @@ impl LoopCore {
     /// the last iteration scheduled: a task woken by a response that was
     /// just sent then finds the peer's next request already received
     /// (aiohttp's request loop waits on a future otherwise, and 9 in 10
-    /// requests skip that wait on uvloop). Not in a run's first iteration
-    /// (`transports_first` false): callbacks queued before the run come
-    /// first, as on uvloop (which runs them before its first poll) and the
-    /// stock loop. Any order of I/O against
-    /// `call_soon` callbacks is asyncio's contract; the stock loop queues
-    /// I/O last, and so do `add_reader`/`add_writer` callbacks and the
-    /// waits of `sock_*` calls here (asyncio builds those on its selector,
-    /// and code that mixes them with callbacks may count on its order).
+    /// requests skip that wait on uvloop). Not in a run's first poll or a
+    /// park (`transports_first` false): callbacks queued before the run
+    /// come first, as on uvloop (which runs them before its first poll)
+    /// and the stock loop. Any order of I/O against `call_soon` callbacks
+    /// is asyncio's contract; the stock loop queues I/O last, and so do
+    /// `add_reader`/`add_writer` callbacks and the waits of `sock_*` calls
+    /// here (asyncio builds those on its selector, and code that mixes
+    /// them with callbacks may count on its order).
     ///
     /// A watched fd's callbacks are queued as a selector loop's are; the
     /// next iteration polls again (`Polled::watched`, `LoopCore::rechecks`),

@@ -428,10 +428,6 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
     let mut raw = loop_poll::raw_events();
     // The first iteration of every run polls, as the stock loop would.
     let mut last_poll = f64::NEG_INFINITY;
-    // Its transports' I/O runs after the callbacks queued before the run
-    // (uvloop runs those before its first poll, and asyncio queues I/O
-    // last); later polls put it first (see `queue_polled`).
-    let mut first_poll = true;
     let mut skipped = 0;
     // The last poll filled its batch: the next iteration polls too.
     let mut more = false;
@@ -453,10 +449,14 @@ pub(super) fn drive(slf: &Bound<'_, LoopCore>, driver: &Driver) -> PyResult<()> 
             if !stopping && !noted && skipped + 1 < every && now - last_poll < interval {
                 skipped += 1;
             } else {
+                // The run's first poll queues its transports' I/O after
+                // the callbacks queued before the run (uvloop runs those
+                // before its first poll, and asyncio queues I/O last);
+                // later polls put it first (see `queue_polled`).
+                let transports_first = last_poll != f64::NEG_INFINITY;
                 last_poll = now;
                 skipped = 0;
-                more = poll_io(slf, driver, &mut raw, 0, !first_poll)?;
-                first_poll = false;
+                more = poll_io(slf, driver, &mut raw, 0, transports_first)?;
             }
         } else {
             shared.wakeup.about_to_park();
