@@ -504,8 +504,30 @@ def summarize(cells: list[Cell], loops: list[str], samples: list[dict]) -> list[
                     row[metric] = statistics.median(values) if values else None
                 cpu = [s["cpu_us_per_req"] for s in mine]
                 row["cpu_us_per_req_min"], row["cpu_us_per_req_max"] = min(cpu), max(cpu)
+                if loop == TARGET:
+                    row["best_by_round"] = _paired_ratios(cell, mine, samples)
             rows.append(row)
     return rows
+
+
+def _paired_ratios(cell: Cell, mine: list[dict], samples: list[dict]) -> list[float]:
+    """TARGET's CPU/req over the best of BASELINES in the same round, one
+    ratio per round that has both. Loops run back to back within a round,
+    so a slow drift of the machine's load cancels out of these, where it
+    can still tilt a ratio of medians taken over different rounds."""
+    same_cell = [
+        s
+        for s in samples
+        if s["loop"] in BASELINES
+        and "error" not in s
+        and all(s[k] == v for k, v in asdict(cell).items())
+    ]
+    ratios = []
+    for sample in mine:
+        best = [s["cpu_us_per_req"] for s in same_cell if s["round"] == sample["round"]]
+        if best and min(best) > 0:
+            ratios.append(sample["cpu_us_per_req"] / min(best))
+    return ratios
 
 
 # --------------------------------------------------------------------------
@@ -588,6 +610,16 @@ def _baseline(by_loop: dict[str, dict], name: str) -> float | None:
     return min(values) if values else None
 
 
+def _paired_cols(row: dict | None) -> list[str]:
+    """The same-round columns of the pivot for TARGET's row."""
+    ratios = row.get("best_by_round") if row and row["status"] == "ok" else None
+    if not ratios:
+        return ["-", "-"]
+    median = statistics.median(ratios)
+    below = sum(r < 1 for r in ratios)
+    return [f"{median:.2f} ({min(ratios):.2f}-{max(ratios):.2f})", f"{below}/{len(ratios)}"]
+
+
 def _vs_label(name: str) -> str:
     return BEST if name == "best" else name
 
@@ -609,8 +641,11 @@ def format_tables(rows: list[dict], loops: list[str], mode: str) -> str:
     # 1. Pivot: CPU µs per unit, one column per loop.
     with_target = TARGET in loops
     header = cell_header + [f"{lp} µs/{unit}" for lp in loops]
+    paired = with_target and "best" in vs
     if with_target:
         header += [f"{TARGET}/{_vs_label(name)}" for name in vs]
+    if paired:
+        header += ["same round: median (range)", "rounds below 1"]
     pivot = []
     for cols, by_loop in groups.items():
         line = list(cols) + [
@@ -619,10 +654,19 @@ def format_tables(rows: list[dict], loops: list[str], mode: str) -> str:
         if with_target:
             mine = _cpu(by_loop.get(TARGET))
             line += [_ratio(mine, _baseline(by_loop, name)) for name in vs]
+        if paired:
+            line += _paired_cols(by_loop.get(TARGET))
         pivot.append(line)
     right = len(header) - len(cell_header)
     out = [f"{labels['title']} (median over rounds; lower is better):", ""]
     out += [_markdown(header, right, pivot), ""]
+    if paired:
+        note = (
+            f"`same round`: {TARGET}'s CPU/{unit} over {BEST}'s in each round (the loops "
+            "run back to back within a round), median and range over rounds; `rounds "
+            "below 1`: in how many of them it was lower."
+        )
+        out += [note, ""]
 
     # 2. Detail: one line per (cell, loop).  Spawn rows add the CPU time of
     # the reaped children (fork/exec cost that the parent does not pay).
