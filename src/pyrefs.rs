@@ -20,7 +20,6 @@ pub struct PyRefs {
     pub run_handle_debug: Py<PyAny>,
     /// `asyncio.BufferedProtocol`: transports read into `get_buffer()` for it.
     pub buffered_protocol_type: Py<PyAny>,
-    pub stream_reader_protocol_type: Py<PyAny>,
     /// `asyncio.log.logger`, for the warnings asyncio's transports log.
     pub asyncio_logger: Py<PyAny>,
     /// `socket.socket`: exact instances take the native `sock_*` path.
@@ -81,7 +80,6 @@ fn load(py: Python<'_>) -> PyResult<PyRefs> {
         extract_stack: support.getattr("extract_stack")?.unbind(),
         run_handle_debug: support.getattr("run_handle_debug")?.unbind(),
         buffered_protocol_type: asyncio.getattr("BufferedProtocol")?.unbind(),
-        stream_reader_protocol_type: asyncio.getattr("StreamReaderProtocol")?.unbind(),
         asyncio_logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
         socket_type: socket_type.clone().unbind(),
         socket_base_type: py.import("_socket")?.getattr("socket")?.unbind(),

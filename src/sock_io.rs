@@ -80,19 +80,9 @@ pub(crate) struct ReadSizer {
     last: usize,
     last_mode: Option<ReadMode>,
     small_streak: u8,
-    /// The consumer copies every chunk into a buffer of its own (asyncio's
-    /// `StreamReader`), so whole large messages save it nothing, and the
-    /// 100 KiB+ objects make glibc grow and trim its heap (`brk`) on almost
-    /// every message (streams 100 KiB echo, 16 connections: 72 -> 119 us of
-    /// CPU per request). Such a consumer gets 64 KiB reads plus the rest.
-    consumer_copies: bool,
 }
 
 impl ReadSizer {
-    pub(crate) fn set_consumer_copies(&mut self, copies: bool) {
-        self.consumer_copies = copies;
-    }
-
     pub(crate) fn mode(&self) -> ReadMode {
         match self.last_mode {
             // A connection's first read takes everything queued, as
@@ -107,9 +97,13 @@ impl ReadSizer {
             // Large messages keep coming: read each whole, so a 100 KiB
             // message is one `recv`, one `data_received` and one `send`
             // (protocol 100 KiB echo, 16 connections: 34 -> 25 us/request).
-            Some(ReadMode::Sized) if !self.consumer_copies && self.last >= SMALL_READ_SIZE => {
-                ReadMode::Sized
-            }
+            // A `StreamReader` too, though it copies every chunk into its
+            // own buffer: with the heap tuned (`heap_tuning`) the whole
+            // objects cost glibc nothing more, and a 64 KiB read plus the
+            // rest cost a second `recv`, a second `data_received` and a
+            // poll between them (streams 100 KiB echo, one connection:
+            // 90 -> 80 us of CPU per request in alternated runs).
+            Some(ReadMode::Sized) if self.last >= SMALL_READ_SIZE => ReadMode::Sized,
             // A small read filled up: more is waiting.
             Some(ReadMode::Small) if self.last >= SMALL_READ_SIZE => ReadMode::Direct,
             _ if self.small_streak >= SMALL_STREAK => ReadMode::Small,
@@ -343,10 +337,7 @@ mod tests {
     use super::*;
 
     fn run(sizes: &[usize]) -> Vec<ReadMode> {
-        run_with(ReadSizer::default(), sizes)
-    }
-
-    fn run_with(mut sizer: ReadSizer, sizes: &[usize]) -> Vec<ReadMode> {
+        let mut sizer = ReadSizer::default();
         sizes
             .iter()
             .map(|&n| {
@@ -386,17 +377,6 @@ mod tests {
         use ReadMode::*;
         let modes = run(&[1024, 100_000, 36_000, 100_000, 300_000, 1024, 1024]);
         assert_eq!(modes, [Sized, Direct, Sized, Sized, Sized, Sized, Direct]);
-    }
-
-    #[test]
-    fn a_copying_consumer_gets_large_messages_in_64k_reads_plus_the_rest() {
-        use ReadMode::*;
-        let mut sizer = ReadSizer::default();
-        sizer.set_consumer_copies(true);
-        let modes = run_with(sizer, &[100_000, 100_000, 36_000, 100_000, 36_000]);
-        // The first read is whole; a whole read does not keep the stream
-        // on whole reads.
-        assert_eq!(modes, [Sized, Direct, Sized, Direct, Sized]);
     }
 
     #[test]

@@ -558,8 +558,6 @@ impl StreamTransport {
     fn set_protocol_inner(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered = protocol.is_instance(refs(py).buffered_protocol_type.bind(py))?;
-        let streams = protocol.is_instance(refs(py).stream_reader_protocol_type.bind(py))?;
-        self.sizer.set_consumer_copies(streams);
         // A protocol without the method fails when data arrives, as on
         // asyncio (through `_fatal_error`), not here: a missing one is
         // looked up again then (`ProtocolMethod`).
