@@ -251,6 +251,10 @@ pub struct LoopCore {
     /// once the running iteration's callbacks are done (see
     /// `retry_sock_watch`).
     sock_retries: GilCell<Vec<(i32, Direction)>>,
+    /// What a poll queues behind the callbacks already ready (see
+    /// `queue_polled`), gathered here first. Empty between polls; kept so
+    /// that a poll that fires a watch does not allocate a list each time.
+    poll_tail: GilCell<Vec<Ready>>,
     /// `loop._transports` (asyncio's fd -> transport map, a `TransportMap`
     /// unless replaced), held here so that a connection's insert, check
     /// and removal read it without an attribute lookup each.
@@ -795,6 +799,7 @@ impl LoopCore {
             sock_waits: Mutex::new(SockWaits::default()),
             sock_watches: Mutex::new(HashMap::default()),
             sock_retries: GilCell::new(Vec::new()),
+            poll_tail: GilCell::new(Vec::new()),
             transports: GilCell::new(None),
             signal_fd: driver.signal_write_fd(),
             driver: Mutex::new(Some(driver)),

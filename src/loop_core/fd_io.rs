@@ -62,7 +62,8 @@ impl LoopCore {
         // Transports' entries go ahead of the callbacks already queued (see
         // the doc above); the rest after them, as asyncio's.
         let mut queued_transports = 0;
-        let mut queued_last = Vec::new();
+        // Nothing below runs Python code, so the borrow can stay open.
+        let mut queued_last = self.poll_tail.borrow_mut(py);
         let mut polled = self.poller.decode(events, &self.shared.wakeup, |edge| {
             let ready = ready.get_or_insert_with(|| self.shared.ready.borrow_mut(py));
             if let NativeEdge::Watch { fd, token, mask } = edge {
@@ -114,9 +115,9 @@ impl LoopCore {
             if transports_first {
                 ready.rotate_right(queued_transports);
             }
-            ready.extend(queued_last);
+            ready.extend(queued_last.drain(..));
         }
-        drop((natives, watchers, ready));
+        drop((natives, watchers, ready, queued_last));
         if !cancelled.is_empty() {
             // asyncio's `_process_events` removes a cancelled callback it
             // meets (level-triggered, it would be reported again and again).
