@@ -478,17 +478,19 @@ METRICS = (
 )
 
 
+def _of_cell(cell: Cell, samples: list[dict]) -> list[dict]:
+    """The samples measured in CELL, by every loop."""
+    key = asdict(cell)
+    return [s for s in samples if all(s[k] == v for k, v in key.items())]
+
+
 def summarize(cells: list[Cell], loops: list[str], samples: list[dict]) -> list[dict]:
     """Median of each metric over rounds per (cell, loop); any failed round makes it err."""
     rows = []
     for cell in cells:
         for loop in loops:
             row = {**asdict(cell), "loop": loop}
-            mine = [
-                s
-                for s in samples
-                if s["loop"] == loop and all(s[k] == v for k, v in asdict(cell).items())
-            ]
+            mine = [s for s in _of_cell(cell, samples) if s["loop"] == loop]
             if not cell.supported_by(loop):
                 row["status"] = "n/a"
             elif not mine:
@@ -515,13 +517,7 @@ def _paired_ratios(cell: Cell, mine: list[dict], samples: list[dict]) -> list[fl
     ratio per round that has both. Loops run back to back within a round,
     so a slow drift of the machine's load cancels out of these, where it
     can still tilt a ratio of medians taken over different rounds."""
-    same_cell = [
-        s
-        for s in samples
-        if s["loop"] in BASELINES
-        and "error" not in s
-        and all(s[k] == v for k, v in asdict(cell).items())
-    ]
+    same_cell = [s for s in _of_cell(cell, samples) if s["loop"] in BASELINES and "error" not in s]
     ratios = []
     for sample in mine:
         best = [s["cpu_us_per_req"] for s in same_cell if s["round"] == sample["round"]]
