@@ -115,7 +115,9 @@ impl LoopCore {
             if transports_first {
                 ready.rotate_right(queued_transports);
             }
-            ready.extend(queued_last.drain(..));
+            if !queued_last.is_empty() {
+                ready.extend(queued_last.drain(..));
+            }
         }
         drop((natives, watchers, ready, queued_last));
         if !cancelled.is_empty() {

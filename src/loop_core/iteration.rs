@@ -137,14 +137,15 @@ impl LoopCore {
             let mut spare = this.spare.borrow_mut(py);
             spare.cap = batch.len().clamp(SPARE_MIN, SPARE_MAX);
             let cap = spare.cap;
-            let contexts = spare.contexts.trim(cap);
-            let handles = if spare.handles.len() > cap {
-                spare.handles.split_off(cap)
-            } else {
-                Vec::new()
-            };
+            // Checked first so that the usual iteration, with nothing to
+            // trim, makes and drops no lists.
+            let surplus = (spare.handles.len() > cap || spare.contexts.len() > cap).then(|| {
+                let kept = cap.min(spare.handles.len());
+                let handles = spare.handles.split_off(kept);
+                (handles, spare.contexts.trim(cap))
+            });
             let slot = spare.contexts.context_slot();
-            ((handles, contexts), (slot, spare.batch_context.take()))
+            (surplus, (slot, spare.batch_context.take()))
         };
         drop(surplus); // outside the borrow
         let debug = shared.debug();
