@@ -400,7 +400,13 @@ fn poll_in_tokio(
 /// Park until the next timer or anything else happens (see `poll_io`).
 fn park(slf: &Bound<'_, LoopCore>, driver: &Driver, raw: &mut RawEvents) -> PyResult<bool> {
     let shared = &*slf.get().shared;
-    let deadline = shared.timers.lock().next_deadline();
+    // (The hint is exact here: timers are added with the GIL held, which
+    // this thread holds.)
+    let deadline = if shared.may_have_timers() {
+        shared.timers.lock().next_deadline()
+    } else {
+        None
+    };
     if let Some(when) = deadline {
         let now = clock::monotonic();
         // An overridden `time()` counts the time left from its own idea of
