@@ -417,3 +417,21 @@ def test_tokioloop_plain_handle_fits_pymalloc_96_byte_class():
         assert sys.getsizeof(loop.call_soon_threadsafe(noop, 1)) <= 96
     finally:
         loop.close()
+
+
+def test_tokioloop_spare_pool_shrinks_after_a_burst():
+    # The pool keeps about as many run handles as the last batch had, so a
+    # burst's handles are let go once batches are small again (the loop's
+    # memory does not stay at its peak).
+    loop = import_tokioloop().new_event_loop()
+    try:
+        burst = 4 * 600
+        for _ in range(burst):
+            loop.call_soon(noop)
+        run_once(loop)
+        assert loop._spare_counts()[1] >= burst
+        for _ in range(3):
+            run_once(loop)
+        assert loop._spare_counts()[1] <= 256  # SPARE_MIN, src/loop_core.rs
+    finally:
+        loop.close()
