@@ -425,7 +425,7 @@ def test_tokioloop_spare_pool_shrinks_after_a_burst():
     # memory does not stay at its peak).
     loop = import_tokioloop().new_event_loop()
     try:
-        burst = 4 * 600
+        burst = 4 * BURST
         for _ in range(burst):
             loop.call_soon(noop)
         run_once(loop)
